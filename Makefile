@@ -1,0 +1,51 @@
+# raymall: `make run` serves the demo shop on the embedded stores; `make test` checks it all.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+RAYMALL := $(VENV)/bin/raymall
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install run test lint unit integration e2e bench migration clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	# CPU build of torch first, so sentence-transformers does not pull CUDA packages
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+run: install
+	$(RAYMALL) migrate
+	$(RAYMALL) seed --demo
+	$(RAYMALL) serve
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+unit: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
+
+integration: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/integration
+
+e2e: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e
+
+test: install
+	@bash scripts/test.sh
+
+bench: install
+	$(PY) bench/load_test.py --duration 60 --out bench/report
+
+migration: install
+	$(PY) scripts/regen_initial_migration.py
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,109 @@
+"""Names and lifecycle of raymall's long-lived actors.
+
+Every actor is named in the app's namespace, detached (so it outlives a driver that
+reconnects to a cluster), and runs with ``max_restarts=-1``: a crashed actor is
+restarted by Ray and rebuilds its state from the database. ``launch_all`` is idempotent
+(``get_if_exists``), and ``stop_all`` asks each actor to drain before killing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+
+from raymall.logs import get_logger
+from raymall.settings import Settings
+
+log = get_logger("actors")
+
+
+@dataclass(frozen=True)
+class ActorGroup:
+    kind: str
+    count: Callable[[Settings], int]
+    cls: Callable[[], Any]  # returns the undecorated actor class (imported lazily)
+
+    def name(self, index: int) -> str:
+        return f"{self.kind}-{index}"
+
+    def names(self, settings: Settings) -> list[str]:
+        return [self.name(i) for i in range(self.count(settings))]
+
+
+def _groups() -> list[ActorGroup]:
+    groups: list[ActorGroup] = []
+    return groups
+
+
+def actor_options(settings: Settings, name: str, **extra: Any) -> dict[str, Any]:
+    opts: dict[str, Any] = {
+        "name": name,
+        "namespace": settings.namespace,
+        "lifetime": "detached",
+        "get_if_exists": True,
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "num_cpus": settings.actor_num_cpus,
+        "max_concurrency": 1000,
+    }
+    opts.update(extra)
+    return opts
+
+
+def launch_all(settings: Settings) -> dict[str, Any]:
+    """Create (or find) every actor and wait until each answers ``check_alive``."""
+    handles: dict[str, Any] = {}
+    for group in _groups():
+        cls = ray.remote(group.cls())
+        for index in range(group.count(settings)):
+            name = group.name(index)
+            handles[name] = cls.options(**actor_options(settings, name)).remote(settings, index)
+    if handles:
+        ray.get([h.check_alive.remote() for h in handles.values()], timeout=300)
+    return handles
+
+
+def expected_names(settings: Settings) -> list[str]:
+    return [n for g in _groups() for n in g.names(settings)]
+
+
+def get(settings: Settings, name: str) -> Any:
+    return ray.get_actor(name, namespace=settings.namespace)
+
+
+async def check_all(settings: Settings, timeout_s: float = 2.0) -> dict[str, Any]:
+    """Readiness: every expected actor answers ``check_alive`` within the timeout."""
+
+    async def one(name: str) -> tuple[str, bool]:
+        try:
+            await asyncio.wait_for(get(settings, name).check_alive.remote(), timeout_s)
+            return name, True
+        except Exception:  # missing, dead or restarting: not ready
+            return name, False
+
+    results = dict(await asyncio.gather(*(one(n) for n in expected_names(settings))))
+    down = sorted(n for n, ok in results.items() if not ok)
+    return {"ok": not down, "actors": len(results), "down": down}
+
+
+def stop_all(settings: Settings, drain_timeout_s: float = 10.0) -> None:
+    """Drain (flush pending batches) and kill every actor this app runs."""
+    handles = []
+    for name in expected_names(settings):
+        try:
+            handles.append((name, get(settings, name)))
+        except ValueError:
+            continue
+    drains = [h.drain.remote() for _, h in handles if hasattr(h, "drain")]
+    if drains:
+        try:
+            ray.get(drains, timeout=drain_timeout_s)
+        except Exception:  # report and go on killing: shutdown must finish
+            log.warning("some actors did not drain in time", exc_info=True)
+    for name, handle in handles:
+        ray.kill(handle, no_restart=True)
+        log.info("stopped actor %s", name)

@@ -1,0 +1,7 @@
+"""HTTP routes: catalog: categories, brands, products, SKUs, listing, search, images."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,60 @@
+"""Per-replica resources, built once in the ingress constructor from the resolved settings
+and reached by routes through ``ctx(request)``. Each area's router module may define
+``async def startup(app_ctx)`` to add its own service; it is called once per replica."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import Request
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from raymall.db import make_engine, session_factory
+from raymall.settings import Settings
+
+ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    redis: aioredis.Redis
+    # name -> async check returning {"ok": bool, ...}; areas register their own
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    # area services registered by router modules' startup hooks (e.g. "catalog", "auth")
+    services: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, settings: Settings) -> AppContext:
+        engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
+        assert settings.redis_url, "settings must be resolved before building the context"
+        redis = aioredis.Redis.from_url(
+            settings.redis_url,
+            decode_responses=True,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            health_check_interval=15,
+        )
+        return cls(settings=settings, engine=engine, sessions=session_factory(engine), redis=redis)
+
+    def service(self, name: str) -> Any:
+        return self.services[name]
+
+    async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking work (SQLAlchemy, hashing) off the event loop."""
+        return await asyncio.to_thread(fn, *args)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        self.engine.dispose()
+
+
+def ctx(request: Request) -> AppContext:
+    return request.app.state.ctx  # type: ignore[no-any-return]

@@ -1,0 +1,113 @@
+"""The outermost ASGI layer, in pure ASGI (no Starlette middleware) because it runs on
+every request: it assigns and echoes ``X-Request-ID``, records per-route metrics, turns
+any escaped exception into the one error body, and answers the liveness probe itself.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from raymall import metrics
+from raymall.logs import get_logger, request_id_var
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LIVENESS_PATH = "/healthz"
+MAX_REQUEST_ID = 128
+log = get_logger("http")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-request-id":
+            rid = value.decode("latin-1").strip()
+            if 0 < len(rid) <= MAX_REQUEST_ID and rid.isprintable():
+                return rid
+            break
+    return uuid.uuid4().hex
+
+
+def _route_label(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "unmatched"
+
+
+class Edge:
+    """``echo_request_id=False`` under Ray Serve, whose own middleware already assigns the
+    id to the request headers and echoes it on the response."""
+
+    def __init__(self, app: ASGIApp, *, echo_request_id: bool = True) -> None:
+        self.app = app
+        self.echo_request_id = echo_request_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = _request_id(scope)
+        token = request_id_var.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        rid_header = (b"x-request-id", rid.encode("latin-1"))
+        status_box = [500]
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+                if self.echo_request_id:
+                    message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        try:
+            if scope["path"] == LIVENESS_PATH and scope["method"] in ("GET", "HEAD"):
+                scope["route"] = _Liveness
+                await _send_json(send_wrapper, 200, {"status": "ok"})
+            else:
+                await self.app(scope, receive, send_wrapper)
+        except Exception:  # the app failed before answering: answer in the one shape
+            log.exception("unhandled error")
+            status_box[0] = 500
+            body = {
+                "error": {"code": "internal_error", "message": "internal error", "request_id": rid}
+            }
+            try:
+                await _send_json(send_wrapper, 500, body)
+            except Exception:  # response already started; nothing more can be sent
+                log.warning("could not send the error response", exc_info=True)
+        finally:
+            route = _route_label(scope)
+            method = scope["method"]
+            metrics.HTTP_REQUESTS.labels(route, method, str(status_box[0])).inc()
+            metrics.HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+            request_id_var.reset(token)
+
+
+class _LivenessRoute:
+    path = LIVENESS_PATH
+
+
+_Liveness = _LivenessRoute()
+
+
+async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

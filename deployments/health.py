@@ -1,0 +1,71 @@
+"""Liveness (answered by the edge), readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from deployments.context import AppContext, ReadinessCheck, ctx
+from deployments.errors import request_id
+from raymall import metrics
+
+router = APIRouter(tags=["health"])
+CHECK_TIMEOUT_S = 2.0
+
+
+async def check_database(app_ctx: AppContext) -> dict[str, Any]:
+    def ping() -> None:
+        with app_ctx.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    await asyncio.to_thread(ping)
+    return {"ok": True, "dialect": app_ctx.engine.dialect.name}
+
+
+async def check_redis(app_ctx: AppContext) -> dict[str, Any]:
+    await app_ctx.redis.ping()
+    return {"ok": True}
+
+
+async def _run(name: str, check: Any) -> tuple[str, dict[str, Any]]:
+    started = time.perf_counter()
+    try:
+        result = await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+    except Exception as exc:  # any failure means "not ready"; report it, never raise
+        result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
+    result["ms"] = round((time.perf_counter() - started) * 1000, 1)
+    return name, result
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> JSONResponse:
+    app_ctx = ctx(request)
+    checks: dict[str, ReadinessCheck] = {
+        "database": lambda: check_database(app_ctx),
+        "redis": lambda: check_redis(app_ctx),
+    }
+    checks.update(app_ctx.readiness)
+    results = dict(await asyncio.gather(*(_run(n, c) for n, c in checks.items())))
+    if all(r["ok"] for r in results.values()):
+        return JSONResponse({"status": "ready", "checks": results})
+    down = sorted(n for n, r in results.items() if not r["ok"])
+    body = {
+        "error": {
+            "code": "not_ready",
+            "message": f"not ready: {', '.join(down)}",
+            "request_id": request_id(request),
+            "details": {"checks": results},
+        }
+    }
+    return JSONResponse(body, status_code=503)
+
+
+@router.get("/metrics")
+async def prometheus_metrics() -> Response:
+    payload, content_type = metrics.render()
+    return Response(payload, media_type=content_type)

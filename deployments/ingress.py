@@ -1,0 +1,77 @@
+"""The ingress deployment: one FastAPI app per replica behind the pure-ASGI edge.
+
+Routes live in one module per area (``ROUTER_MODULES``); a module may define
+``async def startup(app_ctx)`` to build its service once per replica.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+from typing import Any
+
+from fastapi import Depends, FastAPI
+from ray import serve
+
+from deployments import errors
+from deployments.context import AppContext
+from deployments.edge import Edge
+from deployments.security import authenticate
+from raymall import __version__, logs
+from raymall.settings import Settings
+
+ROUTER_MODULES = (
+    "deployments.health",
+    "deployments.auth_routes",
+    "deployments.catalog_routes",
+    "deployments.inventory_routes",
+    "deployments.cart_routes",
+    "deployments.order_routes",
+    "deployments.payment_routes",
+    "deployments.flash_routes",
+    "deployments.recommend_routes",
+)
+
+
+def router_modules() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in ROUTER_MODULES]
+
+
+def build_app(app_ctx: AppContext) -> FastAPI:
+    app = FastAPI(
+        title="raymall",
+        version=__version__,
+        description="E-commerce backend for flash-sale traffic, on Ray Serve.",
+        dependencies=[Depends(authenticate)],
+    )
+    app.state.ctx = app_ctx
+    errors.install(app)
+    for module in router_modules():
+        app.include_router(module.router)
+    return app
+
+
+async def start_areas(app_ctx: AppContext) -> None:
+    for module in router_modules():
+        hook = getattr(module, "startup", None)
+        if hook is not None:
+            await hook(app_ctx)
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress()
+class Ingress:
+    """Thin HTTP shell: builds per-replica resources, then serves the app."""
+
+    def __init__(self, settings: Settings) -> None:
+        logs.configure(settings.log_level)
+        self.settings = settings
+        self.ctx = AppContext.build(settings)
+
+    async def __serve_build_asgi_app__(self) -> Any:
+        app = build_app(self.ctx)
+        await start_areas(self.ctx)
+        return Edge(app, echo_request_id=False)
+
+    async def check_health(self) -> None:
+        """Serve's replica health check: the replica is alive if its event loop runs."""

@@ -1,0 +1,1 @@
+"""Alembic migrations; ``raymall.migrate`` runs them programmatically."""

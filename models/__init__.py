@@ -1,0 +1,39 @@
+"""SQLAlchemy 2.0 models: the system of record. Importing this package registers every table
+on ``Base.metadata`` (Alembic's autogenerate target).
+
+Times are integer epoch milliseconds (``*_ms``) so SQLite and MySQL store them alike, and
+money is integer minor units (``*_cents``).
+"""
+
+from models.base import Base
+from models.catalog import Brand, Category, Product, Sku
+from models.flash import FlashPurchase, FlashSale
+from models.inventory import Inventory, InventoryAdjustment, InventoryOp
+from models.orders import Notification, Order, OrderEvent, OrderItem, Payment, PaymentAudit
+from models.outbox import OutboxEvent
+from models.users import Address, Permission, RefreshFamily, Role, User
+
+__all__ = [
+    "Address",
+    "Base",
+    "Brand",
+    "Category",
+    "FlashPurchase",
+    "FlashSale",
+    "Inventory",
+    "InventoryAdjustment",
+    "InventoryOp",
+    "Notification",
+    "Order",
+    "OrderEvent",
+    "OrderItem",
+    "OutboxEvent",
+    "Payment",
+    "PaymentAudit",
+    "Permission",
+    "Product",
+    "RefreshFamily",
+    "Role",
+    "Sku",
+    "User",
+]

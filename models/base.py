@@ -1,0 +1,39 @@
+"""Declarative base with a naming convention, so constraint names match across dialects."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import BigInteger, Dialect, MetaData, Text, TypeDecorator
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.orm import DeclarativeBase
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT that autoincrements on SQLite too (SQLite only autoincrements INTEGER PRIMARY KEY).
+BigId = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
+
+
+class Json(TypeDecorator[Any]):
+    """A JSON document stored as TEXT. MariaDB's JSON is LONGTEXT underneath and reflects as
+    such, so plain TEXT keeps both dialects (and autogenerate) in agreement."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)

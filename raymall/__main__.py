@@ -1,0 +1,5 @@
+import sys
+
+from raymall.cli import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""The app builder: resolve settings, prepare the stores, launch the actors, run Serve.
+
+``start()`` expects Ray to be initialised (by ``raymall serve`` or by a test session) and
+is idempotent; ``stop()`` drains and removes only what this app started.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import serve
+
+from actors import registry
+from raymall import logs, metrics
+from raymall.logs import get_logger
+from raymall.migrate import upgrade
+from raymall.settings import Settings
+from raymall.stores import EmbeddedStores, resolve
+
+APP_NAME = "raymall"
+log = get_logger("app")
+
+
+def ray_env(settings: Settings) -> dict[str, str]:
+    """Environment every Ray process of this app needs (set before ``ray.init``)."""
+    var = Path(settings.var_dir).resolve()
+    env = {
+        metrics.MULTIPROC_ENV: str(var / "metrics"),
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.ha_proxy else "0",
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(var / "haproxy" / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(var / "haproxy" / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(var / "haproxy"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(var / "haproxy" / "server-state"),
+        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.http_port + 404),
+        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.http_port + 1101),
+        "RAY_SERVE_HAPROXY_MAXCONN": "4096",
+        "RAY_SERVE_HAPROXY_NBTHREAD": "2",
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
+    return env
+
+
+def prepare_environment(settings: Settings) -> dict[str, str]:
+    """Export ``ray_env`` into this process (workers of a local cluster inherit it) and
+    reset the per-node metrics directory."""
+    env = ray_env(settings)
+    metrics_dir = Path(env[metrics.MULTIPROC_ENV])
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    (Path(settings.var_dir) / "haproxy").mkdir(parents=True, exist_ok=True)
+    os.environ.update(env)
+    return env
+
+
+@dataclass
+class RunningApp:
+    settings: Settings
+    stores: EmbeddedStores
+    actors: dict[str, Any]
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.http_host}:{self.settings.http_port}"
+
+
+def resolve_settings(settings: Settings) -> tuple[Settings, EmbeddedStores]:
+    resolved, stores = resolve(settings)
+    upgrade(resolved.resolved_database_url)
+    return resolved, stores
+
+
+def deploy(settings: Settings) -> dict[str, Any]:
+    """Launch actors and the Serve app for already-resolved settings (Ray is initialised)."""
+    from deployments.ingress import Ingress
+
+    actors = registry.launch_all(settings)
+    serve.start(
+        http_options={"host": settings.http_host, "port": settings.http_port},
+        logging_config={"enable_access_log": settings.access_log, "encoding": "JSON"},
+    )
+    ingress = Ingress.options(  # type: ignore[attr-defined]
+        num_replicas=settings.ingress_replicas,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        ray_actor_options={"num_cpus": settings.ingress_num_cpus},
+        health_check_period_s=5,
+        graceful_shutdown_timeout_s=10,
+        graceful_shutdown_wait_loop_s=0.5,
+    ).bind(settings)
+    serve.run(
+        ingress,
+        name=APP_NAME,
+        route_prefix="/",
+        logging_config={"enable_access_log": settings.access_log},
+    )
+    return actors
+
+
+def start(settings: Settings) -> RunningApp:
+    logs.configure(settings.log_level)
+    resolved, stores = resolve_settings(settings)
+    actors = deploy(resolved)
+    log.info(
+        "raymall is serving", extra={"url": f"http://{resolved.http_host}:{resolved.http_port}"}
+    )
+    return RunningApp(settings=resolved, stores=stores, actors=actors)
+
+
+def stop(app: RunningApp) -> None:
+    """Drain HTTP, flush and stop the actors, stop embedded stores. Ray itself is left to
+    whoever initialised it."""
+    try:
+        serve.delete(APP_NAME)
+    except Exception:  # Serve may already be gone; the rest of shutdown must still run
+        log.warning("serve.delete failed", exc_info=True)
+    registry.stop_all(app.settings)
+    try:
+        serve.shutdown()
+    except Exception:
+        log.warning("serve.shutdown failed", exc_info=True)
+    app.stores.close()
+
+
+def init_ray(settings: Settings, address: str | None = None, num_cpus: int | None = None) -> None:
+    env = prepare_environment(settings)
+    kwargs: dict[str, Any] = {
+        "namespace": settings.namespace,
+        "include_dashboard": False,
+        "runtime_env": {"env_vars": env},
+        "log_to_driver": True,
+    }
+    if address:
+        kwargs["address"] = address
+    elif num_cpus:
+        kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)

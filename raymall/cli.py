@@ -1,0 +1,161 @@
+"""``raymall`` command line: serve, migrate, seed, create-admin, reindex, status."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from raymall.settings import ConfigError, Settings, load_settings
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, Any] = {}
+    if getattr(args, "host", None):
+        overrides["http_host"] = args.host
+    if getattr(args, "port", None):
+        overrides["http_port"] = args.port
+    return load_settings(**overrides)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import ray
+
+    from raymall import app as app_mod
+
+    settings = _settings(args)
+    stop_event = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        print(f"raymall: received {signal.Signals(signum).name}, draining", flush=True)
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    app_mod.init_ray(settings, address=address, num_cpus=args.num_cpus)
+    running = None
+    try:
+        running = app_mod.start(settings)
+        print(f"raymall: serving on {running.url} (Ctrl-C to stop)", flush=True)
+        while not stop_event.wait(0.5):
+            pass
+    finally:
+        if running is not None:
+            app_mod.stop(running)
+        ray.shutdown()
+        print("raymall: stopped", flush=True)
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from raymall.migrate import downgrade, upgrade
+
+    settings = _settings(args)
+    url = settings.resolved_database_url
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    if args.downgrade:
+        downgrade(url, args.downgrade)
+    else:
+        upgrade(url, args.revision)
+    from raymall.bootstrap import ensure_reference_data
+
+    ensure_reference_data(settings) if not args.downgrade else None
+    print(f"raymall: database at {args.downgrade or args.revision}")
+    return 0
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    from raymall.seed import seed_demo
+
+    if not args.demo:
+        print("raymall seed: pass --demo to load the demo catalog", file=sys.stderr)
+        return 2
+    summary = seed_demo(_settings(args))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_create_admin(args: argparse.Namespace) -> int:
+    import getpass
+
+    from raymall.bootstrap import create_admin
+
+    password = args.password or os.environ.get("RAYMALL_ADMIN_PASSWORD")
+    if not password:
+        password = getpass.getpass("admin password: ")
+    user_id = create_admin(
+        _settings(args), email=args.email, username=args.username, password=password
+    )
+    print(f"raymall: admin {args.username} ready (id {user_id})")
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from recommend.reindex import reindex
+
+    summary = reindex(_settings(args), batch_size=args.batch_size)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from raymall.status import collect
+
+    report = collect(_settings(args), address=args.address)
+    print(json.dumps(report, indent=2, default=str))
+    return 0 if report.get("ok") else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="raymall", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="start Ray (or join --address) and serve the HTTP API")
+    p.add_argument("--address", help="Ray cluster address to join (e.g. auto)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs for a local Ray instance")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("migrate", help="apply database migrations")
+    p.add_argument("--revision", default="head")
+    p.add_argument("--downgrade", metavar="REVISION", help="downgrade to REVISION instead")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("seed", help="load data")
+    p.add_argument("--demo", action="store_true", help="the deterministic demo catalog")
+    p.set_defaults(func=cmd_seed)
+
+    p = sub.add_parser("create-admin", help="create or promote an admin account")
+    p.add_argument("--email", required=True)
+    p.add_argument("--username", required=True)
+    p.add_argument("--password", help="or RAYMALL_ADMIN_PASSWORD, or prompt")
+    p.set_defaults(func=cmd_create_admin)
+
+    p = sub.add_parser("reindex", help="rebuild the product vector index from the database")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.set_defaults(func=cmd_reindex)
+
+    p = sub.add_parser("status", help="configuration and store health")
+    p.add_argument("--address", help="also report the Ray cluster and Serve app")
+    p.set_defaults(func=cmd_status)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(f"raymall: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The one error tree. Domain code raises these; the HTTP edge maps them once.
+
+    DomainError (code, status)
+    ├── BadRequest            400  bad_request
+    │   └── ValidationFailed  422  validation_error
+    ├── Unauthorized          401  unauthorized
+    │   ├── TokenExpired      401  token_expired
+    │   ├── TokenRevoked      401  token_revoked
+    │   └── BadSignature      401  bad_signature
+    ├── Forbidden             403  forbidden
+    │   └── AccountBlocked    403  account_blocked
+    ├── NotFound              404  not_found
+    ├── Conflict              409  conflict
+    │   ├── InvalidTransition 409  invalid_transition
+    │   ├── IdempotencyMismatch 409 idempotency_key_reused
+    │   ├── CategoryCycle     409  category_cycle
+    │   ├── CategoryNotEmpty  409  category_not_empty
+    │   ├── OutOfStock        409  out_of_stock
+    │   ├── SoldOut           409  sold_out
+    │   ├── LimitExceeded     409  purchase_limit_exceeded
+    │   ├── SaleNotStarted    409  sale_not_started
+    │   └── SaleEnded         409  sale_ended
+    ├── PayloadTooLarge       413  payload_too_large
+    ├── UnsupportedMedia      415  unsupported_media_type
+    ├── RateLimited           429  rate_limited (carries retry_after)
+    └── Unavailable           503  unavailable  (retriable: the caller may retry with the same key)
+
+Every error body is ``{"error": {"code", "message", "request_id"}}`` plus optional
+``details``. Errors cross Ray process boundaries pickled, so they keep only plain fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DomainError(Exception):
+    code = "error"
+    status = 500
+    retriable = False
+
+    def __init__(self, message: str = "", *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message or self.code.replace("_", " "))
+        self.message = message or self.code.replace("_", " ")
+        self.details = details or {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.message, self.details))
+
+    def to_body(self, request_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "code": self.code,
+            "message": self.message,
+            "request_id": request_id,
+        }
+        if self.details:
+            body["details"] = self.details
+        return {"error": body}
+
+
+def _rebuild(cls: type[DomainError], message: str, details: dict[str, Any]) -> DomainError:
+    return cls(message, details=details)
+
+
+class BadRequest(DomainError):
+    code, status = "bad_request", 400
+
+
+class ValidationFailed(BadRequest):
+    code, status = "validation_error", 422
+
+
+class Unauthorized(DomainError):
+    code, status = "unauthorized", 401
+
+
+class TokenExpired(Unauthorized):
+    code = "token_expired"
+
+
+class TokenRevoked(Unauthorized):
+    code = "token_revoked"
+
+
+class BadSignature(Unauthorized):
+    code = "bad_signature"
+
+
+class Forbidden(DomainError):
+    code, status = "forbidden", 403
+
+
+class AccountBlocked(Forbidden):
+    code = "account_blocked"
+
+
+class NotFound(DomainError):
+    code, status = "not_found", 404
+
+
+class Conflict(DomainError):
+    code, status = "conflict", 409
+
+
+class InvalidTransition(Conflict):
+    code = "invalid_transition"
+
+
+class IdempotencyMismatch(Conflict):
+    code = "idempotency_key_reused"
+
+
+class CategoryCycle(Conflict):
+    code = "category_cycle"
+
+
+class CategoryNotEmpty(Conflict):
+    code = "category_not_empty"
+
+
+class OutOfStock(Conflict):
+    code = "out_of_stock"
+
+
+class SoldOut(Conflict):
+    code = "sold_out"
+
+
+class LimitExceeded(Conflict):
+    code = "purchase_limit_exceeded"
+
+
+class SaleNotStarted(Conflict):
+    code = "sale_not_started"
+
+
+class SaleEnded(Conflict):
+    code = "sale_ended"
+
+
+class PayloadTooLarge(DomainError):
+    code, status = "payload_too_large", 413
+
+
+class UnsupportedMedia(DomainError):
+    code, status = "unsupported_media_type", 415
+
+
+class RateLimited(DomainError):
+    code, status = "rate_limited", 429
+
+    def __init__(self, message: str = "", *, retry_after: int = 1, **kw: Any) -> None:
+        details = dict(kw.pop("details", None) or {})
+        details.setdefault("retry_after", retry_after)
+        super().__init__(message or "too many requests", details=details)
+        self.retry_after = int(details["retry_after"])
+
+
+class Unavailable(DomainError):
+    code, status, retriable = "unavailable", 503, True

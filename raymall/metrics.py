@@ -1,0 +1,108 @@
+"""Prometheus metrics, aggregated across every process on a node.
+
+Replicas and actors are separate processes, so raymall uses prometheus-client's
+multiprocess mode: each process writes its samples to files under
+``PROMETHEUS_MULTIPROC_DIR`` (``var/metrics/`` by default, set by ``raymall serve`` for
+every Ray worker through the job's runtime_env), and ``/metrics`` on any replica merges
+them. The directory is wiped when ``raymall serve`` starts. In a cluster, Prometheus
+scrapes ``/metrics`` on every node (see deploy/prometheus.yml).
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+HTTP_REQUESTS = Counter(
+    "raymall_http_requests_total",
+    "HTTP requests by route, method and status",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "raymall_http_request_duration_seconds",
+    "HTTP request latency by route and method",
+    ["route", "method"],
+    buckets=LATENCY_BUCKETS,
+)
+HTTP_ERRORS = Counter(
+    "raymall_http_errors_total",
+    "HTTP 4xx/5xx answers by route and error code",
+    ["route", "code"],
+)
+CACHE_EVENTS = Counter(
+    "raymall_cache_events_total",
+    "Detail cache hits, misses and bloom-filter rejects",
+    ["cache", "event"],
+)
+RATE_LIMIT_DECISIONS = Counter(
+    "raymall_rate_limit_decisions_total",
+    "Rate limiter decisions by rule",
+    ["rule", "decision"],
+)
+INVENTORY_BATCH_SIZE = Histogram(
+    "raymall_inventory_batch_ops",
+    "Operations per inventory group commit",
+    ["shard"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+)
+INVENTORY_COMMIT_LATENCY = Histogram(
+    "raymall_inventory_commit_seconds",
+    "Inventory group-commit transaction latency",
+    ["shard"],
+    buckets=LATENCY_BUCKETS,
+)
+INVENTORY_OPS = Counter(
+    "raymall_inventory_ops_total",
+    "Inventory operations by kind and result",
+    ["kind", "result"],
+)
+ORDER_TRANSITIONS = Counter(
+    "raymall_order_transitions_total",
+    "Order state transitions",
+    ["from_status", "to_status", "reason"],
+)
+FLASH_OUTCOMES = Counter(
+    "raymall_flash_sale_outcomes_total",
+    "Flash-sale purchase outcomes",
+    ["outcome"],
+)
+OUTBOX_LAG = Gauge(
+    "raymall_outbox_lag_seconds",
+    "Age of the oldest unpublished outbox event",
+    multiprocess_mode="max",
+)
+OUTBOX_PUBLISHED = Counter("raymall_outbox_published_total", "Outbox events published", ["topic"])
+RECOMMENDER_LATENCY = Histogram(
+    "raymall_recommender_seconds",
+    "Recommender query latency",
+    ["op"],
+    buckets=LATENCY_BUCKETS,
+)
+RECOMMENDER_INDEX_SIZE = Gauge(
+    "raymall_recommender_index_size",
+    "Vectors in the product index",
+    multiprocess_mode="max",
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The node's merged exposition (multiprocess) or this process's (single process)."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

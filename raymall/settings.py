@@ -1,0 +1,177 @@
+"""One settings object, read once from ``RAYMALL_*`` variables and an optional ``.env``.
+
+The app builder (``raymall.app``) reads it, resolves the embedded defaults into concrete
+URLs, and passes the resolved copy into every deployment and actor as a constructor
+argument. Actors never read the environment themselves.
+
+Guarantees:
+- an invalid value fails at start-up with a message that names the variable;
+- in ``RAYMALL_ENV=prod`` a missing or weak secret is a start-up error;
+- in dev/test a generated secret is kept under ``var/`` so tokens survive restarts.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_SECRET_BYTES = 32
+_WEAK_SECRETS = {"changeme", "secret", "change-me", "password", "raymall", "dev"}
+
+
+class ConfigError(RuntimeError):
+    """Configuration is invalid; the message names the offending variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RAYMALL_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["dev", "test", "prod"] = "dev"
+    var_dir: Path = Path("var")
+    namespace: str = "raymall"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    # stores: None means the embedded default under var_dir
+    database_url: str | None = None
+    redis_url: str | None = None
+    milvus_uri: str | None = None
+    db_pool_size: int = Field(10, ge=1, le=200)
+
+    # secrets
+    jwt_secret: SecretStr | None = None
+    payment_secret: SecretStr | None = None
+
+    # auth
+    access_token_ttl_s: int = Field(900, ge=30, le=86_400)
+    refresh_token_ttl_s: int = Field(14 * 86_400, ge=300, le=365 * 86_400)
+    jwt_leeway_s: int = Field(30, ge=0, le=60)
+    login_max_failures_per_account: int = Field(5, ge=1)
+    login_max_failures_per_ip: int = Field(20, ge=1)
+    login_failure_window_s: int = Field(300, ge=1)
+    demo_admin_password: SecretStr | None = None
+    demo_user_password: SecretStr | None = None
+
+    # HTTP and Serve
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(8000, ge=1, le=65_535)
+    ingress_replicas: int = Field(2, ge=1, le=64)
+    ingress_num_cpus: float = Field(0.25, gt=0, le=8)
+    max_ongoing_requests: int = Field(256, ge=1, le=10_000)
+    access_log: bool = False
+    ha_proxy: bool = True
+    media_dir: Path | None = None
+    max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+
+    # actors
+    inventory_shards: int = Field(4, ge=1, le=1024)
+    order_shards: int = Field(2, ge=1, le=1024)
+    actor_num_cpus: float = Field(0.05, ge=0, le=8)
+    group_commit_window_ms: float = Field(2.0, ge=0, le=100)
+    group_commit_max_ops: int = Field(500, ge=1, le=10_000)
+    reservation_ttl_s: int = Field(1800, ge=1)
+
+    # orders and payments
+    order_timeout_s: float = Field(1800, gt=0)
+    flash_order_timeout_s: float = Field(900, gt=0)
+    payment_callback_window_s: int = Field(300, ge=1)
+    payment_callback_delay_s: float = Field(0.05, ge=0)
+
+    # catalog cache
+    cache_ttl_s: int = Field(300, ge=1)
+    cache_null_ttl_s: int = Field(30, ge=1)
+
+    # recommender
+    recommender: bool = True
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("sqlite") or v.startswith("mysql")):
+            raise ValueError("must be a sqlite:// or mysql+pymysql:// URL")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return v
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Settings:
+        if self.env == "prod":
+            for name in ("jwt_secret", "payment_secret"):
+                value: SecretStr | None = getattr(self, name)
+                if value is None:
+                    raise ValueError(f"RAYMALL_{name.upper()} is required when RAYMALL_ENV=prod")
+                if _is_weak(value.get_secret_value()):
+                    raise ValueError(
+                        f"RAYMALL_{name.upper()} is too weak: use at least "
+                        f"{MIN_SECRET_BYTES} random characters"
+                    )
+        return self
+
+    # ---- derived values -------------------------------------------------------------
+    @property
+    def sqlite_path(self) -> Path:
+        return self.var_dir / "raymall.db"
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path.resolve()}"
+
+    @property
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str((self.var_dir / "milvus.db").resolve())
+
+    @property
+    def resolved_media_dir(self) -> Path:
+        return (self.media_dir or self.var_dir / "media").resolve()
+
+    def secret(self, name: Literal["jwt_secret", "payment_secret"]) -> str:
+        value: SecretStr | None = getattr(self, name)
+        if value is None:
+            raise ConfigError(f"RAYMALL_{name.upper()} is not resolved; call with_secrets()")
+        return value.get_secret_value()
+
+    def with_secrets(self) -> Settings:
+        """Fill missing dev/test secrets from files under var/ (generated once, mode 0600)."""
+        update: dict[str, SecretStr] = {}
+        for name in ("jwt_secret", "payment_secret"):
+            if getattr(self, name) is None:
+                update[name] = SecretStr(_dev_secret(self.var_dir / f"{name}.key"))
+        return self.model_copy(update=update) if update else self
+
+
+def _is_weak(value: str) -> bool:
+    return len(value) < MIN_SECRET_BYTES or value.lower() in _WEAK_SECRETS or len(set(value)) < 8
+
+
+def _dev_secret(path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(48)
+    path.touch(mode=0o600)
+    path.write_text(value)
+    return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once; raise ConfigError naming the variable on bad input."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ()) if p != "__root__"]
+            var = f"RAYMALL_{loc[0].upper()}" if loc else "configuration"
+            msg = err.get("msg", "invalid")
+            problems.append(msg if var in msg else f"{var}: {msg}")
+        raise ConfigError("invalid configuration: " + "; ".join(problems)) from exc

@@ -1,0 +1,154 @@
+"""Shared fixtures.
+
+- ``mysql_url`` / ``redis_url``: a fresh database and a private Redis db index on the
+  servers named by RAYMALL_TEST_DATABASE_URL / RAYMALL_TEST_REDIS_URL (skipped if unset).
+- ``sqlite_url``: a fresh migrated SQLite file.
+- ``ray_session``: one Ray instance per test session, with raymall's environment.
+- ``app`` / ``client``: the real Serve app, once per session, on the servers when they are
+  configured and on the embedded stores otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from raymall.bootstrap import ensure_reference_data
+from raymall.migrate import upgrade
+from raymall.settings import Settings
+
+SERVER_DB = os.environ.get("RAYMALL_TEST_DATABASE_URL")
+SERVER_REDIS = os.environ.get("RAYMALL_TEST_REDIS_URL")
+needs_servers = pytest.mark.skipif(
+    not (SERVER_DB and SERVER_REDIS),
+    reason="RAYMALL_TEST_DATABASE_URL / RAYMALL_TEST_REDIS_URL not set",
+)
+
+
+def free_port_block(offsets: tuple[int, ...] = (0, 404, 1101)) -> int:
+    """A port p such that p+offset is free for every offset (Serve, HAProxy stats/metrics)."""
+    for _ in range(200):
+        base = 20_000 + secrets.randbelow(8_000)
+        ok = True
+        for off in offsets:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", base + off))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port block")
+
+
+def make_mysql_database(server_url: str) -> tuple[str, Any]:
+    from sqlalchemy import create_engine
+
+    name = f"rm_test_{secrets.token_hex(4)}"
+    admin = create_engine(server_url.rstrip("/") + "/")
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    url = server_url.rstrip("/") + f"/{name}"
+    upgrade(url)
+    ensure_reference_data(Settings(database_url=url, redis_url="redis://unused"))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+    return url, drop
+
+
+def private_redis_db(server_url: str) -> str:
+    """Claim a Redis db index (1-15) for this session and empty it."""
+    import redis
+
+    base = server_url.rstrip("/")
+    if base.count("/") > 2:  # strip a db index that was given
+        base = base.rsplit("/", 1)[0]
+    r0 = redis.Redis.from_url(base + "/0")
+    index = int(r0.incr("raymall:test:dbseq")) % 15 + 1
+    url = f"{base}/{index}"
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+@pytest.fixture(scope="session")
+def mysql_url() -> Iterator[str]:
+    if not SERVER_DB:
+        pytest.skip("RAYMALL_TEST_DATABASE_URL not set")
+    url, drop = make_mysql_database(SERVER_DB)
+    yield url
+    drop()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    if not SERVER_REDIS:
+        pytest.skip("RAYMALL_TEST_REDIS_URL not set")
+    return private_redis_db(SERVER_REDIS)
+
+
+@pytest.fixture()
+def sqlite_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path / 'raymall.db'}"
+    upgrade(url)
+    ensure_reference_data(Settings(database_url=url, redis_url="redis://unused"))
+    return url
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """One Ray instance for the session; yields the base settings the app will use."""
+    import ray
+
+    from raymall.app import init_ray
+
+    var_dir = tmp_path_factory.mktemp("var")
+    overrides: dict[str, Any] = {
+        "env": "test",
+        "var_dir": var_dir,
+        "namespace": f"raymall-test-{secrets.token_hex(3)}",
+        "http_port": free_port_block(),
+        "order_timeout_s": 8,
+        "flash_order_timeout_s": 8,
+        "inventory_shards": 4,
+        "order_shards": 2,
+        "recommender": os.environ.get("RAYMALL_TEST_RECOMMENDER", "1") == "1",
+    }
+    if SERVER_DB and SERVER_REDIS:
+        db_url, drop = make_mysql_database(SERVER_DB)
+        overrides["database_url"] = db_url
+        overrides["redis_url"] = private_redis_db(SERVER_REDIS)
+    else:
+        drop = None
+    settings = Settings(**overrides)
+    init_ray(settings, num_cpus=2)
+    yield settings
+    ray.shutdown()
+    if drop:
+        drop()
+
+
+@pytest.fixture(scope="session")
+def app(ray_session: Settings) -> Iterator[Any]:
+    from raymall import app as app_mod
+
+    running = app_mod.start(ray_session)
+    yield running
+    app_mod.stop(running)
+
+
+@pytest.fixture(scope="session")
+def client(app: Any) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=app.url, timeout=30) as c:
+        yield c
