@@ -4,6 +4,8 @@
     ├── BadRequest            400  bad_request
     │   └── ValidationFailed  422  validation_error
     ├── Unauthorized          401  unauthorized
+    │   ├── InvalidCredentials 401 invalid_credentials
+    │   ├── InvalidToken      401  invalid_token
     │   ├── TokenExpired      401  token_expired
     │   ├── TokenRevoked      401  token_revoked
     │   └── BadSignature      401  bad_signature
@@ -11,6 +13,8 @@
     │   └── AccountBlocked    403  account_blocked
     ├── NotFound              404  not_found
     ├── Conflict              409  conflict
+    │   ├── EmailTaken        409  email_taken
+    │   ├── UsernameTaken     409  username_taken
     │   ├── InvalidTransition 409  invalid_transition
     │   ├── IdempotencyMismatch 409 idempotency_key_reused
     │   ├── CategoryCycle     409  category_cycle
@@ -74,6 +78,14 @@ class Unauthorized(DomainError):
     code, status = "unauthorized", 401
 
 
+class InvalidCredentials(Unauthorized):
+    code = "invalid_credentials"
+
+
+class InvalidToken(Unauthorized):
+    code = "invalid_token"
+
+
 class TokenExpired(Unauthorized):
     code = "token_expired"
 
@@ -100,6 +112,14 @@ class NotFound(DomainError):
 
 class Conflict(DomainError):
     code, status = "conflict", 409
+
+
+class EmailTaken(Conflict):
+    code = "email_taken"
+
+
+class UsernameTaken(Conflict):
+    code = "username_taken"
 
 
 class InvalidTransition(Conflict):
