@@ -56,6 +56,11 @@ class Settings(BaseSettings):
     login_failure_window_s: int = Field(300, ge=1)
     demo_admin_password: SecretStr | None = None
     demo_user_password: SecretStr | None = None
+    bcrypt_rounds: int = Field(12, ge=4, le=16)
+    password_hash_threads: int = Field(2, ge=1, le=32)
+    permission_cache_ttl_s: float = Field(30, ge=1, le=3600)
+    # proxies in front of Serve that append X-Forwarded-For (0: use the socket peer)
+    trusted_proxy_hops: int = Field(0, ge=0, le=5)
 
     # HTTP and Serve
     http_host: str = "127.0.0.1"
