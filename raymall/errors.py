@@ -19,6 +19,10 @@
     │   ├── IdempotencyMismatch 409 idempotency_key_reused
     │   ├── CategoryCycle     409  category_cycle
     │   ├── CategoryNotEmpty  409  category_not_empty
+    │   ├── AlreadyExists     409  already_exists
+    │   ├── BrandInUse        409  brand_in_use
+    │   ├── ProductInUse      409  product_in_use
+    │   ├── NotPublishable    409  product_not_publishable
     │   ├── OutOfStock        409  out_of_stock
     │   ├── SoldOut           409  sold_out
     │   ├── LimitExceeded     409  purchase_limit_exceeded
@@ -136,6 +140,22 @@ class CategoryCycle(Conflict):
 
 class CategoryNotEmpty(Conflict):
     code = "category_not_empty"
+
+
+class AlreadyExists(Conflict):
+    code = "already_exists"
+
+
+class BrandInUse(Conflict):
+    code = "brand_in_use"
+
+
+class ProductInUse(Conflict):
+    code = "product_in_use"
+
+
+class NotPublishable(Conflict):
+    code = "product_not_publishable"
 
 
 class OutOfStock(Conflict):
