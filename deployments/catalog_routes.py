@@ -1,7 +1,175 @@
-"""HTTP routes: catalog: categories, brands, products, SKUs, listing, search, images."""
+"""HTTP routes: the public catalog (listing, search, detail, categories, brands, images).
+
+Thin shell: parse and bound the query, call ``raymall.catalog``, answer. The admin routes
+live in ``deployments.catalog_admin_routes`` and are included here. ``startup`` builds the
+replica's ``CatalogRuntime`` (``app_ctx.services["catalog"]``) and starts the Bloom
+filter upkeep.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from typing import Annotated, Any, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import FileResponse
+
+from deployments import catalog_admin_routes
+from deployments.context import AppContext, ctx
+from deployments.security import public
+from raymall.catalog.listing import MAX_PAGE, MAX_PAGE_SIZE, list_products
+from raymall.catalog.media import CONTENT_TYPES
+from raymall.catalog.repository import ProductFilters, category_tree, list_brands
+from raymall.catalog.runtime import CatalogRuntime
+from raymall.catalog.search import search_products
+from raymall.errors import NotFound, ValidationFailed
+
+router = APIRouter(tags=["catalog"])
+router.include_router(catalog_admin_routes.router)
+
+for _path in (
+    "/products",
+    "/products/search",
+    "/products/{product_id}",
+    "/categories",
+    "/brands",
+    "/media/images/{name}",
+):
+    public("GET", _path)
+
+ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+OptId = Annotated[int | None, Query(ge=1, le=2**63 - 1)]
+Cents = Annotated[int | None, Query(ge=0, le=100_000_000_00)]
+PageNo = Annotated[int, Query(ge=1, le=MAX_PAGE)]
+PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
+Cursor = Annotated[str | None, Query(min_length=1, max_length=512)]
+ListSort = Literal["newest", "sales", "price_asc", "price_desc"]
+SearchSort = Literal["relevance", "newest", "sales", "price_asc", "price_desc"]
+
+
+def catalog(request: Request) -> CatalogRuntime:
+    return ctx(request).service("catalog")  # type: ignore[no-any-return]
+
+
+def make_filters(
+    category_id: int | None,
+    brand_id: int | None,
+    min_price_cents: int | None,
+    max_price_cents: int | None,
+    in_stock: bool,
+    statuses: tuple[str, ...] = ("published",),
+) -> ProductFilters:
+    if (
+        min_price_cents is not None
+        and max_price_cents is not None
+        and min_price_cents > max_price_cents
+    ):
+        raise ValidationFailed(
+            "min_price_cents must not exceed max_price_cents", details={"field": "min_price_cents"}
+        )
+    return ProductFilters(
+        category_id=category_id,
+        brand_id=brand_id,
+        min_price_cents=min_price_cents,
+        max_price_cents=max_price_cents,
+        in_stock=in_stock,
+        statuses=statuses,
+    )
+
+
+@router.get("/products")
+async def products(
+    request: Request,
+    category_id: OptId = None,
+    brand_id: OptId = None,
+    min_price_cents: Cents = None,
+    max_price_cents: Cents = None,
+    in_stock: bool = False,
+    sort: ListSort = "newest",
+    page: PageNo = 1,
+    size: PageSize = 20,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Published products. ``category_id`` includes its descendants; ``cursor`` (from
+    ``next_cursor``) continues a listing without offsets."""
+    f = make_filters(category_id, brand_id, min_price_cents, max_price_cents, in_stock)
+    sessions = catalog(request).sessions
+
+    def run() -> dict[str, Any]:
+        with sessions() as s:
+            return list_products(s, f, sort=sort, page=page, size=size, cursor=cursor).to_dict()
+
+    return await asyncio.to_thread(run)
+
+
+@router.get("/products/search")
+async def search(
+    request: Request,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+    category_id: OptId = None,
+    brand_id: OptId = None,
+    min_price_cents: Cents = None,
+    max_price_cents: Cents = None,
+    in_stock: bool = False,
+    sort: SearchSort = "relevance",
+    page: PageNo = 1,
+    size: PageSize = 20,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    """Keyword search over title, description, brand and category names; every word of
+    ``q`` (3+ letters, stopwords ignored) must match the start of a word."""
+    f = make_filters(category_id, brand_id, min_price_cents, max_price_cents, in_stock)
+    sessions = catalog(request).sessions
+
+    def run() -> dict[str, Any]:
+        with sessions() as s:
+            page_ = search_products(s, q, f, sort=sort, page=page, size=size, cursor=cursor)
+            return page_.to_dict()
+
+    return await asyncio.to_thread(run)
+
+
+@router.get("/products/{product_id}")
+async def product_detail(request: Request, product_id: ProductId) -> dict[str, Any]:
+    """A published product with its SKUs and live availability per SKU."""
+    return await catalog(request).public_detail(product_id)
+
+
+@router.get("/categories")
+async def categories(request: Request) -> dict[str, Any]:
+    sessions = catalog(request).sessions
+
+    def run() -> dict[str, Any]:
+        with sessions() as s:
+            return {"items": category_tree(s)}
+
+    return await asyncio.to_thread(run)
+
+
+@router.get("/brands")
+async def brands(request: Request) -> dict[str, Any]:
+    sessions = catalog(request).sessions
+
+    def run() -> dict[str, Any]:
+        with sessions() as s:
+            return {"items": list_brands(s)}
+
+    return await asyncio.to_thread(run)
+
+
+@router.get("/media/images/{name}")
+async def image(request: Request, name: Annotated[str, Path(max_length=80)]) -> FileResponse:
+    path = catalog(request).media.path_for(name)
+    if path is None:
+        raise NotFound("image not found")
+    return FileResponse(
+        path,
+        media_type=CONTENT_TYPES[path.suffix.lstrip(".")],
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+async def startup(app_ctx: AppContext) -> None:
+    runtime = CatalogRuntime(app_ctx.settings, app_ctx.sessions, app_ctx.redis, app_ctx.services)
+    app_ctx.services["catalog"] = runtime
+    runtime.start()

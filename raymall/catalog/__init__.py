@@ -1,0 +1,15 @@
+"""The catalog: a category tree, brands, products (SPU) and SKUs.
+
+Modules, each with one job:
+
+- ``schemas``: validated admin input (strict pydantic, bounded, no extra fields);
+- ``text``: the normalised word form behind ``products.search_text`` and query terms;
+- ``repository``: read queries (detail documents, category paths, filters, summaries);
+- ``listing``: the public listing (filters, sorts, page and cursor pagination);
+- ``search``: keyword search, MySQL/MariaDB FULLTEXT or the SQLite fallback;
+- ``service``: admin writes, each one transaction with its outbox events;
+- ``bloom`` and ``cache``: the Redis detail cache (cache-aside, singleflight, null
+  caching, TTL jitter) guarded by a shared Bloom filter of product ids;
+- ``media``: image uploads checked by size, declared type and magic bytes;
+- ``demo_data``/``demo_vocab``: the deterministic demo catalog.
+"""

@@ -1,0 +1,209 @@
+"""The product detail cache: cache-aside in Redis, shared by every replica.
+
+Read path (one Redis round trip on a hit): a Lua script checks the Bloom filter and
+fetches the cached document and the key's generation together.
+
+- Bloom says "certainly absent" (filter complete): answer None, no DB, no cache fill.
+- A cached document (or a cached null for a missing id): answer it.
+- Otherwise load from the DB through a per-replica **singleflight** keyed by
+  (product id, generation): concurrent misses on one replica share one DB load.
+
+Write path: after a catalog write commits, the writer bumps the product's generation and
+deletes its document (``invalidate_sync``). A fill stores its document only if the
+generation it read before loading is still current (compare-and-set in Lua), so a load
+that raced with a write can never put the old document back; and a read that starts
+after the write sees the new generation and never joins an older flight. Together: an
+update is visible on the next read, on every replica.
+
+TTL: ``ttl_s`` with +/- ``jitter`` spread, so keys filled together do not expire
+together; missing ids are cached as ``null`` for ``null_ttl_s``. When Redis fails the
+cache steps aside: reads go to the DB (still through the singleflight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+from redis.exceptions import RedisError
+
+from raymall import metrics
+from raymall.catalog import bloom
+from raymall.catalog.bloom import BloomSpec
+from raymall.logs import get_logger
+
+T = TypeVar("T")
+Doc = dict[str, Any]
+Loader = Callable[[int], Awaitable[Doc | None]]
+CACHE_NAME = "product_detail"
+NULL = "null"
+log = get_logger("catalog.cache")
+
+LOOKUP = """
+local state = 2
+if #ARGV > 0 and redis.call('GETBIT', KEYS[1], 0) == 1 then
+  for i = 1, #ARGV do
+    if redis.call('GETBIT', KEYS[1], ARGV[i]) == 0 then return {0, false, false} end
+  end
+  state = 1
+end
+return {state, redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3])}
+"""
+
+FILL = """
+local current = redis.call('GET', KEYS[2]) or '0'
+if current == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'EX', tonumber(ARGV[3]))
+  return 1
+end
+return 0
+"""
+
+
+class SingleFlight:
+    """Concurrent callers with the same key share one execution of ``fn``. The work runs
+    as its own task, so a cancelled caller does not cancel it for the others."""
+
+    def __init__(self) -> None:
+        self._calls: dict[Hashable, asyncio.Task[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    async def do(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+        task = self._calls.get(key)
+        if task is None:
+            task = asyncio.ensure_future(fn())
+            self._calls[key] = task
+            task.add_done_callback(lambda t: self._forget(key, t))
+        return await asyncio.shield(task)  # type: ignore[no-any-return]
+
+    def _forget(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        if self._calls.get(key) is task:
+            del self._calls[key]
+
+
+class CacheKeys:
+    def __init__(self, prefix: str = "catalog") -> None:
+        self.prefix = prefix
+
+    def doc(self, product_id: int) -> str:
+        return f"{self.prefix}:product:{product_id}"
+
+    def gen(self, product_id: int) -> str:
+        return f"{self.prefix}:product:{product_id}:gen"
+
+
+def invalidate_sync(
+    client: Any, keys: CacheKeys, product_ids: Sequence[int], gen_ttl_s: int
+) -> None:
+    """After a commit: bump each product's generation and drop its cached document."""
+    if not product_ids:
+        return
+    pipe = client.pipeline(transaction=False)
+    for pid in product_ids:
+        pipe.incr(keys.gen(pid))
+        pipe.expire(keys.gen(pid), gen_ttl_s)
+        pipe.delete(keys.doc(pid))
+    pipe.execute()
+
+
+class DetailCache:
+    """Cache-aside reads of product documents; see the module docstring for guarantees."""
+
+    def __init__(
+        self,
+        redis: Any,
+        loader: Loader,
+        *,
+        spec: BloomSpec | None,
+        ttl_s: int,
+        null_ttl_s: int,
+        jitter: float = 0.1,
+        enabled: bool = True,
+        keys: CacheKeys | None = None,
+    ) -> None:
+        self.redis = redis
+        self.loader = loader
+        self.spec = spec
+        self.ttl_s = ttl_s
+        self.null_ttl_s = null_ttl_s
+        self.jitter = jitter
+        self.enabled = enabled
+        self.keys = keys or CacheKeys()
+        self.flight = SingleFlight()
+        self._lookup = redis.register_script(LOOKUP)
+        self._fill_script = redis.register_script(FILL)
+
+    def ttl(self, base: int) -> int:
+        spread = base * self.jitter
+        return max(1, round(base + random.uniform(-spread, spread)))
+
+    def _count(self, event: str) -> None:
+        metrics.CACHE_EVENTS.labels(CACHE_NAME, event).inc()
+
+    async def get(self, product_id: int) -> Doc | None:
+        """The product document, or None when the id does not exist."""
+        if not self.enabled:
+            self._count("bypass")
+            return await self.flight.do(("db", product_id), lambda: self.loader(product_id))
+        offsets = self.spec.offsets(product_id) if self.spec is not None else []
+        keys = [
+            self.spec.key if self.spec else "-",
+            self.keys.doc(product_id),
+            self.keys.gen(product_id),
+        ]
+        try:
+            state, cached, gen = await self._lookup(keys=keys, args=offsets)
+        except (RedisError, OSError) as exc:
+            self._count("error")
+            log.warning("detail cache unavailable, reading the database: %s", exc)
+            return await self.flight.do(("db", product_id), lambda: self.loader(product_id))
+        if int(state) == 0:
+            self._count("bloom_reject")
+            return None
+        if cached is not None:
+            doc: Doc | None = json.loads(cached)
+            self._count("hit" if doc is not None else "null_hit")
+            return doc
+        self._count("miss")
+        generation = str(gen) if gen is not None else "0"
+        return await self.flight.do(
+            (product_id, generation), lambda: self._fill(product_id, generation)
+        )
+
+    async def _fill(self, product_id: int, generation: str) -> Doc | None:
+        doc = await self.loader(product_id)
+        value = NULL if doc is None else json.dumps(doc, separators=(",", ":"))
+        ttl = self.ttl(self.null_ttl_s if doc is None else self.ttl_s)
+        try:
+            await self._fill_script(
+                keys=[self.keys.doc(product_id), self.keys.gen(product_id)],
+                args=[generation, value, ttl],
+            )
+        except (RedisError, OSError) as exc:
+            log.warning("detail cache fill failed: %s", exc)
+        return doc
+
+    async def warm_bloom(
+        self, load_id_batches: Callable[[], list[list[int]]], lock_ttl_s: int = 120
+    ) -> bool:
+        """Add every product id to the shared filter and mark it complete. One replica at
+        a time (a Redis lock); returns False when another replica holds the lock."""
+        if self.spec is None:
+            return False
+        token = f"{random.getrandbits(64):x}"
+        if not await self.redis.set(self.spec.lock_key, token, nx=True, ex=lock_ttl_s):
+            return False
+        try:
+            batches = await asyncio.to_thread(load_id_batches)
+            for batch in batches:
+                await bloom.add(self.redis, self.spec, batch)
+            await bloom.mark_complete(self.redis, self.spec)
+            return True
+        finally:
+            if await self.redis.get(self.spec.lock_key) == token:
+                await self.redis.delete(self.spec.lock_key)

@@ -1,0 +1,149 @@
+"""The catalog as one replica runs it: service, detail cache, Bloom filter upkeep, media,
+wired from the resolved settings. The HTTP routes call this and nothing deeper."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Sequence
+from typing import Any
+
+import redis as redis_sync
+from sqlalchemy.orm import Session, sessionmaker
+
+from raymall.catalog.bloom import BloomSpec
+from raymall.catalog.cache import CacheKeys, DetailCache
+from raymall.catalog.effects import RedisCacheHooks
+from raymall.catalog.media import MediaStore
+from raymall.catalog.repository import db_availability, iter_product_ids, load_product_doc
+from raymall.catalog.service import CatalogService
+from raymall.errors import NotFound
+from raymall.logs import get_logger
+from raymall.settings import Settings
+
+log = get_logger("catalog")
+KEY_PREFIX = "catalog"
+
+
+def bloom_spec(settings: Settings) -> BloomSpec:
+    return BloomSpec.for_capacity(settings.bloom_capacity, settings.bloom_error_rate, KEY_PREFIX)
+
+
+def generation_ttl_s(settings: Settings) -> int:
+    """Generation counters outlive any document (and any fill in flight) by far."""
+    return max(3_600, 4 * settings.cache_ttl_s)
+
+
+def cache_hooks(settings: Settings, client: Any) -> RedisCacheHooks:
+    return RedisCacheHooks(
+        client, bloom_spec(settings), CacheKeys(KEY_PREFIX), generation_ttl_s(settings)
+    )
+
+
+class CatalogRuntime:
+    """Per-replica catalog: ``app_ctx.services["catalog"]``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        redis: Any,
+        services: dict[str, Any] | None = None,
+    ) -> None:
+        assert settings.redis_url, "settings must be resolved"
+        self.settings = settings
+        self.sessions = sessions
+        self.services = services if services is not None else {}
+        self.sync_redis = redis_sync.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=2
+        )
+        self.spec = bloom_spec(settings)
+        self.media = MediaStore(settings.resolved_media_dir, settings.max_upload_bytes)
+        self.service = CatalogService(
+            sessions,
+            inventory_shards=settings.inventory_shards,
+            media=self.media,
+            hooks=cache_hooks(settings, self.sync_redis),
+        )
+        self.cache = DetailCache(
+            redis,
+            self._load,
+            spec=self.spec,
+            ttl_s=settings.cache_ttl_s,
+            null_ttl_s=settings.cache_null_ttl_s,
+            jitter=settings.cache_ttl_jitter,
+            enabled=settings.cache_enabled,
+            keys=CacheKeys(KEY_PREFIX),
+        )
+        self._refresher: asyncio.Task[None] | None = None
+
+    # ---- reads ----------------------------------------------------------------------
+    def _load_sync(self, product_id: int) -> dict[str, Any] | None:
+        with self.sessions() as session:
+            return load_product_doc(session, product_id)
+
+    async def _load(self, product_id: int) -> dict[str, Any] | None:
+        return await asyncio.to_thread(self._load_sync, product_id)
+
+    async def availability(self, sku_ids: Sequence[int]) -> dict[int, int]:
+        """Live availability from the inventory owner; the last committed value from the
+        database when the inventory service is absent or failing."""
+        if not sku_ids:
+            return {}
+        inventory = self.services.get("inventory")
+        if inventory is not None:
+            try:
+                live = await inventory.availability(list(sku_ids))
+                return {int(k): int(v) for k, v in live.items()}
+            except Exception as exc:  # degrade to the committed value, never fail the page
+                log.warning("live availability failed, using the database: %s", exc)
+
+        def read() -> dict[int, int]:
+            with self.sessions() as session:
+                return db_availability(session, sku_ids)
+
+        return await asyncio.to_thread(read)
+
+    async def public_detail(self, product_id: int) -> dict[str, Any]:
+        """A published product with live availability per SKU; 404 otherwise."""
+        doc = await self.cache.get(product_id)
+        if doc is None or doc.get("status") != "published":
+            raise NotFound(f"product {product_id} not found")
+        stock = await self.availability([s["id"] for s in doc["skus"]])
+        skus = [
+            {**s, "available": stock.get(s["id"], 0), "in_stock": stock.get(s["id"], 0) > 0}
+            for s in doc["skus"]
+        ]
+        return {**doc, "skus": skus, "in_stock": any(s["in_stock"] for s in skus)}
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def _all_ids(self) -> list[list[int]]:
+        with self.sessions() as session:
+            return list(iter_product_ids(session))
+
+    async def refresh_bloom(self) -> bool:
+        try:
+            return await self.cache.warm_bloom(self._all_ids)
+        except Exception as exc:  # readers treat an incomplete filter as absent
+            log.warning("bloom filter refresh failed: %s", exc)
+            return False
+
+    async def _refresh_forever(self) -> None:
+        await self.refresh_bloom()
+        while True:
+            period = self.settings.bloom_refresh_s
+            await asyncio.sleep(period * random.uniform(0.8, 1.2))
+            await self.refresh_bloom()
+
+    def start(self) -> None:
+        if self._refresher is None:
+            self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        self.sync_redis.close()
