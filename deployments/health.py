@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from actors import registry
 from deployments.context import AppContext, ReadinessCheck, ctx
 from deployments.errors import request_id
 from raymall import metrics
@@ -48,6 +49,7 @@ async def readyz(request: Request) -> JSONResponse:
     checks: dict[str, ReadinessCheck] = {
         "database": lambda: check_database(app_ctx),
         "redis": lambda: check_redis(app_ctx),
+        "actors": lambda: registry.check_all(app_ctx.settings),
     }
     checks.update(app_ctx.readiness)
     results = dict(await asyncio.gather(*(_run(n, c) for n, c in checks.items())))

@@ -6,8 +6,10 @@ is idempotent; ``stop()`` drains and removes only what this app started.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from ray import serve
 
 from actors import registry
 from raymall import logs, metrics
+from raymall.bootstrap import ensure_reference_data
+from raymall.hashing import stable_hash
 from raymall.logs import get_logger
 from raymall.migrate import upgrade
 from raymall.settings import Settings
@@ -29,14 +33,17 @@ log = get_logger("app")
 def ray_env(settings: Settings) -> dict[str, str]:
     """Environment every Ray process of this app needs (set before ``ray.init``)."""
     var = Path(settings.var_dir).resolve()
+    # HAProxy caps unix socket paths at 97 bytes and Ray nests a 56-character directory in
+    # this base, so it lives in a short per-instance directory under /tmp.
+    haproxy = Path(tempfile.gettempdir()) / f"raymall-hap-{stable_hash(str(var)) % 16**8:08x}"
     env = {
         metrics.MULTIPROC_ENV: str(var / "metrics"),
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_HA_PROXY": "1" if settings.ha_proxy else "0",
-        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(var / "haproxy" / "haproxy.cfg"),
-        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(var / "haproxy" / "admin.sock"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(var / "haproxy"),
-        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(var / "haproxy" / "server-state"),
+        "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(haproxy / "haproxy.cfg"),
+        "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
+        "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
         "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.http_port + 404),
         "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.http_port + 1101),
         "RAY_SERVE_HAPROXY_MAXCONN": "4096",
@@ -55,7 +62,7 @@ def prepare_environment(settings: Settings) -> dict[str, str]:
     metrics_dir = Path(env[metrics.MULTIPROC_ENV])
     shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True, exist_ok=True)
-    (Path(settings.var_dir) / "haproxy").mkdir(parents=True, exist_ok=True)
+    Path(env["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"]).mkdir(parents=True, exist_ok=True)
     os.environ.update(env)
     return env
 
@@ -74,6 +81,7 @@ class RunningApp:
 def resolve_settings(settings: Settings) -> tuple[Settings, EmbeddedStores]:
     resolved, stores = resolve(settings)
     upgrade(resolved.resolved_database_url)
+    ensure_reference_data(resolved)
     return resolved, stores
 
 
@@ -107,10 +115,29 @@ def start(settings: Settings) -> RunningApp:
     logs.configure(settings.log_level)
     resolved, stores = resolve_settings(settings)
     actors = deploy(resolved)
-    log.info(
-        "raymall is serving", extra={"url": f"http://{resolved.http_host}:{resolved.http_port}"}
-    )
-    return RunningApp(settings=resolved, stores=stores, actors=actors)
+    running = RunningApp(settings=resolved, stores=stores, actors=actors)
+    write_runtime_file(running)
+    log.info("raymall is serving", extra={"url": running.url})
+    return running
+
+
+def runtime_file(settings: Settings) -> Path:
+    return Path(settings.var_dir) / "runtime.json"
+
+
+def write_runtime_file(app: RunningApp) -> None:
+    """What a running instance resolved (no secrets): for operators and tests."""
+    s = app.settings
+    info = {
+        "pid": os.getpid(),
+        "url": app.url,
+        "namespace": s.namespace,
+        "ray_address": ray.get_runtime_context().gcs_address,
+        "redis_url": s.redis_url if (s.redis_url or "").startswith("unix://") else "server",
+        "database": s.resolved_database_url.split("://", 1)[0],
+        "embedded_pids": app.stores.pids,
+    }
+    runtime_file(s).write_text(json.dumps(info, indent=2))
 
 
 def stop(app: RunningApp) -> None:
@@ -126,6 +153,7 @@ def stop(app: RunningApp) -> None:
     except Exception:
         log.warning("serve.shutdown failed", exc_info=True)
     app.stores.close()
+    runtime_file(app.settings).unlink(missing_ok=True)
 
 
 def init_ray(settings: Settings, address: str | None = None, num_cpus: int | None = None) -> None:

@@ -25,6 +25,10 @@ class EmbeddedStores:
     redis_server: Any = None
     started: list[str] = field(default_factory=list)
 
+    @property
+    def pids(self) -> dict[str, int]:
+        return {"redis": int(self.redis_server.pid)} if self.redis_server is not None else {}
+
     def close(self) -> None:
         if self.redis_server is not None:
             try:
