@@ -1,0 +1,492 @@
+"""The stock ledger of one inventory shard: plain Python, no I/O.
+
+Per SKU it holds ``total``, ``available``, ``reserved`` and ``sold``. Per key it holds the
+record of the keyed operation that used it: a reservation (``reserved`` -> ``confirmed`` or
+``released``, or ``rejected`` when refused) or an adjustment (``applied`` or ``rejected``).
+
+Guarantees (tests/unit/test_ledger*.py check them as properties):
+
+- conservation: ``total == available + reserved + sold`` for every SKU after every
+  operation, and no column is ever negative;
+- ``reserve`` is all or nothing across its SKUs;
+- ``reserved`` is the sum of the open reservations and ``sold`` the sum of the confirmed
+  ones (for stock whose whole history the ledger saw);
+- idempotency: an operation whose key is already known changes nothing and answers the
+  first result. One refinement: replaying a ``reserve`` whose reservation has since been
+  released answers ``released``, never a stale ``ok``;
+- batches are atomic in memory: ``begin()`` ... ``rollback()`` restores exactly the state
+  before ``begin()``; ``changes()`` lists what a batch touched, for persistence.
+
+Operations are plain tuples, cheap to pickle across processes (the wire format of
+``InventoryShard.submit``)::
+
+    ("reserve", key, {sku_id: qty}, expires_ms | None)
+    ("release", key)
+    ("confirm", key)
+    ("adjust", key, sku_id, delta, reason, actor_id | None)
+    ("expire", key, now_ms)            # the shard's sweeper; releases only if overdue
+
+Each answers one result code (the ``R_*`` constants). New operation kinds (flash-sale
+holds, transfers between reservations) are a method plus an entry in ``_HANDLERS``:
+persistence follows from the undo log, which records every touched SKU and key.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Op = tuple[Any, ...]
+
+# result codes
+R_OK = "ok"
+R_OUT_OF_STOCK = "out_of_stock"
+R_UNKNOWN_SKU = "unknown_sku"
+R_RELEASED = "released"
+R_CONFIRMED = "confirmed"
+R_REJECTED = "rejected"
+R_NOT_FOUND = "not_found"
+R_KEY_REUSED = "key_reused"
+R_INVALID = "invalid"
+R_SKIPPED = "skipped"
+
+# record kinds and states
+RESERVE = "reserve"
+ADJUST = "adjust"
+RESERVED = "reserved"
+CONFIRMED = "confirmed"
+RELEASED = "released"
+REJECTED = "rejected"
+APPLIED = "applied"
+OPEN_STATES = frozenset({RESERVED})
+
+
+class Stock:
+    """One SKU's counters; ``version`` grows by one per committed batch that touched it."""
+
+    __slots__ = ("total", "available", "reserved", "sold", "version", "threshold")
+
+    def __init__(
+        self,
+        total: int = 0,
+        available: int = 0,
+        reserved: int = 0,
+        sold: int = 0,
+        version: int = 0,
+        threshold: int = 0,
+    ) -> None:
+        self.total = total
+        self.available = available
+        self.reserved = reserved
+        self.sold = sold
+        self.version = version
+        self.threshold = threshold
+
+    def copy(self) -> Stock:
+        return Stock(
+            self.total, self.available, self.reserved, self.sold, self.version, self.threshold
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "total": self.total,
+            "available": self.available,
+            "reserved": self.reserved,
+            "sold": self.sold,
+            "version": self.version,
+            "low_stock_threshold": self.threshold,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Stock) and self.as_dict() == other.as_dict()
+
+    def __repr__(self) -> str:
+        return f"Stock({self.as_dict()})"
+
+
+class Record:
+    """What a key did. ``items`` is {sku_id: qty} for a reservation, {sku_id: delta} for an
+    adjustment. ``stored`` says whether the database already holds this record."""
+
+    __slots__ = ("kind", "items", "state", "result", "expires_ms", "stored")
+
+    def __init__(
+        self,
+        kind: str,
+        items: dict[int, int],
+        state: str,
+        result: str = R_OK,
+        expires_ms: int | None = None,
+        stored: bool = False,
+    ) -> None:
+        self.kind = kind
+        self.items = items
+        self.state = state
+        self.result = result
+        self.expires_ms = expires_ms
+        self.stored = stored
+
+    def copy(self) -> Record:
+        return Record(
+            self.kind, dict(self.items), self.state, self.result, self.expires_ms, self.stored
+        )
+
+    def __repr__(self) -> str:
+        return f"Record({self.kind}, {self.items}, {self.state}, {self.result})"
+
+
+@dataclass(frozen=True)
+class Adjustment:
+    key: str
+    sku_id: int
+    delta: int
+    reason: str
+    actor_id: int | None
+
+
+@dataclass(frozen=True)
+class LowStock:
+    """Availability crossed the threshold downwards during a batch."""
+
+    sku_id: int
+    available: int
+    threshold: int
+
+
+@dataclass
+class Changes:
+    """Everything one batch changed, in the form persistence needs."""
+
+    stock: list[tuple[int, Stock]] = field(default_factory=list)
+    created: list[tuple[str, Record]] = field(default_factory=list)
+    updated: list[tuple[str, Record, bool]] = field(default_factory=list)  # (.., items changed)
+    adjustments: list[Adjustment] = field(default_factory=list)
+    low_stock: list[LowStock] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.stock or self.created or self.updated or self.adjustments)
+
+
+def _valid_items(items: Any) -> bool:
+    if not isinstance(items, dict) or not items:
+        return False
+    for sku, qty in items.items():
+        if type(sku) is not int or type(qty) is not int or qty <= 0 or sku <= 0:
+            return False
+    return True
+
+
+class Ledger:
+    """One shard's stock and key records, with an undo log for batch rollback."""
+
+    def __init__(self) -> None:
+        self.stock: dict[int, Stock] = {}
+        self.records: dict[str, Record] = {}
+        self._deadlines: list[tuple[int, str]] = []
+        self._terminal: deque[str] = deque()
+        self._undo_stock: dict[int, Stock] | None = None
+        self._undo_records: dict[str, Record | None] | None = None
+        self._adjustments: list[Adjustment] = []
+        self._handlers = {
+            "reserve": self.reserve,
+            "release": self.release,
+            "confirm": self.confirm,
+            "adjust": self.adjust,
+            "expire": self.expire,
+        }
+
+    # ---- loading (from the database; never undone) ----------------------------------
+    def load_stock(self, sku_id: int, stock: Stock) -> None:
+        """Add a SKU unless it is already held (memory is newer than any read)."""
+        self.stock.setdefault(sku_id, stock)
+
+    def load_record(self, key: str, record: Record) -> None:
+        if key in self.records:
+            return
+        record.stored = True
+        self.records[key] = record
+        if record.state == RESERVED and record.expires_ms is not None:
+            heapq.heappush(self._deadlines, (record.expires_ms, key))
+        elif record.state not in OPEN_STATES:
+            self._terminal.append(key)
+
+    # ---- batches --------------------------------------------------------------------
+    @property
+    def in_batch(self) -> bool:
+        return self._undo_stock is not None
+
+    def begin(self) -> None:
+        if self._undo_stock is not None:
+            raise RuntimeError("a batch is already open")
+        self._undo_stock = {}
+        self._undo_records = {}
+        self._adjustments = []
+
+    def changes(self) -> Changes:
+        """What the open batch changed (SKUs with new counters, created and updated keys)."""
+        assert self._undo_stock is not None and self._undo_records is not None
+        out = Changes(adjustments=list(self._adjustments))
+        for sku_id, before in self._undo_stock.items():
+            after = self.stock[sku_id]
+            out.stock.append((sku_id, after))
+            th = after.threshold
+            if before.available > th >= after.available:
+                out.low_stock.append(LowStock(sku_id, after.available, th))
+        for key, prior in self._undo_records.items():
+            rec = self.records[key]
+            if prior is None:
+                out.created.append((key, rec))
+            elif prior.state != rec.state or prior.items != rec.items:
+                out.updated.append((key, rec, prior.items != rec.items))
+        return out
+
+    def commit(self) -> None:
+        """The batch is durable: forget the undo log, mark its records stored."""
+        assert self._undo_records is not None
+        for key in self._undo_records:
+            rec = self.records[key]
+            rec.stored = True
+            if rec.state not in OPEN_STATES:
+                self._terminal.append(key)
+        self._undo_stock = None
+        self._undo_records = None
+        self._adjustments = []
+
+    def rollback(self) -> None:
+        """Restore every SKU and key the batch touched to its state before ``begin()``."""
+        assert self._undo_stock is not None and self._undo_records is not None
+        for sku_id, before in self._undo_stock.items():
+            self.stock[sku_id] = before
+        for key, prior in self._undo_records.items():
+            if prior is None:
+                del self.records[key]
+            else:
+                self.records[key] = prior
+                if prior.state == RESERVED and prior.expires_ms is not None:
+                    heapq.heappush(self._deadlines, (prior.expires_ms, key))
+        self._undo_stock = None
+        self._undo_records = None
+        self._adjustments = []
+
+    def _touch_stock(self, sku_id: int) -> Stock:
+        s = self.stock[sku_id]
+        undo = self._undo_stock
+        if undo is not None and sku_id not in undo:
+            undo[sku_id] = s.copy()
+            s.version += 1
+        return s
+
+    def _touch_record(self, key: str) -> Record | None:
+        rec = self.records.get(key)
+        undo = self._undo_records
+        if undo is not None and key not in undo:
+            undo[key] = rec.copy() if rec is not None else None
+        return rec
+
+    def _create(self, key: str, rec: Record) -> None:
+        self._touch_record(key)
+        self.records[key] = rec
+
+    # ---- operations -----------------------------------------------------------------
+    def apply(self, op: Op) -> str:
+        """Apply one wire-format operation; malformed input answers ``invalid``."""
+        try:
+            handler = self._handlers[op[0]]
+            return handler(*op[1:])  # type: ignore[operator]
+        except (KeyError, TypeError, IndexError):
+            return R_INVALID
+
+    def reserve(self, key: str, items: dict[int, int], expires_ms: int | None = None) -> str:
+        if not isinstance(key, str) or not key or not _valid_items(items):
+            return R_INVALID
+        rec = self.records.get(key)
+        if rec is not None:
+            if rec.kind != RESERVE or (rec.items and rec.items != items):
+                return R_KEY_REUSED
+            if rec.result != R_OK:
+                return rec.result
+            return R_RELEASED if rec.state == RELEASED else R_OK
+        refusal = None
+        for sku_id, qty in items.items():
+            s = self.stock.get(sku_id)
+            if s is None:
+                refusal = R_UNKNOWN_SKU
+                break
+            if s.available < qty:
+                refusal = R_OUT_OF_STOCK
+        if refusal is not None:
+            self._create(key, Record(RESERVE, dict(items), REJECTED, refusal, expires_ms))
+            return refusal
+        for sku_id, qty in items.items():
+            s = self._touch_stock(sku_id)
+            s.available -= qty
+            s.reserved += qty
+        self._create(key, Record(RESERVE, dict(items), RESERVED, R_OK, expires_ms))
+        if expires_ms is not None:
+            heapq.heappush(self._deadlines, (expires_ms, key))
+        return R_OK
+
+    def release(self, key: str) -> str:
+        """Return a reservation's stock. Releasing an unknown key leaves a tombstone, so a
+        reserve that arrives late under that key cannot take stock any more."""
+        if not isinstance(key, str) or not key:
+            return R_INVALID
+        rec = self.records.get(key)
+        if rec is None:
+            self._create(key, Record(RESERVE, {}, RELEASED, R_RELEASED))
+            return R_OK
+        if rec.kind != RESERVE:
+            return R_KEY_REUSED
+        if rec.state == CONFIRMED:
+            return R_CONFIRMED
+        if rec.state == RESERVED:
+            self._return_stock(key, rec)
+        return R_OK
+
+    def expire(self, key: str, now_ms: int) -> str:
+        """Release an open reservation whose deadline has passed; anything else: skipped."""
+        rec = self.records.get(key)
+        if (
+            rec is None
+            or rec.state != RESERVED
+            or rec.expires_ms is None
+            or rec.expires_ms > now_ms
+        ):
+            return R_SKIPPED
+        self._return_stock(key, rec)
+        return R_OK
+
+    def _return_stock(self, key: str, rec: Record) -> None:
+        self._touch_record(key)
+        rec = self.records[key]
+        for sku_id, qty in rec.items.items():
+            s = self._touch_stock(sku_id)
+            s.reserved -= qty
+            s.available += qty
+        rec.state = RELEASED
+
+    def confirm(self, key: str) -> str:
+        if not isinstance(key, str) or not key:
+            return R_INVALID
+        rec = self.records.get(key)
+        if rec is None:
+            return R_NOT_FOUND
+        if rec.kind != RESERVE:
+            return R_KEY_REUSED
+        if rec.state == CONFIRMED:
+            return R_OK
+        if rec.state == RELEASED:
+            return R_RELEASED
+        if rec.state == REJECTED:
+            return R_REJECTED
+        self._touch_record(key)
+        rec = self.records[key]
+        for sku_id, qty in rec.items.items():
+            s = self._touch_stock(sku_id)
+            s.reserved -= qty
+            s.sold += qty
+        rec.state = CONFIRMED
+        return R_OK
+
+    def adjust(
+        self,
+        key: str,
+        sku_id: int,
+        delta: int,
+        reason: str = "",
+        actor_id: int | None = None,
+    ) -> str:
+        """Restock (delta > 0) or write off (delta < 0) available units, audited."""
+        if (
+            not isinstance(key, str)
+            or not key
+            or type(sku_id) is not int
+            or type(delta) is not int
+            or delta == 0
+        ):
+            return R_INVALID
+        items = {sku_id: delta}
+        rec = self.records.get(key)
+        if rec is not None:
+            if rec.kind != ADJUST or rec.items != items:
+                return R_KEY_REUSED
+            return rec.result
+        s = self.stock.get(sku_id)
+        refusal = None
+        if s is None:
+            refusal = R_UNKNOWN_SKU
+        elif s.available + delta < 0:
+            refusal = R_OUT_OF_STOCK
+        if refusal is not None:
+            self._create(key, Record(ADJUST, items, REJECTED, refusal))
+            return refusal
+        s = self._touch_stock(sku_id)
+        s.total += delta
+        s.available += delta
+        self._create(key, Record(ADJUST, items, APPLIED, R_OK))
+        self._adjustments.append(Adjustment(key, sku_id, delta, str(reason), actor_id))
+        return R_OK
+
+    # ---- expiry and memory bounds ---------------------------------------------------
+    def due(self, now_ms: int, limit: int = 1000) -> list[str]:
+        """Keys of open reservations whose deadline has passed (at most ``limit``)."""
+        out: dict[str, None] = {}
+        heap = self._deadlines
+        while heap and heap[0][0] <= now_ms and len(out) < limit:
+            expires_ms, key = heapq.heappop(heap)
+            rec = self.records.get(key)
+            if rec is not None and rec.state == RESERVED and rec.expires_ms == expires_ms:
+                out[key] = None
+        return list(out)
+
+    def requeue(self, keys: Iterable[str]) -> None:
+        """Watch these keys' deadlines again (after ``due`` handed them to a batch that
+        never ran)."""
+        for key in keys:
+            rec = self.records.get(key)
+            if rec is not None and rec.state == RESERVED and rec.expires_ms is not None:
+                heapq.heappush(self._deadlines, (rec.expires_ms, key))
+
+    def evict(self, keep: int) -> int:
+        """Forget the oldest finished records beyond ``keep`` (the database still holds
+        them, and the shard looks keys up there). Only between batches."""
+        if self.in_batch:
+            return 0
+        dropped = 0
+        while len(self._terminal) > keep:
+            key = self._terminal.popleft()
+            rec = self.records.get(key)
+            if rec is not None and rec.state not in OPEN_STATES and rec.stored:
+                del self.records[key]
+                dropped += 1
+        return dropped
+
+    # ---- views ----------------------------------------------------------------------
+    def open_reservations(self) -> Iterable[tuple[str, Record]]:
+        return ((k, r) for k, r in self.records.items() if r.state == RESERVED)
+
+    def violations(self, *, full_history: bool = True) -> list[str]:
+        """Broken invariants (empty when all hold). ``full_history`` adds the sum checks,
+        valid when every record since the stock was zero is still in memory."""
+        problems = []
+        for sku_id, s in self.stock.items():
+            if min(s.total, s.available, s.reserved, s.sold) < 0:
+                problems.append(f"sku {sku_id}: negative column {s!r}")
+            if s.total != s.available + s.reserved + s.sold:
+                problems.append(f"sku {sku_id}: total != available + reserved + sold {s!r}")
+        open_sum: dict[int, int] = {}
+        sold_sum: dict[int, int] = {}
+        for rec in self.records.values():
+            target = open_sum if rec.state == RESERVED else sold_sum
+            if rec.state in (RESERVED, CONFIRMED):
+                for sku_id, qty in rec.items.items():
+                    target[sku_id] = target.get(sku_id, 0) + qty
+        for sku_id, s in self.stock.items():
+            if s.reserved != open_sum.get(sku_id, 0):
+                problems.append(f"sku {sku_id}: reserved {s.reserved} != open reservations")
+            if full_history and s.sold != sold_sum.get(sku_id, 0):
+                problems.append(f"sku {sku_id}: sold {s.sold} != confirmed reservations")
+        return problems
