@@ -35,13 +35,18 @@ class AppContext:
     def build(cls, settings: Settings) -> AppContext:
         engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
         assert settings.redis_url, "settings must be resolved before building the context"
-        redis = aioredis.Redis.from_url(
+        # A blocking pool: past max_connections, commands wait for a free connection (up to
+        # `timeout`) instead of failing with "Too many connections" under a burst.
+        pool = aioredis.BlockingConnectionPool.from_url(
             settings.redis_url,
+            max_connections=max(64, settings.max_ongoing_requests),
+            timeout=5,
             decode_responses=True,
             socket_timeout=5,
             socket_connect_timeout=2,
             health_check_interval=15,
         )
+        redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
         return cls(settings=settings, engine=engine, sessions=session_factory(engine), redis=redis)
 
     def service(self, name: str) -> Any:

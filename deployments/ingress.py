@@ -45,6 +45,7 @@ def build_app(app_ctx: AppContext) -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     app.state.ctx = app_ctx
+    app_ctx.services["app"] = app  # startup hooks install app-level hooks (e.g. auth)
     errors.install(app)
     for module in router_modules():
         app.include_router(module.router)

@@ -5,6 +5,14 @@ explicit ``PUBLIC_ROUTES`` allow list. The global dependency ``authenticate`` en
 that for every route and leaves the caller on ``request.state.principal``. Routes take
 ``Depends(current_user)`` for any signed-in user, or ``Depends(require(resource, action))``
 for an RBAC permission from the ``permissions`` table.
+
+A bearer token on a public route is verified too (so public routes can personalise via
+``optional_user``), but a bad or expired one there is ignored rather than refused: a client
+that sends its stale access token along with ``POST /auth/refresh`` must still get through.
+
+``client_ip(request)`` is the caller's address for per-IP limits: the socket peer, or,
+behind ``trusted_proxy_hops`` proxies that append ``X-Forwarded-For``, the address the
+outermost trusted proxy saw.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
-from raymall.errors import Forbidden, Unauthorized
+from raymall.errors import DomainError, Forbidden, Unauthorized
 
 # (method, route path template); "*" matches any method
 PUBLIC_ROUTES: set[tuple[str, str]] = {
@@ -24,6 +32,7 @@ PUBLIC_ROUTES: set[tuple[str, str]] = {
     ("GET", "/openapi.json"),
     ("GET", "/docs"),
     ("GET", "/docs/oauth2-redirect"),
+    ("GET", "/redoc"),
 }
 
 
@@ -66,16 +75,38 @@ def _bearer(request: Request) -> str | None:
 
 async def authenticate(request: Request) -> None:
     """Global dependency: resolve the caller; refuse a non-public route without one."""
-    token = _bearer(request)
+    is_public = _is_public(request)
     principal = None
-    if token is not None:
-        verify: TokenVerifier | None = getattr(request.app.state, "verify_token", None)
-        if verify is None:
-            raise Unauthorized("token authentication is not configured")
-        principal = await verify(request, token)
+    try:
+        token = _bearer(request)
+        if token is not None:
+            verify: TokenVerifier | None = getattr(request.app.state, "verify_token", None)
+            if verify is None:
+                raise Unauthorized("token authentication is not configured")
+            principal = await verify(request, token)
+    except DomainError as exc:
+        if not is_public or exc.status not in (401, 403):
+            raise
+        principal = None  # a stale token on a public route: serve it anonymously
     request.state.principal = principal
-    if principal is None and not _is_public(request):
+    if principal is None and not is_public:
         raise Unauthorized("sign in: this route needs an access token")
+
+
+def client_ip(request: Request) -> str:
+    """The caller's IP address, as far as the configured proxies can be trusted."""
+    peer = request.client.host if request.client else "unknown"
+    app_ctx = getattr(request.app.state, "ctx", None)
+    hops = int(app_ctx.settings.trusted_proxy_hops) if app_ctx is not None else 0
+    if hops <= 0:
+        return peer
+    forwarded = [
+        part.strip()
+        for header in request.headers.getlist("x-forwarded-for")
+        for part in header.split(",")
+        if part.strip()
+    ]
+    return forwarded[-hops] if len(forwarded) >= hops else peer
 
 
 async def current_user(request: Request) -> Principal:

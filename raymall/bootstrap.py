@@ -53,22 +53,34 @@ def ensure_reference_data(settings: Settings) -> None:
 
 
 def create_admin(settings: Settings, *, email: str, username: str, password: str) -> int:
-    """Create an admin, or promote and reset the password of an existing account."""
-    from raymall.accounts import validate_password
+    """Create an admin, or promote and reset the password of an existing account (found by
+    e-mail). A reset revokes the account's refresh-token families, so old sessions cannot
+    be refreshed (their access tokens lapse within ``access_token_ttl_s``)."""
+    from raymall.accounts import validate_password, validate_username
+    from raymall.auth.families import revoke_user_families
+    from raymall.errors import UsernameTaken
 
-    validate_password(password)
+    email, username = email.strip().lower(), username.strip().lower()
+    validate_username(username)
+    validate_password(password, email=email, username=username)
     ensure_reference_data(settings)
+    password_hash = hash_password(password, settings.bcrypt_rounds)
     engine = make_engine(settings.resolved_database_url, pool_size=1)
     try:
         with transaction(session_factory(engine)) as session:
-            user = session.scalar(select(User).where(User.email == email.lower()))
+            user = session.scalar(select(User).where(User.email == email))
             now = now_ms()
             if user is None:
+                if session.scalar(select(User.id).where(User.username == username)) is not None:
+                    raise UsernameTaken(f"username {username!r} is taken by another account")
                 user = User(
-                    email=email.lower(),
+                    email=email,
                     username=username,
                     role="admin",
-                    password_hash=hash_password(password),
+                    display_name=username,
+                    phone="",
+                    is_blocked=False,
+                    password_hash=password_hash,
                     created_ms=now,
                     updated_ms=now,
                     password_changed_ms=now,
@@ -76,9 +88,10 @@ def create_admin(settings: Settings, *, email: str, username: str, password: str
                 session.add(user)
             else:
                 user.role = "admin"
-                user.password_hash = hash_password(password)
+                user.password_hash = password_hash
                 user.password_changed_ms = now
                 user.updated_ms = now
+                revoke_user_families(session, int(user.id), "admin_reset", now_ms=now)
             session.flush()
             return int(user.id)
     finally:

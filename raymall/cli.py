@@ -11,6 +11,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
+from raymall.errors import DomainError
 from raymall.settings import ConfigError, Settings, load_settings
 
 
@@ -154,6 +155,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except ConfigError as exc:
         print(f"raymall: {exc}", file=sys.stderr)
+        return 2
+    except DomainError as exc:  # e.g. create-admin with a weak password
+        print(f"raymall: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
 
 

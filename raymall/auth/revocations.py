@@ -1,0 +1,107 @@
+"""The revocation index in Redis: what every authenticated request checks.
+
+The database is the record (``refresh_families.revoked_ms``, ``users.is_blocked``); this
+index mirrors the part of it that can still matter for access tokens, so that a revocation
+takes effect at once on every replica for the price of one ``MGET`` per request:
+
+- ``auth:fam:<family id>``: the family is revoked. Kept for the access-token lifetime plus
+  the leeway (older access tokens of the family have expired anyway).
+- ``auth:usr:<user id>``: the user is blocked. Kept until the user is unblocked.
+- ``auth:epoch``: the index is complete. If Redis lost its data (a restart without
+  persistence, a flush) the epoch is gone too; the next check rebuilds the index from the
+  database before answering, so a lost index fails closed, never open.
+
+Writers update the database first and the index second, so a rebuild running alongside a
+revocation or a block never loses it. (An unblock racing a rebuild can leave the user
+flagged; unblocking again clears it. Rebuilds only follow a loss of Redis data.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from raymall.errors import Unavailable
+from raymall.ids import now_ms
+from raymall.logs import get_logger
+
+FAMILY_PREFIX = "auth:fam:"
+USER_PREFIX = "auth:usr:"
+EPOCH_KEY = "auth:epoch"
+log = get_logger("auth.revocations")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the database says must be flagged right now."""
+
+    blocked_users: list[int]
+    revoked_families: list[str]
+
+
+SnapshotLoader = Callable[[int], Awaitable[Snapshot]]  # (families revoked since ms) -> ...
+
+
+class RevocationIndex:
+    def __init__(self, redis: Any, *, family_flag_ttl_s: int, load: SnapshotLoader) -> None:
+        self.redis = redis
+        self.family_flag_ttl_s = family_flag_ttl_s
+        self._load = load
+        self._rebuild_lock = asyncio.Lock()
+
+    async def status(self, family_id: str, user_id: int) -> str | None:
+        """``None`` if the token's family and user are in good standing, otherwise
+        ``"family_revoked"`` or ``"user_blocked"``. One round trip in the steady state."""
+        keys = (FAMILY_PREFIX + family_id, USER_PREFIX + str(user_id), EPOCH_KEY)
+        fam, usr, epoch = await self.redis.mget(keys)
+        if epoch is None:
+            await self.rebuild()
+            fam, usr, _ = await self.redis.mget(keys)
+        if usr is not None:
+            return "user_blocked"
+        if fam is not None:
+            return "family_revoked"
+        return None
+
+    async def families_revoked(self, family_ids: Iterable[str]) -> None:
+        ids = list(family_ids)
+        if not ids:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        for fid in ids:
+            pipe.set(FAMILY_PREFIX + fid, "1", ex=self.family_flag_ttl_s)
+        await pipe.execute()
+
+    async def user_blocked(self, user_id: int) -> None:
+        await self.redis.set(USER_PREFIX + str(user_id), "1")
+
+    async def user_unblocked(self, user_id: int) -> None:
+        await self.redis.delete(USER_PREFIX + str(user_id))
+
+    async def rebuild(self) -> None:
+        """Copy the database's revocations into Redis, then mark the index complete."""
+        async with self._rebuild_lock:
+            if await self.redis.exists(EPOCH_KEY):
+                return  # another request (or replica) finished it meanwhile
+            since = now_ms() - self.family_flag_ttl_s * 1000
+            try:
+                snapshot = await self._load(since)
+            except Exception as exc:
+                log.warning("cannot rebuild the revocation index: %s", exc)
+                raise Unavailable("token revocation state is unavailable; retry") from exc
+            pipe = self.redis.pipeline(transaction=False)
+            for uid in snapshot.blocked_users:
+                pipe.set(USER_PREFIX + str(uid), "1")
+            for fid in snapshot.revoked_families:
+                pipe.set(FAMILY_PREFIX + fid, "1", ex=self.family_flag_ttl_s)
+            pipe.set(EPOCH_KEY, str(now_ms()))
+            await pipe.execute()
+            log.info(
+                "revocation index rebuilt",
+                extra={
+                    "blocked_users": len(snapshot.blocked_users),
+                    "revoked_families": len(snapshot.revoked_families),
+                },
+            )

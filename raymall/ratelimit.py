@@ -1,0 +1,184 @@
+"""Rate limits shared by every replica, kept in Redis and decided by one Lua script.
+
+The algorithm is GCRA (the generic cell rate algorithm, a token bucket stored as one
+number): a ``Limit(name, limit, period_s, burst)`` admits ``limit`` events per
+``period_s`` on average and up to ``burst`` (default ``limit``) at once. Each key holds
+only its "theoretical arrival time", so memory is one short string per active key and the
+key expires by itself once the bucket is full again.
+
+Guarantees:
+- one round trip per decision, however many limits are checked together;
+- several limits checked in one call are all-or-nothing: a request is charged to every
+  limit only when every limit admits it (a per-user, per-IP and per-event limit never
+  leak tokens to each other);
+- the clock is Redis's ``TIME``, so replicas with skewed clocks agree;
+- every decision is counted in ``raymall_rate_limit_decisions_total{rule, decision}``.
+
+Usage::
+
+    limiter = RateLimiter(app_ctx.redis)
+    PER_USER = Limit("flash_user", limit=5, period_s=1)
+    decision = await limiter.check((PER_USER, str(user_id)), (PER_IP, ip))
+    if not decision.allowed: ...  # decision.retry_after_s
+    await limiter.enforce((PER_USER, str(user_id)))  # or raise RateLimited (429)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from raymall import metrics
+from raymall.errors import RateLimited
+
+MAX_KEY_CHARS = 96
+
+# KEYS[i]: bucket keys. ARGV[1] cost, ARGV[2] "1" to charge, then (interval_ms, burst) pairs.
+# Returns {allowed, retry_after_ms, remaining after this call (tightest limit), index of the
+# limit that refused (1-based, 0 if none)}.
+_GCRA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local cost = tonumber(ARGV[1])
+local charge = ARGV[2] == '1'
+local allowed, retry, refused = 1, 0, 0
+local tats, new_tats = {}, {}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[1 + 2 * i])
+  local burst = tonumber(ARGV[2 + 2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then tat = now end
+  tats[i] = tat
+  new_tats[i] = tat + interval * cost
+  local allow_at = new_tats[i] - interval * burst
+  if allow_at > now then
+    allowed = 0
+    if allow_at - now > retry then retry = allow_at - now; refused = i end
+  end
+end
+local charged = allowed == 1 and charge and cost > 0
+local remaining = -1
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[1 + 2 * i])
+  local burst = tonumber(ARGV[2 + 2 * i])
+  local tat = tats[i]
+  if charged then
+    tat = new_tats[i]
+    redis.call('SET', KEYS[i], string.format('%.3f', tat), 'PX', math.ceil(tat - now) + 1)
+  end
+  local left = math.floor((now - (tat - interval * burst)) / interval + 1e-9)
+  if left < 0 then left = 0 end
+  if remaining < 0 or left < remaining then remaining = left end
+end
+return {allowed, math.ceil(retry), remaining, refused}
+"""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """``limit`` events per ``period_s`` on average, bursts of up to ``burst`` at once."""
+
+    name: str
+    limit: int
+    period_s: float
+    burst: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.period_s <= 0:
+            raise ValueError(f"limit {self.name!r}: need limit >= 1 and period_s > 0")
+        if self.burst is not None and self.burst < 1:
+            raise ValueError(f"limit {self.name!r}: burst must be >= 1")
+
+    @property
+    def interval_ms(self) -> float:
+        return self.period_s * 1000.0 / self.limit
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else self.limit
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after_s: float  # 0 when allowed
+    remaining: int  # events the tightest limit still admits after this decision
+    refused_by: str | None = None  # name of the limit that refused
+
+    @property
+    def retry_after_header(self) -> int:
+        """Whole seconds for a ``Retry-After`` header (at least 1)."""
+        return max(1, math.ceil(self.retry_after_s))
+
+
+Check = tuple[Limit, str]
+
+
+class RateLimiter:
+    """Decides and charges limits for any subject key (a user id, an IP, an event id)."""
+
+    def __init__(self, redis: Any, prefix: str = "rl") -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self._script = redis.register_script(_GCRA)
+
+    def key(self, limit: Limit, subject: str) -> str:
+        if len(subject) > MAX_KEY_CHARS:
+            subject = "h:" + hashlib.sha256(subject.encode("utf-8")).hexdigest()
+        return f"{self.prefix}:{limit.name}:{subject}"
+
+    async def check(self, *checks: Check, cost: int = 1, observe: bool = True) -> Decision:
+        """Admit and charge ``cost`` to every limit, or to none of them."""
+        return await self._run(checks, cost, charge=True, observe=observe)
+
+    async def peek(self, *checks: Check, observe: bool = True) -> Decision:
+        """Would one more event be admitted? Charges nothing."""
+        return await self._run(checks, 1, charge=False, observe=observe)
+
+    async def enforce(self, *checks: Check, cost: int = 1) -> Decision:
+        """``check``, raising ``RateLimited`` (429 with Retry-After) when refused."""
+        decision = await self.check(*checks, cost=cost)
+        if not decision.allowed:
+            raise RateLimited(
+                f"rate limit '{decision.refused_by}' exceeded; retry later",
+                retry_after=decision.retry_after_header,
+            )
+        return decision
+
+    async def reset(self, *checks: Check) -> None:
+        """Forget the history of these subjects (e.g. after a successful login)."""
+        if checks:
+            await self.redis.delete(*(self.key(limit, subject) for limit, subject in checks))
+
+    async def _run(
+        self, checks: tuple[Check, ...], cost: int, *, charge: bool, observe: bool
+    ) -> Decision:
+        if not checks:
+            raise ValueError("at least one (limit, subject) is needed")
+        if cost < 0:
+            raise ValueError("cost must be >= 0")
+        keys = [self.key(limit, subject) for limit, subject in checks]
+        args: list[Any] = [cost, "1" if charge else "0"]
+        for limit, _ in checks:
+            args += [repr(limit.interval_ms), limit.capacity]
+        allowed, retry_ms, remaining, refused = await self._script(keys=keys, args=args)
+        refused_by = checks[int(refused) - 1][0].name if int(refused) > 0 else None
+        decision = Decision(
+            allowed=bool(int(allowed)),
+            retry_after_s=int(retry_ms) / 1000.0,
+            remaining=max(0, int(remaining)),
+            refused_by=refused_by,
+        )
+        if observe:
+            _observe(checks, decision)
+        return decision
+
+
+def _observe(checks: tuple[Check, ...], decision: Decision) -> None:
+    if decision.allowed:
+        for limit, _ in checks:
+            metrics.RATE_LIMIT_DECISIONS.labels(limit.name, "allowed").inc()
+    elif decision.refused_by is not None:
+        metrics.RATE_LIMIT_DECISIONS.labels(decision.refused_by, "denied").inc()
