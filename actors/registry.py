@@ -34,8 +34,16 @@ class ActorGroup:
         return [self.name(i) for i in range(self.count(settings))]
 
 
+def _inventory_shard() -> Any:
+    from actors.inventory_shard import InventoryShard
+
+    return InventoryShard
+
+
 def _groups() -> list[ActorGroup]:
-    groups: list[ActorGroup] = []
+    groups: list[ActorGroup] = [
+        ActorGroup("inventory", lambda s: s.inventory_shards, _inventory_shard),
+    ]
     return groups
 
 
@@ -75,8 +83,11 @@ def get(settings: Settings, name: str) -> Any:
     return ray.get_actor(name, namespace=settings.namespace)
 
 
-async def check_all(settings: Settings, timeout_s: float = 2.0) -> dict[str, Any]:
-    """Readiness: every expected actor answers ``check_alive`` within the timeout."""
+async def check_all(
+    settings: Settings, timeout_s: float = 2.0, kinds: tuple[str, ...] | None = None
+) -> dict[str, Any]:
+    """Readiness: every expected actor (of the given kinds, or all) answers
+    ``check_alive`` within the timeout."""
 
     async def one(name: str) -> tuple[str, bool]:
         try:
@@ -85,7 +96,8 @@ async def check_all(settings: Settings, timeout_s: float = 2.0) -> dict[str, Any
         except Exception:  # missing, dead or restarting: not ready
             return name, False
 
-    results = dict(await asyncio.gather(*(one(n) for n in expected_names(settings))))
+    names = [n for g in _groups() if kinds is None or g.kind in kinds for n in g.names(settings)]
+    results = dict(await asyncio.gather(*(one(n) for n in names)))
     down = sorted(n for n, ok in results.items() if not ok)
     return {"ok": not down, "actors": len(results), "down": down}
 

@@ -80,6 +80,11 @@ class Settings(BaseSettings):
     group_commit_window_ms: float = Field(2.0, ge=0, le=100)
     group_commit_max_ops: int = Field(500, ge=1, le=10_000)
     reservation_ttl_s: int = Field(1800, ge=1)
+    inventory_sweep_interval_s: float = Field(0.5, gt=0, le=60)
+    inventory_key_cache: int = Field(200_000, ge=0)
+    inventory_client_window_ms: float = Field(1.0, ge=0, le=50)
+    inventory_client_max_batch: int = Field(512, ge=1, le=10_000)
+    inventory_retry_s: float = Field(30.0, gt=0, le=600)
 
     # orders and payments
     order_timeout_s: float = Field(1800, gt=0)

@@ -1,0 +1,302 @@
+"""InventoryClient: the one way processes talk to the inventory shards.
+
+One per process (a Serve replica builds it in its ``startup`` hook; benches and tests build
+their own). Guarantees:
+
+- **coalescing**: concurrent operations for the same shard travel in one actor call (sent
+  when a previous call to that shard returns, or after ``inventory_client_window_ms``; at
+  most ``inventory_client_max_batch`` operations and two calls in flight per shard);
+- **keyed retries**: when a shard dies, restarts or fails a commit, the batch is re-sent
+  with the same keys (backoff, for at most ``inventory_retry_s``), so each operation takes
+  effect exactly once; after that, ``Unavailable`` (503, retriable with the same key);
+- **multi-shard reservations**: a reservation is stored per shard under ``f"{key}@{shard}"``;
+  shards are reserved one at a time in ascending shard order, and whatever was taken is
+  released if a later shard refuses or fails. A release that cannot reach its shard is
+  still covered by the reservation's deadline;
+- domain outcomes come back as ``raymall.errors`` exceptions (OutOfStock, NotFound, ...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError
+
+from raymall.errors import (
+    Conflict,
+    DomainError,
+    IdempotencyMismatch,
+    InvalidTransition,
+    NotFound,
+    OutOfStock,
+    Unavailable,
+    ValidationFailed,
+)
+from raymall.hashing import shard_for
+from raymall.ids import now_ms
+from raymall.logs import get_logger
+from raymall.settings import Settings
+
+log = get_logger("inventory.client")
+
+MAX_KEY_LEN = 150  # inventory_ops.key is 160 wide; "@{shard}" is appended
+MAX_INFLIGHT_PER_SHARD = 2
+CALL_TIMEOUT_S = 20.0
+Op = tuple[Any, ...]
+
+
+def shard_name(index: int) -> str:
+    return f"inventory-{index}"
+
+
+def raise_for(code: str, *, key: str, skus: Iterable[int] = ()) -> None:
+    """Map a shard's result code to the error tree (``ok`` and ``skipped`` pass)."""
+    if code in ("ok", "skipped"):
+        return
+    details: dict[str, Any] = {"key": key}
+    sku_ids = sorted(skus)
+    if sku_ids:
+        details["sku_ids"] = sku_ids
+    if code == "out_of_stock":
+        raise OutOfStock("not enough stock", details=details)
+    if code == "unknown_sku":
+        raise NotFound("unknown SKU", details=details)
+    if code == "not_found":
+        raise NotFound("no reservation under this key", details=details)
+    if code == "key_reused":
+        raise IdempotencyMismatch("this key was used for a different operation", details=details)
+    if code in ("released", "confirmed", "rejected"):
+        raise InvalidTransition(f"the reservation is {code}", details={**details, "state": code})
+    if code == "invalid":
+        raise ValidationFailed("invalid inventory operation", details=details)
+    raise Conflict(f"inventory refused the operation ({code})", details=details)
+
+
+def _retriable(exc: BaseException) -> bool:
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, DomainError):
+        return cause.retriable
+    if isinstance(exc, DomainError):
+        return exc.retriable
+    return isinstance(exc, RayActorError | GetTimeoutError | TimeoutError | ValueError)
+
+
+def _domain_cause(exc: BaseException) -> DomainError | None:
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, DomainError):
+        return cause
+    return exc if isinstance(exc, DomainError) else None
+
+
+class _Lane:
+    """The batcher for one shard."""
+
+    def __init__(self, client: InventoryClient, shard: int) -> None:
+        self.client = client
+        self.shard = shard
+        self.queue: list[tuple[Op, asyncio.Future[str]]] = []
+        self.inflight = 0
+        self.timer: asyncio.TimerHandle | None = None
+
+    def put(self, op: Op) -> asyncio.Future[str]:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[str] = loop.create_future()
+        self.queue.append((op, fut))
+        if self.timer is None and self.inflight < MAX_INFLIGHT_PER_SHARD:
+            self.timer = loop.call_later(self.client.window_s, self.flush)
+        return fut
+
+    def flush(self) -> None:
+        self.timer = None
+        while self.queue and self.inflight < MAX_INFLIGHT_PER_SHARD:
+            size = self.client.max_batch
+            batch, self.queue = self.queue[:size], self.queue[size:]
+            self.inflight += 1
+            asyncio.get_running_loop().create_task(self._send(batch))
+
+    async def _send(self, batch: list[tuple[Op, asyncio.Future[str]]]) -> None:
+        try:
+            results = await self.client.call(self.shard, "submit", [op for op, _ in batch])
+        except BaseException as exc:
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            for (_, fut), result in zip(batch, results, strict=True):
+                if not fut.done():
+                    fut.set_result(result)
+        finally:
+            self.inflight -= 1
+            if self.queue and self.timer is None:
+                self.flush()
+
+
+class InventoryClient:
+    """Async client of the inventory shards (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.shards = settings.inventory_shards
+        self.window_s = settings.inventory_client_window_ms / 1000
+        self.max_batch = settings.inventory_client_max_batch
+        self.retry_s = settings.inventory_retry_s
+        self._lanes: dict[int, _Lane] = {}
+        self._handles: dict[int, Any] = {}
+
+    def shard_of(self, sku_id: int) -> int:
+        return shard_for(sku_id, self.shards)
+
+    # ---- transport --------------------------------------------------------------------
+    async def _handle(self, shard: int) -> Any:
+        handle = self._handles.get(shard)
+        if handle is None:
+            handle = await asyncio.to_thread(
+                ray.get_actor, shard_name(shard), namespace=self.settings.namespace
+            )
+            self._handles[shard] = handle
+        return handle
+
+    async def call(self, shard: int, method: str, *args: Any) -> Any:
+        """Call a shard method, retrying actor faults and retriable errors for at most
+        ``inventory_retry_s``. Safe only for keyed (idempotent) operations and reads."""
+        deadline = time.monotonic() + self.retry_s
+        delay = 0.05
+        while True:
+            try:
+                handle = await self._handle(shard)
+                ref = getattr(handle, method).remote(*args)
+                return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
+            except Exception as exc:
+                domain = _domain_cause(exc)
+                if domain is not None and not domain.retriable:
+                    raise domain from None
+                if not _retriable(exc):
+                    raise
+                if isinstance(exc, ValueError | RayActorError):
+                    self._handles.pop(shard, None)  # look the name up again
+                if time.monotonic() + delay > deadline:
+                    raise Unavailable(
+                        f"inventory shard {shard} is unavailable ({type(exc).__name__})"
+                    ) from exc
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+    async def submit(self, shard: int, op: Op) -> str:
+        """Send one wire-format op (see ``raymall.domain.ledger``) through the shard's
+        batcher; answer its result code."""
+        lane = self._lanes.get(shard)
+        if lane is None:
+            lane = self._lanes[shard] = _Lane(self, shard)
+        return await lane.put(op)
+
+    # ---- operations -------------------------------------------------------------------
+    def _split(self, items: dict[int, int]) -> dict[int, dict[int, int]]:
+        by_shard: dict[int, dict[int, int]] = {}
+        for sku_id, qty in items.items():
+            by_shard.setdefault(self.shard_of(sku_id), {})[sku_id] = qty
+        return by_shard
+
+    async def reserve(self, key: str, items: dict[int, int], ttl_s: float | None) -> None:
+        """Hold ``items`` ({sku_id: qty}) under ``key`` until confirmed, released or
+        expired (``ttl_s``; None = no deadline). All or nothing across shards."""
+        _check_key(key)
+        if not isinstance(items, dict) or not items:
+            raise ValidationFailed("a reservation needs at least one item")
+        for sku_id, qty in items.items():
+            if type(sku_id) is not int or sku_id <= 0 or type(qty) is not int or qty <= 0:
+                raise ValidationFailed("items must map positive SKU ids to positive quantities")
+        if ttl_s is not None and ttl_s <= 0:
+            raise ValidationFailed("ttl_s must be positive")
+        expires_ms = None if ttl_s is None else now_ms() + int(ttl_s * 1000)
+        by_shard = self._split(items)
+        taken: list[int] = []
+        for shard in sorted(by_shard):
+            part = by_shard[shard]
+            try:
+                code = await self.submit(shard, ("reserve", f"{key}@{shard}", part, expires_ms))
+            except BaseException:
+                await self._undo(key, [*taken, shard])
+                raise
+            if code != "ok":
+                await self._undo(key, taken)
+                raise_for(code, key=key, skus=part)
+            taken.append(shard)
+
+    async def _undo(self, key: str, shards: list[int]) -> None:
+        """Release what a failed multi-shard reservation took (best effort: a shard that
+        cannot be reached keeps the hold until its deadline)."""
+        for shard in shards:
+            try:
+                await self.submit(shard, ("release", f"{key}@{shard}"))
+            except Exception:
+                log.warning("could not release %s@%s; its deadline will", key, shard)
+
+    async def release(self, key: str, sku_ids: Iterable[int]) -> None:
+        """Return the stock held under ``key``. Idempotent; InvalidTransition if confirmed."""
+        await self._each_shard(key, sku_ids, "release")
+
+    async def confirm(self, key: str, sku_ids: Iterable[int]) -> None:
+        """Reserved becomes sold (on payment). Idempotent; InvalidTransition if the
+        reservation was released or expired, NotFound if there is none."""
+        await self._each_shard(key, sku_ids, "confirm")
+
+    async def _each_shard(self, key: str, sku_ids: Iterable[int], kind: str) -> None:
+        _check_key(key)
+        shards = sorted({self.shard_of(s) for s in sku_ids})
+        if not shards:
+            raise ValidationFailed("sku_ids must name the reserved SKUs")
+        codes = await asyncio.gather(
+            *(self.submit(s, (kind, f"{key}@{s}")) for s in shards), return_exceptions=True
+        )
+        for code in codes:
+            if isinstance(code, BaseException):
+                raise code
+        for code in codes:
+            raise_for(str(code), key=key)
+
+    async def adjust(
+        self, key: str, sku_id: int, delta: int, reason: str, actor_id: int | None = None
+    ) -> None:
+        """Admin restock (delta > 0) or write-off (delta < 0), audited; never takes
+        available below zero (OutOfStock). Idempotent by ``key``."""
+        _check_key(key)
+        if type(sku_id) is not int or type(delta) is not int or delta == 0:
+            raise ValidationFailed("delta must be a non-zero integer")
+        op = ("adjust", key, sku_id, delta, reason[:255], actor_id)
+        raise_for(await self.submit(self.shard_of(sku_id), op), key=key, skus=[sku_id])
+
+    async def availability(self, sku_ids: Iterable[int]) -> dict[int, int]:
+        """Available units per SKU (SKUs without inventory are left out)."""
+        return {k: v for k, v in (await self._read("availability", sku_ids)).items()}
+
+    async def snapshot(self, sku_ids: Iterable[int]) -> dict[int, dict[str, int]]:
+        """The owning shards' in-memory counters per SKU."""
+        return await self._read("snapshot", sku_ids)
+
+    async def _read(self, method: str, sku_ids: Iterable[int]) -> dict[int, Any]:
+        by_shard: dict[int, list[int]] = {}
+        for sku_id in sku_ids:
+            by_shard.setdefault(self.shard_of(sku_id), []).append(sku_id)
+        parts = await asyncio.gather(*(self.call(s, method, ids) for s, ids in by_shard.items()))
+        out: dict[int, Any] = {}
+        for part in parts:
+            out.update(part)
+        return out
+
+    async def check(self) -> dict[str, Any]:
+        """Readiness of the inventory shards."""
+        from actors import registry
+
+        return await registry.check_all(self.settings, kinds=("inventory",))
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LEN:
+        raise ValidationFailed(f"a key is a non-empty string of at most {MAX_KEY_LEN} chars")

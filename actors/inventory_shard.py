@@ -1,0 +1,318 @@
+"""InventoryShard: the one owner of the stock of the SKUs that hash to it.
+
+A thin async shell over ``raymall.domain.ledger.Ledger`` that adds batching, persistence
+and recovery. Guarantees:
+
+- **one writer**: only this actor changes its SKUs' stock columns, in arrival order, with
+  no database row locks on the hot path (rows are written as absolute values, fenced by
+  their version);
+- **group commit, durable before ack**: ``submit`` queues a client's batch; the committer
+  drains everything pending every ``group_commit_window_ms`` (or at
+  ``group_commit_max_ops``), applies it in memory, writes ONE transaction and only then
+  answers. If the transaction fails, memory rolls back and every caller of the batch gets
+  ``Unavailable`` (retriable: retry with the same keys);
+- **idempotent across restarts**: keys live in ``inventory_ops``. Open reservations are in
+  memory; a key that is not is looked up in the database (release/confirm before the
+  batch; reserve/adjust optimistically, by the primary key refusing a duplicate insert,
+  after which the batch is re-applied with the stored records);
+- **crash = restart from the database**: the constructor loads the shard's inventory rows
+  and open reservations; reservation deadlines are in ``expires_ms``, so the expiry sweep
+  resumes after a restart.
+
+Wire format: see ``raymall.domain.ledger`` (ops are tuples, results are codes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+
+from actors.inventory_store import InjectedFault, InventoryStore, StaleStock
+from raymall import logs, metrics
+from raymall.domain.ledger import Ledger, Op
+from raymall.errors import DomainError, Unavailable
+from raymall.ids import now_ms
+from raymall.logs import get_logger
+from raymall.settings import Settings
+
+log = get_logger("inventory")
+
+
+class InventoryShard:
+    """Owner of the stock of SKUs with ``shard_for(sku_id, inventory_shards) == index``."""
+
+    def __init__(self, settings: Settings, index: int) -> None:
+        logs.configure(settings.log_level)
+        self.settings = settings
+        self.index = index
+        self._label = str(index)
+        self._window_s = settings.group_commit_window_ms / 1000
+        self._max_ops = settings.group_commit_max_ops
+        self.store = InventoryStore(settings.resolved_database_url, index)
+        self.ledger = self._load()
+        self._needs_reload = False
+        self._pending: deque[tuple[list[Op], asyncio.Future[list[str]]]] = deque()
+        self._pending_ops = 0
+        self._first_at = 0.0
+        self._wake = asyncio.Event()
+        self._full = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._fail_commits = 0
+        self._batches = 0
+        self._started_ms = now_ms()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._commit_loop()),
+            loop.create_task(self._sweep_loop()),
+        ]
+
+    def _load(self) -> Ledger:
+        ledger = Ledger()
+        for sku_id, stock in self.store.load_stock().items():
+            ledger.load_stock(sku_id, stock)
+        for key, rec in self.store.load_open().items():
+            ledger.load_record(key, rec)
+        problems = ledger.violations(full_history=False)
+        if problems:
+            log.warning("shard %s loaded inconsistent stock: %s", self.index, problems[:5])
+        log.info(
+            "shard %s loaded %s SKUs and %s open reservations",
+            self.index,
+            len(ledger.stock),
+            sum(1 for _ in ledger.open_reservations()),
+        )
+        return ledger
+
+    # ---- the write path ---------------------------------------------------------------
+    async def submit(self, ops: list[Op]) -> list[str]:
+        """Apply ``ops`` in order in the next group commit; answer one code per op once
+        the transaction holding them has committed. Raises ``Unavailable`` if it failed."""
+        if not ops:
+            return []
+        fut: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        if not self._pending:
+            self._first_at = time.monotonic()
+        self._pending.append((ops, fut))
+        self._pending_ops += len(ops)
+        self._idle.clear()
+        self._wake.set()
+        if self._pending_ops >= self._max_ops:
+            self._full.set()
+        return await fut
+
+    async def _commit_loop(self) -> None:
+        while True:
+            try:
+                await self._wake.wait()
+                if self._pending_ops < self._max_ops:
+                    delay = self._first_at + self._window_s - time.monotonic()
+                    if delay > 0:
+                        try:
+                            await asyncio.wait_for(self._full.wait(), delay)
+                        except TimeoutError:
+                            pass
+                await self._commit_next()
+            except Exception:  # the loop must outlive any single batch
+                log.exception("shard %s committer error", self.index)
+                await asyncio.sleep(0.05)
+
+    async def _commit_next(self) -> None:
+        batch: list[tuple[list[Op], asyncio.Future[list[str]]]] = []
+        n = 0
+        while self._pending and n < self._max_ops:
+            ops, fut = self._pending.popleft()
+            batch.append((ops, fut))
+            n += len(ops)
+        self._pending_ops -= n
+        if self._pending_ops < self._max_ops:
+            self._full.clear()
+        if not self._pending:
+            self._wake.clear()
+        try:
+            if not batch:
+                return
+            flat = [op for ops, _ in batch for op in ops]
+            try:
+                results = await self._run(flat)
+            except Exception as exc:
+                err = exc if isinstance(exc, DomainError) else Unavailable(str(exc))
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(err)
+                return
+            i = 0
+            for ops, fut in batch:
+                if not fut.done():
+                    fut.set_result(results[i : i + len(ops)])
+                i += len(ops)
+        finally:
+            if not self._pending:
+                self._idle.set()
+
+    async def _run(self, ops: list[Op]) -> list[str]:
+        if self._needs_reload:
+            await self._reload()
+        await self._prepare(ops)
+        ledger = self.ledger
+        for attempt in (0, 1):
+            ledger.begin()
+            results = [ledger.apply(op) for op in ops]
+            changes = ledger.changes()
+            if not changes:  # only replays and refusals of invalid input: nothing to write
+                ledger.commit()
+                self._count(ops, results)
+                return results
+            fail = self._fail_commits > 0
+            if fail:
+                self._fail_commits -= 1
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(self.store.write, changes, now_ms(), fail=fail)
+            except IntegrityError as exc:
+                ledger.rollback()
+                found = {}
+                if attempt == 0:
+                    keys = [k for k, _ in changes.created]
+                    found = await asyncio.to_thread(self.store.lookup, keys)
+                if not found:
+                    self._needs_reload = True
+                    raise Unavailable(f"inventory shard {self.index} write refused") from exc
+                for key, rec in found.items():  # replays of keys stored earlier
+                    ledger.load_record(key, rec)
+                continue
+            except InjectedFault as exc:
+                ledger.rollback()
+                raise Unavailable(f"inventory shard {self.index}: {exc}") from exc
+            except StaleStock as exc:
+                ledger.rollback()
+                log.error("shard %s: %s; reloading from the database", self.index, exc)
+                self._needs_reload = True
+                raise Unavailable(f"inventory shard {self.index} is reloading") from exc
+            except Exception as exc:
+                # The commit's outcome may be unknown: reload before the next batch.
+                ledger.rollback()
+                self._needs_reload = True
+                log.warning("shard %s commit failed: %r", self.index, exc)
+                raise Unavailable(f"inventory shard {self.index} commit failed") from exc
+            ledger.commit()
+            self._batches += 1
+            metrics.INVENTORY_COMMIT_LATENCY.labels(self._label).observe(
+                time.perf_counter() - started
+            )
+            metrics.INVENTORY_BATCH_SIZE.labels(self._label).observe(len(ops))
+            self._count(ops, results)
+            ledger.evict(self.settings.inventory_key_cache)
+            return results
+        raise Unavailable(f"inventory shard {self.index} could not apply the batch")
+
+    async def _prepare(self, ops: list[Op]) -> None:
+        """Load SKUs created after start, and records of release/confirm keys not held."""
+        ledger = self.ledger
+        skus: set[int] = set()
+        keys: list[str] = []
+        for op in ops:
+            try:
+                kind = op[0]
+                if kind == "reserve":
+                    skus.update(s for s in op[2] if s not in ledger.stock)
+                elif kind == "adjust":
+                    if op[2] not in ledger.stock:
+                        skus.add(op[2])
+                elif kind in ("release", "confirm") and op[1] not in ledger.records:
+                    keys.append(op[1])
+            except (IndexError, TypeError, AttributeError):
+                continue  # malformed: the ledger answers "invalid"
+        skus = {s for s in skus if type(s) is int}
+        keys = [k for k in keys if isinstance(k, str)]
+        if skus:
+            for sku_id, stock in (
+                await asyncio.to_thread(self.store.load_stock, sorted(skus))
+            ).items():
+                ledger.load_stock(sku_id, stock)
+        if keys:
+            for key, rec in (await asyncio.to_thread(self.store.lookup, keys)).items():
+                ledger.load_record(key, rec)
+
+    async def _reload(self) -> None:
+        self.ledger = await asyncio.to_thread(self._load)
+        self._needs_reload = False
+
+    def _count(self, ops: list[Op], results: list[str]) -> None:
+        counts = Counter(zip((op[0] if op else "?" for op in ops), results, strict=True))
+        for (kind, result), n in counts.items():
+            metrics.INVENTORY_OPS.labels(str(kind), result).inc(n)
+
+    # ---- expiry -----------------------------------------------------------------------
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.inventory_sweep_interval_s)
+            keys: list[str] = []
+            try:
+                keys = self.ledger.due(now_ms(), limit=self._max_ops)
+                if keys:
+                    now = now_ms()
+                    await self.submit([("expire", k, now) for k in keys])
+            except Exception as exc:
+                self.ledger.requeue(keys)
+                log.warning("shard %s expiry sweep failed: %r", self.index, exc)
+
+    # ---- reads and operations ---------------------------------------------------------
+    async def _ensure_stock(self, sku_ids: list[int]) -> None:
+        missing = [s for s in sku_ids if type(s) is int and s not in self.ledger.stock]
+        if missing:
+            for sku_id, stock in (await asyncio.to_thread(self.store.load_stock, missing)).items():
+                self.ledger.load_stock(sku_id, stock)
+
+    async def availability(self, sku_ids: list[int]) -> dict[int, int]:
+        """Available units per SKU this shard owns (unknown SKUs are left out). Served from
+        memory: it may include the effect of a batch whose commit is in flight."""
+        await self._ensure_stock(sku_ids)
+        stock = self.ledger.stock
+        return {s: stock[s].available for s in sku_ids if s in stock}
+
+    async def snapshot(self, sku_ids: list[int]) -> dict[int, dict[str, int]]:
+        """Full in-memory counters per SKU (test and admin view)."""
+        await self._ensure_stock(sku_ids)
+        stock = self.ledger.stock
+        return {s: stock[s].as_dict() for s in sku_ids if s in stock}
+
+    async def reservation(self, key: str) -> dict[str, Any] | None:
+        """The in-memory record of a key, if held (test and admin view)."""
+        rec = self.ledger.records.get(key)
+        if rec is None:
+            return None
+        return {
+            "kind": rec.kind,
+            "items": dict(rec.items),
+            "state": rec.state,
+            "result": rec.result,
+            "expires_ms": rec.expires_ms,
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "shard": self.index,
+            "skus": len(self.ledger.stock),
+            "records": len(self.ledger.records),
+            "open": sum(1 for _ in self.ledger.open_reservations()),
+            "pending_ops": self._pending_ops,
+            "batches": self._batches,
+            "started_ms": self._started_ms,
+        }
+
+    async def check_alive(self) -> dict[str, Any]:
+        return {"ok": True, "shard": self.index, "started_ms": self._started_ms}
+
+    async def drain(self) -> None:
+        """Wait until every queued operation has been committed and answered."""
+        while self._pending or not self._idle.is_set():
+            await self._idle.wait()
+
+    async def inject_commit_failures(self, count: int) -> None:
+        """Test hook: the next ``count`` group commits fail before COMMIT (then roll back)."""
+        self._fail_commits = int(count)

@@ -1,0 +1,240 @@
+"""SQL of one inventory shard: load at start, look keys up, write one batch per transaction.
+
+The hot path uses driver-level parameterized SQL (``exec_driver_sql`` with the driver's own
+placeholders) because a batch carries hundreds of rows and ORM objects would cost more than
+the transaction itself. Guarantees:
+
+- ``write`` is one transaction: stock rows, new key records, state changes, adjustment
+  audit rows and outbox events commit together or not at all;
+- stock rows are written as absolute values fenced by their version
+  (``WHERE sku_id=? AND version=?``); a row changed behind the owner's back raises
+  ``StaleStock`` instead of being overwritten;
+- a key that already exists in the database raises ``sqlalchemy.exc.IntegrityError``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+
+from raymall.db import make_engine
+from raymall.domain.ledger import Changes, Record, Stock
+
+LOW_STOCK_TOPIC = "inventory.low_stock"
+_CHUNK = 500
+
+
+class StaleStock(RuntimeError):
+    """An inventory row's version is not the one this shard last wrote."""
+
+
+class InjectedFault(RuntimeError):
+    """Raised on purpose by tests (``InventoryShard.inject_commit_failures``)."""
+
+
+def items_json(items: dict[int, int]) -> str:
+    if len(items) == 1:
+        ((sku, qty),) = items.items()
+        return f'{{"{sku}":{qty}}}'
+    return json.dumps({str(k): v for k, v in sorted(items.items())}, separators=(",", ":"))
+
+
+def parse_items(text: str | None) -> dict[int, int]:
+    return {int(k): int(v) for k, v in json.loads(text or "{}").items()}
+
+
+def _chunks(seq: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]
+
+
+class InventoryStore:
+    """Database access for shard ``shard``; one small connection pool per shard."""
+
+    def __init__(self, url: str, shard: int, *, engine: Engine | None = None) -> None:
+        self.shard = shard
+        self.engine = engine or make_engine(url, pool_size=2)
+        self.ph = "%s" if self.engine.dialect.paramstyle in ("format", "pyformat") else "?"
+
+    def _in(self, n: int) -> str:
+        return ", ".join([self.ph] * n)
+
+    # ---- reads ----------------------------------------------------------------------
+    def load_stock(self, sku_ids: Sequence[int] | None = None) -> dict[int, Stock]:
+        """This shard's inventory rows (all, or the given SKUs that belong to it)."""
+        ph = self.ph
+        base = (
+            "SELECT i.sku_id, i.total, i.available, i.reserved, i.sold, i.version, "
+            "s.low_stock_threshold FROM inventory i JOIN skus s ON s.id = i.sku_id "
+            f"WHERE i.shard = {ph}"
+        )
+        out: dict[int, Stock] = {}
+        with self.engine.connect() as conn:
+            if sku_ids is None:
+                rows = conn.exec_driver_sql(base, (self.shard,)).all()
+            else:
+                rows = []
+                for part in _chunks(list(sku_ids)):
+                    sql = f"{base} AND i.sku_id IN ({self._in(len(part))})"
+                    rows.extend(conn.exec_driver_sql(sql, (self.shard, *part)).all())
+        for sku_id, total, available, reserved, sold, version, threshold in rows:
+            out[int(sku_id)] = Stock(
+                int(total),
+                int(available),
+                int(reserved),
+                int(sold),
+                int(version),
+                int(threshold or 0),
+            )
+        return out
+
+    def load_open(self) -> dict[str, Record]:
+        """This shard's open reservations."""
+        sql = (
+            "SELECT `key`, kind, state, items, result, expires_ms FROM inventory_ops "
+            f"WHERE shard = {self.ph} AND state = 'reserved'"
+        )
+        with self.engine.connect() as conn:
+            rows = conn.exec_driver_sql(sql, (self.shard,)).all()
+        return {r[0]: self._record(r) for r in rows}
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, Record]:
+        """Records of the given keys that the database holds."""
+        out: dict[str, Record] = {}
+        if not keys:
+            return out
+        with self.engine.connect() as conn:
+            for part in _chunks(list(keys)):
+                sql = (
+                    "SELECT `key`, kind, state, items, result, expires_ms FROM inventory_ops "
+                    f"WHERE `key` IN ({self._in(len(part))})"
+                )
+                for r in conn.exec_driver_sql(sql, tuple(part)).all():
+                    out[r[0]] = self._record(r)
+        return out
+
+    @staticmethod
+    def _record(row: Any) -> Record:
+        _key, kind, state, items, result, expires_ms = row
+        return Record(
+            kind,
+            parse_items(items),
+            state,
+            result or "ok",
+            int(expires_ms) if expires_ms is not None else None,
+            stored=True,
+        )
+
+    # ---- the batch write --------------------------------------------------------------
+    def write(self, changes: Changes, now_ms: int, *, fail: bool = False) -> None:
+        """Persist one batch in one transaction (see the module docstring)."""
+        ph = self.ph
+        shard = self.shard
+        op_rows = [
+            (
+                key,
+                shard,
+                rec.kind,
+                rec.state,
+                items_json(rec.items),
+                rec.result,
+                rec.expires_ms,
+                now_ms,
+                now_ms,
+            )
+            for key, rec in changes.created
+        ]
+        by_state: dict[str, list[str]] = {}
+        item_rows = []
+        for key, rec, items_changed in changes.updated:
+            if items_changed:
+                item_rows.append((rec.state, items_json(rec.items), now_ms, key))
+            else:
+                by_state.setdefault(rec.state, []).append(key)
+        with self.engine.begin() as conn:
+            for part in _chunks(changes.stock, 60):
+                sql, params = self._stock_update(part, now_ms)
+                res = conn.exec_driver_sql(sql, params)
+                if res.rowcount != len(part):
+                    raise StaleStock(f"inventory rows changed outside shard {shard}")
+            if op_rows:
+                conn.exec_driver_sql(
+                    "INSERT INTO inventory_ops (`key`, shard, kind, state, items, result, "
+                    f"expires_ms, created_ms, updated_ms) VALUES ({self._in(9)})",
+                    op_rows,
+                )
+            for state, keys in by_state.items():
+                for part in _chunks(keys):
+                    conn.exec_driver_sql(
+                        f"UPDATE inventory_ops SET state = {ph}, updated_ms = {ph} "
+                        f"WHERE `key` IN ({self._in(len(part))})",
+                        (state, now_ms, *part),
+                    )
+            if item_rows:
+                conn.exec_driver_sql(
+                    f"UPDATE inventory_ops SET state = {ph}, items = {ph}, updated_ms = {ph} "
+                    f"WHERE `key` = {ph}",
+                    item_rows,
+                )
+            if changes.adjustments:
+                conn.exec_driver_sql(
+                    "INSERT INTO inventory_adjustments (`key`, sku_id, delta, reason, actor_id, "
+                    f"created_ms) VALUES ({self._in(6)})",
+                    [
+                        (a.key, a.sku_id, a.delta, a.reason[:255], a.actor_id, now_ms)
+                        for a in changes.adjustments
+                    ],
+                )
+            if changes.low_stock:
+                conn.exec_driver_sql(
+                    "INSERT INTO outbox (event_id, topic, aggregate_id, payload, created_ms) "
+                    f"VALUES ({self._in(5)})",
+                    [
+                        (
+                            uuid.uuid4().hex,
+                            LOW_STOCK_TOPIC,
+                            str(e.sku_id),
+                            json.dumps(
+                                {
+                                    "sku_id": e.sku_id,
+                                    "available": e.available,
+                                    "threshold": e.threshold,
+                                    "shard": shard,
+                                },
+                                separators=(",", ":"),
+                                sort_keys=True,
+                            ),
+                            now_ms,
+                        )
+                        for e in changes.low_stock
+                    ],
+                )
+            if fail:
+                raise InjectedFault("injected commit failure")
+
+    def _stock_update(self, part: Sequence[tuple[int, Stock]], now_ms: int) -> tuple[str, tuple]:
+        """One fenced UPDATE for many rows: absolute values, matched on (sku_id, version)."""
+        ph = self.ph
+        when = " ".join([f"WHEN {ph} THEN {ph}"] * len(part))
+        params: list[int] = []
+        sets = []
+        for col in ("total", "available", "reserved", "sold", "version"):
+            sets.append(f"{col} = CASE sku_id {when} END")
+            for sku, s in part:
+                params += (sku, getattr(s, col))
+        params.append(now_ms)
+        for sku, s in part:
+            params += (sku, s.version - 1)
+        params.extend(sku for sku, _ in part)
+        sql = (
+            f"UPDATE inventory SET {', '.join(sets)}, updated_ms = {ph} "
+            f"WHERE version = CASE sku_id {when} END AND sku_id IN ({self._in(len(part))})"
+        )
+        return sql, tuple(params)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,348 @@
+"""The inventory engine on MariaDB with real Ray shards: hot-SKU contention, shard kills
+during load, multi-shard rollback, expiry across restarts, replays after restarts,
+rollback of a failed group commit, low-stock events and audited adjustments.
+
+Every test ends by checking that the database agrees with the shards' memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import ray
+from sqlalchemy import Engine, create_engine, text
+
+from actors.inventory_client import InventoryClient, shard_name
+from actors.inventory_shard import InventoryShard
+from actors.registry import actor_options
+from raymall.errors import InvalidTransition, OutOfStock, Unavailable
+from raymall.hashing import shard_for
+from raymall.ids import now_ms
+from raymall.settings import Settings
+from tests.conftest import SERVER_DB, make_mysql_database, needs_servers
+
+pytestmark = [pytest.mark.integration, needs_servers]
+SHARDS = 4
+
+
+@dataclass
+class Env:
+    settings: Settings
+    engine: Engine
+
+    def handle(self, shard: int) -> Any:
+        return ray.get_actor(shard_name(shard), namespace=self.settings.namespace)
+
+    def client(self, **overrides: Any) -> InventoryClient:
+        return InventoryClient(self.settings.model_copy(update=overrides))
+
+
+@pytest.fixture(scope="module")
+def env(ray_session: Settings) -> Iterator[Env]:
+    assert SERVER_DB
+    url, drop = make_mysql_database(SERVER_DB)
+    settings = ray_session.model_copy(
+        update={
+            "database_url": url,
+            "namespace": f"inv-it-{secrets.token_hex(3)}",
+            "inventory_shards": SHARDS,
+            "inventory_sweep_interval_s": 0.2,
+            "inventory_retry_s": 60.0,
+        }
+    )
+    cls = ray.remote(InventoryShard)
+    handles = [
+        cls.options(**actor_options(settings, shard_name(i))).remote(settings, i)
+        for i in range(SHARDS)
+    ]
+    ray.get([h.check_alive.remote() for h in handles], timeout=120)
+    engine = create_engine(url, isolation_level="READ COMMITTED")
+    yield Env(settings, engine)
+    for h in handles:
+        ray.kill(h, no_restart=True)
+    engine.dispose()
+    drop()
+
+
+def make_skus(env: Env, stocks: list[int], threshold: int = 0) -> list[int]:
+    """Create SKUs with inventory rows holding ``stocks`` units, as the offline seed does."""
+    tag = secrets.token_hex(4)
+    now = now_ms()
+    ids = []
+    with env.engine.begin() as conn:
+        cat = conn.execute(
+            text(
+                "INSERT INTO categories (name, slug, sort_order, created_ms, updated_ms) "
+                "VALUES (:n, :s, 0, :t, :t)"
+            ),
+            {"n": tag, "s": f"c-{tag}", "t": now},
+        ).lastrowid
+        prod = conn.execute(
+            text(
+                "INSERT INTO products (title, description, category_id, attributes, images, "
+                "status, min_price_cents, max_price_cents, sales_count, search_text, "
+                "created_ms, updated_ms) VALUES (:n, '', :c, '{}', '[]', 'published', 100, "
+                "100, 0, '', :t, :t)"
+            ),
+            {"n": tag, "c": cat, "t": now},
+        ).lastrowid
+        for i, qty in enumerate(stocks):
+            sku = conn.execute(
+                text(
+                    "INSERT INTO skus (product_id, code, specs, price_cents, "
+                    "low_stock_threshold, created_ms, updated_ms) "
+                    "VALUES (:p, :c, '{}', 100, :th, :t, :t)"
+                ),
+                {"p": prod, "c": f"{tag}-{i}", "th": threshold, "t": now},
+            ).lastrowid
+            conn.execute(
+                text(
+                    "INSERT INTO inventory (sku_id, shard, total, available, reserved, sold, "
+                    "version, updated_ms) VALUES (:s, :sh, :q, :q, 0, 0, 0, :t)"
+                ),
+                {"s": sku, "sh": shard_for(sku, SHARDS), "q": qty, "t": now},
+            )
+            ids.append(int(sku))
+    return ids
+
+
+def skus_on_distinct_shards(env: Env, stocks: list[int]) -> list[int]:
+    """One SKU per shard 0..len(stocks)-1, with the given stock each."""
+    wanted: dict[int, int] = {}
+    while len(wanted) < len(stocks):
+        for sku in make_skus(env, [0] * 8):
+            wanted.setdefault(shard_for(sku, SHARDS), sku)
+    picked = [wanted[i] for i in range(len(stocks))]
+    with env.engine.begin() as conn:
+        for sku, qty in zip(picked, stocks, strict=True):
+            conn.execute(
+                text("UPDATE inventory SET total = :q, available = :q WHERE sku_id = :s"),
+                {"q": qty, "s": sku},
+            )
+    return picked
+
+
+def db_row(env: Env, sku: int) -> dict[str, int]:
+    with env.engine.connect() as conn:
+        row = conn.execute(
+            text(
+                "SELECT total, available, reserved, sold, version FROM inventory "
+                "WHERE sku_id = :s"
+            ),
+            {"s": sku},
+        ).one()
+    return dict(row._mapping)
+
+
+def db_ops(env: Env, like: str) -> dict[str, tuple[str, dict[int, int]]]:
+    with env.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT `key`, state, items FROM inventory_ops WHERE `key` LIKE :k"),
+            {"k": like},
+        ).all()
+    return {k: (st, {int(a): b for a, b in json.loads(it).items()}) for k, st, it in rows}
+
+
+def open_units(env: Env, sku: int) -> int:
+    """Sum of the open reservations' units of ``sku`` in the ledger table."""
+    shard = shard_for(sku, SHARDS)
+    with env.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT items FROM inventory_ops WHERE shard = :sh AND state = 'reserved'"),
+            {"sh": shard},
+        ).all()
+    return sum(json.loads(r[0]).get(str(sku), 0) for r in rows)
+
+
+async def assert_memory_matches_database(env: Env, client: InventoryClient, sku: int) -> None:
+    await env.handle(client.shard_of(sku)).drain.remote()
+    memory = (await client.snapshot([sku]))[sku]
+    row = db_row(env, sku)
+    assert {k: memory[k] for k in row} == row
+    assert row["total"] == row["available"] + row["reserved"] + row["sold"]
+    assert min(row.values()) >= 0
+    assert row["reserved"] == open_units(env, sku)
+
+
+async def hot_sku_run(env: Env, kills: int) -> None:
+    """64 callers, 20,000 reserve attempts of 1 unit on one SKU holding 10,000."""
+    (sku,) = make_skus(env, [10_000])
+    client = env.client()
+    shard = client.shard_of(sku)
+    tag = secrets.token_hex(3)
+    keys = [f"hot-{tag}-{i}" for i in range(20_000)]
+    outcome: dict[str, str] = {}
+    todo = iter(keys)
+    kill_at = [4_000, 11_000][:kills]
+    killed: list[int] = []
+
+    async def caller() -> None:
+        for key in todo:
+            while True:
+                try:
+                    await client.reserve(key, {sku: 1}, ttl_s=3600)
+                    outcome[key] = "ok"
+                except OutOfStock:
+                    outcome[key] = "out"
+                except Unavailable:  # not acked: retry with the same key
+                    await asyncio.sleep(0.05)
+                    continue
+                break
+            if kill_at and len(outcome) >= kill_at[0]:
+                kill_at.pop(0)
+                ray.kill(env.handle(shard), no_restart=False)
+                killed.append(len(outcome))
+
+    await asyncio.gather(*(caller() for _ in range(64)))
+    assert len(killed) == kills
+    acked = [k for k, v in outcome.items() if v == "ok"]
+    assert len(outcome) == 20_000
+    assert len(acked) == 10_000
+    await assert_memory_matches_database(env, client, sku)
+    assert db_row(env, sku) | {"version": 0} == {
+        "total": 10_000,
+        "available": 0,
+        "reserved": 10_000,
+        "sold": 0,
+        "version": 0,
+    }
+    stored = db_ops(env, f"hot-{tag}-%")
+    held = {k.rsplit("@", 1)[0] for k, (state, _) in stored.items() if state == "reserved"}
+    assert held == set(acked), "every acked reservation is in the database, nothing else"
+    assert all(items == {sku: 1} for _, items in stored.values())
+    refused = {k.rsplit("@", 1)[0] for k, (state, _) in stored.items() if state == "rejected"}
+    assert refused == {k for k, v in outcome.items() if v == "out"}
+
+
+async def test_64_callers_on_a_hot_sku_take_exactly_its_stock(env: Env) -> None:
+    await hot_sku_run(env, kills=0)
+
+
+async def test_killing_the_shard_twice_during_the_load_keeps_every_invariant(env: Env) -> None:
+    await hot_sku_run(env, kills=2)
+
+
+async def test_a_failed_later_shard_leaks_no_reservation(env: Env) -> None:
+    a, b, c = skus_on_distinct_shards(env, [5, 5, 5])
+    client = env.client(inventory_retry_s=0.5)
+    await env.handle(2).inject_commit_failures.remote(1_000)
+    try:
+        with pytest.raises(Unavailable):
+            await client.reserve("multi-fail", {a: 1, b: 2, c: 1}, ttl_s=3600)
+    finally:
+        await env.handle(2).inject_commit_failures.remote(0)
+    assert await client.availability([a, b, c]) == {a: 5, b: 5, c: 5}
+    for sku in (a, b, c):
+        await assert_memory_matches_database(env, client, sku)
+    stored = db_ops(env, "multi-fail@%")
+    assert {k: s for k, (s, _) in stored.items()} == {
+        "multi-fail@0": "released",
+        "multi-fail@1": "released",
+    }  # shard 2 never committed anything (its release failed too, and had nothing to do)
+    with pytest.raises(InvalidTransition):
+        await client.reserve("multi-fail", {a: 1, b: 2, c: 1}, ttl_s=3600)
+
+
+async def test_a_refusing_later_shard_releases_the_earlier_ones(env: Env) -> None:
+    a, b, c = skus_on_distinct_shards(env, [5, 5, 0])
+    client = env.client()
+    with pytest.raises(OutOfStock) as err:
+        await client.reserve("multi-out", {a: 1, b: 1, c: 1}, ttl_s=3600)
+    assert err.value.details["sku_ids"] == [c]
+    assert await client.availability([a, b, c]) == {a: 5, b: 5, c: 0}
+    await client.reserve("multi-ok", {a: 2, b: 3}, ttl_s=3600)
+    await client.confirm("multi-ok", [a, b])
+    assert await client.availability([a, b]) == {a: 3, b: 2}
+    for sku in (a, b, c):
+        await assert_memory_matches_database(env, client, sku)
+
+
+async def test_expiry_releases_reservations_after_a_restart(env: Env) -> None:
+    (sku,) = make_skus(env, [10])
+    client = env.client()
+    await client.reserve("exp-1", {sku: 4}, ttl_s=1.5)
+    await client.reserve("exp-keep", {sku: 1}, ttl_s=3600)
+    assert (await client.availability([sku]))[sku] == 5
+    ray.kill(env.handle(client.shard_of(sku)), no_restart=False)
+    deadline = time.monotonic() + 30
+    while (await client.availability([sku]))[sku] != 9:
+        assert time.monotonic() < deadline, "the expired reservation was never released"
+        await asyncio.sleep(0.2)
+    await assert_memory_matches_database(env, client, sku)
+    stored = db_ops(env, "exp-%")
+    assert {k: s for k, (s, _) in stored.items()} == {
+        f"exp-1@{client.shard_of(sku)}": "released",
+        f"exp-keep@{client.shard_of(sku)}": "reserved",
+    }
+
+
+async def test_replays_after_a_restart_answer_the_first_result(env: Env) -> None:
+    (sku,) = make_skus(env, [1])
+    client = env.client()
+    await client.reserve("rp-win", {sku: 1}, ttl_s=3600)
+    with pytest.raises(OutOfStock):
+        await client.reserve("rp-lose", {sku: 1}, ttl_s=3600)
+    await client.confirm("rp-win", [sku])
+    ray.kill(env.handle(client.shard_of(sku)), no_restart=False)
+    await client.adjust(f"rp-restock-{sku}", sku, 5, "restock")
+    with pytest.raises(OutOfStock):  # refused the first time: refused again
+        await client.reserve("rp-lose", {sku: 1}, ttl_s=3600)
+    await client.reserve("rp-win", {sku: 1}, ttl_s=3600)  # no second unit taken
+    await client.confirm("rp-win", [sku])
+    with pytest.raises(InvalidTransition):
+        await client.release("rp-win", [sku])
+    await client.adjust(f"rp-restock-{sku}", sku, 5, "restock")  # no second restock
+    row = db_row(env, sku)
+    assert (row["total"], row["available"], row["reserved"], row["sold"]) == (6, 5, 0, 1)
+    await assert_memory_matches_database(env, client, sku)
+
+
+async def test_a_failed_group_commit_rolls_memory_back_and_acks_nothing(env: Env) -> None:
+    (sku,) = make_skus(env, [3])
+    client = env.client()
+    shard = env.handle(client.shard_of(sku))
+    before = await client.snapshot([sku])
+    await shard.inject_commit_failures.remote(1)
+    op = ("reserve", f"fail-1@{client.shard_of(sku)}", {sku: 2}, None)
+    with pytest.raises(Unavailable):
+        await shard.submit.remote([op])
+    assert await client.snapshot([sku]) == before
+    assert db_ops(env, "fail-1@%") == {}
+    assert await shard.submit.remote([op]) == ["ok"]
+    await assert_memory_matches_database(env, client, sku)
+
+
+async def test_stock_crossing_its_threshold_writes_one_low_stock_event(env: Env) -> None:
+    (sku,) = make_skus(env, [12], threshold=10)
+    client = env.client()
+    await client.reserve("low-1", {sku: 1}, ttl_s=60)  # 11: above
+    await client.reserve("low-2", {sku: 2}, ttl_s=60)  # 9: crosses
+    await client.reserve("low-3", {sku: 1}, ttl_s=60)  # 8: already below
+    with env.engine.connect() as conn:
+        events = conn.execute(
+            text("SELECT topic, payload FROM outbox WHERE aggregate_id = :s"), {"s": str(sku)}
+        ).all()
+    assert [(t, json.loads(p)["available"]) for t, p in events] == [("inventory.low_stock", 9)]
+
+
+async def test_adjustments_are_audited_once_per_key(env: Env) -> None:
+    (sku,) = make_skus(env, [2])
+    client = env.client()
+    await client.adjust(f"adj-a-{sku}", sku, 10, "restock", actor_id=7)
+    await client.adjust(f"adj-a-{sku}", sku, 10, "restock", actor_id=7)
+    with pytest.raises(OutOfStock):
+        await client.adjust(f"adj-b-{sku}", sku, -13, "write-off")
+    with env.engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT delta, reason, actor_id FROM inventory_adjustments WHERE sku_id = :s"),
+            {"s": sku},
+        ).all()
+    assert [tuple(r) for r in rows] == [(10, "restock", 7)]
+    await assert_memory_matches_database(env, client, sku)
