@@ -6,7 +6,9 @@ fetches the cached document and the key's generation together.
 - Bloom says "certainly absent" (filter complete): answer None, no DB, no cache fill.
 - A cached document (or a cached null for a missing id): answer it.
 - Otherwise load from the DB through a per-replica **singleflight** keyed by
-  (product id, generation): concurrent misses on one replica share one DB load.
+  (product id, generation): concurrent misses on one replica share one DB load (the
+  finished load stays joinable for ``FLIGHT_LINGER_S``, so a miss decided just before
+  the fill landed does not load again).
 
 Write path: after a catalog write commits, the writer bumps the product's generation and
 deletes its document (``invalidate_sync``). A fill stores its document only if the
@@ -17,7 +19,8 @@ update is visible on the next read, on every replica.
 
 TTL: ``ttl_s`` with +/- ``jitter`` spread, so keys filled together do not expire
 together; missing ids are cached as ``null`` for ``null_ttl_s``. When Redis fails the
-cache steps aside: reads go to the DB (still through the singleflight).
+cache steps aside: reads go to the DB (concurrent ones per id still share a load). With
+``enabled=False`` (benchmarks) every read is a plain DB load.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ Doc = dict[str, Any]
 Loader = Callable[[int], Awaitable[Doc | None]]
 CACHE_NAME = "product_detail"
 NULL = "null"
+FLIGHT_LINGER_S = 1.0
 log = get_logger("catalog.cache")
 
 LOOKUP = """
@@ -65,9 +69,16 @@ return 0
 
 class SingleFlight:
     """Concurrent callers with the same key share one execution of ``fn``. The work runs
-    as its own task, so a cancelled caller does not cancel it for the others."""
+    as its own task, so a cancelled caller does not cancel it for the others.
 
-    def __init__(self) -> None:
+    With ``linger_s`` a successful result stays joinable for that long after it
+    completes: a caller whose cache miss was decided just before the fill landed then
+    still shares the finished load instead of starting a second one. Only use it for
+    keys that change when the data does (here: product id + cache generation).
+    """
+
+    def __init__(self, linger_s: float = 0.0) -> None:
+        self.linger_s = linger_s
         self._calls: dict[Hashable, asyncio.Task[Any]] = {}
 
     def __len__(self) -> int:
@@ -78,8 +89,14 @@ class SingleFlight:
         if task is None:
             task = asyncio.ensure_future(fn())
             self._calls[key] = task
-            task.add_done_callback(lambda t: self._forget(key, t))
+            task.add_done_callback(lambda t: self._done(key, t))
         return await asyncio.shield(task)  # type: ignore[no-any-return]
+
+    def _done(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        if self.linger_s > 0 and not task.cancelled() and task.exception() is None:
+            asyncio.get_running_loop().call_later(self.linger_s, self._forget, key, task)
+        else:
+            self._forget(key, task)
 
     def _forget(self, key: Hashable, task: asyncio.Task[Any]) -> None:
         if self._calls.get(key) is task:
@@ -134,7 +151,8 @@ class DetailCache:
         self.jitter = jitter
         self.enabled = enabled
         self.keys = keys or CacheKeys()
-        self.flight = SingleFlight()
+        self.flight = SingleFlight(linger_s=FLIGHT_LINGER_S)  # keys carry the generation
+        self.direct = SingleFlight()  # cache bypassed: share concurrent loads only
         self._lookup = redis.register_script(LOOKUP)
         self._fill_script = redis.register_script(FILL)
 
@@ -149,7 +167,7 @@ class DetailCache:
         """The product document, or None when the id does not exist."""
         if not self.enabled:
             self._count("bypass")
-            return await self.flight.do(("db", product_id), lambda: self.loader(product_id))
+            return await self.loader(product_id)
         offsets = self.spec.offsets(product_id) if self.spec is not None else []
         keys = [
             self.spec.key if self.spec else "-",
@@ -161,7 +179,7 @@ class DetailCache:
         except (RedisError, OSError) as exc:
             self._count("error")
             log.warning("detail cache unavailable, reading the database: %s", exc)
-            return await self.flight.do(("db", product_id), lambda: self.loader(product_id))
+            return await self.direct.do(product_id, lambda: self.loader(product_id))
         if int(state) == 0:
             self._count("bloom_reject")
             return None

@@ -209,3 +209,18 @@ def test_demo_leaf_products_share_their_leaf_vocabulary() -> None:
         ("thermos" in d.lower() or "flask" in d.lower() or "jar" in d.lower()) for d in thermos
     )
     assert not any("thermos" in d.lower() for d in by_leaf["running-shoes"])
+
+
+async def test_singleflight_linger_lets_late_callers_share_a_finished_load() -> None:
+    flight = SingleFlight(linger_s=1.0)
+    calls = 0
+
+    async def load() -> int:
+        nonlocal calls
+        calls += 1
+        return calls
+
+    assert await flight.do("k", load) == 1
+    assert await flight.do("k", load) == 1  # joined the finished flight
+    await asyncio.sleep(1.2)
+    assert await flight.do("k", load) == 2 and calls == 2

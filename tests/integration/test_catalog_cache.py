@@ -1,0 +1,239 @@
+"""The product detail cache against real MariaDB and Redis, counting database queries
+with a ``before_cursor_execute`` listener on the engine the loader uses."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from sqlalchemy import Engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from raymall import metrics
+from raymall.catalog import bloom
+from raymall.catalog.bloom import BloomSpec
+from raymall.catalog.cache import CACHE_NAME, CacheKeys, DetailCache
+from raymall.catalog.effects import RedisCacheHooks
+from raymall.catalog.repository import iter_product_ids, load_product_doc
+from raymall.catalog.schemas import (
+    BrandCreate,
+    CategoryCreate,
+    ProductCreate,
+    ProductUpdate,
+    SkuCreate,
+)
+from raymall.catalog.service import CatalogService
+from raymall.db import make_engine, session_factory
+
+pytestmark = pytest.mark.integration
+
+
+class QueryCounter:
+    def __init__(self, engine: Engine) -> None:
+        self.count = 0
+        event.listen(engine, "before_cursor_execute", self._on)
+
+    def _on(self, *_: Any) -> None:
+        self.count += 1
+
+
+@dataclass
+class Env:
+    sessions: sessionmaker[Session]
+    queries: QueryCounter
+    aredis: Any
+    sredis: Any
+    spec: BloomSpec
+    keys: CacheKeys
+    service: CatalogService
+    loads: list[int]
+    category_id: int
+
+    def cache(self, **kw: Any) -> DetailCache:
+        """A cache as one replica holds it (its own singleflight)."""
+        return DetailCache(
+            kw.pop("redis", self.aredis),
+            kw.pop("loader", self.loader),
+            spec=self.spec,
+            ttl_s=300,
+            null_ttl_s=30,
+            keys=self.keys,
+            **kw,
+        )
+
+    async def loader(self, product_id: int) -> dict[str, Any] | None:
+        self.loads.append(product_id)
+        return await asyncio.to_thread(self.load_sync, product_id)
+
+    def load_sync(self, product_id: int) -> dict[str, Any] | None:
+        with self.sessions() as s:
+            return load_product_doc(s, product_id)
+
+    def all_ids(self) -> list[list[int]]:
+        with self.sessions() as s:
+            return list(iter_product_ids(s))
+
+    def new_product(self, title: str = "Trail Thermos") -> int:
+        tag = secrets.token_hex(4)
+        doc = self.service.create_product(
+            ProductCreate(
+                title=title,
+                description="Keeps tea hot on cold mornings.",
+                category_id=self.category_id,
+                skus=[SkuCreate(code=f"CACHE-{tag}-1", price_cents=2500)],
+            )
+        )
+        self.service.set_published(doc["id"], True)
+        return int(doc["id"])
+
+
+@pytest.fixture()
+async def env(mysql_url: str, redis_url: str) -> AsyncIterator[Env]:
+    engine = make_engine(mysql_url)
+    sessions = session_factory(engine)
+    prefix = f"cachetest{secrets.token_hex(4)}"  # keys of this test only
+    spec = BloomSpec.for_capacity(100_000, 0.001, prefix)
+    keys = CacheKeys(prefix)
+    sredis = redis.Redis.from_url(redis_url)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        redis_url, decode_responses=True, max_connections=64, timeout=10
+    )
+    aredis = aioredis.Redis.from_pool(pool)  # as the app's context builds it
+    service = CatalogService(
+        sessions, inventory_shards=4, hooks=RedisCacheHooks(sredis, spec, keys, 3600)
+    )
+    tag = secrets.token_hex(4)
+    category = service.create_category(CategoryCreate(name=f"Cache test {tag}"))
+    service.create_brand(BrandCreate(name=f"Cache brand {tag}"))
+    env = Env(
+        sessions, QueryCounter(engine), aredis, sredis, spec, keys, service, [], category["id"]
+    )
+    yield env
+    await aredis.aclose()
+    sredis.close()
+    engine.dispose()
+
+
+def counter(event_name: str) -> float:
+    return metrics.CACHE_EVENTS.labels(CACHE_NAME, event_name)._value.get()  # type: ignore[attr-defined]
+
+
+async def test_a_stampede_of_200_requests_loads_the_product_once(env: Env) -> None:
+    pid = env.new_product()
+    env.queries.count = 0
+    env.load_sync(pid)
+    per_load = env.queries.count  # statements of one document load
+    env.queries.count = 0
+    cache = env.cache()
+    docs = await asyncio.gather(*(cache.get(pid) for _ in range(200)))
+    assert env.loads == [pid]
+    assert env.queries.count == per_load
+    assert all(d is not None and d["id"] == pid for d in docs)
+    # ...and afterwards it is served from Redis without touching the database
+    env.queries.count = 0
+    again = await asyncio.gather(*(env.cache().get(pid) for _ in range(50)))
+    assert env.queries.count == 0 and env.loads == [pid]
+    assert again[0] == docs[0]
+
+
+async def test_a_warm_bloom_filter_answers_1000_unknown_ids_without_queries(env: Env) -> None:
+    env.new_product()
+    cache = env.cache()
+    assert await cache.warm_bloom(env.all_ids)
+    assert await bloom.is_complete(env.aredis, env.spec)
+    rejects = counter("bloom_reject")
+    env.queries.count = 0
+    rng = random.Random(7)
+    unknown = [rng.randrange(10**12, 10**15) for _ in range(1000)]
+    results = await asyncio.gather(*(cache.get(i) for i in unknown))
+    assert results == [None] * 1000
+    assert env.queries.count == 0 and env.loads == []
+    assert counter("bloom_reject") - rejects == 1000
+
+
+async def test_a_product_created_after_warm_up_is_never_rejected(env: Env) -> None:
+    cache = env.cache()
+    assert await cache.warm_bloom(env.all_ids)
+    pid = env.new_product("Freshly Added Flask")
+    doc = await cache.get(pid)
+    assert doc is not None and doc["title"] == "Freshly Added Flask"
+
+
+async def test_missing_ids_are_cached_as_null_until_created(env: Env) -> None:
+    cache = env.cache()  # filter never warmed: every unknown id reaches the cache/DB
+    missing = 10**15 + secrets.randbelow(10**6)
+    assert await cache.get(missing) is None
+    assert env.loads == [missing]
+    env.queries.count = 0
+    assert await asyncio.gather(*(cache.get(missing) for _ in range(20))) == [None] * 20
+    assert env.queries.count == 0 and env.loads == [missing]
+    ttl = await env.aredis.ttl(env.keys.doc(missing))
+    assert 0 < ttl <= 33  # the short null TTL (30 s +/- 10%)
+
+
+async def test_an_update_is_visible_on_the_next_read_on_every_replica(env: Env) -> None:
+    pid = env.new_product("Old Title Thermos")
+    replica_a, replica_b = env.cache(), env.cache()
+    assert (await replica_a.get(pid))["title"] == "Old Title Thermos"  # type: ignore[index]
+    assert (await replica_b.get(pid))["title"] == "Old Title Thermos"  # type: ignore[index]
+    await asyncio.to_thread(env.service.update_product, pid, ProductUpdate(title="New Title"))
+    assert (await replica_a.get(pid))["title"] == "New Title"  # type: ignore[index]
+    assert (await replica_b.get(pid))["title"] == "New Title"  # type: ignore[index]
+    await asyncio.to_thread(env.service.set_published, pid, False)
+    assert (await replica_b.get(pid))["status"] == "unpublished"  # type: ignore[index]
+
+
+async def test_a_load_that_raced_with_a_write_does_not_cache_the_old_document(env: Env) -> None:
+    pid = env.new_product("Before Write")
+    loaded, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_loader(product_id: int) -> dict[str, Any] | None:
+        doc = await env.loader(product_id)  # reads the old row...
+        loaded.set()
+        await release.wait()  # ...and is slow to store it
+        return doc
+
+    slow = env.cache(loader=slow_loader)
+    pending = asyncio.ensure_future(slow.get(pid))
+    await loaded.wait()
+    await asyncio.to_thread(env.service.update_product, pid, ProductUpdate(title="After Write"))
+    release.set()
+    assert (await pending)["title"] == "Before Write"  # type: ignore[index]  # read began earlier
+    assert await env.aredis.get(env.keys.doc(pid)) is None  # the stale fill was refused
+    assert (await env.cache().get(pid))["title"] == "After Write"  # type: ignore[index]
+
+
+async def test_ttl_has_jitter_within_bounds(env: Env) -> None:
+    cache = env.cache(jitter=0.1)
+    ttls = {cache.ttl(300) for _ in range(200)}
+    assert len(ttls) > 5 and min(ttls) >= 270 and max(ttls) <= 330
+    pid = env.new_product()
+    await cache.get(pid)
+    assert 270 <= await env.aredis.ttl(env.keys.doc(pid)) <= 330
+
+
+async def test_reads_fall_back_to_the_database_when_redis_is_down(env: Env) -> None:
+    pid = env.new_product("Still Served")
+    dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    cache = env.cache(redis=dead)
+    errors = counter("error")
+    doc = await cache.get(pid)
+    assert doc is not None and doc["title"] == "Still Served"
+    assert counter("error") - errors == 1
+    await dead.aclose()
+
+
+async def test_a_disabled_cache_reads_the_database_every_time(env: Env) -> None:
+    pid = env.new_product()
+    cache = env.cache(enabled=False)
+    for _ in range(3):
+        assert (await cache.get(pid))["id"] == pid  # type: ignore[index]
+    assert env.loads == [pid, pid, pid]
+    assert await env.aredis.get(env.keys.doc(pid)) is None
