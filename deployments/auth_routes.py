@@ -8,9 +8,11 @@ token verifier and permission check that ``deployments.security`` calls on every
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
+from sqlalchemy.exc import IntegrityError
 
 from deployments.auth_schemas import (
     AddressIn,
@@ -21,10 +23,12 @@ from deployments.auth_schemas import (
     RefreshIn,
     RegisterIn,
 )
+from deployments.cart_routes import merge_at_login
 from deployments.context import AppContext, ctx
 from deployments.security import Principal, client_ip, current_user, public, require
 from raymall.auth.profile import ProfileService
 from raymall.auth.service import AuthService
+from raymall.bootstrap import ensure_reference_data
 from raymall.logs import get_logger
 
 router = APIRouter()
@@ -65,6 +69,8 @@ async def login(body: LoginIn, request: Request) -> dict[str, Any]:
         password=body.password,
         ip=client_ip(request),
     )
+    # a guest cart (X-Cart-Token) joins the user's cart; never fails the login
+    await merge_at_login(request, _auth(request).codec.verify_access(pair.access_token).user_id)
     return pair.body()
 
 
@@ -163,6 +169,18 @@ async def unblock_user(
 
 
 # ---- per-replica wiring ---------------------------------------------------------------
+async def _ensure_roles(app_ctx: AppContext) -> None:
+    """Roles and grants must exist before anyone registers (``raymall serve`` on a fresh
+    database). Idempotent; replicas starting together may race, so one retry."""
+    for attempt in range(2):
+        try:
+            await asyncio.to_thread(ensure_reference_data, app_ctx.settings)
+            return
+        except IntegrityError:
+            if attempt:
+                raise
+
+
 def install(app: FastAPI, service: AuthService) -> None:
     """Install the hooks ``deployments.security`` calls on every request."""
 
@@ -178,10 +196,17 @@ def install(app: FastAPI, service: AuthService) -> None:
 
 
 async def startup(app_ctx: AppContext) -> None:
+    await _ensure_roles(app_ctx)
     service = AuthService(app_ctx.settings, app_ctx.sessions, app_ctx.redis)
     app_ctx.services["auth"] = service
     app_ctx.services["profile"] = ProfileService(app_ctx.sessions)
     install(app_ctx.services["app"], service)
+    if app_ctx.settings.ha_proxy and app_ctx.settings.trusted_proxy_hops == 0:
+        log.warning(
+            "per-IP sign-in limits are off: behind Serve's HAProxy ingress client addresses "
+            "are unknown; set RAYMALL_TRUSTED_PROXY_HOPS behind a proxy that appends "
+            "X-Forwarded-For (per-account limits still apply)"
+        )
     try:
         await service.permissions.reload()
     except Exception as exc:  # the first check retries; readiness reports it meanwhile

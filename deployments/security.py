@@ -10,13 +10,13 @@ A bearer token on a public route is verified too (so public routes can personali
 ``optional_user``), but a bad or expired one there is ignored rather than refused: a client
 that sends its stale access token along with ``POST /auth/refresh`` must still get through.
 
-``client_ip(request)`` is the caller's address for per-IP limits: the socket peer, or,
-behind ``trusted_proxy_hops`` proxies that append ``X-Forwarded-For``, the address the
-outermost trusted proxy saw.
+``client_ip(request)`` is the caller's address for per-IP limits, or None when the
+deployment cannot know it (see its docstring).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -93,20 +93,38 @@ async def authenticate(request: Request) -> None:
         raise Unauthorized("sign in: this route needs an access token")
 
 
-def client_ip(request: Request) -> str:
-    """The caller's IP address, as far as the configured proxies can be trusted."""
-    peer = request.client.host if request.client else "unknown"
+def client_ip(request: Request) -> str | None:
+    """The caller's IP address for per-IP limits, or None when it cannot be known.
+
+    With ``trusted_proxy_hops = n > 0`` it is the n-th address from the right of
+    ``X-Forwarded-For`` (what the outermost trusted proxy saw). Otherwise it is the socket
+    peer, except under Serve's HAProxy ingress: there every connection comes from the local
+    HAProxy, which adds no ``X-Forwarded-For`` and passes a client's own header through
+    (which uvicorn would then believe), so the address is unknown and None is returned.
+    Callers skip per-IP limits on None rather than lump every client into one bucket.
+    """
     app_ctx = getattr(request.app.state, "ctx", None)
-    hops = int(app_ctx.settings.trusted_proxy_hops) if app_ctx is not None else 0
-    if hops <= 0:
-        return peer
-    forwarded = [
-        part.strip()
-        for header in request.headers.getlist("x-forwarded-for")
-        for part in header.split(",")
-        if part.strip()
-    ]
-    return forwarded[-hops] if len(forwarded) >= hops else peer
+    settings = getattr(app_ctx, "settings", None)
+    hops = int(getattr(settings, "trusted_proxy_hops", 0) or 0)
+    if hops > 0:
+        forwarded = [
+            part.strip()
+            for header in request.headers.getlist("x-forwarded-for")
+            for part in header.split(",")
+            if part.strip()
+        ]
+        if len(forwarded) >= hops:
+            return _valid_ip(forwarded[-hops])
+    if getattr(settings, "ha_proxy", False):
+        return None
+    return _valid_ip(request.client.host) if request.client else None
+
+
+def _valid_ip(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
 
 
 async def current_user(request: Request) -> Principal:

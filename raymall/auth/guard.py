@@ -28,11 +28,17 @@ class LoginGuard:
         self.per_account = Limit("login_account", settings.login_max_failures_per_account, window)
         self.per_ip = Limit("login_ip", settings.login_max_failures_per_ip, window)
 
-    def _checks(self, account: str, ip: str) -> tuple[tuple[Limit, str], tuple[Limit, str]]:
+    def _account(self, account: str) -> tuple[Limit, str]:
         digest = hashlib.sha256(account.strip().lower().encode("utf-8")).hexdigest()[:32]
-        return (self.per_account, digest), (self.per_ip, ip)
+        return self.per_account, digest
 
-    async def before_attempt(self, account: str, ip: str) -> None:
+    def _checks(self, account: str, ip: str | None) -> list[tuple[Limit, str]]:
+        checks = [self._account(account)]
+        if ip is not None:
+            checks.append((self.per_ip, ip))
+        return checks
+
+    async def before_attempt(self, account: str, ip: str | None) -> None:
         """Raise RateLimited if this account or IP has used up its failures."""
         decision = await self.limiter.peek(*self._checks(account, ip))
         if not decision.allowed:
@@ -43,11 +49,10 @@ class LoginGuard:
                 details={"scope": scope},
             )
 
-    async def failed(self, account: str, ip: str) -> None:
-        account_check, ip_check = self._checks(account, ip)
-        # Charged separately: an exhausted IP must still count against the account.
-        await self.limiter.check(account_check, observe=False)
-        await self.limiter.check(ip_check, observe=False)
+    async def failed(self, account: str, ip: str | None) -> None:
+        # Charged one by one: an exhausted IP must still count against the account.
+        for check in self._checks(account, ip):
+            await self.limiter.check(check, observe=False)
 
     async def succeeded(self, account: str) -> None:
-        await self.limiter.reset(self._checks(account, "-")[0])
+        await self.limiter.reset(self._account(account))

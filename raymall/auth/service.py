@@ -28,7 +28,7 @@ from raymall.auth import families, users
 from raymall.auth.guard import LoginGuard
 from raymall.auth.permissions import Grant, PermissionCache
 from raymall.auth.revocations import RevocationIndex, Snapshot
-from raymall.auth.tokens import AccessClaims, IssuedPair, TokenCodec
+from raymall.auth.tokens import AccessClaims, IssuedPair, TokenCodec, VerifiedAccessCache
 from raymall.auth.txn import in_tx
 from raymall.errors import (
     AccountBlocked,
@@ -67,6 +67,7 @@ class AuthService:
             refresh_ttl_s=settings.refresh_token_ttl_s,
             leeway_s=settings.jwt_leeway_s,
         )
+        self.verified = VerifiedAccessCache(self.codec)
         self.limiter = RateLimiter(redis)
         self.guard = LoginGuard(self.limiter, settings)
         self.revocations = RevocationIndex(
@@ -91,7 +92,7 @@ class AuthService:
     # ---- the per-request check ------------------------------------------------------
     async def authenticate(self, token: str) -> AccessClaims:
         """Verify an access token and its standing (one Redis round trip)."""
-        claims = self.codec.verify_access(token)
+        claims = self.verified.verify(token)
         status = await self.revocations.status(claims.family_id, claims.user_id)
         if status == "user_blocked":
             raise AccountBlocked("this account is blocked")
@@ -128,7 +129,7 @@ class AuthService:
         return users.user_view(user)
 
     async def login(
-        self, *, email: str | None, username: str | None, password: str, ip: str
+        self, *, email: str | None, username: str | None, password: str, ip: str | None
     ) -> IssuedPair:
         user: User | None = await in_tx(
             self.sessions, lambda s: users.find_for_login(s, email=email, username=username)
@@ -186,7 +187,9 @@ class AuthService:
         )
         await self.revocations.families_revoked([family_id])
 
-    async def change_password(self, user_id: int, *, current: str, new: str, ip: str) -> IssuedPair:
+    async def change_password(
+        self, user_id: int, *, current: str, new: str, ip: str | None
+    ) -> IssuedPair:
         """Change the password, revoke every session of the user, start a new one."""
         user = await in_tx(self.sessions, users.get_user, user_id)
         account = f"u:{user_id}"

@@ -201,3 +201,30 @@ def _user_id(sub: Any) -> int:
     if not isinstance(sub, str) or not sub.isdigit() or len(sub) > 19:
         raise InvalidToken("malformed subject claim")
     return int(sub)
+
+
+class VerifiedAccessCache:
+    """Remembers access tokens whose signature and claims already checked out, so a client
+    sending many requests with one token pays for HMAC and JSON once (a hit costs a dict
+    lookup instead of ~100 µs). Safe because a token string's claims cannot change; expiry
+    is re-checked on every hit, and revocation is not cached at all (the caller checks it
+    on every request). Bounded: the oldest entries are dropped first."""
+
+    def __init__(self, codec: TokenCodec, max_entries: int = 20_000) -> None:
+        self.codec = codec
+        self.max_entries = max_entries
+        self._entries: dict[str, AccessClaims] = {}
+
+    def verify(self, token: str) -> AccessClaims:
+        claims = self._entries.get(token)
+        if claims is not None:
+            if time.time() <= claims.expires_at + self.codec.leeway_s:
+                return claims
+            del self._entries[token]
+            raise TokenExpired("the token has expired")
+        claims = self.codec.verify_access(token)
+        if len(self._entries) >= self.max_entries:
+            for stale in list(self._entries)[: max(1, self.max_entries // 10)]:
+                del self._entries[stale]  # dicts keep insertion order: oldest first
+        self._entries[token] = claims
+        return claims

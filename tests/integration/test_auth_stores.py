@@ -97,6 +97,40 @@ def test_limiter_is_atomic_under_concurrency(redis_url: str) -> None:
     _run(scenario())
 
 
+def test_login_guard_limits_accounts_and_known_ips(redis_url: str) -> None:
+    from raymall.auth.guard import LoginGuard
+    from raymall.errors import RateLimited
+
+    async def scenario() -> None:
+        r = await _client(redis_url)
+        settings = Settings(
+            redis_url="redis://unused",
+            login_max_failures_per_account=2,
+            login_max_failures_per_ip=3,
+            login_failure_window_s=60,
+        )
+        guard = LoginGuard(RateLimiter(r, prefix=f"t{secrets.token_hex(3)}"), settings)
+        for _ in range(2):
+            await guard.before_attempt("u:1", "10.0.0.1")
+            await guard.failed("u:1", "10.0.0.1")
+        with pytest.raises(RateLimited) as refused:
+            await guard.before_attempt("u:1", "10.0.0.2")
+        assert refused.value.details["scope"] == "account" and refused.value.retry_after >= 1
+        await guard.before_attempt("u:2", "10.0.0.1")  # IP has one failure left
+        await guard.failed("u:2", "10.0.0.1")
+        with pytest.raises(RateLimited) as refused:
+            await guard.before_attempt("u:3", "10.0.0.1")
+        assert refused.value.details["scope"] == "address"
+        await guard.before_attempt("u:3", None)  # unknown address: only the account counts
+        await guard.succeeded("u:1")
+        await guard.before_attempt("u:1", "10.0.0.9")  # success cleared the account only
+        with pytest.raises(RateLimited):
+            await guard.before_attempt("u:1", "10.0.0.1")
+        await r.aclose()
+
+    _run(scenario())
+
+
 # ---- families and the revocation index ---------------------------------------------
 @pytest.fixture()
 def sessions(mysql_url: str):

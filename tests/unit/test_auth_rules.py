@@ -141,11 +141,16 @@ class _Route:
 
 
 def _request(
-    path: str, headers: dict[str, str] | None = None, hops: int = 0, verify: Any = None
+    path: str,
+    headers: dict[str, str] | None = None,
+    hops: int = 0,
+    verify: Any = None,
+    ha_proxy: bool = False,
 ) -> Request:
+    settings = SimpleNamespace(trusted_proxy_hops=hops, ha_proxy=ha_proxy)
     app = SimpleNamespace(
         state=SimpleNamespace(
-            ctx=SimpleNamespace(settings=SimpleNamespace(trusted_proxy_hops=hops)),
+            ctx=SimpleNamespace(settings=settings),
             verify_token=verify,
         )
     )
@@ -167,6 +172,15 @@ def test_client_ip_is_the_peer_unless_proxies_are_trusted() -> None:
     assert security.client_ip(_request("/x", xff, hops=1)) == "203.0.113.7"
     assert security.client_ip(_request("/x", xff, hops=2)) == "6.6.6.6"
     assert security.client_ip(_request("/x", xff, hops=3)) == "10.0.0.9"
+    assert security.client_ip(_request("/x", {"X-Forwarded-For": "junk"}, hops=1)) is None
+
+
+def test_client_ip_is_unknown_behind_haproxy_without_trusted_hops() -> None:
+    """HAProxy passes a client's own X-Forwarded-For through: never believe it by default."""
+    spoofed = {"X-Forwarded-For": "1.2.3.4"}
+    assert security.client_ip(_request("/x", spoofed, ha_proxy=True)) is None
+    assert security.client_ip(_request("/x", spoofed, hops=1, ha_proxy=True)) == "1.2.3.4"
+    assert security.client_ip(_request("/x", None, hops=1, ha_proxy=True)) is None
 
 
 def test_a_stale_token_on_a_public_route_is_ignored_but_refused_elsewhere() -> None:

@@ -201,3 +201,33 @@ def test_settings_refuse_a_leeway_over_sixty_seconds() -> None:
 
     with pytest.raises(ConfigError, match="JWT_LEEWAY_S"):
         load_settings(jwt_leeway_s=61)
+
+
+def test_verified_cache_rechecks_expiry_and_never_caches_bad_tokens(
+    codec: TokenCodec, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from raymall.auth import tokens as tokens_mod
+    from raymall.auth.tokens import VerifiedAccessCache
+
+    cache = VerifiedAccessCache(codec, max_entries=10)
+    token, _ = codec.issue_access(5, "user", "f")
+    assert cache.verify(token) is cache.verify(token)  # the second call is a hit
+    head, body, sig = token.split(".")
+    with pytest.raises(BadSignature):
+        cache.verify(f"{head}.{body}.{'A' if sig[0] != 'A' else 'B'}{sig[1:]}")
+    assert len(cache._entries) == 1
+    later = time.time() + TTL + LEEWAY + 1
+    monkeypatch.setattr(tokens_mod.time, "time", lambda: later)
+    with pytest.raises(TokenExpired):
+        cache.verify(token)
+    assert token not in cache._entries
+
+
+def test_verified_cache_is_bounded(codec: TokenCodec) -> None:
+    from raymall.auth.tokens import VerifiedAccessCache
+
+    cache = VerifiedAccessCache(codec, max_entries=10)
+    tokens = [codec.issue_access(i, "user", "f")[0] for i in range(25)]
+    for t in tokens:
+        cache.verify(t)
+    assert len(cache._entries) <= 10 and tokens[-1] in cache._entries
