@@ -40,9 +40,23 @@ def _inventory_shard() -> Any:
     return InventoryShard
 
 
+def _order_shard() -> Any:
+    from actors.order_shard import OrderShard
+
+    return OrderShard
+
+
+def _outbox_relay() -> Any:
+    from actors.outbox_relay import OutboxRelay
+
+    return OutboxRelay
+
+
 def _groups() -> list[ActorGroup]:
     groups: list[ActorGroup] = [
         ActorGroup("inventory", lambda s: s.inventory_shards, _inventory_shard),
+        ActorGroup("order", lambda s: s.order_shards, _order_shard),
+        ActorGroup("outbox-relay", lambda s: 1, _outbox_relay),
     ]
     return groups
 

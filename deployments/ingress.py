@@ -64,10 +64,12 @@ async def start_areas(app_ctx: AppContext) -> None:
 class Ingress:
     """Thin HTTP shell: builds per-replica resources, then serves the app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, payment_provider: Any = None) -> None:
         logs.configure(settings.log_level)
         self.settings = settings
         self.ctx = AppContext.build(settings)
+        # handle of the simulated payment provider deployment (deployments.payment_provider)
+        self.ctx.services["payment_provider"] = payment_provider
 
     async def __serve_build_asgi_app__(self) -> Any:
         app = build_app(self.ctx)

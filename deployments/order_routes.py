@@ -1,7 +1,201 @@
-"""HTTP routes: orders and admin order management."""
+"""HTTP routes: orders for their owners, order administration, and notifications.
+
+Users (``orders:create`` / ``orders:read_own``): ``POST /orders`` (optional
+``Idempotency-Key``), ``GET /orders``, ``GET /orders/{id}``, ``GET /orders/{id}/history``,
+``POST /orders/{id}/cancel``, ``POST /orders/{id}/confirm-receipt``, and
+``GET /me/notifications``. Another user's order is 404.
+
+Admins: ``GET /admin/orders`` (``orders:read_all``; filters status, user_id, from_ms,
+to_ms; keyset pages), ``GET /admin/orders/{id}``, ``POST /admin/orders/{id}/ship`` and
+``/complete`` (``orders:ship``), ``POST /admin/orders/{id}/refund`` (``orders:refund``).
+Order ids are strings in bodies (64-bit) and integers in paths.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+import asyncio
+from typing import Annotated, Any
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from actors.order_client import OrderShardClient
+from deployments.context import AppContext, ctx
+from deployments.security import Principal, current_user, require
+from raymall.domain import order_state as st
+from raymall.orders.consumers import list_notifications
+from raymall.orders.queries import OrderFilters, list_orders
+from raymall.orders.service import OrderRequest, OrderService
+
+router = APIRouter(tags=["orders"])
+MAX_ID = 2**63 - 1
+OrderId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Cursor = Annotated[int | None, Query(alias="cursor", ge=1, le=MAX_ID)]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Status = Annotated[str | None, Query(pattern="^(" + "|".join(st.STATUSES) + ")$")]
+IdemKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$"),
+]
+Creator = Annotated[Principal, Depends(require("orders", "create"))]
+Reader = Annotated[Principal, Depends(require("orders", "read_own"))]
+AdminReader = Annotated[Principal, Depends(require("orders", "read_all"))]
+Shipper = Annotated[Principal, Depends(require("orders", "ship"))]
+Refunder = Annotated[Principal, Depends(require("orders", "refund"))]
+
+
+class LineIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    sku_id: int = Field(ge=1, le=MAX_ID)
+    quantity: int = Field(ge=1, le=1_000_000)
+
+
+class OrderIn(BaseModel):
+    """Either ``items``, or cart lines: ``cart_sku_ids`` selects lines of the cart (absent:
+    the whole cart). Prices are never accepted: the server computes them."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    items: list[LineIn] | None = Field(None, min_length=1, max_length=500)
+    cart_sku_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
+        None, min_length=1, max_length=500
+    )
+    address_id: int | None = Field(None, ge=1, le=MAX_ID)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> OrderIn:
+        if self.items is not None and self.cart_sku_ids is not None:
+            raise ValueError("send either items or cart_sku_ids, not both")
+        return self
+
+    def request(self) -> OrderRequest:
+        return OrderRequest(
+            items=(
+                tuple((line.sku_id, line.quantity) for line in self.items)
+                if self.items is not None
+                else None
+            ),
+            cart_sku_ids=tuple(self.cart_sku_ids or ()),
+            address_id=self.address_id,
+        )
+
+
+async def startup(app_ctx: AppContext) -> None:
+    shards = OrderShardClient(app_ctx.settings)
+    app_ctx.services["orders"] = OrderService(
+        app_ctx.settings,
+        app_ctx.sessions,
+        shards,
+        app_ctx.service("cart").store,
+        app_ctx.services.get("payment_provider"),
+    )
+    app_ctx.readiness["orders"] = shards.check
+
+
+def _svc(request: Request) -> OrderService:
+    return ctx(request).service("orders")  # type: ignore[no-any-return]
+
+
+async def _read(request: Request, fn: Any, *args: Any) -> Any:
+    app_ctx = ctx(request)
+
+    def run() -> Any:
+        with app_ctx.sessions() as session:
+            return fn(session, *args)
+
+    return await asyncio.to_thread(run)
+
+
+# ---- users ----------------------------------------------------------------------------
+@router.post("/orders", status_code=201)
+async def place_order(
+    request: Request, response: Response, body: OrderIn, me: Creator, key: IdemKey = None
+) -> dict[str, Any]:
+    order, created = await _svc(request).place(me.user_id, body.request(), key)
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return order
+
+
+@router.get("/orders")
+async def my_orders(
+    request: Request, me: Reader, status: Status = None, limit: Limit = 20, cursor: Cursor = None
+) -> dict[str, Any]:
+    filters = OrderFilters(user_id=me.user_id, status=status)
+    return await _read(  # type: ignore[no-any-return]
+        request, lambda s: list_orders(s, filters, limit=limit, before_id=cursor, with_items=True)
+    )
+
+
+@router.get("/orders/{order_id}")
+async def my_order(request: Request, order_id: OrderId, me: Reader) -> dict[str, Any]:
+    return await _svc(request).get(me.user_id, order_id)
+
+
+@router.get("/orders/{order_id}/history")
+async def my_order_history(request: Request, order_id: OrderId, me: Reader) -> dict[str, Any]:
+    return {"items": await _svc(request).history(me.user_id, order_id)}
+
+
+@router.post("/orders/{order_id}/cancel")
+async def cancel_order(request: Request, order_id: OrderId, me: Creator) -> dict[str, Any]:
+    return await _svc(request).cancel(order_id, user_id=me.user_id)
+
+
+@router.post("/orders/{order_id}/confirm-receipt")
+async def confirm_receipt(request: Request, order_id: OrderId, me: Creator) -> dict[str, Any]:
+    return await _svc(request).move(
+        order_id, st.COMPLETED, role="user", actor_id=me.user_id, user_id=me.user_id
+    )
+
+
+@router.get("/me/notifications", tags=["profile"])
+async def my_notifications(
+    request: Request,
+    me: Annotated[Principal, Depends(current_user)],
+    limit: Limit = 20,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    return await _read(  # type: ignore[no-any-return]
+        request, lambda s: list_notifications(s, me.user_id, limit=limit, before_id=cursor)
+    )
+
+
+# ---- administration -------------------------------------------------------------------
+@router.get("/admin/orders", tags=["admin"])
+async def all_orders(
+    request: Request,
+    _: AdminReader,
+    status: Status = None,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    from_ms: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    to_ms: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    filters = OrderFilters(user_id=user_id, status=status, from_ms=from_ms, to_ms=to_ms)
+    return await _read(  # type: ignore[no-any-return]
+        request, lambda s: list_orders(s, filters, limit=limit, before_id=cursor)
+    )
+
+
+@router.get("/admin/orders/{order_id}", tags=["admin"])
+async def any_order(request: Request, order_id: OrderId, _: AdminReader) -> dict[str, Any]:
+    svc = _svc(request)
+    view = await svc.get(None, order_id)
+    view["history"] = await svc.history(None, order_id)
+    return view
+
+
+@router.post("/admin/orders/{order_id}/ship", tags=["admin"])
+async def ship(request: Request, order_id: OrderId, admin: Shipper) -> dict[str, Any]:
+    return await _svc(request).move(order_id, st.SHIPPED, role="admin", actor_id=admin.user_id)
+
+
+@router.post("/admin/orders/{order_id}/complete", tags=["admin"])
+async def complete(request: Request, order_id: OrderId, admin: Shipper) -> dict[str, Any]:
+    return await _svc(request).move(order_id, st.COMPLETED, role="admin", actor_id=admin.user_id)
+
+
+@router.post("/admin/orders/{order_id}/refund", tags=["admin"])
+async def refund(request: Request, order_id: OrderId, admin: Refunder) -> dict[str, Any]:
+    return await _svc(request).move(order_id, st.REFUNDED, role="admin", actor_id=admin.user_id)

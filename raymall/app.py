@@ -88,12 +88,18 @@ def resolve_settings(settings: Settings) -> tuple[Settings, EmbeddedStores]:
 def deploy(settings: Settings) -> dict[str, Any]:
     """Launch actors and the Serve app for already-resolved settings (Ray is initialised)."""
     from deployments.ingress import Ingress
+    from deployments.payment_provider import PaymentProvider
 
     actors = registry.launch_all(settings)
     serve.start(
         http_options={"host": settings.http_host, "port": settings.http_port},
         logging_config={"enable_access_log": settings.access_log, "encoding": "JSON"},
     )
+    provider = PaymentProvider.options(  # type: ignore[attr-defined]
+        num_replicas=1,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        ray_actor_options={"num_cpus": settings.actor_num_cpus},
+    ).bind(settings)
     ingress = Ingress.options(  # type: ignore[attr-defined]
         num_replicas=settings.ingress_replicas,
         max_ongoing_requests=settings.max_ongoing_requests,
@@ -101,7 +107,7 @@ def deploy(settings: Settings) -> dict[str, Any]:
         health_check_period_s=5,
         graceful_shutdown_timeout_s=10,
         graceful_shutdown_wait_loop_s=0.5,
-    ).bind(settings)
+    ).bind(settings, provider)
     serve.run(
         ingress,
         name=APP_NAME,

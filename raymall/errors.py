@@ -2,7 +2,8 @@
 
     DomainError (code, status)
     ├── BadRequest            400  bad_request
-    │   └── ValidationFailed  422  validation_error
+    │   ├── ValidationFailed  422  validation_error
+    │   └── AmountMismatch    400  amount_mismatch
     ├── Unauthorized          401  unauthorized
     │   ├── InvalidCredentials 401 invalid_credentials
     │   ├── InvalidToken      401  invalid_token
@@ -12,6 +13,7 @@
     ├── Forbidden             403  forbidden
     │   └── AccountBlocked    403  account_blocked
     ├── NotFound              404  not_found
+    │   └── UnknownSku        404  unknown_sku
     ├── Conflict              409  conflict
     │   ├── EmailTaken        409  email_taken
     │   ├── UsernameTaken     409  username_taken
@@ -27,7 +29,9 @@
     │   ├── SoldOut           409  sold_out
     │   ├── LimitExceeded     409  purchase_limit_exceeded
     │   ├── SaleNotStarted    409  sale_not_started
-    │   └── SaleEnded         409  sale_ended
+    │   ├── SaleEnded         409  sale_ended
+    │   ├── NotForSale        409  sku_not_for_sale
+    │   └── CartLimitExceeded 409  cart_limit_exceeded
     ├── PayloadTooLarge       413  payload_too_large
     ├── UnsupportedMedia      415  unsupported_media_type
     ├── RateLimited           429  rate_limited (carries retry_after)
@@ -78,6 +82,10 @@ class ValidationFailed(BadRequest):
     code, status = "validation_error", 422
 
 
+class AmountMismatch(BadRequest):
+    code = "amount_mismatch"
+
+
 class Unauthorized(DomainError):
     code, status = "unauthorized", 401
 
@@ -112,6 +120,10 @@ class AccountBlocked(Forbidden):
 
 class NotFound(DomainError):
     code, status = "not_found", 404
+
+
+class UnknownSku(NotFound):
+    code = "unknown_sku"
 
 
 class Conflict(DomainError):
@@ -176,6 +188,14 @@ class SaleNotStarted(Conflict):
 
 class SaleEnded(Conflict):
     code = "sale_ended"
+
+
+class NotForSale(Conflict):
+    code = "sku_not_for_sale"
+
+
+class CartLimitExceeded(Conflict):
+    code = "cart_limit_exceeded"
 
 
 class PayloadTooLarge(DomainError):

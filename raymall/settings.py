@@ -91,6 +91,25 @@ class Settings(BaseSettings):
     flash_order_timeout_s: float = Field(900, gt=0)
     payment_callback_window_s: int = Field(300, ge=1)
     payment_callback_delay_s: float = Field(0.05, ge=0)
+    payment_callback_attempts: int = Field(5, ge=1, le=50)
+    payment_callback_url: str | None = None  # None: http://{http_host}:{http_port}
+    order_sweep_interval_s: float = Field(1.0, gt=0, le=60)
+    # reservations outlive their order's deadline by this much: a safety net, never the path
+    order_reservation_grace_s: float = Field(600, ge=1)
+    order_max_lines: int = Field(50, ge=1, le=500)
+
+    # cart
+    cart_max_qty_per_line: int = Field(99, ge=1, le=10_000)
+    cart_max_lines: int = Field(100, ge=1, le=1_000)
+    cart_guest_ttl_s: int = Field(7 * 86_400, ge=60)
+
+    # outbox relay and event stream consumers
+    events_stream: str = "raymall:events"
+    events_stream_maxlen: int = Field(1_000_000, ge=1_000)
+    outbox_poll_interval_s: float = Field(0.1, gt=0, le=10)
+    outbox_batch: int = Field(500, ge=1, le=10_000)
+    consumer_max_deliveries: int = Field(5, ge=1, le=100)
+    consumer_retry_idle_ms: int = Field(1_000, ge=10)
 
     # catalog cache
     cache_ttl_s: int = Field(300, ge=1)

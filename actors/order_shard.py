@@ -1,0 +1,116 @@
+"""OrderShard: the owner of the orders of the users that hash to it.
+
+A thin actor over ``raymall.orders.workflow.OrderWorkflow`` (placement, transitions,
+payment settlement, refunds) that adds the deadline sweeper. Guarantees:
+
+- **one owner per order**: ``shard_for(user_id, order_shards)`` picks the shard, which is
+  stored in ``orders.shard``; every transition of the order runs here, one at a time per
+  order, and each is a compare-and-set in the database (DESIGN invariant 6);
+- **deadlines live in the database** (``orders.expires_ms``): every
+  ``order_sweep_interval_s`` the shard cancels its overdue unpaid orders and releases
+  their stock. A restarted shard does the same at once, so orders that fell due while it
+  was down are cancelled and the others keep their deadlines;
+- order ids are snowflakes whose worker id is derived from the shard index
+  (``ORDER_WORKER_BASE + index``), unique among live shards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from actors.inventory_client import InventoryClient
+from raymall import logs
+from raymall.db import make_engine, session_factory
+from raymall.ids import MAX_WORKER, now_ms
+from raymall.logs import get_logger
+from raymall.orders.workflow import OrderWorkflow, Placed, PlaceOrder
+from raymall.settings import Settings
+
+log = get_logger("orders.shard")
+ORDER_WORKER_BASE = 3072  # snowflake worker ids 3072..4095 belong to order shards
+
+
+def worker_id(index: int) -> int:
+    return min(MAX_WORKER, ORDER_WORKER_BASE + index % (MAX_WORKER + 1 - ORDER_WORKER_BASE))
+
+
+class OrderShard:
+    """Owner of the orders of users with ``shard_for(user_id, order_shards) == index``."""
+
+    def __init__(self, settings: Settings, index: int) -> None:
+        logs.configure(settings.log_level)
+        self.settings = settings
+        self.index = index
+        self.engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)
+        self.inventory = InventoryClient(settings)
+        self.workflow = OrderWorkflow(
+            session_factory(self.engine),
+            self.inventory,
+            shard=index,
+            timeout_s=settings.order_timeout_s,
+            grace_s=settings.order_reservation_grace_s,
+            worker_id=worker_id(index),
+        )
+        self._started_ms = now_ms()
+        self._sweeps = 0
+        self._timed_out = 0
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            try:
+                cancelled = await self.workflow.sweep()
+                self._sweeps += 1
+                self._timed_out += cancelled
+                if cancelled:
+                    log.info("shard %s cancelled %s overdue orders", self.index, cancelled)
+            except Exception:  # the sweeper must outlive a database or inventory outage
+                log.warning("shard %s sweep failed", self.index, exc_info=True)
+            await asyncio.sleep(self.settings.order_sweep_interval_s)
+
+    # ---- operations (called by replicas through actors.order_client) -------------------
+    async def place(self, cmd: PlaceOrder) -> Placed:
+        return await self.workflow.place(cmd)
+
+    async def cancel(
+        self, order_id: int, *, reason: str, actor: str, role: str, user_id: int | None = None
+    ) -> dict[str, Any]:
+        return await self.workflow.cancel(
+            order_id, reason=reason, actor=actor, role=role, user_id=user_id
+        )
+
+    async def move(
+        self,
+        order_id: int,
+        to: str,
+        *,
+        reason: str,
+        actor: str,
+        role: str,
+        user_id: int | None = None,
+    ) -> dict[str, Any]:
+        return await self.workflow.move(
+            order_id, to, reason=reason, actor=actor, role=role, user_id=user_id
+        )
+
+    async def settle(self, payment_id: str, *, succeeded: bool, amount_cents: int) -> dict:
+        return await self.workflow.settle(
+            payment_id, succeeded=succeeded, amount_cents=amount_cents
+        )
+
+    async def sweep_now(self) -> int:
+        """Run one deadline sweep at once (operators and tests)."""
+        return await self.workflow.sweep()
+
+    # ---- lifecycle ----------------------------------------------------------------------
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "shard": self.index,
+            "started_ms": self._started_ms,
+            "sweeps": self._sweeps,
+            "timed_out": self._timed_out,
+        }
+
+    async def check_alive(self) -> dict[str, Any]:
+        return {"ok": True, "shard": self.index, "started_ms": self._started_ms}

@@ -1,0 +1,224 @@
+"""The cart: one Redis hash per owner, SKU id -> quantity.
+
+A signed-in user's cart is ``cart:{user_id}`` (the recommender reads it there); a guest's
+is ``cart:guest:{token}``, where the token is issued by the API and carries an HMAC tag,
+so only issued tokens open a cart. Guarantees:
+
+- every change is one Lua script, so concurrent requests on one cart never lose an
+  update, and no line ever exceeds ``cart_max_qty_per_line`` (an add or set that would
+  is refused with ``cart_limit_exceeded``, naming the maximum), nor the cart
+  ``cart_max_lines`` lines;
+- only SKUs that exist and are on sale (product published) get in: ``unknown_sku`` (404)
+  or ``sku_not_for_sale`` (409) otherwise;
+- merging a guest cart into a user's cart at sign-in adds quantities, caps each line at
+  the maximum, and deletes the guest cart, atomically (a repeated merge adds nothing);
+- removing ordered lines subtracts the ordered quantities, so units added to the cart
+  while the order was being placed stay in it;
+- a listing carries live prices from the catalog and live availability from the
+  inventory; lines that can no longer be bought are kept and flagged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from raymall.errors import CartLimitExceeded, NotFound
+from raymall.orders.pricing import SkuInfo, check_sku
+
+GUEST_TOKEN_RE = re.compile(r"^g\.[A-Za-z0-9_-]{24}\.[0-9a-f]{16}$")
+
+_ADD = """
+local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if cur == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then return {-2, cur} end
+local new = tonumber(ARGV[2])
+if ARGV[6] == 'add' then new = cur + new end
+if new > tonumber(ARGV[3]) then return {-1, cur} end
+redis.call('HSET', KEYS[1], ARGV[1], new)
+if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
+return {new, cur}
+"""
+
+_MERGE = """
+local guest = redis.call('HGETALL', KEYS[1])
+local max_qty = tonumber(ARGV[1])
+local max_lines = tonumber(ARGV[2])
+local merged = 0
+for i = 1, #guest, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[2], guest[i]) or '0')
+  if cur > 0 or redis.call('HLEN', KEYS[2]) < max_lines then
+    local new = math.min(cur + tonumber(guest[i + 1]), max_qty)
+    redis.call('HSET', KEYS[2], guest[i], new)
+    merged = merged + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return merged
+"""
+
+_SUBTRACT = """
+for i = 1, #ARGV, 2 do
+  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '0')
+  local left = cur - tonumber(ARGV[i + 1])
+  if left <= 0 then redis.call('HDEL', KEYS[1], ARGV[i])
+  else redis.call('HSET', KEYS[1], ARGV[i], left) end
+end
+return redis.call('HLEN', KEYS[1])
+"""
+
+
+def user_key(user_id: int) -> str:
+    return f"cart:{user_id}"
+
+
+def guest_key(token: str) -> str:
+    return f"cart:guest:{token}"
+
+
+def _tag(secret: str, body: str) -> str:
+    return hmac.new(secret.encode(), b"cart-guest:" + body.encode(), hashlib.sha256).hexdigest()
+
+
+def issue_guest_token(secret: str) -> str:
+    body = secrets.token_urlsafe(18)  # 24 characters
+    return f"g.{body}.{_tag(secret, body)[:16]}"
+
+
+def guest_token_ok(secret: str, token: str | None) -> bool:
+    if not token or not GUEST_TOKEN_RE.match(token):
+        return False
+    _, body, tag = token.split(".")
+    return hmac.compare_digest(_tag(secret, body)[:16], tag)
+
+
+@dataclass(frozen=True)
+class CartOwner:
+    """Whose cart: the Redis key and its idle expiry (0: none, for user carts)."""
+
+    key: str
+    ttl_s: int = 0
+    user_id: int | None = None
+
+
+@dataclass(frozen=True)
+class CartLimits:
+    max_qty: int
+    max_lines: int
+
+
+def cart_view(
+    lines: Mapping[int, int],
+    catalog: Mapping[int, SkuInfo],
+    availability: Mapping[int, int],
+) -> dict[str, Any]:
+    """The listing: live price and availability per line, and the total of the lines
+    that can be bought now (integer cents)."""
+    items = []
+    total = 0
+    for sku_id, qty in sorted(lines.items()):
+        info = catalog.get(sku_id)
+        available = int(availability.get(sku_id, 0))
+        on_sale = info is not None and info.published
+        line: dict[str, Any] = {
+            "sku_id": sku_id,
+            "quantity": qty,
+            "available": available,
+            "in_stock": available >= qty,
+            "purchasable": bool(on_sale and available >= qty),
+        }
+        if info is not None:
+            line.update(
+                product_id=info.product_id,
+                title=info.title,
+                specs=dict(info.specs),
+                unit_price_cents=info.price_cents,
+                line_total_cents=info.price_cents * qty,
+            )
+        if not on_sale:
+            line["problem"] = "unknown_sku" if info is None else "sku_not_for_sale"
+        elif available < qty:
+            line["problem"] = "out_of_stock"
+        if line["purchasable"]:
+            total += info.price_cents * qty  # type: ignore[union-attr]
+        items.append(line)
+    return {
+        "items": items,
+        "lines": len(items),
+        "units": sum(lines.values()),
+        "total_cents": total,
+    }
+
+
+SkuLoader = Callable[[Sequence[int]], Awaitable[dict[int, SkuInfo]]]
+Availability = Callable[[Sequence[int]], Awaitable[dict[int, int]]]
+
+
+class CartStore:
+    """The Redis side of carts (see the module docstring)."""
+
+    def __init__(self, redis: Any, limits: CartLimits) -> None:
+        self.redis = redis
+        self.limits = limits
+        self._add = redis.register_script(_ADD)
+        self._merge = redis.register_script(_MERGE)
+        self._subtract = redis.register_script(_SUBTRACT)
+
+    async def lines(self, owner: CartOwner) -> dict[int, int]:
+        raw = await self.redis.hgetall(owner.key)
+        out = {}
+        for sku, qty in raw.items():
+            if str(sku).isdigit() and str(qty).lstrip("-").isdigit() and int(qty) > 0:
+                out[int(sku)] = int(qty)
+        return out
+
+    async def put(self, owner: CartOwner, sku_id: int, qty: int, *, add: bool) -> int:
+        """Add ``qty`` to the line (``add``) or set it; answer the new quantity."""
+        lim = self.limits
+        new, cur = await self._add(
+            keys=[owner.key],
+            args=[sku_id, qty, lim.max_qty, lim.max_lines, owner.ttl_s, "add" if add else "set"],
+        )
+        if int(new) == -1:
+            raise CartLimitExceeded(
+                f"at most {lim.max_qty} units of one SKU in the cart",
+                details={"sku_id": sku_id, "max_quantity": lim.max_qty, "in_cart": int(cur)},
+            )
+        if int(new) == -2:
+            raise CartLimitExceeded(
+                f"at most {lim.max_lines} lines in the cart", details={"max_lines": lim.max_lines}
+            )
+        return int(new)
+
+    async def remove(self, owner: CartOwner, sku_id: int) -> None:
+        if not await self.redis.hdel(owner.key, str(sku_id)):
+            raise NotFound(f"SKU {sku_id} is not in the cart", details={"sku_id": sku_id})
+
+    async def clear(self, owner: CartOwner) -> None:
+        await self.redis.delete(owner.key)
+
+    async def subtract(self, owner: CartOwner, items: Mapping[int, int]) -> None:
+        """Take ordered quantities out of the cart (lines at zero disappear)."""
+        if items:
+            args: list[int] = []
+            for sku_id, qty in items.items():
+                args += [sku_id, qty]
+            await self._subtract(keys=[owner.key], args=args)
+
+    async def merge_guest(self, token: str, user_id: int) -> int:
+        """Move a guest cart into the user's cart; answer the number of merged lines."""
+        return int(
+            await self._merge(
+                keys=[guest_key(token), user_key(user_id)],
+                args=[self.limits.max_qty, self.limits.max_lines],
+            )
+        )
+
+
+async def check_on_sale(load: SkuLoader, sku_id: int) -> SkuInfo:
+    """The SKU, if it exists and is on sale; UnknownSku / NotForSale otherwise."""
+    return check_sku(sku_id, (await load([sku_id])).get(sku_id))

@@ -1,0 +1,138 @@
+"""The built-in consumers of order events, and the user's notification inbox.
+
+- ``notifications``: a simulated e-mail. For order placed, paid, shipped, cancelled and
+  refunded it writes one ``notifications`` row per (user, event id); the unique key makes
+  a redelivered event harmless.
+- ``refund-restock``: returns a refunded order's units to stock (idempotent by the
+  ``refund:{order}:{sku}`` keys). The OrderShard does this at once after a refund; this
+  consumer is the durable second path when that attempt failed.
+
+Handlers ignore topics that are not theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Notification
+from raymall.db import transaction
+from raymall.ids import now_ms
+from raymall.orders.stream import Event
+from raymall.orders.workflow import StockPort, restock_refund
+
+MESSAGES: dict[str, tuple[str, str]] = {
+    "order.placed": (
+        "order_placed",
+        "We received your order {order_id}: {total} due within the payment window.",
+    ),
+    "order.paid": ("order_paid", "Payment received for order {order_id}: {total}."),
+    "order.shipped": ("order_shipped", "Order {order_id} is on its way."),
+    "order.cancelled": ("order_cancelled", "Order {order_id} was cancelled ({reason})."),
+    "order.refunded": ("order_refunded", "Order {order_id} was refunded: {total}."),
+}
+SUBJECTS = {
+    "order_placed": "Order received",
+    "order_paid": "Payment received",
+    "order_shipped": "Order shipped",
+    "order_cancelled": "Order cancelled",
+    "order_refunded": "Order refunded",
+}
+
+
+def money(cents: int) -> str:
+    return f"${cents // 100:,}.{cents % 100:02d}"
+
+
+def render(event: Event) -> tuple[int, str, str, str] | None:
+    """(user id, kind, subject, body) for a notifiable event, else None."""
+    spec = MESSAGES.get(event.topic)
+    user_id = event.payload.get("user_id")
+    if spec is None or not isinstance(user_id, int):
+        return None
+    kind, template = spec
+    body = template.format(
+        order_id=event.payload.get("order_id", event.aggregate_id),
+        total=money(int(event.payload.get("total_cents") or 0)),
+        reason=event.payload.get("reason", ""),
+    )
+    return user_id, kind, SUBJECTS[kind], body
+
+
+def write_notification(sessions: sessionmaker[Session], event: Event) -> bool:
+    """Store the notification for ``event``; False if it was already stored."""
+    rendered = render(event)
+    if rendered is None:
+        return False
+    user_id, kind, subject, body = rendered
+    try:
+        with transaction(sessions) as session:
+            session.execute(
+                insert(Notification),
+                [
+                    {
+                        "user_id": user_id,
+                        "event_id": event.event_id,
+                        "kind": kind,
+                        "subject": subject,
+                        "body": body[:2000],
+                        "created_ms": event.created_ms or now_ms(),
+                    }
+                ],
+            )
+    except IntegrityError:  # the unique (user, event) says: already delivered
+        return False
+    return True
+
+
+class NotificationConsumer:
+    group = "notifications"
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self.sessions = sessions
+
+    async def __call__(self, event: Event) -> None:
+        if event.topic in MESSAGES:
+            await asyncio.to_thread(write_notification, self.sessions, event)
+
+
+class RefundRestockConsumer:
+    group = "refund-restock"
+
+    def __init__(self, stock: StockPort) -> None:
+        self.stock = stock
+
+    async def __call__(self, event: Event) -> None:
+        if event.topic != "order.refunded":
+            return
+        items = event.payload.get("items") or []
+        await restock_refund(self.stock, int(event.payload["order_id"]), items)
+
+
+def list_notifications(
+    session: Session, user_id: int, *, limit: int, before_id: int | None
+) -> dict[str, Any]:
+    stmt = select(Notification).where(Notification.user_id == user_id)
+    if before_id is not None:
+        stmt = stmt.where(Notification.id < before_id)
+    rows = list(session.scalars(stmt.order_by(Notification.id.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {
+        "items": [
+            {
+                "id": int(n.id),
+                "event_id": n.event_id,
+                "kind": n.kind,
+                "subject": n.subject,
+                "body": n.body,
+                "created_ms": int(n.created_ms),
+            }
+            for n in rows
+        ],
+        "next_cursor": str(rows[-1].id) if more and rows else None,
+    }

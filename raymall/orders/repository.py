@@ -1,0 +1,314 @@
+"""Order persistence: plain functions over a SQLAlchemy ``Session`` (run them in a thread).
+
+Guarantees:
+
+- ``insert_order`` writes the order, its items, its first history event and its
+  ``order.placed`` outbox event; the caller's transaction commits them together or not at
+  all. The unique ``(user_id, idempotency_key)`` makes a second order under one key fail
+  with ``IntegrityError``;
+- ``transition`` is a compare-and-set, ``UPDATE orders ... WHERE id = :id AND status =
+  :from``: it answers whether this caller won, and only the winner appends the history
+  event and the outbox event, in the same transaction (DESIGN invariant 6);
+- reads never cross users: ``get_user_order`` treats another user's order as absent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.orm import Session
+
+from models import Order, OrderEvent, OrderItem, OutboxEvent, Product, Sku
+from raymall.auth.addresses import FIELDS as ADDRESS_FIELDS
+from raymall.auth.addresses import default_address, get_address
+from raymall.domain import order_state as st
+from raymall.errors import NotFound, ValidationFailed
+from raymall.orders.pricing import PricedLine, SkuInfo
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    order_id: int
+    user_id: int
+    shard: int
+    total_cents: int
+    currency: str
+    address: dict[str, Any]
+    reservation_key: str
+    idempotency_key: str | None
+    request_hash: str | None
+    expires_ms: int
+    created_ms: int
+    lines: tuple[PricedLine, ...]
+    kind: str = "normal"
+
+
+# ---- catalog and addresses (read only) -------------------------------------------------
+def load_skus(session: Session, sku_ids: Sequence[int]) -> dict[int, SkuInfo]:
+    """Catalog rows for pricing; a SKU is on sale when its product is published."""
+    if not sku_ids:
+        return {}
+    rows = session.execute(
+        select(Sku.id, Sku.product_id, Sku.price_cents, Sku.specs, Product.title, Product.status)
+        .join(Product, Product.id == Sku.product_id)
+        .where(Sku.id.in_(list(sku_ids)))
+    )
+    return {
+        int(r.id): SkuInfo(
+            sku_id=int(r.id),
+            product_id=int(r.product_id),
+            title=r.title,
+            price_cents=int(r.price_cents),
+            published=r.status == "published",
+            specs=dict(r.specs or {}),
+        )
+        for r in rows
+    }
+
+
+def shipping_address(session: Session, user_id: int, address_id: int | None) -> dict[str, Any]:
+    """A snapshot of one of the user's addresses (the default when none is named)."""
+    if address_id is not None:
+        address = get_address(session, user_id, address_id)  # NotFound if not the user's
+    else:
+        found = default_address(session, user_id)
+        if found is None:
+            raise ValidationFailed("add a shipping address first, or name one (address_id)")
+        address = found
+    snapshot: dict[str, Any] = {name: getattr(address, name) for name in ADDRESS_FIELDS}
+    snapshot["address_id"] = int(address.id)
+    return snapshot
+
+
+# ---- creation ---------------------------------------------------------------------------
+def outbox_row(topic: str, aggregate_id: int | str, payload: dict[str, Any], now: int) -> dict:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "topic": topic,
+        "aggregate_id": str(aggregate_id),
+        "payload": payload,
+        "created_ms": now,
+        "published_ms": None,
+    }
+
+
+def event_payload(order: NewOrder | Order, status: str, **extra: Any) -> dict[str, Any]:
+    oid = order.order_id if isinstance(order, NewOrder) else order.id
+    return {"order_id": str(oid), "user_id": int(order.user_id), "status": status, **extra}
+
+
+def insert_order(session: Session, new: NewOrder, actor: str) -> None:
+    """Order + items + first history event + outbox event (the caller's transaction)."""
+    session.execute(
+        insert(Order),
+        [
+            {
+                "id": new.order_id,
+                "user_id": new.user_id,
+                "shard": new.shard,
+                "kind": new.kind,
+                "status": st.PENDING_PAYMENT,
+                "total_cents": new.total_cents,
+                "currency": new.currency,
+                "address": new.address,
+                "reservation_key": new.reservation_key,
+                "idempotency_key": new.idempotency_key,
+                "request_hash": new.request_hash,
+                "expires_ms": new.expires_ms,
+                "cancel_reason": None,
+                "created_ms": new.created_ms,
+                "updated_ms": new.created_ms,
+            }
+        ],
+    )
+    session.execute(
+        insert(OrderItem),
+        [
+            {
+                "order_id": new.order_id,
+                "sku_id": line.sku_id,
+                "product_id": line.product_id,
+                "title": line.title[:200],
+                "specs": line.specs,
+                "unit_price_cents": line.unit_price_cents,
+                "quantity": line.quantity,
+                "line_total_cents": line.line_total_cents,
+            }
+            for line in new.lines
+        ],
+    )
+    _history(session, new.order_id, None, st.PENDING_PAYMENT, "placed", actor, new.created_ms)
+    items = [{"sku_id": line.sku_id, "quantity": line.quantity} for line in new.lines]
+    payload = event_payload(new, st.PENDING_PAYMENT, total_cents=new.total_cents, items=items)
+    session.execute(
+        insert(OutboxEvent),
+        [outbox_row(st.topic_for(st.PENDING_PAYMENT), new.order_id, payload, new.created_ms)],
+    )
+
+
+def _history(
+    session: Session,
+    order_id: int,
+    frm: str | None,
+    to: str,
+    reason: str,
+    actor: str,
+    now: int,
+) -> None:
+    session.execute(
+        insert(OrderEvent),
+        [
+            {
+                "order_id": order_id,
+                "from_status": frm,
+                "to_status": to,
+                "reason": reason[:64],
+                "actor": actor[:64],
+                "created_ms": now,
+            }
+        ],
+    )
+
+
+# ---- transitions ------------------------------------------------------------------------
+def transition(
+    session: Session,
+    order: Order,
+    to: str,
+    *,
+    reason: str,
+    actor: str,
+    now: int,
+    items: list[dict[str, int]] | None = None,
+) -> bool:
+    """Compare-and-set ``order.status -> to``; on success also the history and outbox
+    rows. ``False`` means another transition got there first (nothing was written)."""
+    frm = order.status
+    values: dict[str, Any] = {"status": to, "updated_ms": now}
+    if to == st.CANCELLED:
+        values["cancel_reason"] = reason[:32]
+    result = session.execute(
+        update(Order)
+        .where(Order.id == order.id, Order.status == frm)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    _history(session, int(order.id), frm, to, reason, actor, now)
+    extra: dict[str, Any] = {"from_status": frm, "reason": reason, "total_cents": order.total_cents}
+    if items is not None:
+        extra["items"] = items
+    session.execute(
+        insert(OutboxEvent),
+        [outbox_row(st.topic_for(to), order.id, event_payload(order, to, **extra), now)],
+    )
+    return True
+
+
+# ---- reads ------------------------------------------------------------------------------
+def get_order(session: Session, order_id: int) -> Order | None:
+    return session.get(Order, order_id, populate_existing=True)
+
+
+def get_user_order(session: Session, user_id: int, order_id: int) -> Order:
+    order = get_order(session, order_id)
+    if order is None or int(order.user_id) != user_id:
+        raise NotFound(f"order {order_id} not found")
+    return order
+
+
+def find_by_key(session: Session, user_id: int, key: str) -> Order | None:
+    return session.scalar(
+        select(Order).where(Order.user_id == user_id, Order.idempotency_key == key)
+    )
+
+
+def items_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[OrderItem]]:
+    out: dict[int, list[OrderItem]] = {int(i): [] for i in order_ids}
+    if not order_ids:
+        return out
+    rows = session.scalars(
+        select(OrderItem).where(OrderItem.order_id.in_(list(order_ids))).order_by(OrderItem.id)
+    )
+    for item in rows:
+        out[int(item.order_id)].append(item)
+    return out
+
+
+def stock_items(items: Sequence[OrderItem]) -> list[dict[str, int]]:
+    return [{"sku_id": int(i.sku_id), "quantity": int(i.quantity)} for i in items]
+
+
+def history(session: Session, order_id: int) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(OrderEvent.id)
+    )
+    return [
+        {
+            "from_status": e.from_status,
+            "to_status": e.to_status,
+            "reason": e.reason,
+            "actor": e.actor,
+            "created_ms": int(e.created_ms),
+        }
+        for e in rows
+    ]
+
+
+def overdue(session: Session, shard: int, now: int, limit: int) -> list[int]:
+    """This shard's unpaid orders whose deadline has passed, oldest deadline first."""
+    rows = session.scalars(
+        select(Order.id)
+        .where(
+            Order.shard == shard,
+            Order.status == st.PENDING_PAYMENT,
+            Order.expires_ms <= now,
+        )
+        .order_by(Order.expires_ms)
+        .limit(limit)
+    )
+    return [int(r) for r in rows]
+
+
+def count_orders(session: Session, **where: Any) -> int:
+    stmt = select(func.count()).select_from(Order)
+    for name, value in where.items():
+        stmt = stmt.where(getattr(Order, name) == value)
+    return int(session.scalar(stmt) or 0)
+
+
+def order_view(order: Order, items: Sequence[OrderItem] | None = None) -> dict[str, Any]:
+    """The public shape of an order. Ids are strings: 64-bit ids do not fit a JSON number
+    that every client (JavaScript) reads exactly."""
+    view: dict[str, Any] = {
+        "id": str(order.id),
+        "user_id": int(order.user_id),
+        "status": order.status,
+        "kind": order.kind,
+        "total_cents": int(order.total_cents),
+        "currency": order.currency,
+        "address": order.address,
+        "expires_ms": int(order.expires_ms) if order.expires_ms is not None else None,
+        "cancel_reason": order.cancel_reason,
+        "created_ms": int(order.created_ms),
+        "updated_ms": int(order.updated_ms),
+    }
+    if items is not None:
+        view["items"] = [
+            {
+                "sku_id": int(i.sku_id),
+                "product_id": int(i.product_id),
+                "title": i.title,
+                "specs": i.specs or {},
+                "unit_price_cents": int(i.unit_price_cents),
+                "quantity": int(i.quantity),
+                "line_total_cents": int(i.line_total_cents),
+            }
+            for i in items
+        ]
+    return view

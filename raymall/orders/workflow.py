@@ -1,0 +1,431 @@
+"""What an OrderShard does: place orders and move them, with their stock effects.
+
+``OrderWorkflow`` is plain async Python over a session factory and a stock port (the
+inventory client); ``actors.order_shard`` wraps it in an actor with a deadline sweeper.
+Guarantees:
+
+- **idempotent placement**: one order per ``(user, Idempotency-Key)``. Concurrent
+  duplicates share one attempt in memory (the shard owns the user); across restarts the
+  unique key in the database decides, and the loser releases only its own reservation.
+  Same key with another body: ``IdempotencyMismatch`` (409);
+- **no leaked stock**: an order's stock is reserved under ``order:{id}`` before the order
+  is written; if the write fails the reservation is released (and, should that fail too,
+  its deadline, set ``order_reservation_grace_s`` after the order's, returns it);
+- **stock decides pay against cancel**: paying confirms the reservation first, cancelling
+  releases it first. The inventory ledger moves a reservation out of ``reserved`` exactly
+  once, so of a racing payment and timeout exactly one gets the stock, and the order's
+  compare-and-set that follows always agrees with it. A crash between the two steps is
+  healed by the next sweep or callback retry (release and confirm are idempotent);
+- refunds return the sold units to stock under ``refund:{order}:{sku}`` keys, once, also
+  when driven again by the ``order.refunded`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Order, OrderItem
+from raymall import metrics
+from raymall.db import transaction
+from raymall.domain import order_state as st
+from raymall.errors import (
+    AmountMismatch,
+    DomainError,
+    IdempotencyMismatch,
+    InvalidTransition,
+    NotFound,
+    Unavailable,
+)
+from raymall.ids import Snowflake, now_ms
+from raymall.logs import get_logger
+from raymall.orders import payments as pay
+from raymall.orders import repository as repo
+from raymall.orders.pricing import PricedLine
+
+log = get_logger("orders")
+T = TypeVar("T")
+
+
+class StockPort(Protocol):
+    async def reserve(self, key: str, items: dict[int, int], ttl_s: float | None) -> None: ...
+    async def release(self, key: str, sku_ids: Sequence[int]) -> None: ...
+    async def confirm(self, key: str, sku_ids: Sequence[int]) -> None: ...
+    async def adjust(
+        self, key: str, sku_id: int, delta: int, reason: str, actor_id: int | None = None
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    """A priced, validated order request (built by the replica; picklable)."""
+
+    user_id: int
+    idempotency_key: str
+    request_hash: str
+    lines: tuple[PricedLine, ...]
+    currency: str
+    address: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Placed:
+    order: dict[str, Any]
+    created: bool
+
+
+async def restock_refund(stock: StockPort, order_id: int, items: Sequence[dict[str, int]]) -> None:
+    """Return a refunded order's units to stock; idempotent by key."""
+    for item in items:
+        await stock.adjust(
+            f"refund:{order_id}:{item['sku_id']}",
+            int(item["sku_id"]),
+            int(item["quantity"]),
+            f"refund of order {order_id}",
+            None,
+        )
+
+
+class OrderWorkflow:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        stock: StockPort,
+        *,
+        shard: int,
+        timeout_s: float,
+        grace_s: float,
+        worker_id: int,
+    ) -> None:
+        self.sessions = sessions
+        self.stock = stock
+        self.shard = shard
+        self.timeout_s = timeout_s
+        self.grace_s = grace_s
+        self.ids = Snowflake(worker_id)
+        self._inflight: dict[tuple[int, str], asyncio.Future[tuple[str, dict[str, Any]]]] = {}
+        self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+
+    # ---- plumbing -------------------------------------------------------------------
+    async def _tx(self, fn: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with transaction(self.sessions) as session:
+                return fn(session)
+
+        return await asyncio.to_thread(run)
+
+    @asynccontextmanager
+    async def _locked(self, order_id: int) -> AsyncIterator[None]:
+        """One operation at a time per order in this shard."""
+        lock, users = self._locks.get(order_id, (asyncio.Lock(), 0))
+        self._locks[order_id] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[order_id]
+            if users <= 1:
+                del self._locks[order_id]
+            else:
+                self._locks[order_id] = (lock, users - 1)
+
+    def _load(self, order_id: int) -> Callable[[Session], tuple[Order, list[OrderItem]]]:
+        def load(session: Session) -> tuple[Order, list[OrderItem]]:
+            order = repo.get_order(session, order_id)
+            if order is None:
+                raise NotFound(f"order {order_id} not found")
+            return order, repo.items_of(session, [order_id])[order_id]
+
+        return load
+
+    # ---- placement ------------------------------------------------------------------
+    async def place(self, cmd: PlaceOrder) -> Placed:
+        key = (cmd.user_id, cmd.idempotency_key)
+        running = self._inflight.get(key)
+        if running is not None:
+            first_hash, view = await asyncio.shield(running)
+            return _replay(cmd, first_hash, view)
+        fut: asyncio.Future[tuple[str, dict[str, Any]]] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = fut
+        try:
+            placed, stored_hash = await self._place(cmd)
+            fut.set_result((stored_hash, placed.order))
+            return placed
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no warning when nobody else was waiting
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _existing(self, cmd: PlaceOrder) -> tuple[str, dict[str, Any]] | None:
+        def find(session: Session) -> tuple[str, dict[str, Any]] | None:
+            order = repo.find_by_key(session, cmd.user_id, cmd.idempotency_key)
+            if order is None:
+                return None
+            items = repo.items_of(session, [int(order.id)])[int(order.id)]
+            return order.request_hash or "", repo.order_view(order, items)
+
+        return await self._tx(find)
+
+    async def _place(self, cmd: PlaceOrder) -> tuple[Placed, str]:
+        found = await self._existing(cmd)
+        if found is not None:
+            return _replay(cmd, *found), found[0]
+        order_id = self.ids.next_id()
+        now = now_ms()
+        new = repo.NewOrder(
+            order_id=order_id,
+            user_id=cmd.user_id,
+            shard=self.shard,
+            total_cents=sum(line.line_total_cents for line in cmd.lines),
+            currency=cmd.currency,
+            address=cmd.address,
+            reservation_key=f"order:{order_id}",
+            idempotency_key=cmd.idempotency_key,
+            request_hash=cmd.request_hash,
+            expires_ms=now + int(self.timeout_s * 1000),
+            created_ms=now,
+            lines=cmd.lines,
+        )
+        items = {line.sku_id: line.quantity for line in cmd.lines}
+        await self.stock.reserve(new.reservation_key, items, self.timeout_s + self.grace_s)
+        try:
+            view = await self._tx(lambda s: self._insert(s, new))
+        except IntegrityError:
+            await self._release_quietly(new.reservation_key, list(items))
+            found = await self._existing(cmd)
+            if found is None:
+                raise Unavailable("the order could not be stored; retry") from None
+            return _replay(cmd, *found), found[0]
+        except BaseException as exc:
+            await self._release_quietly(new.reservation_key, list(items))
+            if isinstance(exc, DomainError) or not isinstance(exc, Exception):
+                raise
+            raise Unavailable("the order could not be stored; retry") from exc
+        metrics.ORDER_TRANSITIONS.labels("none", st.PENDING_PAYMENT, "placed").inc()
+        return Placed(view, True), cmd.request_hash
+
+    @staticmethod
+    def _insert(session: Session, new: repo.NewOrder) -> dict[str, Any]:
+        repo.insert_order(session, new, actor=f"user:{new.user_id}")
+        session.flush()
+        order = repo.get_order(session, new.order_id)
+        assert order is not None
+        return repo.order_view(order, repo.items_of(session, [new.order_id])[new.order_id])
+
+    async def _release_quietly(self, key: str, sku_ids: list[int]) -> None:
+        try:
+            await self.stock.release(key, sku_ids)
+        except Exception:  # the reservation's own deadline returns the stock
+            log.warning("could not release %s; its deadline will", key, exc_info=True)
+
+    # ---- cancellation ---------------------------------------------------------------
+    async def cancel(
+        self,
+        order_id: int,
+        *,
+        reason: str,
+        actor: str,
+        role: str,
+        user_id: int | None = None,
+    ) -> dict[str, Any]:
+        async with self._locked(order_id):
+            order, items = await self._tx(self._load(order_id))
+            if user_id is not None and int(order.user_id) != user_id:
+                raise NotFound(f"order {order_id} not found")
+            st.check_move(order.status, st.CANCELLED, role)
+            return await self._cancel_locked(order, items, reason=reason, actor=actor)
+
+    async def _cancel_locked(
+        self, order: Order, items: list[OrderItem], *, reason: str, actor: str
+    ) -> dict[str, Any]:
+        sku_ids = [int(i.sku_id) for i in items]
+        try:
+            await self.stock.release(order.reservation_key, sku_ids)
+        except InvalidTransition as exc:
+            if exc.details.get("state") != "confirmed":
+                raise
+            # A payment confirmed the stock but did not get to mark the order: finish it.
+            await self._mark_paid(order, items, reason="payment_reconciled", actor="system")
+            raise InvalidTransition(
+                "the order has been paid", details={"status": st.PAID, "to": st.CANCELLED}
+            ) from None
+        return await self._commit_move(order, items, st.CANCELLED, reason=reason, actor=actor)
+
+    async def _commit_move(
+        self,
+        order: Order,
+        items: list[OrderItem],
+        to: str,
+        *,
+        reason: str,
+        actor: str,
+        also: Callable[[Session], None] | None = None,
+    ) -> dict[str, Any]:
+        frm = order.status
+        now = now_ms()
+
+        def write(session: Session) -> tuple[bool, dict[str, Any]]:
+            won = repo.transition(
+                session, order, to, reason=reason, actor=actor, now=now,
+                items=repo.stock_items(items),
+            )  # fmt: skip
+            if won and also is not None:
+                also(session)
+            current = repo.get_order(session, int(order.id))
+            assert current is not None
+            return won, repo.order_view(current, items)
+
+        won, view = await self._tx(write)
+        if not won:
+            raise InvalidTransition(
+                f"the order is {view['status']}", details={"status": view["status"], "to": to}
+            )
+        metrics.ORDER_TRANSITIONS.labels(frm, to, reason).inc()
+        return view
+
+    # ---- payment --------------------------------------------------------------------
+    async def settle(self, payment_id: str, *, succeeded: bool, amount_cents: int) -> dict:
+        """Apply a verified payment callback. Duplicates change nothing."""
+        first = await self._tx(lambda s: pay.get_payment(s, payment_id))
+        if first is None:
+            raise NotFound(f"payment {payment_id} not found")
+        order_id = int(first.order_id)
+        async with self._locked(order_id):
+            order, items = await self._tx(self._load(order_id))
+
+            def check(session: Session) -> Any:
+                payment = pay.get_payment(session, payment_id)
+                assert payment is not None
+                if amount_cents != payment.amount_cents or amount_cents != order.total_cents:
+                    raise AmountMismatch(
+                        "the callback amount does not match the payment",
+                        details={"expected_cents": int(payment.amount_cents)},
+                    )
+                pay.count_callback(session, payment_id, now_ms())
+                return payment.status
+
+            status = await self._tx(check)
+            if status != pay.PENDING:
+                return _settled(payment_id, status, order.status, duplicate=True)
+            if not succeeded:
+                await self._tx(lambda s: pay.settle(s, payment_id, pay.FAILED, now_ms()))
+                return _settled(payment_id, pay.FAILED, order.status)
+            if order.status != st.PENDING_PAYMENT:
+                await self._tx(lambda s: pay.settle(s, payment_id, pay.REFUNDED, now_ms()))
+                return _settled(payment_id, pay.REFUNDED, order.status)
+            try:
+                await self.stock.confirm(order.reservation_key, [int(i.sku_id) for i in items])
+            except InvalidTransition:
+                # The stock went back (the deadline won): the money goes back too.
+                await self._tx(lambda s: pay.settle(s, payment_id, pay.REFUNDED, now_ms()))
+                view = await self._cancel_locked(
+                    order, items, reason="reservation_expired", actor="system"
+                )
+                return _settled(payment_id, pay.REFUNDED, view["status"])
+            view = await self._mark_paid(
+                order, items, reason="payment", actor=f"payment:{payment_id}", payment=payment_id
+            )
+            return _settled(payment_id, pay.SUCCEEDED, view["status"])
+
+    async def _mark_paid(
+        self,
+        order: Order,
+        items: list[OrderItem],
+        *,
+        reason: str,
+        actor: str,
+        payment: str | None = None,
+    ) -> dict[str, Any]:
+        def settle_payment(session: Session) -> None:
+            if payment is not None:
+                pay.settle(session, payment, pay.SUCCEEDED, now_ms())
+            else:  # reconciliation: the payment that confirmed the stock
+                p = pay.open_payment(session, int(order.id))
+                if p is not None and p.outcome == "succeed":
+                    pay.settle(session, p.id, pay.SUCCEEDED, now_ms())
+
+        return await self._commit_move(
+            order, items, st.PAID, reason=reason, actor=actor, also=settle_payment
+        )
+
+    # ---- fulfilment and refunds -----------------------------------------------------
+    async def move(
+        self,
+        order_id: int,
+        to: str,
+        *,
+        reason: str,
+        actor: str,
+        role: str,
+        user_id: int | None = None,
+    ) -> dict[str, Any]:
+        """Ship, complete or refund (pay and cancel have their own paths)."""
+        if to in (st.PAID, st.CANCELLED, st.PENDING_PAYMENT):
+            raise InvalidTransition(f"use the {to} path", details={"to": to})
+        async with self._locked(order_id):
+            order, items = await self._tx(self._load(order_id))
+            if user_id is not None and int(order.user_id) != user_id:
+                raise NotFound(f"order {order_id} not found")
+            st.check_move(order.status, to, role)
+            oid = int(order.id)
+
+            def refund_payments(session: Session) -> None:
+                pay.refund_succeeded(session, oid, now_ms())
+
+            also = refund_payments if to == st.REFUNDED else None
+            view = await self._commit_move(order, items, to, reason=reason, actor=actor, also=also)
+        if to == st.REFUNDED:
+            try:
+                await restock_refund(self.stock, order_id, repo.stock_items(items))
+            except Exception:  # the order.refunded event drives it again
+                log.warning("refund restock of %s deferred to the event", order_id, exc_info=True)
+        return view
+
+    # ---- deadlines ------------------------------------------------------------------
+    async def sweep(self, limit: int = 500, concurrency: int = 64) -> int:
+        """Cancel this shard's overdue unpaid orders; answer how many were cancelled."""
+        ids = await self._tx(lambda s: repo.overdue(s, self.shard, now_ms(), limit))
+        if not ids:
+            return 0
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(order_id: int) -> bool:
+            async with gate:
+                try:
+                    return await self._time_out(order_id)
+                except InvalidTransition:
+                    return False
+                except Exception:
+                    log.warning("timeout of order %s failed; next sweep", order_id, exc_info=True)
+                    return False
+
+        return sum(await asyncio.gather(*(one(i) for i in ids)))
+
+    async def _time_out(self, order_id: int) -> bool:
+        async with self._locked(order_id):
+            order, items = await self._tx(self._load(order_id))
+            if order.status != st.PENDING_PAYMENT or (order.expires_ms or 0) > now_ms():
+                return False
+            await self._cancel_locked(order, items, reason="timeout", actor="system")
+            return True
+
+
+def _replay(cmd: PlaceOrder, first_hash: str, view: dict[str, Any]) -> Placed:
+    if first_hash != cmd.request_hash:
+        raise IdempotencyMismatch(
+            "this Idempotency-Key was used for a different request",
+            details={"order_id": view["id"]},
+        )
+    return Placed(view, False)
+
+
+def _settled(payment_id: str, payment: str, order: str, duplicate: bool = False) -> dict:
+    return {"payment_id": payment_id, "payment": payment, "order": order, "duplicate": duplicate}
