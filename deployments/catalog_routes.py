@@ -9,9 +9,10 @@ filter upkeep.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from deployments import catalog_admin_routes
@@ -129,10 +130,12 @@ async def search(
     return await asyncio.to_thread(run)
 
 
-@router.get("/products/{product_id}")
-async def product_detail(request: Request, product_id: ProductId) -> dict[str, Any]:
-    """A published product with its SKUs and live availability per SKU."""
-    return await catalog(request).public_detail(product_id)
+@router.get("/products/{product_id}", response_class=Response)
+async def product_detail(request: Request, product_id: ProductId) -> Response:
+    """A published product with its SKUs and live availability per SKU. (The hot read
+    path: the document is already plain JSON types, so it is serialised directly.)"""
+    doc = await catalog(request).public_detail(product_id)
+    return Response(json.dumps(doc, separators=(",", ":")), media_type="application/json")
 
 
 @router.get("/categories")

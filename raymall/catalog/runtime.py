@@ -117,6 +117,11 @@ class CatalogRuntime:
         ]
         return {**doc, "skus": skus, "in_stock": any(s["in_stock"] for s in skus)}
 
+    async def invalidate(self, product_ids: Sequence[int]) -> None:
+        """For other areas that change product rows outside the catalog service (e.g. a
+        sales counter): call after the commit so the next read sees the change."""
+        await asyncio.to_thread(self.service.hooks.invalidate, list(product_ids))
+
     # ---- lifecycle ------------------------------------------------------------------
     def _all_ids(self) -> list[list[int]]:
         with self.sessions() as session:
