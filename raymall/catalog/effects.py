@@ -92,12 +92,16 @@ class WriterBase:
     @contextmanager
     def write(self, touched: list[int]) -> Iterator[Session]:
         """A transaction; afterwards the products listed in ``touched`` (filled in by the
-        body) are invalidated. Unique-key races surface as 409 already_exists."""
+        body) are invalidated. Constraint races (two admins taking one slug, a delete
+        racing an insert that references the row) surface as 409 already_exists."""
         try:
             with transaction(self.sessions) as session:
                 yield session
         except IntegrityError as exc:
-            raise AlreadyExists("a row with the same unique value already exists") from exc
+            raise AlreadyExists(
+                "the change conflicts with existing data (a duplicate unique value or a "
+                "concurrent change); reload and retry"
+            ) from exc
         if touched:
             self.hooks.invalidate(sorted(set(touched)))
 
