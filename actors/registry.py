@@ -52,11 +52,18 @@ def _outbox_relay() -> Any:
     return OutboxRelay
 
 
+def _recommender() -> Any:
+    from recommend.actor import Recommender
+
+    return Recommender
+
+
 def _groups() -> list[ActorGroup]:
     groups: list[ActorGroup] = [
         ActorGroup("inventory", lambda s: s.inventory_shards, _inventory_shard),
         ActorGroup("order", lambda s: s.order_shards, _order_shard),
         ActorGroup("outbox-relay", lambda s: 1, _outbox_relay),
+        ActorGroup("recommender", lambda s: 1 if s.recommender else 0, _recommender),
     ]
     return groups
 

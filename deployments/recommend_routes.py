@@ -1,7 +1,102 @@
-"""HTTP routes: similar products, recommendations and semantic search."""
+"""HTTP routes: similar products, recommendations and semantic search.
+
+Thin shell over ``recommend.service.RecommendService`` (``app_ctx.services["recommend"]``),
+which calls the ``Recommender`` actor. ``startup`` registers the service and, when the
+recommender is on, the ``milvus`` readiness check.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any, Literal
 
-router = APIRouter()
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from deployments.context import AppContext, ctx
+from deployments.security import Principal, current_user, optional_user, public
+from raymall.errors import ValidationFailed
+from recommend.service import RecommendService
+
+router = APIRouter(tags=["recommendations"])
+public("GET", "/products/{product_id}/similar")
+public("GET", "/search")
+
+ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+K = Annotated[int, Query(ge=1, le=50)]
+
+
+def service(request: Request) -> RecommendService:
+    return ctx(request).service("recommend")  # type: ignore[no-any-return]
+
+
+async def startup(app_ctx: AppContext) -> None:
+    svc = RecommendService(app_ctx.settings, app_ctx.sessions, app_ctx.redis)
+    app_ctx.services["recommend"] = svc
+    if app_ctx.settings.recommender:
+        app_ctx.readiness["milvus"] = svc.ping
+
+
+@router.get("/products/{product_id}/similar")
+async def similar_products(
+    request: Request,
+    product_id: ProductId,
+    k: K = 10,
+    in_stock_only: bool = False,
+    principal: Principal | None = Depends(optional_user),
+) -> dict[str, Any]:
+    """The k published products most like this one (never itself), closest first. A
+    signed-in caller's view of the product is recorded for their recommendations."""
+    svc = service(request)
+    items = await svc.similar(product_id, k, in_stock_only)
+    if principal is not None:
+        await svc.record_view(principal.user_id, product_id)
+    return {"product_id": product_id, "k": k, "in_stock_only": in_stock_only, "items": items}
+
+
+class ViewIn(BaseModel):
+    product_id: int = Field(ge=1, le=2**63 - 1)
+
+
+@router.post("/me/views", status_code=204)
+async def record_view(
+    request: Request, body: ViewIn, principal: Principal = Depends(current_user)
+) -> Response:
+    """Record that the caller looked at a product (feeds ``/recommendations/me``)."""
+    await service(request).record_view(principal.user_id, body.product_id)
+    return Response(status_code=204)
+
+
+@router.get("/recommendations/me")
+async def my_recommendations(
+    request: Request, k: K = 10, principal: Principal = Depends(current_user)
+) -> dict[str, Any]:
+    """Picks for the caller from what they ordered, carted and viewed, recent things
+    weighing more; best sellers when there is no history yet."""
+    result = await service(request).for_user(principal.user_id, k)
+    return {"user_id": principal.user_id, "k": k, **result}
+
+
+@router.get("/search")
+async def search(
+    request: Request,
+    q: Annotated[str, Query(min_length=1, max_length=200)],
+    mode: Literal["semantic", "keyword", "hybrid"] = "hybrid",
+    page: Annotated[int, Query(ge=1, le=1_000)] = 1,
+    size: Annotated[int, Query(ge=1, le=50)] = 20,
+) -> dict[str, Any]:
+    """Product search. ``semantic`` matches meaning (the query is embedded), ``keyword``
+    matches words, ``hybrid`` fuses both rankings with reciprocal rank fusion (k=60)."""
+    query = " ".join(q.split())
+    if not query:
+        raise ValidationFailed("q must contain a word", details={"field": "q"})
+    result = await service(request).search(query, mode, page, size)
+    return {
+        "query": query,
+        "mode": mode,
+        "modes_used": result.modes,
+        "page": page,
+        "size": size,
+        "total": result.total,
+        "has_more": result.has_more,
+        "items": result.items,
+    }

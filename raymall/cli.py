@@ -98,9 +98,14 @@ def cmd_create_admin(args: argparse.Namespace) -> int:
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
+    from recommend.index import IndexLocked
     from recommend.reindex import reindex
 
-    summary = reindex(_settings(args), batch_size=args.batch_size)
+    try:
+        summary = reindex(_settings(args), batch_size=args.batch_size)
+    except IndexLocked as exc:
+        print(f"raymall reindex: {exc}", file=sys.stderr)
+        return 1
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
 
     # recommender
     recommender: bool = True
+    recommender_collection: str = Field(
+        "raymall_products", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=200
+    )
+    milvus_token: SecretStr | None = None
+    recommender_poll_interval_s: float = Field(0.5, gt=0, le=60)
+    recommender_outbox_grace_s: float = Field(30.0, ge=0, le=3_600)
+    recommender_torch_threads: int = Field(1, ge=1, le=64)
+    recommender_half_life_days: float = Field(14.0, gt=0, le=3_650)
+    recommender_views_kept: int = Field(50, ge=1, le=1_000)
 
     @field_validator("database_url")
     @classmethod

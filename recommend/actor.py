@@ -1,0 +1,294 @@
+"""The ``Recommender`` actor: the only writer to the product index, and its query server.
+
+A thin async shell over ``RecommendEngine``:
+
+- **writes** (outbox events, rebuilds) run one at a time under ``_write_lock``, because
+  Milvus Lite silently loses rows under concurrent inserts;
+- **catalog events**: a background task tails the ``outbox`` table (``product.*`` rows)
+  from the cursor stored with the index, applies the products it names, then persists the
+  new cursor; after a restart it resumes from that cursor, so nothing is lost (replays
+  are harmless: ``apply`` is idempotent);
+- **reads** are coalesced: requests that arrive while a search runs are answered by the
+  next single batched Milvus call, so many concurrent readers cost one search each round
+  (Milvus Lite's per-search overhead grows with the collection, not with the batch);
+- at start it loads the collection (it comes back released after a restart), or builds
+  it from the database when it has never been built.
+
+Runs with ``max_restarts=-1`` (see ``actors.registry``): a crash restarts it, it reopens
+the index and catches up from the cursor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from raymall import logs, metrics
+from raymall.db import make_engine, session_factory
+from raymall.errors import Unavailable
+from raymall.ids import now_ms
+from raymall.logs import get_logger
+from raymall.settings import Settings
+from recommend import source
+from recommend.embedder import Embedder
+from recommend.engine import RecommendEngine
+from recommend.index import Hit, ProductIndex
+from recommend.tail import OutboxTail
+
+log = get_logger("recommender")
+
+OUTBOX_BATCH = 1_000
+GAP_RANGES_PER_POLL = 64
+MAX_READ_BATCH = 64
+CURSOR_SAVE_INTERVAL_S = 1.0
+READ_TIMEOUT_S = 10.0
+
+Result = list[tuple[int, float]]
+
+
+def _pairs(hits: list[Hit]) -> Result:
+    return [(h.id, round(h.score, 6)) for h in hits]
+
+
+@dataclass
+class _Read:
+    kind: str  # "similar" | "search"
+    key: Any  # product id | query text
+    k: int
+    future: asyncio.Future[Any] = field(repr=False)
+
+
+class Recommender:
+    """Named ``recommender-0``; one per app."""
+
+    def __init__(self, settings: Settings, index: int) -> None:
+        logs.configure(settings.log_level)
+        self.settings = settings
+        self.index_no = index
+        self.db = make_engine(settings.resolved_database_url, pool_size=4)
+        sessions = session_factory(self.db)
+        token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+        milvus = ProductIndex(settings.resolved_milvus_uri, settings.recommender_collection, token)
+        milvus.ensure()  # also loads the collection
+        milvus.drop_orphans()
+        self.engine = RecommendEngine(
+            milvus, Embedder(settings.recommender_torch_threads), sessions
+        )
+        self._write_lock = asyncio.Lock()
+        self._reads: list[_Read] = []
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._synced = asyncio.Event()
+        self._physical = milvus.physical()
+        self._tail = OutboxTail(0, self._grace_ms())
+        self._saved_cursor = -1
+        self._last_save = 0.0
+        self._last_poll_ms = 0
+        self._rows = 0
+        loop = asyncio.get_event_loop()
+        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._serve_reads())]
+
+    def _grace_ms(self) -> int:
+        return int(self.settings.recommender_outbox_grace_s * 1000)
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def check_alive(self) -> dict[str, Any]:
+        return {"ok": True, "synced": self._synced.is_set()}
+
+    async def ping(self) -> dict[str, Any]:
+        """Readiness: Milvus answers, and the index has caught up with the outbox once."""
+        physical = await asyncio.to_thread(self.engine.index.physical)
+        return {
+            **self.engine.index.ping(),
+            "ok": physical is not None and self._synced.is_set(),
+            "collection": physical,
+            "rows": self._rows,
+            "cursor": self._tail.cursor,
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        return {
+            "rows": await asyncio.to_thread(self.engine.index.count),
+            "cursor": self._tail.cursor,
+            "high": self._tail.high,
+            "open_gaps": len(self._tail.gaps),
+            "synced": self._synced.is_set(),
+            "last_poll_ms": self._last_poll_ms,
+        }
+
+    async def drain(self) -> dict[str, Any]:
+        """Stop following the outbox; wait for the write in progress; keep the cursor."""
+        self._stopping = True
+        async with self._write_lock:
+            await asyncio.to_thread(self._save_cursor, True)
+        return {"ok": True, "cursor": self._tail.cursor}
+
+    # ---- writes ---------------------------------------------------------------------
+    async def _follow(self) -> None:
+        """Build or catch up, then apply new outbox rows every poll interval."""
+        delay = self.settings.recommender_poll_interval_s
+        while not self._stopping:
+            try:
+                async with self._write_lock:
+                    await asyncio.to_thread(self._start_sync)
+                break
+            except Exception:  # the database or Milvus may not be up yet: keep trying
+                log.warning("recommender start-up sync failed; retrying", exc_info=True)
+                await asyncio.sleep(delay)
+                delay = min(10.0, delay * 2)
+        while not self._stopping:
+            try:
+                async with self._write_lock:
+                    full = await asyncio.to_thread(self._poll_once)
+                self._synced.set()
+            except Exception:  # the database or Milvus may be briefly away: retry
+                log.warning("outbox poll failed", exc_info=True)
+                full = False
+                await asyncio.sleep(min(5.0, 4 * self.settings.recommender_poll_interval_s))
+            if not full:
+                await asyncio.sleep(self.settings.recommender_poll_interval_s)
+
+    def _start_sync(self) -> None:
+        cursor = self.engine.index.cursor()
+        if cursor is None:  # never built: fill it from the database
+            with self.engine.sessions() as s:
+                cursor = source.outbox_settled_cursor(s, now_ms() - self._grace_ms())
+            summary = self.engine.rebuild(cursor)
+            self._physical = self.engine.index.physical()
+            self._saved_cursor = cursor
+            log.info("built the product index", extra=summary)
+        self._tail = OutboxTail(cursor, self._grace_ms())
+        self._refresh_size()
+
+    def _poll_once(self) -> bool:
+        """One round: read new rows and open gaps, apply, advance. True if the page was
+        full (more rows are probably waiting)."""
+        physical = self.engine.index.physical()
+        if physical != self._physical:  # rebuilt elsewhere: follow the new cursor
+            self._physical = physical
+            self._tail = OutboxTail(self.engine.index.cursor() or 0, self._grace_ms())
+        now = now_ms()
+        with self.engine.sessions() as s:
+            rows = source.outbox_after(s, self._tail.high, OUTBOX_BATCH)
+            gaps = self._tail.gaps_to_check(GAP_RANGES_PER_POLL)
+            rows += source.outbox_in_ranges(s, gaps, OUTBOX_BATCH)
+        fresh = set(self._tail.observe([r.id for r in rows], now))
+        products = {pid for r in rows if r.id in fresh and (pid := r.product_id()) is not None}
+        if products:
+            started = time.perf_counter()
+            result = self.engine.apply(sorted(products))
+            metrics.RECOMMENDER_LATENCY.labels("apply").observe(time.perf_counter() - started)
+            if result.wrote:
+                self._refresh_size()
+        self._tail.advance(now)
+        self._save_cursor(False)
+        self._last_poll_ms = now
+        return len(rows) >= OUTBOX_BATCH
+
+    def _save_cursor(self, force: bool) -> None:
+        cursor = self._tail.cursor
+        due = time.monotonic() - self._last_save >= CURSOR_SAVE_INTERVAL_S
+        if cursor != self._saved_cursor and (force or due):
+            self.engine.index.set_cursor(cursor)
+            self._saved_cursor = cursor
+            self._last_save = time.monotonic()
+
+    def _refresh_size(self) -> None:
+        self._rows = self.engine.index.count()
+        metrics.RECOMMENDER_INDEX_SIZE.set(self._rows)
+
+    async def sync_now(self) -> dict[str, Any]:
+        """Apply whatever the outbox holds right now (tests and tools; the loop does this
+        on its own every poll interval)."""
+        async with self._write_lock:
+            while await asyncio.to_thread(self._poll_once):
+                pass
+        return {"cursor": self._tail.cursor, "rows": self._rows}
+
+    async def reindex(self, batch_size: int = 256) -> dict[str, Any]:
+        """Rebuild the index from the database and swap it in; the outbox keeps being
+        followed from where it was (events wait for the lock, then apply to the new one)."""
+        async with self._write_lock:
+            summary = await asyncio.to_thread(self._rebuild, batch_size)
+        return summary
+
+    def _rebuild(self, batch_size: int) -> dict[str, Any]:
+        started = time.perf_counter()
+        summary = self.engine.rebuild(self._tail.cursor, batch_size)
+        self._physical = self.engine.index.physical()
+        self._saved_cursor = self._tail.cursor
+        self._refresh_size()
+        metrics.RECOMMENDER_LATENCY.labels("rebuild").observe(time.perf_counter() - started)
+        return summary
+
+    # ---- reads ----------------------------------------------------------------------
+    async def _enqueue(self, kind: str, key: Any, k: int) -> Any:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._reads.append(_Read(kind, key, k, future))
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(future, READ_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise Unavailable("the recommender is busy; retry the request") from exc
+
+    async def similar(self, product_id: int, k: int) -> Result | None:
+        """The k nearest published products to ``product_id`` (never itself), best first,
+        as (id, cosine) pairs; None when the product is not published."""
+        started = time.perf_counter()
+        hits = await self._enqueue("similar", int(product_id), int(k))
+        metrics.RECOMMENDER_LATENCY.labels("similar").observe(time.perf_counter() - started)
+        return None if hits is None else _pairs(hits)
+
+    async def search(self, query: str, k: int) -> Result:
+        """The k published products closest in meaning to ``query``."""
+        started = time.perf_counter()
+        hits = await self._enqueue("search", query, int(k))
+        metrics.RECOMMENDER_LATENCY.labels("search").observe(time.perf_counter() - started)
+        return _pairs(hits)
+
+    async def recommend(
+        self, weights: dict[int, float], exclude: list[int], k: int
+    ) -> Result | None:
+        """Nearest products to the weighted mean of ``weights``' products, without
+        ``exclude``; None when none of them is indexed (the caller falls back)."""
+        started = time.perf_counter()
+        hits = await asyncio.to_thread(self.engine.for_profile, weights, exclude, int(k))
+        metrics.RECOMMENDER_LATENCY.labels("recommend").observe(time.perf_counter() - started)
+        return None if hits is None else _pairs(hits)
+
+    async def _serve_reads(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._reads:
+                batch, self._reads = self._reads[:MAX_READ_BATCH], self._reads[MAX_READ_BATCH:]
+                live = [r for r in batch if not r.future.done()]
+                if not live:
+                    continue
+                try:
+                    results = await asyncio.to_thread(self._run_reads, live)
+                except Exception as exc:  # hand the failure to every waiting caller
+                    for r in live:
+                        if not r.future.done():
+                            r.future.set_exception(exc)
+                    continue
+                for r, value in zip(live, results, strict=True):
+                    if not r.future.done():
+                        r.future.set_result(value)
+
+    def _run_reads(self, batch: list[_Read]) -> list[Any]:
+        similar = [r for r in batch if r.kind == "similar"]
+        search = [r for r in batch if r.kind == "search"]
+        answers: dict[int, Any] = {}
+        run: list[tuple[list[_Read], Callable[[list[tuple[Any, int]]], list[Any]]]] = [
+            (similar, self.engine.similar),
+            (search, self.engine.search_text),
+        ]
+        for reads, fn in run:
+            if reads:
+                for r, value in zip(reads, fn([(r.key, r.k) for r in reads]), strict=True):
+                    answers[id(r)] = value
+        return [answers[id(r)] for r in batch]

@@ -1,0 +1,151 @@
+"""The recommender's synchronous core: keep the index equal to the catalog, and query it.
+
+No Ray and no asyncio here: the ``Recommender`` actor calls these methods from worker
+threads (holding its write lock for writes), and ``raymall reindex`` calls them directly.
+
+Guarantees:
+- ``apply(ids)`` makes the index agree with the database for those products: a published
+  product is upserted, anything else (unpublished, draft, deleted) is removed. It is
+  idempotent, and a product whose ``doc_hash`` is unchanged costs no embedding and no write.
+- ``rebuild`` fills a fresh collection and swaps it in atomically (see ``recommend.index``).
+- Reads see only published products, and never the query product itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sqlalchemy.orm import Session, sessionmaker
+
+from recommend import source
+from recommend.embedder import Embedder
+from recommend.index import Hit, ProductIndex
+from recommend.ranking import weighted_mean
+from recommend.text import ProductDoc, doc_hash, product_text
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    upserted: int
+    deleted: int
+    unchanged: int
+
+    @property
+    def wrote(self) -> bool:
+        return bool(self.upserted or self.deleted)
+
+
+class RecommendEngine:
+    def __init__(
+        self, index: ProductIndex, embedder: Embedder, sessions: sessionmaker[Session]
+    ) -> None:
+        self.index = index
+        self.embedder = embedder
+        self.sessions = sessions
+
+    # ---- writes (one writer at a time: the caller serialises) -------------------------
+    def embed_docs(self, docs: Sequence[ProductDoc]) -> np.ndarray:
+        return self.embedder.encode([product_text(d) for d in docs])
+
+    def apply(self, product_ids: Sequence[int]) -> ApplyResult:
+        ids = sorted({int(i) for i in product_ids})
+        if not ids:
+            return ApplyResult(0, 0, 0)
+        with self.sessions() as session:
+            docs = source.load_docs(session, ids)
+        stored = self.index.hashes(ids)
+        live = [docs[i] for i in ids if i in docs and docs[i].published]
+        gone = [i for i in ids if i in stored and (i not in docs or not docs[i].published)]
+        hashes = {d.id: doc_hash(d) for d in live}
+        changed = [d for d in live if stored.get(d.id) != hashes[d.id]]
+        if changed:
+            self.index.upsert(changed, self.embed_docs(changed), [hashes[d.id] for d in changed])
+        if gone:
+            self.index.delete(gone)
+        if changed or gone:
+            self.index.flush()
+        return ApplyResult(len(changed), len(gone), len(live) - len(changed))
+
+    def rebuild(
+        self,
+        cursor: int,
+        batch_size: int = 256,
+        progress: Callable[[int], Any] | None = None,
+    ) -> dict[str, Any]:
+        """Embed every published product into a new collection, then swap it in."""
+        started = time.perf_counter()
+        self.index.drop_orphans()
+        name = self.index.create_physical()
+        total = 0
+        with self.sessions() as session:
+            for docs in source.iter_published_docs(session, batch_size):
+                vectors = self.embed_docs(docs)
+                self.index.upsert(docs, vectors, [doc_hash(d) for d in docs], collection=name)
+                total += len(docs)
+                if progress is not None:
+                    progress(len(docs))
+        self.index.flush(collection=name)
+        self.index.set_cursor(cursor, collection=name)
+        self.index.swap(name)
+        return {
+            "collection": name,
+            "products": total,
+            "cursor": cursor,
+            "seconds": round(time.perf_counter() - started, 2),
+        }
+
+    # ---- reads -------------------------------------------------------------------------
+    def product_vectors(self, product_ids: Sequence[int]) -> dict[int, np.ndarray]:
+        """Vectors of published products: from the index, or embedded on the spot for a
+        product published so recently that its event is not applied yet."""
+        ids = sorted({int(i) for i in product_ids})
+        found = self.index.vectors(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            with self.sessions() as session:
+                docs = source.load_docs(session, missing)
+            fresh = [docs[i] for i in missing if i in docs and docs[i].published]
+            if fresh:
+                found.update(zip([d.id for d in fresh], self.embed_docs(fresh), strict=True))
+        return found
+
+    def similar(self, requests: Sequence[tuple[int, int]]) -> list[list[Hit] | None]:
+        """For each (product_id, k): its k nearest neighbours, or None if the product is
+        not published. One index search serves the whole batch."""
+        if not requests:
+            return []
+        vectors = self.product_vectors([pid for pid, _ in requests])
+        asked = [(pid, k) for pid, k in requests if pid in vectors]
+        out: list[list[Hit] | None] = [None] * len(requests)
+        if not asked:
+            return out
+        limit = max(k for _, k in asked) + 1
+        hits = self.index.search(np.stack([vectors[pid] for pid, _ in asked]), limit)
+        by_request = iter(hits)
+        for n, (pid, k) in enumerate(requests):
+            if pid in vectors:
+                out[n] = [h for h in next(by_request) if h.id != pid][:k]
+        return out
+
+    def search_text(self, queries: Sequence[tuple[str, int]]) -> list[list[Hit]]:
+        """For each (query, k): the k published products closest in meaning."""
+        if not queries:
+            return []
+        vectors = self.embedder.encode([q for q, _ in queries])
+        hits = self.index.search(vectors, max(k for _, k in queries))
+        return [h[:k] for h, (_, k) in zip(hits, queries, strict=True)]
+
+    def for_profile(
+        self, weights: dict[int, float], exclude: Sequence[int], k: int
+    ) -> list[Hit] | None:
+        """Nearest products to the weighted mean of the given products' vectors, leaving
+        out ``exclude``; None when no weighted product has a vector (cold start)."""
+        vectors = self.index.vectors([pid for pid, w in weights.items() if w > 0])
+        profile = weighted_mean(vectors, weights)
+        if profile is None:
+            return None
+        return self.index.search(profile[None, :], k, exclude_ids=sorted(set(exclude)))[0]

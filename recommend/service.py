@@ -1,0 +1,188 @@
+"""What the recommendation routes do, per Serve replica: call the ``Recommender`` actor,
+merge in the database's view of each result, and fall back where the index cannot help.
+
+Every product returned is re-checked against the database at answer time, so an item the
+index has not caught up with (just unpublished, say) is never shown; stock is read there
+too (the index does not store it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from raymall.catalog.repository import product_summaries
+from raymall.catalog.search import keyword_search
+from raymall.errors import DomainError, NotFound, Unavailable, ValidationFailed
+from raymall.ids import now_ms
+from raymall.settings import Settings
+from recommend import history, source
+from recommend.ranking import reciprocal_rank_fusion, signal_weights
+
+ACTOR_NAME = "recommender-0"
+CALL_TIMEOUT_S = 15.0
+MAX_FETCH = 200  # similar candidates fetched at most when filtering out-of-stock ones
+SEARCH_WINDOW = 1_000  # results reachable by paging in semantic and hybrid modes
+ORDERS_CONSIDERED = 100
+
+
+@dataclass
+class SearchPage:
+    items: list[dict[str, Any]]
+    has_more: bool
+    total: int | None
+    modes: list[str]
+
+
+class RecommendService:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], redis: Any) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.redis = redis
+        self._handle: Any = None
+
+    # ---- the actor -------------------------------------------------------------------
+    def _actor(self) -> Any:
+        if not self.settings.recommender:
+            raise Unavailable("recommendations are turned off (RAYMALL_RECOMMENDER=0)")
+        if self._handle is None:
+            import ray
+
+            try:
+                self._handle = ray.get_actor(ACTOR_NAME, namespace=self.settings.namespace)
+            except ValueError as exc:
+                raise Unavailable("the recommender is not running; retry shortly") from exc
+        return self._handle
+
+    async def call(self, method: str, *args: Any) -> Any:
+        """One actor call. A domain error raised in the actor comes back as itself; the
+        actor being down, restarting or slow is ``Unavailable`` (503, retriable)."""
+        from ray.exceptions import RayError, RayTaskError
+
+        try:
+            ref = getattr(self._actor(), method).remote(*args)
+            return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise Unavailable("the recommender did not answer in time; retry") from exc
+        except RayTaskError as exc:
+            if isinstance(exc.cause, DomainError):
+                raise exc.cause from None
+            raise
+        except RayError as exc:
+            raise Unavailable(f"the recommender is unavailable ({type(exc).__name__})") from exc
+
+    async def ping(self) -> dict[str, Any]:
+        return dict(await self.call("ping"))
+
+    # ---- database helpers ------------------------------------------------------------
+    async def _cards(
+        self, scored: list[tuple[int, float]], in_stock_only: bool = False, anchor: int = 0
+    ) -> list[dict[str, Any]]:
+        """Listing cards for published products, in the given order, with their score.
+        With an ``anchor`` product (similar's subject), NotFound unless it is published."""
+        ids = [pid for pid, _ in scored] + ([anchor] if anchor else [])
+
+        def load() -> list[dict[str, Any]]:
+            with self.sessions() as s:
+                return product_summaries(s, ids)
+
+        cards = {c["id"]: c for c in await asyncio.to_thread(load)}
+        if anchor and cards.get(anchor, {}).get("status") != "published":
+            raise NotFound(f"product {anchor} not found")
+        out = []
+        for pid, score in scored:
+            card = cards.get(pid)
+            if card is None or card["status"] != "published":
+                continue
+            if in_stock_only and not card["in_stock"]:
+                continue
+            out.append({**card, "score": round(score, 6)})
+        return out
+
+    # ---- endpoints -------------------------------------------------------------------
+    async def similar(self, product_id: int, k: int, in_stock_only: bool) -> list[dict[str, Any]]:
+        fetch = k if not in_stock_only else min(MAX_FETCH, 3 * k + 10)
+        while True:
+            hits = await self.call("similar", product_id, fetch)
+            if hits is None:
+                raise NotFound(f"product {product_id} not found")
+            scored = [(int(p), float(s)) for p, s in hits]
+            cards = await self._cards(scored, in_stock_only, anchor=product_id)
+            if len(cards) >= k or len(hits) < fetch or fetch >= MAX_FETCH:
+                return cards[:k]
+            fetch = min(MAX_FETCH, fetch * 3)
+
+    async def record_view(self, user_id: int, product_id: int) -> None:
+        keep = self.settings.recommender_views_kept
+        await history.record_view(self.redis, user_id, product_id, now_ms(), keep)
+
+    async def for_user(self, user_id: int, k: int) -> dict[str, Any]:
+        """Personal picks from the user's recent orders, cart and views; best sellers when
+        there is no usable history. Products already bought or in the cart are left out."""
+        now = now_ms()
+        viewed = await history.read_views(self.redis, user_id, self.settings.recommender_views_kept)
+        cart_skus = await history.read_cart(self.redis, user_id)
+
+        def load() -> tuple[list[tuple[int, int]], list[int]]:
+            with self.sessions() as s:
+                ordered = source.ordered_products(s, user_id, ORDERS_CONSIDERED)
+                carted = sorted(set(source.products_for_skus(s, cart_skus).values()))
+            return ordered, carted
+
+        ordered, carted = await asyncio.to_thread(load)
+        half_life_ms = self.settings.recommender_half_life_days * 86_400_000
+        weights = signal_weights(history.signals(ordered, carted, viewed, now), now, half_life_ms)
+        exclude = sorted({pid for pid, _ in ordered} | set(carted))
+        hits = None
+        if weights and self.settings.recommender:
+            try:
+                hits = await self.call("recommend", weights, exclude, k + 5)
+            except Unavailable:  # degrade to best sellers while the recommender restarts
+                hits = None
+        if hits:
+            items = (await self._cards([(int(p), float(s)) for p, s in hits]))[:k]
+            if items:
+                return {"strategy": "personal", "items": items}
+
+        def best() -> list[int]:
+            with self.sessions() as s:
+                return source.best_sellers(s, k, exclude)
+
+        ids = await asyncio.to_thread(best)
+        return {"strategy": "best_sellers", "items": await self._cards([(i, 0.0) for i in ids])}
+
+    async def search(self, query: str, mode: str, page: int, size: int) -> SearchPage:
+        offset = (page - 1) * size
+        if offset + size > SEARCH_WINDOW:
+            raise ValidationFailed(
+                f"semantic and hybrid results reach {SEARCH_WINDOW} items at most",
+                details={"field": "page"},
+            )
+        if mode == "keyword":
+            hits = await keyword_search(self.sessions, query, offset=offset, limit=size)
+            scored = list(zip(hits.ids, hits.scores, strict=True))
+            items = await self._cards(scored)
+            return SearchPage(items, offset + len(hits.ids) < hits.total, hits.total, ["keyword"])
+        # ranked ids are filtered against the database (a product may have just been
+        # unpublished), so fetch a margin and page over what survives the filter
+        window = offset + size + 1
+        fetch = min(SEARCH_WINDOW + 1, window + window // 10 + 5)
+        if mode == "semantic":
+            ranked = [(int(p), float(s)) for p, s in await self.call("search", query, fetch)]
+            return self._page(await self._cards(ranked), offset, size, ["semantic"])
+        keyword = await keyword_search(self.sessions, query, limit=fetch)
+        try:
+            semantic = [int(p) for p, _ in await self.call("search", query, fetch)]
+            modes = ["keyword", "semantic"]
+        except Unavailable:  # keep search up while the recommender restarts
+            semantic, modes = [], ["keyword"]
+        fused = reciprocal_rank_fusion([keyword.ids, semantic])[:fetch]
+        return self._page(await self._cards(fused), offset, size, modes)
+
+    @staticmethod
+    def _page(cards: list[dict[str, Any]], offset: int, size: int, modes: list[str]) -> SearchPage:
+        page = cards[offset : offset + size]
+        return SearchPage(page, len(cards) > offset + size, None, modes)

@@ -1,0 +1,88 @@
+"""The recommend engine on SQLite and Milvus Lite with the real model: applying catalog
+changes, rebuilding, and the reads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import delete
+
+from models import Inventory, Product, Sku
+from raymall.db import transaction
+from tests.recommend_helpers import add_product, lite_engine, set_status
+
+
+def test_apply_upserts_published_and_skips_unchanged(sqlite_url: str, tmp_path: Path) -> None:
+    engine, sessions = lite_engine(sqlite_url, tmp_path)
+    a = add_product(sessions, "Stainless steel vacuum thermos flask", category="Thermoses")
+    b = add_product(sessions, "Draft travel mug", category="Thermoses", status="draft")
+    first = engine.apply([a, b])
+    assert (first.upserted, first.deleted, first.unchanged) == (1, 0, 0)
+    assert engine.index.count() == 1
+    again = engine.apply([a, b])
+    assert (again.upserted, again.deleted, again.unchanged) == (0, 0, 1)
+    assert not again.wrote
+
+
+def test_apply_removes_unpublished_and_deleted_products(sqlite_url: str, tmp_path: Path) -> None:
+    engine, sessions = lite_engine(sqlite_url, tmp_path)
+    a = add_product(sessions, "Cast iron skillet", category="Skillets")
+    b = add_product(sessions, "Carbon steel frying pan", category="Skillets")
+    engine.apply([a, b])
+    assert engine.index.count() == 2
+    set_status(sessions, a, "unpublished")
+    with transaction(sessions) as s:  # type: ignore[arg-type]
+        sku_ids = [sk.id for sk in s.query(Sku).filter(Sku.product_id == b)]
+        s.execute(delete(Inventory).where(Inventory.sku_id.in_(sku_ids)))
+        s.execute(delete(Sku).where(Sku.product_id == b))
+        s.execute(delete(Product).where(Product.id == b))
+    result = engine.apply([a, b])
+    assert result.deleted == 2
+    assert engine.index.count() == 0
+
+
+def test_similar_never_returns_the_product_itself_and_prefers_its_kind(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    engine, sessions = lite_engine(sqlite_url, tmp_path)
+    ids = [
+        add_product(sessions, "Insulated coffee thermos", category="Thermoses"),
+        add_product(sessions, "Vacuum flask for hot tea", category="Thermoses"),
+        add_product(sessions, "Trail running shoes", category="Shoes"),
+        add_product(sessions, "Road running sneakers", category="Shoes"),
+    ]
+    summary = engine.rebuild(cursor=0, batch_size=2)
+    assert summary["products"] == 4
+    hits = engine.similar([(ids[0], 3), (ids[2], 1)])
+    assert hits[0] is not None and ids[0] not in [h.id for h in hits[0]]
+    assert hits[0][0].id == ids[1]
+    assert hits[1] is not None and [h.id for h in hits[1]] == [ids[3]]
+
+
+def test_similar_of_an_unpublished_product_is_none(sqlite_url: str, tmp_path: Path) -> None:
+    engine, sessions = lite_engine(sqlite_url, tmp_path)
+    draft = add_product(sessions, "Hidden draft", status="draft")
+    assert engine.similar([(draft, 5), (999_999, 5)]) == [None, None]
+
+
+def test_a_published_product_not_yet_indexed_still_gets_neighbours(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    engine, sessions = lite_engine(sqlite_url, tmp_path)
+    old = add_product(sessions, "Electric gooseneck kettle", category="Kettles")
+    engine.apply([old])
+    new = add_product(sessions, "Stovetop tea kettle", category="Kettles")
+    hits = engine.similar([(new, 1)])[0]
+    assert hits is not None and [h.id for h in hits] == [old]
+
+
+def test_profile_search_excludes_bought_products(sqlite_url: str, tmp_path: Path) -> None:
+    engine, sessions = lite_engine(sqlite_url, tmp_path)
+    tent = add_product(sessions, "Two person backpacking tent", category="Tents")
+    tent2 = add_product(sessions, "Ultralight camping tent", category="Tents")
+    mug = add_product(sessions, "Ceramic coffee mug", category="Mugs")
+    engine.rebuild(cursor=0)
+    hits = engine.for_profile({tent: 1.0}, exclude=[tent], k=2)
+    assert hits is not None
+    assert [h.id for h in hits] == [tent2, mug]
+    assert engine.for_profile({123456: 1.0}, exclude=[], k=2) is None
