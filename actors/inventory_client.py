@@ -56,7 +56,7 @@ def shard_name(index: int) -> str:
 
 def raise_for(code: str, *, key: str, skus: Iterable[int] = ()) -> None:
     """Map a shard's result code to the error tree (``ok`` and ``skipped`` pass)."""
-    if code in ("ok", "skipped"):
+    if code == "ok" or code == "skipped":
         return
     details: dict[str, Any] = {"key": key}
     sku_ids = sorted(skus)
@@ -134,8 +134,9 @@ class _Lane:
                     fut.set_result(result)
         finally:
             self.inflight -= 1
-            if self.queue and self.timer is None:
-                self.flush()
+            if self.timer is None:
+                # After the callers woken by this batch have queued their next operations.
+                self.timer = asyncio.get_running_loop().call_later(0, self.flush)
 
 
 class InventoryClient:
@@ -149,9 +150,15 @@ class InventoryClient:
         self.retry_s = settings.inventory_retry_s
         self._lanes: dict[int, _Lane] = {}
         self._handles: dict[int, Any] = {}
+        self._shard_cache: dict[int, int] = {}
 
     def shard_of(self, sku_id: int) -> int:
-        return shard_for(sku_id, self.shards)
+        shard = self._shard_cache.get(sku_id)
+        if shard is None:
+            if len(self._shard_cache) > 100_000:
+                self._shard_cache.clear()
+            shard = self._shard_cache[sku_id] = shard_for(sku_id, self.shards)
+        return shard
 
     # ---- transport --------------------------------------------------------------------
     async def _handle(self, shard: int) -> Any:
@@ -215,6 +222,12 @@ class InventoryClient:
         if ttl_s is not None and ttl_s <= 0:
             raise ValidationFailed("ttl_s must be positive")
         expires_ms = None if ttl_s is None else now_ms() + int(ttl_s * 1000)
+        if len(items) == 1:  # the common case: one shard, nothing to undo
+            (sku_id,) = items
+            shard = self.shard_of(sku_id)
+            code = await self.submit(shard, ("reserve", f"{key}@{shard}", items, expires_ms))
+            raise_for(code, key=key, skus=items)
+            return
         by_shard = self._split(items)
         taken: list[int] = []
         for shard in sorted(by_shard):

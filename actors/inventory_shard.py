@@ -29,9 +29,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-
-from actors.inventory_store import InjectedFault, InventoryStore, StaleStock
+from actors.inventory_store import DuplicateKey, InjectedFault, InventoryStore, StaleStock
 from raymall import logs, metrics
 from raymall.domain.ledger import Ledger, Op
 from raymall.errors import DomainError, Unavailable
@@ -64,6 +62,7 @@ class InventoryShard:
         self._idle.set()
         self._fail_commits = 0
         self._batches = 0
+        self._commit_s = 0.0
         self._started_ms = now_ms()
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -173,7 +172,7 @@ class InventoryShard:
             started = time.perf_counter()
             try:
                 await asyncio.to_thread(self.store.write, changes, now_ms(), fail=fail)
-            except IntegrityError as exc:
+            except DuplicateKey as exc:
                 ledger.rollback()
                 found = {}
                 if attempt == 0:
@@ -200,10 +199,10 @@ class InventoryShard:
                 log.warning("shard %s commit failed: %r", self.index, exc)
                 raise Unavailable(f"inventory shard {self.index} commit failed") from exc
             ledger.commit()
+            elapsed = time.perf_counter() - started
             self._batches += 1
-            metrics.INVENTORY_COMMIT_LATENCY.labels(self._label).observe(
-                time.perf_counter() - started
-            )
+            self._commit_s += elapsed
+            metrics.INVENTORY_COMMIT_LATENCY.labels(self._label).observe(elapsed)
             metrics.INVENTORY_BATCH_SIZE.labels(self._label).observe(len(ops))
             self._count(ops, results)
             ledger.evict(self.settings.inventory_key_cache)
@@ -302,6 +301,7 @@ class InventoryShard:
             "open": sum(1 for _ in self.ledger.open_reservations()),
             "pending_ops": self._pending_ops,
             "batches": self._batches,
+            "commit_s": round(self._commit_s, 3),
             "started_ms": self._started_ms,
         }
 

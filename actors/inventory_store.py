@@ -9,11 +9,12 @@ the transaction itself. Guarantees:
 - stock rows are written as absolute values fenced by their version
   (``WHERE sku_id=? AND version=?``); a row changed behind the owner's back raises
   ``StaleStock`` instead of being overwritten;
-- a key that already exists in the database raises ``sqlalchemy.exc.IntegrityError``.
+- a key that already exists in the database raises ``DuplicateKey``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -21,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from raymall.db import make_engine
+from raymall.db import is_mysql, make_engine
 from raymall.domain.ledger import Changes, Record, Stock
 
 LOW_STOCK_TOPIC = "inventory.low_stock"
@@ -30,6 +31,11 @@ _CHUNK = 500
 
 class StaleStock(RuntimeError):
     """An inventory row's version is not the one this shard last wrote."""
+
+
+class DuplicateKey(RuntimeError):
+    """The batch inserted a key the database already holds (a replay the shard did not
+    have in memory)."""
 
 
 class InjectedFault(RuntimeError):
@@ -59,6 +65,14 @@ class InventoryStore:
         self.shard = shard
         self.engine = engine or make_engine(url, pool_size=2)
         self.ph = "%s" if self.engine.dialect.paramstyle in ("format", "pyformat") else "?"
+        # SQLite's raw connections run in autocommit mode: open the write transaction.
+        self._begin_sql = None if is_mysql(self.engine) else "BEGIN IMMEDIATE"
+        self._integrity_error = self.engine.dialect.dbapi.IntegrityError  # type: ignore[union-attr]
+        self._raw: Any = None
+        self._insert_ops = (
+            "INSERT INTO inventory_ops (`key`, shard, kind, state, items, result, "
+            f"expires_ms, created_ms, updated_ms) VALUES ({self._in(9)})"
+        )
 
     def _in(self, n: int) -> str:
         return ", ".join([self.ph] * n)
@@ -131,23 +145,72 @@ class InventoryStore:
 
     # ---- the batch write --------------------------------------------------------------
     def write(self, changes: Changes, now_ms: int, *, fail: bool = False) -> None:
-        """Persist one batch in one transaction (see the module docstring)."""
+        """Persist one batch in one transaction (see the module docstring).
+
+        Runs on one long-lived DBAPI connection: a batch costs its statements and COMMIT,
+        with no pool checkout, ping or reset round trips. Any error drops the connection's
+        transaction (and the connection itself if it is broken)."""
+        conn = self._writer()
+        cur = conn.cursor()
+        try:
+            if self._begin_sql:
+                cur.execute(self._begin_sql)
+            for sql, params, many, expect in self._statements(changes, now_ms):
+                if many:
+                    cur.executemany(sql, params)
+                else:
+                    cur.execute(sql, params)
+                if expect is not None and cur.rowcount != expect:
+                    raise StaleStock(f"inventory rows changed outside shard {self.shard}")
+            if fail:
+                raise InjectedFault("injected commit failure")
+            conn.commit()
+        except BaseException as exc:
+            self._abort(conn)
+            if isinstance(exc, self._integrity_error):
+                raise DuplicateKey(str(exc)) from exc
+            raise
+        finally:
+            with contextlib.suppress(Exception):  # a broken connection is dropped by _abort
+                cur.close()
+
+    def _writer(self) -> Any:
+        if self._raw is None:
+            self._raw = self.engine.raw_connection()
+        return self._raw
+
+    def _abort(self, conn: Any) -> None:
+        try:
+            conn.rollback()
+        except Exception:
+            self._raw = None
+            with contextlib.suppress(Exception):
+                conn.invalidate()
+
+    def _statements(self, changes: Changes, now_ms: int) -> list[tuple[str, Any, bool, int | None]]:
+        """(sql, params, executemany?, expected rowcount) for one batch, in order."""
         ph = self.ph
         shard = self.shard
-        op_rows = [
-            (
-                key,
-                shard,
-                rec.kind,
-                rec.state,
-                items_json(rec.items),
-                rec.result,
-                rec.expires_ms,
-                now_ms,
-                now_ms,
-            )
-            for key, rec in changes.created
-        ]
+        out: list[tuple[str, Any, bool, int | None]] = []
+        for part in _chunks(changes.stock, 60):
+            sql, params = self._stock_update(part, now_ms)
+            out.append((sql, params, False, len(part)))
+        if changes.created:
+            rows = [
+                (
+                    key,
+                    shard,
+                    rec.kind,
+                    rec.state,
+                    items_json(rec.items),
+                    rec.result,
+                    rec.expires_ms,
+                    now_ms,
+                    now_ms,
+                )
+                for key, rec in changes.created
+            ]
+            out.append((self._insert_ops, rows, True, None))
         by_state: dict[str, list[str]] = {}
         item_rows = []
         for key, rec, items_changed in changes.updated:
@@ -155,66 +218,55 @@ class InventoryStore:
                 item_rows.append((rec.state, items_json(rec.items), now_ms, key))
             else:
                 by_state.setdefault(rec.state, []).append(key)
-        with self.engine.begin() as conn:
-            for part in _chunks(changes.stock, 60):
-                sql, params = self._stock_update(part, now_ms)
-                res = conn.exec_driver_sql(sql, params)
-                if res.rowcount != len(part):
-                    raise StaleStock(f"inventory rows changed outside shard {shard}")
-            if op_rows:
-                conn.exec_driver_sql(
-                    "INSERT INTO inventory_ops (`key`, shard, kind, state, items, result, "
-                    f"expires_ms, created_ms, updated_ms) VALUES ({self._in(9)})",
-                    op_rows,
+        for state, keys in by_state.items():
+            for part in _chunks(keys):
+                sql = (
+                    f"UPDATE inventory_ops SET state = {ph}, updated_ms = {ph} "
+                    f"WHERE `key` IN ({self._in(len(part))})"
                 )
-            for state, keys in by_state.items():
-                for part in _chunks(keys):
-                    conn.exec_driver_sql(
-                        f"UPDATE inventory_ops SET state = {ph}, updated_ms = {ph} "
-                        f"WHERE `key` IN ({self._in(len(part))})",
-                        (state, now_ms, *part),
-                    )
-            if item_rows:
-                conn.exec_driver_sql(
-                    f"UPDATE inventory_ops SET state = {ph}, items = {ph}, updated_ms = {ph} "
-                    f"WHERE `key` = {ph}",
-                    item_rows,
+                out.append((sql, (state, now_ms, *part), False, None))
+        if item_rows:
+            sql = (
+                f"UPDATE inventory_ops SET state = {ph}, items = {ph}, updated_ms = {ph} "
+                f"WHERE `key` = {ph}"
+            )
+            out.append((sql, item_rows, True, None))
+        if changes.adjustments:
+            sql = (
+                "INSERT INTO inventory_adjustments (`key`, sku_id, delta, reason, actor_id, "
+                f"created_ms) VALUES ({self._in(6)})"
+            )
+            adj_rows = [
+                (a.key, a.sku_id, a.delta, a.reason[:255], a.actor_id, now_ms)
+                for a in changes.adjustments
+            ]
+            out.append((sql, adj_rows, True, None))
+        if changes.low_stock:
+            sql = (
+                "INSERT INTO outbox (event_id, topic, aggregate_id, payload, created_ms) "
+                f"VALUES ({self._in(5)})"
+            )
+            event_rows = [
+                (
+                    uuid.uuid4().hex,
+                    LOW_STOCK_TOPIC,
+                    str(e.sku_id),
+                    json.dumps(
+                        {
+                            "sku_id": e.sku_id,
+                            "available": e.available,
+                            "threshold": e.threshold,
+                            "shard": shard,
+                        },
+                        separators=(",", ":"),
+                        sort_keys=True,
+                    ),
+                    now_ms,
                 )
-            if changes.adjustments:
-                conn.exec_driver_sql(
-                    "INSERT INTO inventory_adjustments (`key`, sku_id, delta, reason, actor_id, "
-                    f"created_ms) VALUES ({self._in(6)})",
-                    [
-                        (a.key, a.sku_id, a.delta, a.reason[:255], a.actor_id, now_ms)
-                        for a in changes.adjustments
-                    ],
-                )
-            if changes.low_stock:
-                conn.exec_driver_sql(
-                    "INSERT INTO outbox (event_id, topic, aggregate_id, payload, created_ms) "
-                    f"VALUES ({self._in(5)})",
-                    [
-                        (
-                            uuid.uuid4().hex,
-                            LOW_STOCK_TOPIC,
-                            str(e.sku_id),
-                            json.dumps(
-                                {
-                                    "sku_id": e.sku_id,
-                                    "available": e.available,
-                                    "threshold": e.threshold,
-                                    "shard": shard,
-                                },
-                                separators=(",", ":"),
-                                sort_keys=True,
-                            ),
-                            now_ms,
-                        )
-                        for e in changes.low_stock
-                    ],
-                )
-            if fail:
-                raise InjectedFault("injected commit failure")
+                for e in changes.low_stock
+            ]
+            out.append((sql, event_rows, True, None))
+        return out
 
     def _stock_update(self, part: Sequence[tuple[int, Stock]], now_ms: int) -> tuple[str, tuple]:
         """One fenced UPDATE for many rows: absolute values, matched on (sku_id, version)."""
@@ -237,4 +289,7 @@ class InventoryStore:
         return sql, tuple(params)
 
     def dispose(self) -> None:
+        if self._raw is not None:
+            self._raw.close()
+            self._raw = None
         self.engine.dispose()

@@ -116,7 +116,7 @@ def make_skus(env: Env, stocks: list[int], threshold: int = 0) -> list[int]:
 def skus_on_distinct_shards(env: Env, stocks: list[int]) -> list[int]:
     """One SKU per shard 0..len(stocks)-1, with the given stock each."""
     wanted: dict[int, int] = {}
-    while len(wanted) < len(stocks):
+    while not all(i in wanted for i in range(len(stocks))):
         for sku in make_skus(env, [0] * 8):
             wanted.setdefault(shard_for(sku, SHARDS), sku)
     picked = [wanted[i] for i in range(len(stocks))]
@@ -133,8 +133,7 @@ def db_row(env: Env, sku: int) -> dict[str, int]:
     with env.engine.connect() as conn:
         row = conn.execute(
             text(
-                "SELECT total, available, reserved, sold, version FROM inventory "
-                "WHERE sku_id = :s"
+                "SELECT total, available, reserved, sold, version FROM inventory WHERE sku_id = :s"
             ),
             {"s": sku},
         ).one()
