@@ -1,0 +1,116 @@
+"""Shared bench helpers: start ``raymall serve`` as a user would, wait until it is ready,
+run wrk, parse its output. Traffic goes only to 127.0.0.1 and every run is bounded."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 60_000:
+            return int(port)
+    raise RuntimeError("no free port")
+
+
+@contextmanager
+def raymall_server(env: dict[str, str] | None = None, timeout_s: float = 300) -> Iterator[str]:
+    """Run ``raymall serve`` in a fresh var dir; yield its base URL; SIGINT it at the end."""
+    var = Path(tempfile.mkdtemp(prefix="raymall-bench-"))
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("RAYMALL_")}
+    full_env.update({"RAYMALL_VAR_DIR": str(var), "RAYMALL_HTTP_PORT": str(port)})
+    full_env.update(env or {})
+    log = open(var / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raymall", "serve", "--num-cpus", "2"],
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"raymall serve exited: see {var / 'serve.log'}")
+            try:
+                if (
+                    httpx.get(base + "/readyz", timeout=5).status_code == 200
+                    and (var / "runtime.json").exists()
+                ):
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("raymall serve did not become ready")
+            time.sleep(1)
+        yield base
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        shutil.rmtree(var, ignore_errors=True)
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def _ms(text: str) -> float:
+    m = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip())
+    if not m:
+        raise ValueError(text)
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+def run_wrk(
+    url: str,
+    *,
+    threads: int = 2,
+    connections: int = 32,
+    seconds: int = 20,
+    script: str | None = None,
+) -> dict[str, Any]:
+    """Run wrk with --latency and return req/s, latency percentiles (ms) and errors."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    if script:
+        cmd += ["-s", script]
+    out = subprocess.run(
+        [*cmd, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
+    result: dict[str, Any] = {"raw": out}
+    result["rps"] = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+(\S+)", out, re.M)
+        result[f"p{pct}_ms"] = _ms(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"(\d+) requests in", out)
+    result["requests"] = int(m.group(1)) if m else 0
+    return result
