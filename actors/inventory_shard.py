@@ -7,10 +7,13 @@ and recovery. Guarantees:
   no database row locks on the hot path (rows are written as absolute values, fenced by
   their version);
 - **group commit, durable before ack**: ``submit`` queues a client's batch; the committer
-  drains everything pending every ``group_commit_window_ms`` (or at
+  drains everything pending as soon as the previous commit is done (operations arriving
+  during a commit form the next group, as in InnoDB's group commit; at most
   ``group_commit_max_ops``), applies it in memory, writes ONE transaction and only then
-  answers. If the transaction fails, memory rolls back and every caller of the batch gets
-  ``Unavailable`` (retriable: retry with the same keys);
+  answers. Callers that send one op at a time are held up to ``group_commit_window_ms`` to
+  gather company; a client batch is not, it already waited in its client's window. If the
+  transaction fails, memory rolls back and every caller of the batch gets ``Unavailable``
+  (retriable: retry with the same keys);
 - **idempotent across restarts**: keys live in ``inventory_ops``. Open reservations are in
   memory; a key that is not is looked up in the database (release/confirm before the
   batch; reserve/adjust optimistically, by the primary key refusing a duplicate insert,
@@ -108,7 +111,10 @@ class InventoryShard:
         while True:
             try:
                 await self._wake.wait()
-                if self._pending_ops < self._max_ops:
+                # Wait for company only when callers came one op at a time: a client batch
+                # already waited in its client's window.
+                alone = self._pending_ops == len(self._pending)
+                if alone and self._pending_ops < self._max_ops:
                     delay = self._first_at + self._window_s - time.monotonic()
                     if delay > 0:
                         try:

@@ -104,10 +104,11 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # ---- operations (always inside a batch) -------------------------------------------
     def do(self, op: tuple[Any, ...]) -> str:
+        created = op[0] in ("reserve", "adjust") and op[1] not in self.ledger.records
         result = self.ledger.apply(op)
         self.history.append((op, result))
-        if op[0] in ("reserve", "adjust") and result != R_INVALID:
-            self.first.setdefault(op[1], result)
+        if created and result != R_INVALID:
+            self.first[op[1]] = result  # the answer of the op that created the record
         return result
 
     @precondition(lambda self: self.ledger.in_batch)
@@ -147,7 +148,7 @@ class LedgerMachine(RuleBasedStateMachine):
         result = self.ledger.apply(op)
         assert state_of(self.ledger) == before, f"replay of {op} changed state"
         if op[0] == "reserve":
-            first = self.first[op[1]]
+            first = self.first.get(op[1], "released")  # else a release left a tombstone
             rec = self.ledger.records[op[1]]
             if rec.kind != "reserve" or (rec.items and rec.items != op[2]):
                 assert result == "key_reused"
