@@ -47,6 +47,7 @@ log = get_logger("inventory.client")
 MAX_KEY_LEN = 150  # inventory_ops.key is 160 wide; "@{shard}" is appended
 MAX_INFLIGHT_PER_SHARD = 2
 CALL_TIMEOUT_S = 20.0
+READ_RETRY_S = 3.0
 Op = tuple[Any, ...]
 
 
@@ -170,10 +171,11 @@ class InventoryClient:
             self._handles[shard] = handle
         return handle
 
-    async def call(self, shard: int, method: str, *args: Any) -> Any:
+    async def call(self, shard: int, method: str, *args: Any, budget_s: float | None = None) -> Any:
         """Call a shard method, retrying actor faults and retriable errors for at most
-        ``inventory_retry_s``. Safe only for keyed (idempotent) operations and reads."""
-        deadline = time.monotonic() + self.retry_s
+        ``budget_s`` (default ``inventory_retry_s``). Safe only for keyed (idempotent)
+        operations and reads."""
+        deadline = time.monotonic() + (self.retry_s if budget_s is None else budget_s)
         delay = 0.05
         while True:
             try:
@@ -286,8 +288,9 @@ class InventoryClient:
         raise_for(await self.submit(self.shard_of(sku_id), op), key=key, skus=[sku_id])
 
     async def availability(self, sku_ids: Iterable[int]) -> dict[int, int]:
-        """Available units per SKU (SKUs without inventory are left out)."""
-        return {k: v for k, v in (await self._read("availability", sku_ids)).items()}
+        """Available units per SKU (SKUs without inventory are left out), from the owning
+        shards' memory. Retries actor faults for at most 3 s, then ``Unavailable``."""
+        return await self._read("availability", sku_ids)
 
     async def snapshot(self, sku_ids: Iterable[int]) -> dict[int, dict[str, int]]:
         """The owning shards' in-memory counters per SKU."""
@@ -297,7 +300,10 @@ class InventoryClient:
         by_shard: dict[int, list[int]] = {}
         for sku_id in sku_ids:
             by_shard.setdefault(self.shard_of(sku_id), []).append(sku_id)
-        parts = await asyncio.gather(*(self.call(s, method, ids) for s, ids in by_shard.items()))
+        budget = min(READ_RETRY_S, self.retry_s)  # a page should not wait out a restart
+        parts = await asyncio.gather(
+            *(self.call(s, method, ids, budget_s=budget) for s, ids in by_shard.items())
+        )
         out: dict[int, Any] = {}
         for part in parts:
             out.update(part)
