@@ -36,10 +36,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"raymall: received {signal.Signals(signum).name}, draining", flush=True)
         stop_event.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     app_mod.init_ray(settings, address=address, num_cpus=args.num_cpus)
+    # after ray.init, which installs its own SIGTERM handler (log and abort)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     running = None
     try:
         running = app_mod.start(settings)
