@@ -30,14 +30,24 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-@contextmanager
-def raymall_server(env: dict[str, str] | None = None, timeout_s: float = 300) -> Iterator[str]:
-    """Run ``raymall serve`` in a fresh var dir; yield its base URL; SIGINT it at the end."""
-    var = Path(tempfile.mkdtemp(prefix="raymall-bench-"))
-    port = free_port()
+def raymall_env(var: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a raymall process of this bench: only our RAYMALL_* values."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RAYMALL_")}
-    full_env.update({"RAYMALL_VAR_DIR": str(var), "RAYMALL_HTTP_PORT": str(port)})
+    full_env.update({"RAYMALL_VAR_DIR": str(var)})
     full_env.update(env or {})
+    return full_env
+
+
+@contextmanager
+def raymall_server(
+    env: dict[str, str] | None = None, timeout_s: float = 300, var: Path | None = None
+) -> Iterator[str]:
+    """Run ``raymall serve`` (in ``var`` or a fresh var dir); yield its base URL; SIGINT it
+    at the end."""
+    owned = var is None
+    var = var or Path(tempfile.mkdtemp(prefix="raymall-bench-"))
+    port = free_port()
+    full_env = raymall_env(var, {"RAYMALL_HTTP_PORT": str(port), **(env or {})})
     log = open(var / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "raymall", "serve", "--num-cpus", "2"],
@@ -72,7 +82,8 @@ def raymall_server(env: dict[str, str] | None = None, timeout_s: float = 300) ->
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         log.close()
-        shutil.rmtree(var, ignore_errors=True)
+        if owned:
+            shutil.rmtree(var, ignore_errors=True)
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
