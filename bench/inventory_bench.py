@@ -336,7 +336,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[64, 256, 1024],
         help="concurrency levels (callers / threads)",
     )
-    p.add_argument("--mysql-max-conns", type=int, default=100)
+    p.add_argument(
+        "--mysql-max-conns",
+        type=int,
+        default=64,
+        help="peer (a) connections at most (max_connections is shared; a hot row serializes)",
+    )
     p.add_argument("--shards", type=int, default=4)
     p.add_argument("--window-ms", type=float, default=2.0)
     p.add_argument("--max-ops", type=int, default=500)
