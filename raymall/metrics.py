@@ -95,6 +95,11 @@ RECOMMENDER_INDEX_SIZE = Gauge(
     "Vectors in the product index",
     multiprocess_mode="max",
 )
+RECOMMENDER_SIMILAR_CACHE = Counter(
+    "raymall_recommender_similar_cache_total",
+    "Similar-product lookups answered from the cache (hit) or the index (miss)",
+    ["result"],
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     recommender_torch_threads: int = Field(1, ge=1, le=64)
     recommender_half_life_days: float = Field(14.0, gt=0, le=3_650)
     recommender_views_kept: int = Field(50, ge=1, le=1_000)
+    recommender_similar_cache: int = Field(50_000, ge=0, le=10_000_000)
 
     @field_validator("database_url")
     @classmethod

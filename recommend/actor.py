@@ -75,7 +75,10 @@ class Recommender:
         milvus.ensure()  # also loads the collection
         milvus.drop_orphans()
         self.engine = RecommendEngine(
-            milvus, Embedder(settings.recommender_torch_threads), sessions
+            milvus,
+            Embedder(settings.recommender_torch_threads),
+            sessions,
+            similar_cache=settings.recommender_similar_cache,
         )
         self._write_lock = asyncio.Lock()
         self._reads: list[_Read] = []
@@ -117,6 +120,7 @@ class Recommender:
             "open_gaps": len(self._tail.gaps),
             "synced": self._synced.is_set(),
             "last_poll_ms": self._last_poll_ms,
+            "similar_cache": self.engine.cache.stats(),
         }
 
     async def drain(self) -> dict[str, Any]:

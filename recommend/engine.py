@@ -13,7 +13,9 @@ Guarantees:
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,11 +23,61 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
+from raymall import metrics
 from recommend import source
 from recommend.embedder import Embedder
 from recommend.index import Hit, ProductIndex
 from recommend.ranking import weighted_mean
 from recommend.text import ProductDoc, doc_hash, product_text
+
+
+class SimilarCache:
+    """Similar-product lists by product, valid until the next write to the index.
+
+    Neighbours only change when the index changes, so every write (``invalidate``) drops
+    the whole cache, and a list computed from an index state that a write has replaced
+    since is not stored (``put`` checks the generation it was computed under). LRU-bounded
+    to ``capacity`` products; 0 turns it off.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.generation = 0
+        self.hits = 0
+        self.misses = 0
+        self._lock = threading.Lock()
+        self._data: OrderedDict[int, tuple[int, list[Hit]]] = OrderedDict()
+
+    def get(self, product_id: int, k: int) -> list[Hit] | None:
+        with self._lock:
+            entry = self._data.get(product_id)
+            if entry is None or entry[0] < k:
+                self.misses += 1
+                metrics.RECOMMENDER_SIMILAR_CACHE.labels("miss").inc()
+                return None
+            self._data.move_to_end(product_id)
+            self.hits += 1
+            metrics.RECOMMENDER_SIMILAR_CACHE.labels("hit").inc()
+            return entry[1][:k]
+
+    def put(self, product_id: int, k: int, hits: list[Hit], generation: int) -> None:
+        if self.capacity <= 0:
+            return
+        with self._lock:
+            if generation != self.generation:
+                return
+            self._data[product_id] = (k, hits)
+            self._data.move_to_end(product_id)
+            while len(self._data) > self.capacity:
+                self._data.popitem(last=False)
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self.generation += 1
+            self._data.clear()
+
+    def stats(self) -> dict[str, int]:
+        return {"entries": len(self._data), "hits": self.hits, "misses": self.misses}
 
 
 @dataclass(frozen=True)
@@ -41,11 +93,16 @@ class ApplyResult:
 
 class RecommendEngine:
     def __init__(
-        self, index: ProductIndex, embedder: Embedder, sessions: sessionmaker[Session]
+        self,
+        index: ProductIndex,
+        embedder: Embedder,
+        sessions: sessionmaker[Session],
+        similar_cache: int = 0,
     ) -> None:
         self.index = index
         self.embedder = embedder
         self.sessions = sessions
+        self.cache = SimilarCache(similar_cache)
 
     # ---- writes (one writer at a time: the caller serialises) -------------------------
     def embed_docs(self, docs: Sequence[ProductDoc]) -> np.ndarray:
@@ -62,12 +119,15 @@ class RecommendEngine:
         gone = [i for i in ids if i in stored and (i not in docs or not docs[i].published)]
         hashes = {d.id: doc_hash(d) for d in live}
         changed = [d for d in live if stored.get(d.id) != hashes[d.id]]
+        if changed or gone:
+            self.cache.invalidate()
         if changed:
             self.index.upsert(changed, self.embed_docs(changed), [hashes[d.id] for d in changed])
         if gone:
             self.index.delete(gone)
         if changed or gone:
             self.index.flush()
+            self.cache.invalidate()  # and reads that overlapped the write are not kept
         return ApplyResult(len(changed), len(gone), len(live) - len(changed))
 
     def rebuild(
@@ -91,6 +151,7 @@ class RecommendEngine:
         self.index.flush(collection=name)
         self.index.set_cursor(cursor, collection=name)
         self.index.swap(name)
+        self.cache.invalidate()
         return {
             "collection": name,
             "products": total,
@@ -115,7 +176,18 @@ class RecommendEngine:
 
     def similar(self, requests: Sequence[tuple[int, int]]) -> list[list[Hit] | None]:
         """For each (product_id, k): its k nearest neighbours, or None if the product is
-        not published. One index search serves the whole batch."""
+        not published. Cached lists are reused; one index search serves the rest."""
+        generation = self.cache.generation
+        out = [self.cache.get(pid, k) for pid, k in requests]
+        todo = [n for n, hits in enumerate(out) if hits is None]
+        fresh = self._similar([requests[n] for n in todo])
+        for n, hits in zip(todo, fresh, strict=True):
+            out[n] = hits
+            if hits is not None:
+                self.cache.put(requests[n][0], requests[n][1], hits, generation)
+        return out
+
+    def _similar(self, requests: Sequence[tuple[int, int]]) -> list[list[Hit] | None]:
         if not requests:
             return []
         vectors = self.product_vectors([pid for pid, _ in requests])

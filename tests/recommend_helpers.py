@@ -23,12 +23,12 @@ def shared_embedder() -> Embedder:
 
 
 def lite_engine(
-    db_url: str, milvus_dir: Path, alias: str = "products"
+    db_url: str, milvus_dir: Path, alias: str = "products", similar_cache: int = 0
 ) -> tuple[RecommendEngine, sessionmaker[Session]]:
     sessions = session_factory(make_engine(db_url, pool_size=2))
     index = ProductIndex(str(milvus_dir / "milvus.db"), alias)
     index.ensure()
-    return RecommendEngine(index, shared_embedder(), sessions), sessions
+    return RecommendEngine(index, shared_embedder(), sessions, similar_cache), sessions
 
 
 def add_product(

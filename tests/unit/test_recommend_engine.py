@@ -86,3 +86,15 @@ def test_profile_search_excludes_bought_products(sqlite_url: str, tmp_path: Path
     assert hits is not None
     assert [h.id for h in hits] == [tent2, mug]
     assert engine.for_profile({123456: 1.0}, exclude=[], k=2) is None
+
+
+def test_cached_similar_lists_see_the_next_write(sqlite_url: str, tmp_path: Path) -> None:
+    engine, sessions = lite_engine(sqlite_url, tmp_path, similar_cache=100)
+    a = add_product(sessions, "Insulated coffee thermos", category="Thermoses")
+    b = add_product(sessions, "Running shoes", category="Shoes")
+    engine.apply([a, b])
+    assert [h.id for h in engine.similar([(a, 5)])[0] or []] == [b]
+    assert engine.similar([(a, 5)])[0] is not None and engine.cache.stats()["hits"] == 1
+    c = add_product(sessions, "Vacuum flask for hot coffee", category="Thermoses")
+    engine.apply([c])
+    assert [h.id for h in engine.similar([(a, 5)])[0] or []] == [c, b]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recommend.engine import SimilarCache
 from recommend.history import parse_views, signals
+from recommend.index import Hit
 from recommend.ranking import Signal, reciprocal_rank_fusion, signal_weights, weighted_mean
 from recommend.tail import OutboxTail
 from recommend.text import ProductDoc, doc_hash, product_text
@@ -170,3 +172,41 @@ def test_doc_hash_changes_with_anything_stored() -> None:
     ):
         assert doc_hash(_doc(**change)) != base, change
     assert 0 <= base < 2**63
+
+
+# ---- similar cache ----------------------------------------------------------------------
+
+
+def _hits(*ids: int) -> list[Hit]:
+    return [Hit(i, 1.0 - i / 100) for i in ids]
+
+
+def test_similar_cache_serves_smaller_k_and_misses_larger_k() -> None:
+    cache = SimilarCache(capacity=10)
+    cache.put(1, 3, _hits(2, 3, 4), cache.generation)
+    assert cache.get(1, 2) == _hits(2, 3)
+    assert cache.get(1, 3) == _hits(2, 3, 4)
+    assert cache.get(1, 4) is None
+    assert cache.stats() == {"entries": 1, "hits": 2, "misses": 1}
+
+
+def test_a_write_drops_the_cache_and_stale_results_are_not_stored() -> None:
+    cache = SimilarCache(capacity=10)
+    cache.put(1, 2, _hits(2, 3), cache.generation)
+    started_under = cache.generation
+    cache.invalidate()  # a write lands while a read is computing
+    assert cache.get(1, 2) is None
+    cache.put(5, 2, _hits(6, 7), started_under)
+    assert cache.get(5, 2) is None
+
+
+def test_the_cache_is_lru_bounded_and_can_be_off() -> None:
+    cache = SimilarCache(capacity=2)
+    for pid in (1, 2):
+        cache.put(pid, 1, _hits(9), cache.generation)
+    assert cache.get(1, 1) is not None  # 1 is now the most recent
+    cache.put(3, 1, _hits(9), cache.generation)
+    assert cache.get(2, 1) is None and cache.get(1, 1) is not None
+    off = SimilarCache(capacity=0)
+    off.put(1, 1, _hits(9), off.generation)
+    assert off.get(1, 1) is None

