@@ -199,8 +199,12 @@ async def hot_sku_run(env: Env, kills: int) -> None:
                 ray.kill(env.handle(shard), no_restart=False)
                 killed.append(len(outcome))
 
+    batches_before = (await env.handle(shard).stats.remote())["batches"]
     await asyncio.gather(*(caller() for _ in range(64)))
     assert len(killed) == kills
+    if not kills:  # concurrent callers share group commits (loose bound: no timing)
+        batches = (await env.handle(shard).stats.remote())["batches"] - batches_before
+        assert 0 < batches <= 20_000 // 4
     acked = [k for k, v in outcome.items() if v == "ok"]
     assert len(outcome) == 20_000
     assert len(acked) == 10_000
