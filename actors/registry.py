@@ -78,6 +78,8 @@ def actor_options(settings: Settings, name: str, **extra: Any) -> dict[str, Any]
         "max_task_retries": 0,
         "num_cpus": settings.actor_num_cpus,
         "max_concurrency": 1000,
+        # shards of one kind land on different nodes when the cluster has several
+        "scheduling_strategy": "SPREAD",
     }
     opts.update(extra)
     return opts

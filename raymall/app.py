@@ -92,7 +92,11 @@ def deploy(settings: Settings) -> dict[str, Any]:
 
     actors = registry.launch_all(settings)
     serve.start(
-        http_options={"host": settings.http_host, "port": settings.http_port},
+        http_options={
+            "host": settings.http_host,
+            "port": settings.http_port,
+            "location": settings.proxy_location,
+        },
         logging_config={"enable_access_log": settings.access_log, "encoding": "JSON"},
     )
     provider = PaymentProvider.options(  # type: ignore[attr-defined]
