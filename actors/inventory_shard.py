@@ -32,6 +32,7 @@ import time
 from collections import Counter, deque
 from typing import Any
 
+from actors import flash_shard, flash_store
 from actors.inventory_store import DuplicateKey, InjectedFault, InventoryStore, StaleStock
 from raymall import logs, metrics
 from raymall.domain.ledger import Ledger, Op
@@ -55,6 +56,7 @@ class InventoryShard:
         self._max_ops = settings.group_commit_max_ops
         self.store = InventoryStore(settings.resolved_database_url, index)
         self.ledger = self._load()
+        self.flash = flash_shard.new_desk(settings, index, self.ledger)
         self._needs_reload = False
         self._pending: deque[tuple[list[Op], asyncio.Future[list[str]]]] = deque()
         self._pending_ops = 0
@@ -91,7 +93,7 @@ class InventoryShard:
         return ledger
 
     # ---- the write path ---------------------------------------------------------------
-    async def submit(self, ops: list[Op]) -> list[str]:
+    async def submit(self, ops: list[Op]) -> list[Any]:
         """Apply ``ops`` in order in the next group commit; answer one code per op once
         the transaction holding them has committed. Raises ``Unavailable`` if it failed."""
         if not ops:
@@ -163,23 +165,31 @@ class InventoryShard:
         if self._needs_reload:
             await self._reload()
         await self._prepare(ops)
-        ledger = self.ledger
+        await flash_shard.prepare(self, ops)
+        ledger, desk = self.ledger, self.flash
         for attempt in (0, 1):
+            now = now_ms()
             ledger.begin()
-            results = [ledger.apply(op) for op in ops]
+            desk.begin(now)
+            is_flash = flash_shard.is_flash
+            results = [desk.apply(op) if is_flash(op) else ledger.apply(op) for op in ops]
             changes = ledger.changes()
-            if not changes:  # only replays and refusals of invalid input: nothing to write
+            flash_changes = desk.changes()
+            if not changes and not flash_changes:  # only replays and refusals: nothing to write
                 ledger.commit()
+                desk.commit()
                 self._count(ops, results)
                 return results
+            extra = flash_store.statements(flash_changes, self.store.ph, now)
             fail = self._fail_commits > 0
             if fail:
                 self._fail_commits -= 1
             started = time.perf_counter()
             try:
-                await asyncio.to_thread(self.store.write, changes, now_ms(), fail=fail)
+                await asyncio.to_thread(self.store.write, changes, now, fail=fail, extra=extra)
             except DuplicateKey as exc:
                 ledger.rollback()
+                desk.rollback()
                 found = {}
                 if attempt == 0:
                     keys = [k for k, _ in changes.created]
@@ -192,19 +202,23 @@ class InventoryShard:
                 continue
             except InjectedFault as exc:
                 ledger.rollback()
+                desk.rollback()
                 raise Unavailable(f"inventory shard {self.index}: {exc}") from exc
             except StaleStock as exc:
                 ledger.rollback()
+                desk.rollback()
                 log.error("shard %s: %s; reloading from the database", self.index, exc)
                 self._needs_reload = True
                 raise Unavailable(f"inventory shard {self.index} is reloading") from exc
             except Exception as exc:
                 # The commit's outcome may be unknown: reload before the next batch.
                 ledger.rollback()
+                desk.rollback()
                 self._needs_reload = True
                 log.warning("shard %s commit failed: %r", self.index, exc)
                 raise Unavailable(f"inventory shard {self.index} commit failed") from exc
             ledger.commit()
+            desk.commit()
             elapsed = time.perf_counter() - started
             self._batches += 1
             self._commit_s += elapsed
@@ -245,10 +259,12 @@ class InventoryShard:
 
     async def _reload(self) -> None:
         self.ledger = await asyncio.to_thread(self._load)
+        self.flash = flash_shard.new_desk(self.settings, self.index, self.ledger)
         self._needs_reload = False
 
     def _count(self, ops: list[Op], results: list[str]) -> None:
-        counts = Counter(zip((op[0] if op else "?" for op in ops), results, strict=True))
+        codes = (flash_shard.result_code(r) for r in results)
+        counts = Counter(zip((op[0] if op else "?" for op in ops), codes, strict=True))
         for (kind, result), n in counts.items():
             metrics.INVENTORY_OPS.labels(str(kind), result).inc(n)
 

@@ -144,8 +144,17 @@ class InventoryStore:
         )
 
     # ---- the batch write --------------------------------------------------------------
-    def write(self, changes: Changes, now_ms: int, *, fail: bool = False) -> None:
-        """Persist one batch in one transaction (see the module docstring).
+    def write(
+        self,
+        changes: Changes,
+        now_ms: int,
+        *,
+        fail: bool = False,
+        extra: Sequence[tuple[str, Any, bool, int | None]] = (),
+    ) -> None:
+        """Persist one batch in one transaction (see the module docstring). ``extra``
+        statements (flash-sale rows, ``actors.flash_store``) run after the ledger's, in the
+        same transaction.
 
         Runs on one long-lived DBAPI connection: a batch costs its statements and COMMIT,
         with no pool checkout, ping or reset round trips. Any error drops the connection's
@@ -155,7 +164,7 @@ class InventoryStore:
         try:
             if self._begin_sql:
                 cur.execute(self._begin_sql)
-            for sql, params, many, expect in self._statements(changes, now_ms):
+            for sql, params, many, expect in [*self._statements(changes, now_ms), *extra]:
                 if many:
                     cur.executemany(sql, params)
                 else:

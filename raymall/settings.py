@@ -98,6 +98,18 @@ class Settings(BaseSettings):
     order_reservation_grace_s: float = Field(600, ge=1)
     order_max_lines: int = Field(50, ge=1, le=500)
 
+    # flash sales
+    flash_batch_window_ms: float = Field(2.0, ge=0, le=50)  # replica-side purchase batching
+    flash_batch_max: int = Field(256, ge=1, le=10_000)
+    flash_sold_out_ttl_s: float = Field(1.0, gt=0, le=60)  # local sold-out flag lifetime
+    flash_sale_cache_ttl_s: float = Field(5.0, gt=0, le=3_600)  # replica copy of an event
+    # rate limits of POST /flash-sales/{id}/purchase, per second (0 turns a rule off);
+    # the burst is what a bucket admits at once
+    flash_rate_user_per_s: int = Field(5, ge=0)
+    flash_rate_user_burst: int = Field(10, ge=0)
+    flash_rate_ip_per_s: int = Field(100, ge=0)
+    flash_rate_event_per_s: int = Field(20_000, ge=0)
+
     # cart
     cart_max_qty_per_line: int = Field(99, ge=1, le=10_000)
     cart_max_lines: int = Field(100, ge=1, le=1_000)

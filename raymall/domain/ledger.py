@@ -25,6 +25,8 @@ Operations are plain tuples, cheap to pickle across processes (the wire format o
     ("confirm", key)
     ("adjust", key, sku_id, delta, reason, actor_id | None)
     ("expire", key, now_ms)            # the shard's sweeper; releases only if overdue
+    ("transfer", src, dst, sku_id, qty, expires_ms | None)  # part of src becomes dst
+    ("give_back", key, into)           # key's units back into reservation `into`
 
 Each answers one result code (the ``R_*`` constants). New operation kinds (flash-sale
 holds, transfers between reservations) are a method plus an entry in ``_HANDLERS``:
@@ -196,6 +198,8 @@ class Ledger:
             "confirm": self.confirm,
             "adjust": self.adjust,
             "expire": self.expire,
+            "transfer": self.transfer,
+            "give_back": self.give_back,
         }
 
     # ---- loading (from the database; never undone) ----------------------------------
@@ -389,6 +393,65 @@ class Ledger:
             s.reserved -= qty
             s.sold += qty
         rec.state = CONFIRMED
+        return R_OK
+
+    def transfer(
+        self, src: str, dst: str, sku_id: int, qty: int, expires_ms: int | None = None
+    ) -> str:
+        """Move ``qty`` units of ``sku_id`` out of the open reservation ``src`` (a flash-sale
+        hold) into a new reservation ``dst``. Stock counters do not change: the units stay
+        reserved. ``src`` stays open even when it reaches zero, so units can come back."""
+        if (
+            not isinstance(dst, str)
+            or not dst
+            or type(sku_id) is not int
+            or type(qty) is not int
+            or qty <= 0
+        ):
+            return R_INVALID
+        if dst in self.records:
+            return R_KEY_REUSED
+        rec = self.records.get(src)
+        if rec is None:
+            return R_NOT_FOUND
+        if rec.kind != RESERVE:
+            return R_KEY_REUSED
+        if rec.state != RESERVED:
+            return rec.state if rec.state != REJECTED else R_REJECTED
+        if rec.items.get(sku_id, 0) < qty:
+            return R_OUT_OF_STOCK
+        self._touch_record(src)
+        self.records[src].items[sku_id] -= qty
+        self._create(dst, Record(RESERVE, {sku_id: qty}, RESERVED, R_OK, expires_ms))
+        if expires_ms is not None:
+            heapq.heappush(self._deadlines, (expires_ms, dst))
+        return R_OK
+
+    def give_back(self, key: str, into: str) -> str:
+        """Close the open reservation ``key``: its units go back into the open reservation
+        ``into`` when there is one (the hold of a running flash sale), otherwise to
+        ``available``. ``ok`` when units moved, ``released`` when ``key`` was already
+        released (nothing to do), ``confirmed`` when it was paid for."""
+        rec = self.records.get(key)
+        if rec is None:
+            return R_NOT_FOUND
+        if rec.kind != RESERVE:
+            return R_KEY_REUSED
+        if rec.state == CONFIRMED:
+            return R_CONFIRMED
+        if rec.state != RESERVED:
+            return R_RELEASED
+        target = self.records.get(into) if into != key else None
+        if target is None or target.kind != RESERVE or target.state != RESERVED:
+            self._return_stock(key, rec)
+            return R_OK
+        self._touch_record(into)
+        self._touch_record(key)
+        target = self.records[into]
+        rec = self.records[key]
+        for sku_id, qty in rec.items.items():
+            target.items[sku_id] = target.items.get(sku_id, 0) + qty
+        rec.state = RELEASED
         return R_OK
 
     def adjust(

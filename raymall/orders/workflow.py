@@ -43,6 +43,7 @@ from raymall.errors import (
     NotFound,
     Unavailable,
 )
+from raymall.flash.returns import return_flash_units
 from raymall.ids import Snowflake, now_ms
 from raymall.logs import get_logger
 from raymall.orders import payments as pay
@@ -248,7 +249,10 @@ class OrderWorkflow:
     ) -> dict[str, Any]:
         sku_ids = [int(i.sku_id) for i in items]
         try:
-            await self.stock.release(order.reservation_key, sku_ids)
+            if order.kind == "flash":  # the units go back to the sale while it runs
+                await return_flash_units(self.stock, order, sku_ids)
+            else:
+                await self.stock.release(order.reservation_key, sku_ids)
         except InvalidTransition as exc:
             if exc.details.get("state") != "confirmed":
                 raise

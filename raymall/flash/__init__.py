@@ -1,0 +1,1 @@
+"""Flash sales: the shard-side desk (plain Python), its SQL, and the replica-side service."""

@@ -1,0 +1,282 @@
+"""The flash-sale desk of one inventory shard: plain Python, no I/O.
+
+It decides flash purchases in arrival order inside the shard's group commit, next to the
+stock ledger. Each sale's quantity is a ledger reservation (the *hold*, key
+``flash:{sale}@{shard}``); a purchase moves units from the hold into a reservation of its
+own (``order:{order}@{shard}``, the key the order flow confirms on payment), so stock
+counters never change on the hot path and conservation holds as for any reservation.
+
+Guarantees (tests/unit/test_flash_desk.py):
+
+- the per-user limit is exact: a purchase is refused when the user's live units in the sale
+  (purchases not given back) plus the request would exceed ``per_user_limit``;
+- idempotent by ``(sale, user, key)``: a replay answers the first purchase (same order id)
+  with no second effect. Without a client key the key is ``n{k}``, ``k`` = the user's
+  purchase records in the sale + 1, so a keyless request is always a new attempt;
+- the hold never goes negative: a sale sells out exactly at its quantity;
+- ``give_back`` (an unpaid order timed out or was cancelled) returns the units to the hold
+  while the sale runs, else to normal stock, and frees the user's slot;
+- batches are atomic in memory: ``begin``/``rollback`` restore the state, ``changes`` lists
+  what persistence must write in the same transaction as the ledger's changes.
+
+Wire format (tuples, as for the ledger)::
+
+    ("flash_buy", hold_key, sale_id, user_id, key | None, qty)
+        -> (code, order_id | None, expires_ms | None, replayed, remaining)
+    ("flash_return", order_reservation_key, hold_key, sale_id, order_id) -> code
+    ("flash_end", hold_key, sale_id) -> code
+    ("flash_warm", hold_key, sale_id) -> code  # load the sale before it starts; no effect
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from raymall.domain.ledger import R_INVALID, R_OK, R_RELEASED, RESERVED, Ledger
+
+# flash_buy outcomes (besides "ok")
+SOLD_OUT = "sold_out"
+LIMIT = "limit_reached"
+NOT_STARTED = "not_started"
+ENDED = "ended"
+KEY_REUSED = "key_reused"
+UNKNOWN_SALE = "unknown_sale"
+NOT_FOUND = "not_found"
+
+LIVE = "reserved"
+RETURNED = "returned"
+FLASH_KINDS = frozenset({"flash_buy", "flash_return", "flash_end", "flash_warm"})
+BuyResult = tuple[str, int | None, int | None, bool, int]
+
+
+@dataclass
+class SaleInfo:
+    """One sale and what its orders need to know about the SKU (loaded from the database)."""
+
+    sale_id: int
+    sku_id: int
+    price_cents: int
+    quantity: int
+    per_user_limit: int
+    starts_ms: int
+    ends_ms: int
+    ended: bool
+    sold: int
+    product_id: int
+    title: str
+    specs: dict[str, Any]
+
+
+@dataclass
+class Purchase:
+    order_id: int
+    user_id: int
+    key: str
+    qty: int
+    expires_ms: int
+    created_ms: int
+    state: str = LIVE
+
+
+@dataclass
+class SaleBook:
+    info: SaleInfo
+    by_key: dict[tuple[int, str], Purchase] = field(default_factory=dict)
+    by_order: dict[int, Purchase] = field(default_factory=dict)
+    live: dict[int, int] = field(default_factory=dict)  # user -> units not given back
+    records: dict[int, int] = field(default_factory=dict)  # user -> purchase records
+
+    def add(self, p: Purchase) -> None:
+        self.by_key[(p.user_id, p.key)] = p
+        self.by_order[p.order_id] = p
+        self.records[p.user_id] = self.records.get(p.user_id, 0) + 1
+        if p.state == LIVE:
+            self.live[p.user_id] = self.live.get(p.user_id, 0) + p.qty
+
+    def remove(self, p: Purchase) -> None:
+        del self.by_key[(p.user_id, p.key)]
+        del self.by_order[p.order_id]
+        self.records[p.user_id] -= 1
+        if p.state == LIVE:
+            self.live[p.user_id] -= p.qty
+
+
+@dataclass
+class FlashChanges:
+    """What one batch changed, for persistence."""
+
+    purchases: list[tuple[SaleInfo, Purchase, int]] = field(default_factory=list)  # +order shard
+    returned: list[Purchase] = field(default_factory=list)
+    sales: dict[int, SaleInfo] = field(default_factory=dict)  # sold / end changed
+
+    def __bool__(self) -> bool:
+        return bool(self.purchases or self.returned or self.sales)
+
+
+class FlashDesk:
+    """Flash-sale state of one shard; ``ledger`` is the shard's stock ledger."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        shard: int,
+        *,
+        next_id: Callable[[], int],
+        order_shard_of: Callable[[int], int],
+        order_timeout_ms: int,
+    ) -> None:
+        self.ledger = ledger
+        self.shard = shard
+        self.next_id = next_id
+        self.order_shard_of = order_shard_of
+        self.order_timeout_ms = order_timeout_ms
+        self.books: dict[int, SaleBook] = {}
+        self.now = 0
+        self._undo: list[Callable[[], None]] | None = None
+        self._changes = FlashChanges()
+
+    # ---- loading -----------------------------------------------------------------------
+    def load(self, info: SaleInfo, purchases: list[Purchase]) -> None:
+        if info.sale_id in self.books:
+            return
+        book = SaleBook(info)
+        for p in purchases:
+            book.add(p)
+        self.books[info.sale_id] = book
+
+    # ---- batches -----------------------------------------------------------------------
+    def begin(self, now_ms: int) -> None:
+        self.now = now_ms
+        self._undo = []
+        self._changes = FlashChanges()
+
+    def changes(self) -> FlashChanges:
+        return self._changes
+
+    def commit(self) -> None:
+        self._undo = None
+        self._changes = FlashChanges()
+
+    def rollback(self) -> None:
+        for undo in reversed(self._undo or []):
+            undo()
+        self._undo = None
+        self._changes = FlashChanges()
+
+    def _log(self, undo: Callable[[], None]) -> None:
+        if self._undo is not None:
+            self._undo.append(undo)
+
+    def apply(self, op: tuple[Any, ...]) -> Any:
+        try:
+            kind = op[0]
+            if kind == "flash_buy":
+                return self.buy(*op[1:])
+            if kind == "flash_return":
+                return self.give_back(*op[1:])
+            if kind == "flash_end":
+                return self.end(*op[1:])
+            if kind == "flash_warm":
+                return R_OK if op[2] in self.books else UNKNOWN_SALE
+        except (TypeError, ValueError, IndexError):
+            pass
+        return R_INVALID
+
+    # ---- operations --------------------------------------------------------------------
+    def remaining(self, hold_key: str, sku_id: int) -> int:
+        rec = self.ledger.records.get(hold_key)
+        if rec is None or rec.state != RESERVED:
+            return 0
+        return rec.items.get(sku_id, 0)
+
+    def buy(
+        self, hold_key: str, sale_id: int, user_id: int, key: str | None, qty: int
+    ) -> BuyResult | str:
+        book = self.books.get(sale_id)
+        if book is None:
+            return (UNKNOWN_SALE, None, None, False, 0)
+        if type(user_id) is not int or type(qty) is not int or qty <= 0:
+            return R_INVALID
+        info = book.info
+        if key is None:
+            key = f"n{book.records.get(user_id, 0) + 1}"
+        first = book.by_key.get((user_id, key))
+        left = self.remaining(hold_key, info.sku_id)
+        if first is not None:
+            if first.qty != qty:
+                return (KEY_REUSED, first.order_id, None, True, left)
+            return (R_OK, first.order_id, first.expires_ms, True, left)
+        if self.now < info.starts_ms:
+            return (NOT_STARTED, None, None, False, left)
+        if info.ended or self.now >= info.ends_ms:
+            return (ENDED, None, None, False, 0)
+        if book.live.get(user_id, 0) + qty > info.per_user_limit:
+            return (LIMIT, None, None, False, left)
+        if left < qty:
+            rec = self.ledger.records.get(hold_key)
+            code = SOLD_OUT if rec is not None and rec.state == RESERVED else ENDED
+            return (code, None, None, False, left)
+        order_id = self.next_id()
+        code = self.ledger.transfer(hold_key, f"order:{order_id}@{self.shard}", info.sku_id, qty)
+        if code != R_OK:  # the checks above make this unreachable; refuse, never oversell
+            return (SOLD_OUT, None, None, False, left)
+        p = Purchase(order_id, user_id, key, qty, self.now + self.order_timeout_ms, self.now)
+        book.add(p)
+        info.sold += qty
+        self._log(lambda: _unbuy(book, p))
+        self._changes.purchases.append((info, p, self.order_shard_of(user_id)))
+        self._changes.sales[sale_id] = info
+        return (R_OK, order_id, p.expires_ms, False, left - qty)
+
+    def give_back(self, res_key: str, hold_key: str, sale_id: int, order_id: int) -> str:
+        """An unpaid order is cancelled: its units go back (see the module docstring)."""
+        book = self.books.get(sale_id)
+        if book is None:
+            return UNKNOWN_SALE
+        p = book.by_order.get(order_id)
+        if p is None:
+            return NOT_FOUND
+        code = self.ledger.give_back(res_key, hold_key)
+        if code in (R_OK, R_RELEASED):
+            if p.state == LIVE:
+                p.state = RETURNED
+                book.live[p.user_id] -= p.qty
+                book.info.sold -= p.qty
+                self._log(lambda: _unreturn(book, p))
+                self._changes.returned.append(p)
+                self._changes.sales[sale_id] = book.info
+            return R_OK
+        return code
+
+    def end(self, hold_key: str, sale_id: int) -> str:
+        """End a sale now: the rest of the hold goes back to normal stock."""
+        book = self.books.get(sale_id)
+        if book is None:
+            return UNKNOWN_SALE
+        info = book.info
+        self.ledger.release(hold_key)
+        if not info.ended:
+            before = info.ends_ms
+            info.ended = True
+            info.ends_ms = min(info.ends_ms, self.now)
+            self._log(lambda: _unend(info, before))
+            self._changes.sales[sale_id] = info
+        return R_OK
+
+
+def _unbuy(book: SaleBook, p: Purchase) -> None:
+    book.remove(p)
+    book.info.sold -= p.qty
+
+
+def _unreturn(book: SaleBook, p: Purchase) -> None:
+    p.state = LIVE
+    book.live[p.user_id] += p.qty
+    book.info.sold += p.qty
+
+
+def _unend(info: SaleInfo, ends_ms: int) -> None:
+    info.ended = False
+    info.ends_ms = ends_ms

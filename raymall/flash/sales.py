@@ -1,0 +1,192 @@
+"""Flash-sale rows as the replicas read and write them (plain functions over a Session).
+
+The shard owns ``sold`` and the end of a sale (``actors.flash_store``); replicas insert a
+new sale (then place its hold through the shard), delete a sale whose hold could not be
+placed, and read. ``status`` in answers is computed: ``scheduled`` before the start,
+``active``, ``sold_out`` while running with nothing left, ``ended`` after the end or an
+early end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.orm import Session
+
+from models import FlashPurchase, FlashSale, Inventory, Order, Product, Sku
+from raymall.errors import NotFound, ValidationFailed
+
+
+@dataclass(frozen=True)
+class Sale:
+    """What a replica needs to decide locally (cached per replica)."""
+
+    id: int
+    sku_id: int
+    title: str
+    price_cents: int
+    quantity: int
+    per_user_limit: int
+    starts_ms: int
+    ends_ms: int
+    ended: bool
+    sold: int
+
+    def status(self, now_ms: int) -> str:
+        if self.ended or now_ms >= self.ends_ms:
+            return "ended"
+        if now_ms < self.starts_ms:
+            return "scheduled"
+        return "sold_out" if self.remaining(now_ms) == 0 else "active"
+
+    def remaining(self, now_ms: int) -> int:
+        if self.ended or now_ms >= self.ends_ms:
+            return 0
+        return max(0, self.quantity - self.sold)
+
+    def view(self, now_ms: int) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "sku_id": self.sku_id,
+            "title": self.title,
+            "price_cents": self.price_cents,
+            "quantity": self.quantity,
+            "per_user_limit": self.per_user_limit,
+            "starts_at_ms": self.starts_ms,
+            "ends_at_ms": self.ends_ms,
+            "sold": self.sold,
+            "remaining": self.remaining(now_ms),
+            "status": self.status(now_ms),
+        }
+
+
+def _sale(row: FlashSale) -> Sale:
+    return Sale(
+        id=int(row.id),
+        sku_id=int(row.sku_id),
+        title=row.title,
+        price_cents=int(row.price_cents),
+        quantity=int(row.quantity),
+        per_user_limit=int(row.per_user_limit),
+        starts_ms=int(row.starts_ms),
+        ends_ms=int(row.ends_ms),
+        ended=row.status == "ended",
+        sold=int(row.sold),
+    )
+
+
+def get_sale(session: Session, sale_id: int) -> Sale:
+    row = session.get(FlashSale, sale_id, populate_existing=True)
+    if row is None:
+        raise NotFound(f"flash sale {sale_id} not found")
+    return _sale(row)
+
+
+def running_or_upcoming(session: Session, now_ms: int, limit: int = 1000) -> list[Sale]:
+    rows = session.scalars(
+        select(FlashSale)
+        .where(FlashSale.ends_ms > now_ms, FlashSale.status != "ended")
+        .order_by(FlashSale.starts_ms)
+        .limit(limit)
+    )
+    return [_sale(r) for r in rows]
+
+
+def list_sales(session: Session, *, limit: int, before_id: int | None) -> list[Sale]:
+    stmt = select(FlashSale).order_by(FlashSale.id.desc()).limit(limit)
+    if before_id is not None:
+        stmt = stmt.where(FlashSale.id < before_id)
+    return [_sale(r) for r in session.scalars(stmt)]
+
+
+def insert_sale(
+    session: Session,
+    *,
+    sku_id: int,
+    title: str,
+    price_cents: int,
+    quantity: int,
+    per_user_limit: int,
+    starts_ms: int,
+    ends_ms: int,
+    now_ms: int,
+) -> Sale:
+    """A new sale row (its hold is placed next, through the SKU's shard)."""
+    found = session.execute(
+        select(Product.title, Product.status)
+        .select_from(Sku)
+        .join(Product, Product.id == Sku.product_id)
+        .join(Inventory, Inventory.sku_id == Sku.id)
+        .where(Sku.id == sku_id)
+    ).first()
+    if found is None:
+        raise NotFound(f"SKU {sku_id} not found (or it has no inventory)")
+    if found.status != "published":
+        raise ValidationFailed("the SKU's product is not published")
+    values = {
+        "sku_id": sku_id,
+        "title": (title or found.title)[:200],
+        "price_cents": price_cents,
+        "quantity": quantity,
+        "per_user_limit": per_user_limit,
+        "starts_ms": starts_ms,
+        "ends_ms": ends_ms,
+        "status": "scheduled",
+        "sold": 0,
+        "created_ms": now_ms,
+        "updated_ms": now_ms,
+    }
+    result = session.execute(insert(FlashSale).values(**values))
+    sale_id = result.inserted_primary_key[0]  # type: ignore[attr-defined]
+    return get_sale(session, int(sale_id))
+
+
+def delete_sale(session: Session, sale_id: int) -> None:
+    """Remove a sale whose hold could not be placed (it never sold anything)."""
+    session.execute(delete(FlashSale).where(FlashSale.id == sale_id, FlashSale.sold == 0))
+
+
+def purchase_by_key(session: Session, sale_id: int, user_id: int, key: str) -> dict | None:
+    row = session.execute(
+        select(FlashPurchase.order_id, FlashPurchase.quantity, Order.expires_ms)
+        .join(Order, Order.id == FlashPurchase.order_id)
+        .where(
+            FlashPurchase.sale_id == sale_id,
+            FlashPurchase.user_id == user_id,
+            FlashPurchase.idempotency_key == key,
+        )
+    ).first()
+    if row is None:
+        return None
+    return {"order_id": int(row[0]), "quantity": int(row[1]), "expires_ms": row[2]}
+
+
+def my_purchases(session: Session, sale_id: int, user_id: int) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(
+            FlashPurchase.order_id,
+            FlashPurchase.quantity,
+            FlashPurchase.status,
+            FlashPurchase.created_ms,
+            Order.status,
+            Order.total_cents,
+            Order.expires_ms,
+        )
+        .join(Order, Order.id == FlashPurchase.order_id)
+        .where(FlashPurchase.sale_id == sale_id, FlashPurchase.user_id == user_id)
+        .order_by(FlashPurchase.id)
+    )
+    return [
+        {
+            "order_id": str(r[0]),
+            "quantity": int(r[1]),
+            "purchase_status": r[2],
+            "created_ms": int(r[3]),
+            "order_status": r[4],
+            "total_cents": int(r[5]),
+            "expires_ms": int(r[6]) if r[6] is not None else None,
+        }
+        for r in rows
+    ]

@@ -1,0 +1,400 @@
+"""FlashService: a replica's side of flash sales (built once per replica).
+
+Guarantees:
+
+- refusals that need no shard are decided in the replica: before the start
+  (``sale_not_started``), after the end (``sale_ended``) from the cached event, and, once the
+  shard has said the event is sold out, ``sold_out`` from a local flag for
+  ``flash_sold_out_ttl_s`` (then one request asks the shard again, so units given back by
+  unpaid orders become purchasable). A request that carries its own ``Idempotency-Key``
+  and would be refused locally is looked up in the database first, so a retry of a
+  successful purchase still gets its order;
+- concurrent purchases are coalesced: one Redis call decides the rate limits of a whole
+  batch (``raymall.flash.limits``) and one actor call per shard carries its purchases; the
+  shard commits them in one transaction before answering (durable before ack);
+- every purchase carries a key: the client's ``Idempotency-Key`` or, without one, a key
+  made up per request, so the internal retries of a shard call (actor restart) take effect
+  exactly once; a 503 is retriable with the same ``Idempotency-Key``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from actors.inventory_client import InventoryClient, raise_for
+from raymall import metrics
+from raymall.db import transaction
+from raymall.errors import (
+    DomainError,
+    IdempotencyMismatch,
+    LimitExceeded,
+    NotFound,
+    RateLimited,
+    SaleEnded,
+    SaleNotStarted,
+    SoldOut,
+    Unavailable,
+    ValidationFailed,
+)
+from raymall.flash import sales as repo
+from raymall.flash.limits import BatchLimiter
+from raymall.flash.returns import hold_key
+from raymall.ids import now_ms
+from raymall.logs import get_logger
+from raymall.ratelimit import Limit
+from raymall.settings import Settings
+
+log = get_logger("flash")
+T = TypeVar("T")
+MAX_INFLIGHT = 2
+
+
+@dataclass
+class _Request:
+    sale: repo.Sale
+    user_id: int
+    key: str
+    qty: int
+    checks: list[tuple[Limit, str]]
+    fut: asyncio.Future[Any] = field(repr=False)
+
+
+class FlashService:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        redis: Any,
+        inventory: InventoryClient,
+    ) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.inventory = inventory
+        self.limiter = BatchLimiter(redis)
+        self.cache_ttl_s = settings.flash_sale_cache_ttl_s
+        self.sold_out_ttl_s = settings.flash_sold_out_ttl_s
+        self.window_s = settings.flash_batch_window_ms / 1000
+        self.max_batch = settings.flash_batch_max
+        s = settings
+        self.user_limit = _limit("flash_user", s.flash_rate_user_per_s, s.flash_rate_user_burst)
+        self.ip_limit = _limit("flash_ip", s.flash_rate_ip_per_s, s.flash_rate_ip_per_s * 2)
+        self.event_limit = _limit("flash_event", s.flash_rate_event_per_s, s.flash_rate_event_per_s)
+        self._sales: dict[int, tuple[repo.Sale, float]] = {}
+        self._loading: dict[int, asyncio.Future[repo.Sale]] = {}
+        self._sold_out_until: dict[int, float] = {}
+        self._queue: list[_Request] = []
+        self._inflight = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self.shard_calls = 0  # purchase batches sent to shards by this replica
+
+    # ---- plumbing -----------------------------------------------------------------------
+    async def _tx(self, fn: Callable[[Session], T]) -> T:
+        def run() -> T:
+            with transaction(self.sessions) as session:
+                return fn(session)
+
+        return await asyncio.to_thread(run)
+
+    def _shard_hold(self, sale: repo.Sale) -> tuple[int, str]:
+        shard = self.inventory.shard_of(sale.sku_id)
+        return shard, f"{hold_key(sale.id)}@{shard}"
+
+    # ---- the event cache ----------------------------------------------------------------
+    def remember(self, sale: repo.Sale) -> repo.Sale:
+        self._sales[sale.id] = (sale, time.monotonic() + self.cache_ttl_s)
+        return sale
+
+    async def sale(self, sale_id: int) -> repo.Sale:
+        """The event from this replica's cache (loaded once per TTL, one load at a time)."""
+        hit = self._sales.get(sale_id)
+        if hit is not None and hit[1] > time.monotonic():
+            return hit[0]
+        running = self._loading.get(sale_id)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut: asyncio.Future[repo.Sale] = asyncio.get_running_loop().create_future()
+        self._loading[sale_id] = fut
+        try:
+            sale = self.remember(await self._tx(lambda s: repo.get_sale(s, sale_id)))
+            fut.set_result(sale)
+            return sale
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            del self._loading[sale_id]
+
+    async def warm(self) -> int:
+        """Cache the running and upcoming events and have their shards load them."""
+        sales = await self._tx(lambda s: repo.running_or_upcoming(s, now_ms()))
+        for sale in sales:
+            self.remember(sale)
+            shard, hold = self._shard_hold(sale)
+            await self.inventory.submit(shard, ("flash_warm", hold, sale.id))
+        return len(sales)
+
+    def _mark_ended(self, sale: repo.Sale) -> None:
+        self.remember(replace(sale, ended=True))
+
+    # ---- purchase -------------------------------------------------------------------------
+    async def purchase(
+        self, user_id: int, sale_id: int, client_key: str | None, ip: str | None, qty: int = 1
+    ) -> dict[str, Any]:
+        sale = await self.sale(sale_id)
+        now = now_ms()
+        key = f"k:{client_key}" if client_key is not None else f"a:{secrets.token_hex(8)}"
+        if now < sale.starts_ms:
+            _outcome("not_started")
+            raise SaleNotStarted(
+                "the sale has not started", details={"starts_at_ms": sale.starts_ms}
+            )
+        if qty > sale.per_user_limit:
+            raise ValidationFailed(f"at most {sale.per_user_limit} per customer")
+        if sale.ended or now >= sale.ends_ms:
+            return await self._refused_locally(sale, user_id, client_key, key, "ended")
+        if self._sold_out_until.get(sale_id, 0.0) > time.monotonic():
+            return await self._refused_locally(sale, user_id, client_key, key, "sold_out_local")
+        checks = []
+        if self.user_limit is not None:
+            checks.append((self.user_limit, f"{sale_id}:{user_id}"))
+        if self.ip_limit is not None and ip is not None:
+            checks.append((self.ip_limit, ip))
+        if self.event_limit is not None:
+            checks.append((self.event_limit, str(sale_id)))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Request(sale, user_id, key, qty, checks, fut))
+        if len(self._queue) >= self.max_batch:
+            self._flush()
+        elif self._timer is None and self._inflight < MAX_INFLIGHT:
+            self._timer = asyncio.get_running_loop().call_later(self.window_s, self._flush)
+        return self._answer(sale, qty, await fut)
+
+    async def _refused_locally(
+        self, sale: repo.Sale, user_id: int, client_key: str | None, key: str, why: str
+    ) -> dict[str, Any]:
+        if client_key is not None:  # maybe a retry of a purchase that succeeded
+            found = await self._tx(lambda s: repo.purchase_by_key(s, sale.id, user_id, key))
+            if found is not None:
+                _outcome("replayed")
+                qty, expires = found["quantity"], found["expires_ms"]
+                return _success(sale, found["order_id"], qty, expires, True)
+        _outcome(why)
+        if why == "ended":
+            raise SaleEnded("the sale has ended", details={"ends_at_ms": sale.ends_ms})
+        raise SoldOut("sold out")
+
+    def _answer(self, sale: repo.Sale, qty: int, result: Any) -> dict[str, Any]:
+        if not isinstance(result, tuple):
+            _outcome("invalid")
+            raise ValidationFailed(f"the purchase was refused ({result})")
+        code, order_id, expires_ms, replayed, remaining = result
+        if remaining == 0 or code == "sold_out":
+            self._sold_out_until[sale.id] = time.monotonic() + self.sold_out_ttl_s
+        if code == "ok":
+            _outcome("replayed" if replayed else "ok")
+            return _success(sale, order_id, qty, expires_ms, replayed)
+        _outcome(code)
+        if code == "sold_out":
+            raise SoldOut("sold out")
+        if code == "limit_reached":
+            raise LimitExceeded(
+                f"at most {sale.per_user_limit} per customer",
+                details={"per_user_limit": sale.per_user_limit},
+            )
+        if code == "not_started":
+            raise SaleNotStarted("the sale has not started")
+        if code == "ended":
+            self._mark_ended(sale)
+            raise SaleEnded("the sale has ended")
+        if code == "key_reused":
+            raise IdempotencyMismatch(
+                "this Idempotency-Key was used for a different purchase",
+                details={"order_id": str(order_id)},
+            )
+        if code == "unknown_sale":
+            raise NotFound(f"flash sale {sale.id} not found")
+        raise Unavailable(f"the purchase could not be decided ({code})")
+
+    # ---- the batcher ----------------------------------------------------------------------
+    def _flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        while self._queue and self._inflight < MAX_INFLIGHT:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            self._inflight += 1
+            loop.create_task(self._send(batch))
+
+    async def _send(self, batch: list[_Request]) -> None:
+        try:
+            await self._decide(batch)
+        except BaseException as exc:
+            err = exc if isinstance(exc, DomainError) else _unavailable(exc)
+            for req in batch:
+                if not req.fut.done():
+                    req.fut.set_exception(err)
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._inflight -= 1
+            if self._queue and self._timer is None:
+                self._timer = asyncio.get_running_loop().call_later(0, self._flush)
+
+    async def _decide(self, batch: list[_Request]) -> None:
+        admitted = batch
+        if any(req.checks for req in batch):
+            decisions = await self.limiter.check([req.checks for req in batch])
+            admitted = []
+            for req, decision in zip(batch, decisions, strict=True):
+                if decision.allowed:
+                    admitted.append(req)
+                else:
+                    _outcome("rate_limited")
+                    req.fut.set_exception(
+                        RateLimited(
+                            f"rate limit '{decision.refused_by}' exceeded; retry later",
+                            retry_after=decision.retry_after_header,
+                        )
+                    )
+        by_shard: dict[int, list[_Request]] = {}
+        for req in admitted:
+            by_shard.setdefault(self.inventory.shard_of(req.sale.sku_id), []).append(req)
+        await asyncio.gather(*(self._call(shard, reqs) for shard, reqs in by_shard.items()))
+
+    async def _call(self, shard: int, reqs: list[_Request]) -> None:
+        ops = [
+            ("flash_buy", f"{hold_key(r.sale.id)}@{shard}", r.sale.id, r.user_id, r.key, r.qty)
+            for r in reqs
+        ]
+        self.shard_calls += 1
+        try:
+            results = await self.inventory.call(shard, "submit", ops)
+        except BaseException as exc:
+            err = exc if isinstance(exc, DomainError) else _unavailable(exc)
+            if isinstance(err, Unavailable):
+                _outcome("unavailable", len(reqs))
+            for req in reqs:
+                if not req.fut.done():
+                    req.fut.set_exception(err)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for req, result in zip(reqs, results, strict=True):
+            if not req.fut.done():
+                req.fut.set_result(result)
+
+    # ---- administration -------------------------------------------------------------------
+    async def create(
+        self,
+        *,
+        sku_id: int,
+        title: str,
+        price_cents: int,
+        quantity: int,
+        per_user_limit: int,
+        starts_ms: int,
+        ends_ms: int,
+    ) -> dict[str, Any]:
+        """Write the event and set its quantity aside in the SKU's shard (OutOfStock, and
+        no event, if not enough is available)."""
+        now = now_ms()
+        if ends_ms <= starts_ms:
+            raise ValidationFailed("ends_at_ms must be after starts_at_ms")
+        if ends_ms <= now:
+            raise ValidationFailed("ends_at_ms must be in the future")
+        sale = await self._tx(
+            lambda s: repo.insert_sale(
+                s,
+                sku_id=sku_id,
+                title=title,
+                price_cents=price_cents,
+                quantity=quantity,
+                per_user_limit=per_user_limit,
+                starts_ms=starts_ms,
+                ends_ms=ends_ms,
+                now_ms=now,
+            )
+        )
+        shard, hold = self._shard_hold(sale)
+        try:
+            op = ("reserve", hold, {sku_id: quantity}, ends_ms)
+            code = await self.inventory.submit(shard, op)
+            raise_for(code, key=hold, skus=[sku_id])
+        except BaseException:
+            await self._undo_create(sale, shard, hold)
+            raise
+        await self.inventory.submit(shard, ("flash_warm", hold, sale.id))
+        return self.remember(sale).view(now_ms())
+
+    async def _undo_create(self, sale: repo.Sale, shard: int, hold: str) -> None:
+        """Tombstone the hold's key (a late reserve cannot take stock), then drop the row.
+        If the shard cannot be reached the row stays: the shard alone decides whether the
+        hold exists, and an event without one sells nothing."""
+        try:
+            await self.inventory.submit(shard, ("release", hold))
+        except Exception:
+            log.warning("flash sale %s: could not release %s", sale.id, hold, exc_info=True)
+            return
+        await self._tx(lambda s: repo.delete_sale(s, sale.id))
+
+    async def end(self, sale_id: int) -> dict[str, Any]:
+        """End the event now; the rest of its hold goes back to normal stock."""
+        sale = await self._tx(lambda s: repo.get_sale(s, sale_id))
+        shard, hold = self._shard_hold(sale)
+        code = await self.inventory.submit(shard, ("flash_end", hold, sale_id))
+        if code != "ok":
+            raise Unavailable(f"the sale could not be ended ({code})")
+        return await self.view(sale_id)
+
+    # ---- reads ----------------------------------------------------------------------------
+    async def view(self, sale_id: int) -> dict[str, Any]:
+        sale = self.remember(await self._tx(lambda s: repo.get_sale(s, sale_id)))
+        return sale.view(now_ms())
+
+    async def list(self, limit: int, before_id: int | None) -> dict[str, Any]:
+        sales = await self._tx(lambda s: repo.list_sales(s, limit=limit, before_id=before_id))
+        now = now_ms()
+        items = [s.view(now) for s in sales]
+        return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}
+
+    async def mine(self, sale_id: int, user_id: int) -> dict[str, Any]:
+        await self.sale(sale_id)  # 404 for an unknown sale
+        items = await self._tx(lambda s: repo.my_purchases(s, sale_id, user_id))
+        return {"sale_id": sale_id, "items": items}
+
+
+def _limit(name: str, per_s: int, burst: int) -> Limit | None:
+    return Limit(name, per_s, 1.0, max(1, burst)) if per_s > 0 else None
+
+
+def _outcome(outcome: str, n: int = 1) -> None:
+    metrics.FLASH_OUTCOMES.labels(outcome).inc(n)
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(f"the flash sale is unavailable ({type(exc).__name__}); retry")
+
+
+def _success(
+    sale: repo.Sale, order_id: int, qty: int, expires_ms: int | None, replayed: bool
+) -> dict[str, Any]:
+    return {
+        "order_id": str(order_id),
+        "sale_id": sale.id,
+        "status": "pending_payment",
+        "quantity": qty,
+        "price_cents": sale.price_cents,
+        "total_cents": sale.price_cents * qty,
+        "expires_ms": expires_ms,
+        "replayed": replayed,
+    }
