@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     max_ongoing_requests: int = Field(256, ge=1, le=10_000)
     access_log: bool = False
     ha_proxy: bool = True
+    proxy_location: Literal["EveryNode", "HeadOnly"] = "EveryNode"
     media_dir: Path | None = None
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
 
