@@ -22,6 +22,7 @@ from typing import Any
 from actors.inventory_client import InventoryClient
 from raymall import logs
 from raymall.db import make_engine, session_factory
+from raymall.errors import DomainError, Unavailable
 from raymall.ids import MAX_WORKER, now_ms
 from raymall.logs import get_logger
 from raymall.orders.workflow import OrderWorkflow, Placed, PlaceOrder
@@ -72,6 +73,22 @@ class OrderShard:
     # ---- operations (called by replicas through actors.order_client) -------------------
     async def place(self, cmd: PlaceOrder) -> Placed:
         return await self.workflow.place(cmd)
+
+    async def place_many(self, cmds: list[PlaceOrder]) -> list[Placed | DomainError]:
+        """Place a replica's coalesced orders; one result or domain error per command."""
+        results = await asyncio.gather(
+            *(self.workflow.place(c) for c in cmds), return_exceptions=True
+        )
+        out: list[Placed | DomainError] = []
+        for result in results:
+            if isinstance(result, Placed | DomainError):
+                out.append(result)
+            elif isinstance(result, Exception):
+                log.warning("placement failed: %r", result)
+                out.append(Unavailable(f"the order could not be placed ({type(result).__name__})"))
+            else:
+                raise result
+        return out
 
     async def cancel(
         self, order_id: int, *, reason: str, actor: str, role: str, user_id: int | None = None

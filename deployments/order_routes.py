@@ -87,6 +87,7 @@ async def startup(app_ctx: AppContext) -> None:
         shards,
         app_ctx.service("cart").store,
         app_ctx.services.get("payment_provider"),
+        app_ctx.engine,
     )
     app_ctx.readiness["orders"] = shards.check
 

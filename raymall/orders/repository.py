@@ -17,9 +17,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import Table, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from models import Order, OrderEvent, OrderItem, OutboxEvent, Product, Sku
@@ -28,6 +28,12 @@ from raymall.auth.addresses import default_address, get_address
 from raymall.domain import order_state as st
 from raymall.errors import NotFound, ValidationFailed
 from raymall.orders.pricing import PricedLine, SkuInfo
+
+# Core tables for the multi-row inserts of the placement path (cheaper than ORM objects)
+ORDERS = cast(Table, Order.__table__)
+ORDER_ITEMS = cast(Table, OrderItem.__table__)
+ORDER_EVENTS = cast(Table, OrderEvent.__table__)
+OUTBOX = cast(Table, OutboxEvent.__table__)
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,14 @@ def event_payload(order: NewOrder | Order, status: str, **extra: Any) -> dict[st
 
 def insert_order(session: Session, new: NewOrder, actor: str) -> None:
     """Order + items + first history event + outbox event (the caller's transaction)."""
+    insert_orders(session, [new], [actor])
+
+
+def insert_orders(session: Session, news: Sequence[NewOrder], actors: Sequence[str]) -> None:
+    """Many orders with their items, first events and outbox events: one multi-row
+    statement per table (the caller's transaction)."""
     session.execute(
-        insert(Order),
+        insert(ORDERS),
         [
             {
                 "id": new.order_id,
@@ -123,10 +135,11 @@ def insert_order(session: Session, new: NewOrder, actor: str) -> None:
                 "created_ms": new.created_ms,
                 "updated_ms": new.created_ms,
             }
+            for new in news
         ],
     )
     session.execute(
-        insert(OrderItem),
+        insert(ORDER_ITEMS),
         [
             {
                 "order_id": new.order_id,
@@ -138,15 +151,40 @@ def insert_order(session: Session, new: NewOrder, actor: str) -> None:
                 "quantity": line.quantity,
                 "line_total_cents": line.line_total_cents,
             }
+            for new in news
             for line in new.lines
         ],
     )
-    _history(session, new.order_id, None, st.PENDING_PAYMENT, "placed", actor, new.created_ms)
-    items = [{"sku_id": line.sku_id, "quantity": line.quantity} for line in new.lines]
-    payload = event_payload(new, st.PENDING_PAYMENT, total_cents=new.total_cents, items=items)
     session.execute(
-        insert(OutboxEvent),
-        [outbox_row(st.topic_for(st.PENDING_PAYMENT), new.order_id, payload, new.created_ms)],
+        insert(ORDER_EVENTS),
+        [
+            {
+                "order_id": new.order_id,
+                "from_status": None,
+                "to_status": st.PENDING_PAYMENT,
+                "reason": "placed",
+                "actor": actor[:64],
+                "created_ms": new.created_ms,
+            }
+            for new, actor in zip(news, actors, strict=True)
+        ],
+    )
+    session.execute(
+        insert(OUTBOX),
+        [
+            outbox_row(
+                st.topic_for(st.PENDING_PAYMENT),
+                new.order_id,
+                event_payload(
+                    new,
+                    st.PENDING_PAYMENT,
+                    total_cents=new.total_cents,
+                    items=[{"sku_id": ln.sku_id, "quantity": ln.quantity} for ln in new.lines],
+                ),
+                new.created_ms,
+            )
+            for new in news
+        ],
     )
 
 
@@ -228,6 +266,16 @@ def find_by_key(session: Session, user_id: int, key: str) -> Order | None:
     )
 
 
+def find_by_keys(session: Session, keys: Sequence[tuple[int, str]]) -> dict[tuple[int, str], Order]:
+    """Orders stored under any of the (user id, idempotency key) pairs."""
+    if not keys:
+        return {}
+    rows = session.scalars(
+        select(Order).where(tuple_(Order.user_id, Order.idempotency_key).in_(sorted(set(keys))))
+    )
+    return {(int(o.user_id), str(o.idempotency_key)): o for o in rows}
+
+
 def items_of(session: Session, order_ids: Sequence[int]) -> dict[int, list[OrderItem]]:
     out: dict[int, list[OrderItem]] = {int(i): [] for i in order_ids}
     if not order_ids:
@@ -280,6 +328,24 @@ def count_orders(session: Session, **where: Any) -> int:
     for name, value in where.items():
         stmt = stmt.where(getattr(Order, name) == value)
     return int(session.scalar(stmt) or 0)
+
+
+def new_order_view(new: NewOrder) -> dict[str, Any]:
+    """``order_view`` of an order just inserted, without reading it back."""
+    return {
+        "id": str(new.order_id),
+        "user_id": new.user_id,
+        "status": st.PENDING_PAYMENT,
+        "kind": new.kind,
+        "total_cents": new.total_cents,
+        "currency": new.currency,
+        "address": new.address,
+        "expires_ms": new.expires_ms,
+        "cancel_reason": None,
+        "created_ms": new.created_ms,
+        "updated_ms": new.created_ms,
+        "items": [line.as_dict() for line in new.lines],
+    }
 
 
 def order_view(order: Order, items: Sequence[OrderItem] | None = None) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.order_client import OrderShardClient
@@ -45,9 +46,10 @@ from raymall.ids import now_ms
 from raymall.logs import get_logger
 from raymall.orders import payments as pay
 from raymall.orders import repository as repo
-from raymall.orders.pricing import CURRENCY, normalize_lines, price, request_hash
+from raymall.orders.pricing import CURRENCY, Quote, normalize_lines, price, request_hash
+from raymall.orders.quotes import QuoteReader
 from raymall.orders.signing import verify
-from raymall.orders.workflow import PlaceOrder
+from raymall.orders.workflow import AUTO_KEY_PREFIX, PlaceOrder
 from raymall.settings import Settings
 
 log = get_logger("orders.service")
@@ -72,12 +74,14 @@ class OrderService:
         shards: OrderShardClient,
         cart: CartStore,
         provider: Any,
+        engine: Engine,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.shards = shards
         self.cart = cart
         self.provider = provider
+        self.quotes = QuoteReader(engine)
 
     async def _read(self, fn: Callable[[Session], T]) -> T:
         def run() -> T:
@@ -98,44 +102,38 @@ class OrderService:
         self, user_id: int, req: OrderRequest, idempotency_key: str | None
     ) -> tuple[dict[str, Any], bool]:
         """Answer (order, created)."""
-        s = self.settings
         normalized: dict[str, Any] = {"address_id": req.address_id}
         if req.items is not None:
             normalized["items"] = sorted(req.items)
         else:
             normalized["cart_sku_ids"] = sorted(set(req.cart_sku_ids))
         rhash = request_hash(normalized)
-        if idempotency_key is not None:
-            found = await self._read(lambda ses: repo.find_by_key(ses, user_id, idempotency_key))
-            if found is not None:
-                if found.request_hash != rhash:
-                    raise IdempotencyMismatch(
-                        "this Idempotency-Key was used for a different request",
-                        details={"order_id": str(found.id)},
-                    )
-                return await self.get(user_id, int(found.id)), False
         owner = CartOwner(f"cart:{user_id}", user_id=user_id)
-        if req.items is not None:
-            lines = normalize_lines(
-                req.items, max_qty=s.cart_max_qty_per_line, max_lines=s.order_max_lines
-            )
-        else:
-            lines = await self._cart_lines(owner, req.cart_sku_ids)
-
-        def read(session: Session) -> tuple[Any, dict[str, Any]]:
-            return repo.load_skus(session, list(lines)), repo.shipping_address(
-                session, user_id, req.address_id
-            )
-
-        catalog, address = await self._read(read)
-        quote = price(lines, catalog)
+        try:
+            quote, address, existing = await self._quote(user_id, req, owner, idempotency_key)
+        except DomainError:
+            # A replay may no longer price (the cart was emptied by the first attempt, a
+            # SKU went off sale): the stored order is still the answer.
+            if idempotency_key is not None:
+                found = await self._replay(user_id, idempotency_key, rhash)
+                if found is not None:
+                    return found, False
+            raise
+        if existing is not None:
+            if existing[1] != rhash:
+                raise IdempotencyMismatch(
+                    "this Idempotency-Key was used for a different request",
+                    details={"order_id": str(existing[0])},
+                )
+            return await self.get(user_id, existing[0]), False
         cmd = PlaceOrder(
             user_id=user_id,
-            idempotency_key=idempotency_key or f"auto:{uuid.uuid4().hex}",
+            idempotency_key=idempotency_key or f"{AUTO_KEY_PREFIX}{uuid.uuid4().hex}",
             request_hash=rhash,
             lines=quote.lines,
             currency=CURRENCY,
             address=address,
+            checked=True,
         )
         placed = await self.shards.place(cmd)
         if placed.created and req.items is None:
@@ -144,6 +142,34 @@ class OrderService:
             except Exception:  # the order stands; the lines stay in the cart
                 log.warning("could not remove ordered lines from cart %s", owner.key)
         return placed.order, placed.created
+
+    async def _quote(
+        self, user_id: int, req: OrderRequest, owner: CartOwner, key: str | None
+    ) -> tuple[Quote, dict[str, Any], tuple[int, str] | None]:
+        """Price the request, pick the address, and see whether ``key`` is taken."""
+        s = self.settings
+        if req.items is not None:
+            lines = normalize_lines(
+                req.items, max_qty=s.cart_max_qty_per_line, max_lines=s.order_max_lines
+            )
+        else:
+            lines = await self._cart_lines(owner, req.cart_sku_ids)
+
+        data = await self.quotes.read(user_id, req.address_id, list(lines), key)
+        if data.existing is not None:
+            return Quote(()), data.address, data.existing
+        return price(lines, data.catalog), data.address, None
+
+    async def _replay(self, user_id: int, key: str, rhash: str) -> dict[str, Any] | None:
+        found = await self._read(lambda ses: repo.find_by_key(ses, user_id, key))
+        if found is None:
+            return None
+        if found.request_hash != rhash:
+            raise IdempotencyMismatch(
+                "this Idempotency-Key was used for a different request",
+                details={"order_id": str(found.id)},
+            )
+        return await self.get(user_id, int(found.id))
 
     async def _cart_lines(self, owner: CartOwner, selected: tuple[int, ...]) -> dict[int, int]:
         in_cart = await self.cart.lines(owner)

@@ -48,10 +48,12 @@ from raymall.ids import Snowflake, now_ms
 from raymall.logs import get_logger
 from raymall.orders import payments as pay
 from raymall.orders import repository as repo
+from raymall.orders.batching import Batcher
 from raymall.orders.pricing import PricedLine
 
 log = get_logger("orders")
 T = TypeVar("T")
+AUTO_KEY_PREFIX = "auto:"  # keys the replica makes up when the client sent none
 
 
 class StockPort(Protocol):
@@ -73,6 +75,9 @@ class PlaceOrder:
     lines: tuple[PricedLine, ...]
     currency: str
     address: dict[str, Any]
+    # the replica found no order under the key just before (or made the key up), so the
+    # lookup before reserving is skipped; a retry after a shard fault sends False
+    checked: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +116,13 @@ class OrderWorkflow:
         self.grace_s = grace_s
         self.ids = Snowflake(worker_id)
         self._inflight: dict[tuple[int, str], asyncio.Future[tuple[str, dict[str, Any]]]] = {}
+        # placements arriving together share one lookup query and one insert transaction
+        self._lookups: Batcher[tuple[int, str], tuple[str, dict[str, Any]] | None] = (
+            Batcher.in_thread(self._lookup_batch, max_batch=500)
+        )
+        self._writes: Batcher[repo.NewOrder, None] = Batcher.in_thread(
+            self._write_batch, max_batch=200
+        )
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
     # ---- plumbing -------------------------------------------------------------------
@@ -166,19 +178,48 @@ class OrderWorkflow:
             del self._inflight[key]
 
     async def _existing(self, cmd: PlaceOrder) -> tuple[str, dict[str, Any]] | None:
-        def find(session: Session) -> tuple[str, dict[str, Any]] | None:
-            order = repo.find_by_key(session, cmd.user_id, cmd.idempotency_key)
-            if order is None:
-                return None
-            items = repo.items_of(session, [int(order.id)])[int(order.id)]
-            return order.request_hash or "", repo.order_view(order, items)
+        return await self._lookups.submit((cmd.user_id, cmd.idempotency_key))
 
-        return await self._tx(find)
+    def _lookup_batch(self, keys: list[tuple[int, str]]) -> list[tuple[str, dict[str, Any]] | None]:
+        with self.sessions() as session:
+            found = repo.find_by_keys(session, keys)
+            items = repo.items_of(session, [int(o.id) for o in found.values()])
+            out: list[tuple[str, dict[str, Any]] | None] = []
+            for key in keys:
+                order = found.get(key)
+                out.append(
+                    None
+                    if order is None
+                    else (order.request_hash or "", repo.order_view(order, items[int(order.id)]))
+                )
+            return out
+
+    def _write_batch(self, news: list[repo.NewOrder]) -> list[None | BaseException]:
+        """One transaction for the batch; after a constraint error, one per order, so a
+        duplicate key fails only its own order."""
+        actors = [f"user:{n.user_id}" for n in news]
+        try:
+            with transaction(self.sessions) as session:
+                repo.insert_orders(session, news, actors)
+            return [None] * len(news)
+        except IntegrityError as exc:
+            if len(news) == 1:
+                return [exc]
+        out: list[None | BaseException] = []
+        for new, actor in zip(news, actors, strict=True):
+            try:
+                with transaction(self.sessions) as session:
+                    repo.insert_orders(session, [new], [actor])
+                out.append(None)
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     async def _place(self, cmd: PlaceOrder) -> tuple[Placed, str]:
-        found = await self._existing(cmd)
-        if found is not None:
-            return _replay(cmd, *found), found[0]
+        if not cmd.checked:
+            found = await self._existing(cmd)
+            if found is not None:
+                return _replay(cmd, *found), found[0]
         order_id = self.ids.next_id()
         now = now_ms()
         new = repo.NewOrder(
@@ -196,9 +237,19 @@ class OrderWorkflow:
             lines=cmd.lines,
         )
         items = {line.sku_id: line.quantity for line in cmd.lines}
-        await self.stock.reserve(new.reservation_key, items, self.timeout_s + self.grace_s)
         try:
-            view = await self._tx(lambda s: self._insert(s, new))
+            await self.stock.reserve(new.reservation_key, items, self.timeout_s + self.grace_s)
+        except DomainError:
+            # e.g. out of stock because an order under this key, stored after the
+            # replica's check, took the last units: that order is the answer
+            if cmd.checked and not cmd.idempotency_key.startswith(AUTO_KEY_PREFIX):
+                found = await self._existing(cmd)
+                if found is not None:
+                    return _replay(cmd, *found), found[0]
+            raise
+        try:
+            await self._writes.submit(new)
+            view = repo.new_order_view(new)
         except IntegrityError:
             await self._release_quietly(new.reservation_key, list(items))
             found = await self._existing(cmd)
@@ -212,14 +263,6 @@ class OrderWorkflow:
             raise Unavailable("the order could not be stored; retry") from exc
         metrics.ORDER_TRANSITIONS.labels("none", st.PENDING_PAYMENT, "placed").inc()
         return Placed(view, True), cmd.request_hash
-
-    @staticmethod
-    def _insert(session: Session, new: repo.NewOrder) -> dict[str, Any]:
-        repo.insert_order(session, new, actor=f"user:{new.user_id}")
-        session.flush()
-        order = repo.get_order(session, new.order_id)
-        assert order is not None
-        return repo.order_view(order, repo.items_of(session, [new.order_id])[new.order_id])
 
     async def _release_quietly(self, key: str, sku_ids: list[int]) -> None:
         try:

@@ -279,3 +279,22 @@ async def test_a_user_cannot_cancel_a_paid_order(shop: Shop) -> None:
     with pytest.raises(InvalidTransition) as err:
         await wf.cancel(oid, reason="user", actor=f"user:{uid}", role="user", user_id=uid)
     assert err.value.details["status"] == "paid"
+
+
+async def test_a_stale_replica_check_still_returns_the_stored_order(shop: Shop) -> None:
+    import dataclasses
+
+    uid, sku, stock = setup(shop, units=3)
+    wf = make(shop, stock)
+    cmd = command(shop, uid, {sku: 3}, key="checked-late")
+    first = await wf.place(cmd)
+    # another replica checked the key before the first order was stored
+    stale = dataclasses.replace(cmd, checked=True)
+    again = await wf.place(stale)  # stock is gone: the reservation fails, the key answers
+    assert again.order["id"] == first.order["id"] and not again.created
+    stock.ledger.stock[sku].total += 5
+    stock.ledger.stock[sku].available += 5
+    third = await wf.place(stale)  # stock is there: the unique key answers, stock returns
+    assert third.order["id"] == first.order["id"] and not third.created
+    assert stock.of(sku) == {"available": 5, "reserved": 3, "sold": 0}
+    assert shop.scalar("SELECT COUNT(*) FROM orders WHERE user_id = :u", u=uid) == 1
