@@ -72,7 +72,7 @@ class StreamConsumer:
         retry_idle_ms: int = 1_000,
         block_ms: int = 500,
         batch: int = 100,
-        seen_ttl_s: int = 7 * 86_400,
+        seen_ttl_s: int = 86_400,
     ) -> None:
         self.redis = redis
         self.stream = stream
@@ -122,9 +122,19 @@ class StreamConsumer:
             block=self.block_ms if block_ms is None else block_ms,
         )
         for _stream, entries in reply or []:
+            # Entries of one read are handled concurrently (events carry no order promise),
+            # except copies of one event, which go one after the other so dedupe sees them.
+            firsts: list[tuple[str, dict[str, str]]] = []
+            copies: list[tuple[str, dict[str, str]]] = []
+            ids: set[str] = set()
             for entry_id, fields in entries:
+                event_id = fields.get("event_id", entry_id)
+                (copies if event_id in ids else firsts).append((entry_id, fields))
+                ids.add(event_id)
+            await asyncio.gather(*(self._process(e, f, error_after=1) for e, f in firsts))
+            for entry_id, fields in copies:
                 await self._process(entry_id, fields, error_after=1)
-                done += 1
+            done += len(entries)
         return done
 
     async def _retry_pending(self) -> int:
