@@ -107,7 +107,10 @@ def deploy(settings: Settings) -> dict[str, Any]:
     ingress = Ingress.options(  # type: ignore[attr-defined]
         num_replicas=settings.ingress_replicas,
         max_ongoing_requests=settings.max_ongoing_requests,
-        ray_actor_options={"num_cpus": settings.ingress_num_cpus},
+        ray_actor_options={
+            "num_cpus": settings.ingress_num_cpus,
+            "resources": dict(settings.ingress_resources),
+        },
         health_check_period_s=5,
         graceful_shutdown_timeout_s=10,
         graceful_shutdown_wait_loop_s=0.5,

@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     access_log: bool = False
     ha_proxy: bool = True
     proxy_location: Literal["EveryNode", "HeadOnly"] = "EveryNode"
+    # custom Ray resources each ingress replica needs, e.g. {"ingress": 0.01} to keep the
+    # replicas on nodes that offer it (JSON in RAYMALL_INGRESS_RESOURCES)
+    ingress_resources: dict[str, float] = Field(default_factory=dict)
     media_dir: Path | None = None
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
 

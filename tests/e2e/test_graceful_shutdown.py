@@ -1,0 +1,217 @@
+"""SIGTERM during a load: ``raymall serve`` drains, no acknowledged order is lost, requests
+in flight complete or fail cleanly (never a 500), and no process of ours is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+from sqlalchemy import text
+
+from raymall.db import make_engine
+from tests.conftest import (
+    SERVER_DB,
+    SERVER_REDIS,
+    free_port_block,
+    make_mysql_database,
+    private_redis_db,
+)
+
+WORKERS = 8
+LOAD_BEFORE_SIGTERM_S = 4.0
+
+
+def _env(var: Path) -> tuple[dict[str, str], Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAYMALL_")}
+    env.update(
+        {
+            "RAYMALL_VAR_DIR": str(var),
+            "RAYMALL_HTTP_PORT": str(free_port_block()),
+            "RAYMALL_RECOMMENDER": "0",
+            "RAYMALL_INGRESS_REPLICAS": "1",
+        }
+    )
+    drop = None
+    if SERVER_DB and SERVER_REDIS:
+        url, drop = make_mysql_database(SERVER_DB)
+        env["RAYMALL_DATABASE_URL"] = url
+        env["RAYMALL_REDIS_URL"] = private_redis_db(SERVER_REDIS)
+    return env, drop
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    var = tmp_path_factory.mktemp("graceful")
+    env, drop = _env(var)
+    subprocess.run(
+        [sys.executable, "-m", "raymall", "seed", "--demo"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    log = open(var / "serve.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raymall", "serve", "--num-cpus", "2"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{env['RAYMALL_HTTP_PORT']}"
+    deadline = time.monotonic() + 240
+    while not ((var / "runtime.json").exists() and _ready(base)):
+        assert proc.poll() is None, (var / "serve.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "raymall serve did not become ready"
+        time.sleep(1)
+    info = {"proc": proc, "base": base, "env": env, "var": var}
+    try:
+        yield info
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+        if drop:
+            drop()
+
+
+def _ready(base: str) -> bool:
+    try:
+        return httpx.get(base + "/readyz", timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _shopper(base: str) -> dict[str, str]:
+    name = f"gs{secrets.token_hex(5)}"
+    password = f"Pw-{secrets.token_hex(6)}-xY9!"
+    with httpx.Client(base_url=base, timeout=60) as c:
+        assert (
+            c.post(
+                "/auth/register",
+                json={"email": f"{name}@example.com", "username": name, "password": password},
+            ).status_code
+            == 201
+        )
+        token = c.post("/auth/login", json={"username": name, "password": password}).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        address = c.post(
+            "/me/addresses",
+            headers=headers,
+            json={
+                "recipient": "Grace Shopper",
+                "phone": "+15551234567",
+                "line1": "1 Main St",
+                "city": "Springfield",
+                "postal_code": "12345",
+                "country": "US",
+                "is_default": True,
+            },
+        ).json()
+    return {"auth": headers["Authorization"], "address_id": str(address["id"])}
+
+
+def _stocked_sku(base: str) -> int:
+    listing = httpx.get(base + "/products", params={"in_stock": "true", "size": 20}).json()
+    for item in listing["items"]:
+        detail = httpx.get(f"{base}/products/{item['id']}").json()
+        for sku in detail["skus"]:
+            if sku["available"] >= 200:
+                return int(sku["id"])
+    raise AssertionError("no SKU with enough stock in the demo catalog")
+
+
+def test_sigterm_during_load_loses_no_acked_order(server: dict[str, Any]) -> None:
+    base, proc = server["base"], server["proc"]
+    shoppers = [_shopper(base) for _ in range(4)]
+    sku_id = _stocked_sku(base)
+    acked: list[int] = []
+    outcomes: Counter[str] = Counter()
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def work(n: int) -> None:
+        shopper = shoppers[n % len(shoppers)]
+        with httpx.Client(base_url=base, timeout=30) as c:
+            while not stop.is_set():
+                headers = {
+                    "Authorization": shopper["auth"],
+                    "Idempotency-Key": secrets.token_hex(8),
+                }
+                body = {
+                    "items": [{"sku_id": sku_id, "quantity": 1}],
+                    "address_id": int(shopper["address_id"]),
+                }
+                try:
+                    resp = c.post("/orders", json=body, headers=headers)
+                except httpx.HTTPError as exc:  # connection refused/reset while draining
+                    with lock:
+                        outcomes[f"conn:{type(exc).__name__}"] += 1
+                    time.sleep(0.05)
+                    continue
+                with lock:
+                    outcomes[str(resp.status_code)] += 1
+                    if resp.status_code == 201:
+                        acked.append(int(resp.json()["id"]))
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(WORKERS)]
+    for t in threads:
+        t.start()
+    time.sleep(LOAD_BEFORE_SIGTERM_S)
+    family = psutil.Process(proc.pid).children(recursive=True)
+    runtime = json.loads((Path(server["var"]) / "runtime.json").read_text())
+    family += [psutil.Process(p) for p in runtime["embedded_pids"].values() if psutil.pid_exists(p)]
+    acked_before = len(acked)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=150) == 0
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert acked_before > 0, f"no order was placed before SIGTERM: {outcomes}"
+    bad = {
+        k: v
+        for k, v in outcomes.items()
+        if not (k.startswith("conn:") or k in {"201", "409", "503"})
+    }
+    assert not bad, f"requests failed uncleanly during shutdown: {outcomes}"
+
+    engine = make_engine(
+        server["env"].get("RAYMALL_DATABASE_URL")
+        or f"sqlite:///{Path(server['var']) / 'raymall.db'}"
+    )
+    with engine.connect() as conn:
+        stored = {int(r[0]) for r in conn.execute(text("SELECT id FROM orders"))}
+        inv = conn.execute(
+            text("SELECT total, available, reserved, sold FROM inventory WHERE sku_id = :s"),
+            {"s": sku_id},
+        ).one()
+        ops = conn.execute(
+            text("SELECT `key`, state FROM inventory_ops")
+            if engine.dialect.name != "sqlite"
+            else text('SELECT "key", state FROM inventory_ops')
+        ).all()
+        reservation_state = {k.rsplit("@", 1)[0]: state for k, state in ops}
+    engine.dispose()
+    missing = set(acked) - stored
+    assert not missing, f"{len(missing)} acknowledged orders are not in the database"
+    assert all(reservation_state.get(f"order:{oid}") == "reserved" for oid in acked)
+    total, available, reserved, sold = inv
+    assert total == available + reserved + sold and min(available, reserved, sold) >= 0
+
+    time.sleep(2)
+    alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"left behind: {[f'{p.pid}:{p.name()}' for p in alive]}"
