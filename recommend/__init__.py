@@ -17,5 +17,7 @@ Modules, each readable alone:
 - ``engine``: the synchronous core that ties them together;
 - ``actor``: the ``Recommender`` actor, a thin async shell over the engine;
 - ``history``: the Redis keys for views and carts that feed ``/recommendations/me``;
+- ``service``: what the HTTP routes do on a Serve replica (actor calls, database checks,
+  fallbacks);
 - ``reindex``: ``raymall reindex``.
 """
