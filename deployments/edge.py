@@ -45,9 +45,16 @@ class Edge:
     """``echo_request_id=False`` under Ray Serve, whose own middleware already assigns the
     id to the request headers and echoes it on the response."""
 
-    def __init__(self, app: ASGIApp, *, echo_request_id: bool = True) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        echo_request_id: bool = True,
+        draining: Callable[[], bool] | None = None,
+    ) -> None:
         self.app = app
         self.echo_request_id = echo_request_id
+        self.draining = draining or (lambda: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,6 +78,17 @@ class Edge:
             if scope["path"] == LIVENESS_PATH and scope["method"] in ("GET", "HEAD"):
                 scope["route"] = _Liveness
                 await _send_json(send_wrapper, 200, {"status": "ok"})
+            elif self.draining():
+                body = {
+                    "error": {
+                        "code": "unavailable",
+                        "request_id": rid,
+                        "message": "shutting down: retry on another instance",
+                    }
+                }
+                await _send_json(
+                    send_wrapper, 503, body, [(b"retry-after", b"1"), (b"connection", b"close")]
+                )
             else:
                 await self.app(scope, receive, send_wrapper)
         except Exception:  # the app failed before answering: answer in the one shape
@@ -98,16 +116,17 @@ class _LivenessRoute:
 _Liveness = _LivenessRoute()
 
 
-async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
+async def _send_json(
+    send: Send,
+    status: int,
+    payload: dict[str, Any],
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
     body = json.dumps(payload, separators=(",", ":")).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *(extra_headers or []),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

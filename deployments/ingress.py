@@ -15,6 +15,7 @@ from ray import serve
 
 from deployments import errors
 from deployments.context import AppContext
+from deployments.drain import DrainWatch, drain_key
 from deployments.edge import Edge
 from deployments.security import authenticate
 from raymall import __version__, logs
@@ -74,7 +75,9 @@ class Ingress:
     async def __serve_build_asgi_app__(self) -> Any:
         app = build_app(self.ctx)
         await start_areas(self.ctx)
-        return Edge(app, echo_request_id=False)
+        self.drain = DrainWatch(self.ctx.redis, drain_key(self.settings))
+        self.drain.start()
+        return Edge(app, echo_request_id=False, draining=self.drain.is_draining)
 
     async def check_health(self) -> None:
         """Serve's replica health check: the replica is alive if its event loop runs."""

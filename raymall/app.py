@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import ray
 from ray import serve
 
 from actors import registry
+from deployments.drain import set_draining
 from raymall import logs, metrics
 from raymall.bootstrap import ensure_reference_data
 from raymall.hashing import stable_hash
@@ -27,6 +29,7 @@ from raymall.settings import Settings
 from raymall.stores import EmbeddedStores, resolve
 
 APP_NAME = "raymall"
+DRAIN_GRACE_S = 1.0  # > the replicas' drain-flag poll interval
 log = get_logger("app")
 
 
@@ -90,6 +93,7 @@ def deploy(settings: Settings) -> dict[str, Any]:
     from deployments.ingress import Ingress
     from deployments.payment_provider import PaymentProvider
 
+    set_draining(settings, False)  # a previous instance may have stopped mid-drain
     actors = registry.launch_all(settings)
     serve.start(
         http_options={
@@ -154,17 +158,19 @@ def write_runtime_file(app: RunningApp) -> None:
 
 
 def stop(app: RunningApp) -> None:
-    """Drain HTTP, flush and stop the actors, stop embedded stores. Ray itself is left to
-    whoever initialised it."""
-    try:
-        serve.delete(APP_NAME)
-    except Exception:  # Serve may already be gone; the rest of shutdown must still run
-        log.warning("serve.delete failed", exc_info=True)
-    registry.stop_all(app.settings)
+    """Drain HTTP, then stop Serve, flush and stop the actors, stop embedded stores. Ray
+    itself is left to whoever initialised it.
+
+    Order matters: replicas answer 503 to new requests while those in flight finish; then
+    Serve goes down as a whole (proxies with the app, so no client is routed to a deleted
+    app); the actors, which in-flight requests may still have been calling, go last."""
+    set_draining(app.settings, True)
+    time.sleep(DRAIN_GRACE_S)
     try:
         serve.shutdown()
-    except Exception:
+    except Exception:  # Serve may already be gone; the rest of shutdown must still run
         log.warning("serve.shutdown failed", exc_info=True)
+    registry.stop_all(app.settings)
     app.stores.close()
     runtime_file(app.settings).unlink(missing_ok=True)
 

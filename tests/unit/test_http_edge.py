@@ -107,3 +107,13 @@ def test_request_id_is_generated_when_missing_and_liveness_answers(client: TestC
     resp = client.get("/healthz")
     assert resp.status_code == 200 and resp.json() == {"status": "ok"}
     assert len(resp.headers["x-request-id"]) >= 16
+
+
+def test_a_draining_edge_refuses_new_requests_with_503_but_stays_live() -> None:
+    app = FastAPI()
+    errors.install(app)
+    client = TestClient(Edge(app, draining=lambda: True), raise_server_exceptions=False)
+    err = assert_error_shape(client.get("/anything"), 503, "unavailable")
+    assert "shutting down" in err["message"]
+    assert client.get("/anything").headers["retry-after"] == "1"
+    assert client.get("/healthz").status_code == 200
