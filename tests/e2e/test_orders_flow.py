@@ -161,6 +161,11 @@ def test_the_full_flow_from_browsing_to_completed(
             == 0
         )
     )
+    # the transitions and the relay show in /metrics (merged across processes)
+    text = client.get("/metrics").text
+    assert 'raymall_order_transitions_total{from_status="pending_payment",reason="payment"' in text
+    assert 'raymall_outbox_published_total{topic="order.placed"}' in text
+    assert "raymall_outbox_lag_seconds" in text
 
 
 def test_an_admin_completes_and_lists_orders_with_filters(
