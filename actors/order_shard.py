@@ -30,6 +30,7 @@ from raymall.settings import Settings
 
 log = get_logger("orders.shard")
 ORDER_WORKER_BASE = 3072  # snowflake worker ids 3072..4095 belong to order shards
+SWEEP_LIMIT = 500  # overdue orders cancelled per round
 
 
 def worker_id(index: int) -> int:
@@ -60,15 +61,17 @@ class OrderShard:
 
     async def _sweep_loop(self) -> None:
         while True:
+            cancelled = 0
             try:
-                cancelled = await self.workflow.sweep()
+                cancelled = await self.workflow.sweep(limit=SWEEP_LIMIT)
                 self._sweeps += 1
                 self._timed_out += cancelled
                 if cancelled:
                     log.info("shard %s cancelled %s overdue orders", self.index, cancelled)
             except Exception:  # the sweeper must outlive a database or inventory outage
                 log.warning("shard %s sweep failed", self.index, exc_info=True)
-            await asyncio.sleep(self.settings.order_sweep_interval_s)
+            if cancelled < SWEEP_LIMIT:  # a full round means a backlog: go on at once
+                await asyncio.sleep(self.settings.order_sweep_interval_s)
 
     # ---- operations (called by replicas through actors.order_client) -------------------
     async def place(self, cmd: PlaceOrder) -> Placed:
