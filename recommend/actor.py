@@ -35,7 +35,7 @@ from raymall.settings import Settings
 from recommend import source
 from recommend.embedder import Embedder
 from recommend.engine import RecommendEngine
-from recommend.index import Hit, ProductIndex
+from recommend.index import Hit, IndexLocked, ProductIndex
 from recommend.tail import OutboxTail
 
 log = get_logger("recommender")
@@ -45,6 +45,7 @@ GAP_RANGES_PER_POLL = 64
 MAX_READ_BATCH = 64
 CURSOR_SAVE_INTERVAL_S = 1.0
 READ_TIMEOUT_S = 10.0
+LOCK_WAIT_S = 30.0
 
 Result = list[tuple[int, float]]
 
@@ -61,6 +62,21 @@ class _Read:
     future: asyncio.Future[Any] = field(repr=False)
 
 
+def _open_index(settings: Settings) -> ProductIndex:
+    """Open the index, waiting a little while Milvus Lite's data is still held: after a
+    crash, the previous incarnation's process may not have exited yet."""
+    token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
+    uri, alias = settings.resolved_milvus_uri, settings.recommender_collection
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            return ProductIndex(uri, alias, token)
+        except IndexLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 class Recommender:
     """Named ``recommender-0``; one per app."""
 
@@ -70,8 +86,7 @@ class Recommender:
         self.index_no = index
         self.db = make_engine(settings.resolved_database_url, pool_size=4)
         sessions = session_factory(self.db)
-        token = settings.milvus_token.get_secret_value() if settings.milvus_token else None
-        milvus = ProductIndex(settings.resolved_milvus_uri, settings.recommender_collection, token)
+        milvus = _open_index(settings)
         milvus.ensure()  # also loads the collection
         milvus.drop_orphans()
         self.engine = RecommendEngine(

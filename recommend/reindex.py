@@ -74,11 +74,15 @@ def _rebuild_here(settings: Settings, index: ProductIndex, batch_size: int) -> d
 def _through_actor(settings: Settings, batch_size: int) -> dict[str, Any]:
     import ray
 
-    address = os.environ.get("RAY_ADDRESS") or "auto"
+    joined = not ray.is_initialized()  # a caller that already runs Ray keeps its session
     try:
-        ray.init(address=address, namespace=settings.namespace, logging_level=logging.ERROR)
+        if joined:
+            address = os.environ.get("RAY_ADDRESS") or "auto"
+            ray.init(address=address, namespace=settings.namespace, logging_level=logging.ERROR)
         actor = ray.get_actor(ACTOR_NAME, namespace=settings.namespace)
     except Exception as exc:
+        if joined and ray.is_initialized():
+            ray.shutdown()
         raise IndexLocked(
             f"the Milvus Lite data at {settings.resolved_milvus_uri} is held by another "
             f"process, and no running raymall app was found to reindex through "
@@ -88,7 +92,8 @@ def _through_actor(settings: Settings, batch_size: int) -> dict[str, Any]:
         summary: dict[str, Any] = dict(ray.get(actor.reindex.remote(batch_size)))
         summary["rows"] = ray.get(actor.stats.remote())["rows"]
     finally:
-        ray.shutdown()
+        if joined:
+            ray.shutdown()
     summary["rebuild_seconds"] = summary["seconds"]
     summary.update(via="actor", uri=settings.resolved_milvus_uri)
     return summary
