@@ -10,7 +10,8 @@ A thin async shell over ``RecommendEngine``:
   are harmless: ``apply`` is idempotent);
 - **reads** are coalesced: requests that arrive while a search runs are answered by the
   next single batched Milvus call, so many concurrent readers cost one search each round
-  (Milvus Lite's per-search overhead grows with the collection, not with the batch);
+  (Milvus Lite pays a per-call cost that grows with the collection, whatever the batch);
+  similar-product lists are also cached until the next write (``SimilarCache``);
 - at start it loads the collection (it comes back released after a restart), or builds
   it from the database when it has never been built.
 
