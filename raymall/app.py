@@ -185,6 +185,9 @@ def init_ray(settings: Settings, address: str | None = None, num_cpus: int | Non
     }
     if address:
         kwargs["address"] = address
-    elif num_cpus:
-        kwargs["num_cpus"] = num_cpus
+    else:
+        # a fresh local instance, even when another cluster runs on this machine
+        kwargs["address"] = "local"
+        if num_cpus:
+            kwargs["num_cpus"] = num_cpus
     ray.init(**kwargs)
