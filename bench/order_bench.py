@@ -155,9 +155,35 @@ end
 """
 
 
-def run_wrk_load(base: str, env: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    from _harness import run_wrk
+def run_wrk(url: str, *, connections: int, seconds: int, script: str) -> dict[str, Any]:
+    """wrk with a 10 s request timeout (its default of 2 s would clip the tail under load)."""
+    import re
+    import shutil
 
+    from _harness import _ms
+
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk); or use --tool httpx")
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency"]
+    out = subprocess.run(
+        [*cmd, "-s", script, url], capture_output=True, text=True, timeout=seconds + 60, check=True
+    ).stdout
+    result: dict[str, Any] = {"raw": out}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    result["rps"] = float(m.group(1)) if m else None
+    for q in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{q}(?:\.000)?%\s+(\S+)", out, re.M)
+        result[f"p{q}_ms"] = _ms(m.group(1)) if m else None
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non_2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    result["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"(\d+) requests in", out)
+    result["requests"] = int(m.group(1)) if m else 0
+    return result
+
+
+def run_wrk_load(base: str, env: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     script = WRK_SCRIPT % {
         "tokens": ",".join(json.dumps(t) for t in env["tokens"]),
         "skus": ",".join(str(s) for s in env["skus"]),
@@ -168,7 +194,6 @@ def run_wrk_load(base: str, env: dict[str, Any], args: argparse.Namespace) -> di
     try:
         result = run_wrk(
             base + "/orders",
-            threads=2,
             connections=args.connections,
             seconds=int(args.seconds),
             script=path,
