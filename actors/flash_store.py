@@ -31,7 +31,8 @@ def load_sale(engine: Engine, ph: str, sale_id: int) -> tuple[SaleInfo, list[Pur
     """A sale with its SKU's catalog fields and every purchase so far (None if unknown)."""
     sale_sql = (
         "SELECT f.id, f.sku_id, f.price_cents, f.quantity, f.per_user_limit, f.starts_ms, "
-        "f.ends_ms, f.status, f.sold, s.product_id, p.title, s.specs FROM flash_sales f "
+        "f.ends_ms, f.status, f.sold, s.product_id, p.title, s.specs, f.payment_timeout_s "
+        "FROM flash_sales f "
         "JOIN skus s ON s.id = f.sku_id JOIN products p ON p.id = s.product_id "
         f"WHERE f.id = {ph}"
     )
@@ -58,6 +59,7 @@ def load_sale(engine: Engine, ph: str, sale_id: int) -> tuple[SaleInfo, list[Pur
         product_id=int(row[9]),
         title=str(row[10]),
         specs=json.loads(row[11]) if isinstance(row[11], str) else dict(row[11] or {}),
+        payment_timeout_ms=int(row[12]) * 1000 if row[12] is not None else None,
     )
     purchases = [
         Purchase(

@@ -48,6 +48,8 @@ class SaleIn(BaseModel):
     ends_at_ms: int = Field(ge=1, le=MAX_ID)
     per_user_limit: int = Field(1, ge=1, le=10**6)
     title: str = Field("", max_length=200)
+    # how long a buyer has to pay; default RAYMALL_FLASH_ORDER_TIMEOUT_S
+    payment_timeout_s: int | None = Field(None, ge=1, le=7 * 86_400)
 
 
 class PurchaseIn(BaseModel):
@@ -110,6 +112,7 @@ async def create_sale(request: Request, body: SaleIn, _: Manager) -> dict[str, A
         per_user_limit=body.per_user_limit,
         starts_ms=body.starts_at_ms,
         ends_ms=body.ends_at_ms,
+        payment_timeout_s=body.payment_timeout_s,
     )
 
 

@@ -22,6 +22,8 @@ class FlashSale(Base):
     starts_ms: Mapped[int] = mapped_column(BigInteger)
     ends_ms: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    # how long a buyer has to pay (None: RAYMALL_FLASH_ORDER_TIMEOUT_S)
+    payment_timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
     sold: Mapped[int] = mapped_column(BigInteger, default=0)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger)

@@ -133,6 +133,7 @@ def create_sale(
     per_user_limit: int = 1,
     starts_in_ms: int = -1_000,
     lasts_ms: int = 600_000,
+    payment_timeout_s: int | None = None,
 ) -> dict[str, Any]:
     now = now_ms()
     body = {
@@ -144,6 +145,8 @@ def create_sale(
         "per_user_limit": per_user_limit,
         "title": "flash test",
     }
+    if payment_timeout_s is not None:
+        body["payment_timeout_s"] = payment_timeout_s
     resp = client.post("/admin/flash-sales", json=body, headers=headers)
     assert resp.status_code == 201, resp.text
     return resp.json()  # type: ignore[no-any-return]

@@ -342,6 +342,7 @@ def upgrade() -> None:
         sa.Column("starts_ms", sa.BigInteger(), nullable=False),
         sa.Column("ends_ms", sa.BigInteger(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("payment_timeout_s", sa.Integer(), nullable=True),
         sa.Column("sold", sa.BigInteger(), nullable=False),
         sa.Column("created_ms", sa.BigInteger(), nullable=False),
         sa.Column("updated_ms", sa.BigInteger(), nullable=False),

@@ -67,6 +67,7 @@ class SaleInfo:
     product_id: int
     title: str
     specs: dict[str, Any]
+    payment_timeout_ms: int | None = None  # None: the shard's default
 
 
 @dataclass
@@ -222,7 +223,8 @@ class FlashDesk:
         code = self.ledger.transfer(hold_key, f"order:{order_id}@{self.shard}", info.sku_id, qty)
         if code != R_OK:  # the checks above make this unreachable; refuse, never oversell
             return (SOLD_OUT, None, None, False, left)
-        p = Purchase(order_id, user_id, key, qty, self.now + self.order_timeout_ms, self.now)
+        timeout_ms = info.payment_timeout_ms or self.order_timeout_ms
+        p = Purchase(order_id, user_id, key, qty, self.now + timeout_ms, self.now)
         book.add(p)
         info.sold += qty
         self._log(lambda: _unbuy(book, p))

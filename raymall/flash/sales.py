@@ -9,6 +9,7 @@ early end.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ class Sale:
     ends_ms: int
     ended: bool
     sold: int
+    payment_timeout_s: int | None = None
 
     def status(self, now_ms: int) -> str:
         if self.ended or now_ms >= self.ends_ms:
@@ -57,6 +59,7 @@ class Sale:
             "starts_at_ms": self.starts_ms,
             "ends_at_ms": self.ends_ms,
             "sold": self.sold,
+            "payment_timeout_s": self.payment_timeout_s,
             "remaining": self.remaining(now_ms),
             "status": self.status(now_ms),
         }
@@ -74,6 +77,7 @@ def _sale(row: FlashSale) -> Sale:
         ends_ms=int(row.ends_ms),
         ended=row.status == "ended",
         sold=int(row.sold),
+        payment_timeout_s=row.payment_timeout_s,
     )
 
 
@@ -112,6 +116,7 @@ def insert_sale(
     starts_ms: int,
     ends_ms: int,
     now_ms: int,
+    payment_timeout_s: int | None = None,
 ) -> Sale:
     """A new sale row (its hold is placed next, through the SKU's shard)."""
     found = session.execute(
@@ -135,6 +140,7 @@ def insert_sale(
         "ends_ms": ends_ms,
         "status": "scheduled",
         "sold": 0,
+        "payment_timeout_s": payment_timeout_s,
         "created_ms": now_ms,
         "updated_ms": now_ms,
     }
@@ -148,19 +154,33 @@ def delete_sale(session: Session, sale_id: int) -> None:
     session.execute(delete(FlashSale).where(FlashSale.id == sale_id, FlashSale.sold == 0))
 
 
-def purchase_by_key(session: Session, sale_id: int, user_id: int, key: str) -> dict | None:
-    row = session.execute(
-        select(FlashPurchase.order_id, FlashPurchase.quantity, Order.expires_ms)
-        .join(Order, Order.id == FlashPurchase.order_id)
-        .where(
-            FlashPurchase.sale_id == sale_id,
-            FlashPurchase.user_id == user_id,
-            FlashPurchase.idempotency_key == key,
+def purchases_by_keys(
+    session: Session, keys: Sequence[tuple[int, int, str]]
+) -> list[dict[str, Any] | None]:
+    """The purchase stored under each (sale, user, key), or None; one query per sale."""
+    found: dict[tuple[int, int, str], dict[str, Any]] = {}
+    by_sale: dict[int, set[int]] = {}
+    for sale_id, user_id, _ in keys:
+        by_sale.setdefault(sale_id, set()).add(user_id)
+    for sale_id, users in by_sale.items():
+        rows = session.execute(
+            select(
+                FlashPurchase.user_id,
+                FlashPurchase.idempotency_key,
+                FlashPurchase.order_id,
+                FlashPurchase.quantity,
+                Order.expires_ms,
+            )
+            .join(Order, Order.id == FlashPurchase.order_id)
+            .where(FlashPurchase.sale_id == sale_id, FlashPurchase.user_id.in_(sorted(users)))
         )
-    ).first()
-    if row is None:
-        return None
-    return {"order_id": int(row[0]), "quantity": int(row[1]), "expires_ms": row[2]}
+        for r in rows:
+            found[(sale_id, int(r[0]), str(r[1]))] = {
+                "order_id": int(r[2]),
+                "quantity": int(r[3]),
+                "expires_ms": int(r[4]) if r[4] is not None else None,
+            }
+    return [found.get(k) for k in keys]
 
 
 def my_purchases(session: Session, sale_id: int, user_id: int) -> list[dict[str, Any]]:

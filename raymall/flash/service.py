@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -44,6 +44,7 @@ from raymall.errors import (
     ValidationFailed,
 )
 from raymall.flash import sales as repo
+from raymall.flash.coalesce import Coalescer
 from raymall.flash.limits import BatchLimiter
 from raymall.flash.returns import hold_key
 from raymall.ids import now_ms
@@ -93,12 +94,24 @@ class FlashService:
         self._inflight = 0
         self._timer: asyncio.TimerHandle | None = None
         self.shard_calls = 0  # purchase batches sent to shards by this replica
+        self._lookups: Coalescer[tuple[int, int, str], dict[str, Any] | None] = Coalescer(
+            self._lookup_batch, max_batch=500, max_inflight=2
+        )
 
     # ---- plumbing -----------------------------------------------------------------------
     async def _tx(self, fn: Callable[[Session], T]) -> T:
         def run() -> T:
             with transaction(self.sessions) as session:
                 return fn(session)
+
+        return await asyncio.to_thread(run)
+
+    async def _lookup_batch(
+        self, keys: Sequence[tuple[int, int, str]]
+    ) -> list[dict[str, Any] | None]:
+        def run() -> list[dict[str, Any] | None]:
+            with self.sessions() as session:
+                return repo.purchases_by_keys(session, keys)
 
         return await asyncio.to_thread(run)
 
@@ -181,7 +194,7 @@ class FlashService:
         self, sale: repo.Sale, user_id: int, client_key: str | None, key: str, why: str
     ) -> dict[str, Any]:
         if client_key is not None:  # maybe a retry of a purchase that succeeded
-            found = await self._tx(lambda s: repo.purchase_by_key(s, sale.id, user_id, key))
+            found = await self._lookups.submit((sale.id, user_id, key))
             if found is not None:
                 _outcome("replayed")
                 qty, expires = found["quantity"], found["expires_ms"]
@@ -304,6 +317,7 @@ class FlashService:
         per_user_limit: int,
         starts_ms: int,
         ends_ms: int,
+        payment_timeout_s: int | None = None,
     ) -> dict[str, Any]:
         """Write the event and set its quantity aside in the SKU's shard (OutOfStock, and
         no event, if not enough is available)."""
@@ -323,6 +337,7 @@ class FlashService:
                 starts_ms=starts_ms,
                 ends_ms=ends_ms,
                 now_ms=now,
+                payment_timeout_s=payment_timeout_s,
             )
         )
         shard, hold = self._shard_hold(sale)

@@ -1,0 +1,464 @@
+"""Flash-sale purchases over HTTP: raymall against the seeds' approaches, in one run.
+
+Same machine, same load tool (wrk + bench/flash_wrk.lua: POST, rotating pre-minted access
+tokens of ``--users`` users), same MariaDB server (a fresh database) and Redis server:
+
+- raymall ``POST /flash-sales/{id}/purchase``: ``raymall serve`` (Ray Serve, HAProxy
+  ingress, 2 replicas) with ``RAYMALL_DATABASE_URL``/``RAYMALL_REDIS_URL`` on the servers.
+  Batched rate limits (one Redis call per batch), batched shard call, group commit of the
+  purchase + order rows, durable before the answer;
+- (a) ``peers/flash_http.py`` mode ``mysql``: FastAPI + uvicorn (1 worker), conditional
+  UPDATE + order row in one transaction per request (durable before the answer);
+- (b) ``peers/flash_http.py`` mode ``redis``: FastAPI + uvicorn (1 worker), Lua
+  pre-decrement + LPUSH, a consumer process beside it writing orders to MariaDB (NOT
+  durable at the answer).
+
+Throughput run: a huge quantity and per-user limit, so every request is a real purchase
+(201). Then, unless ``--soldout 0``: a realistic run where the event sells out after N
+units (per-user limit 1) and the rest of the traffic is refused (409 sold_out).
+
+    .venv/bin/python bench/flash_sale.py --seconds 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from sqlalchemy import create_engine, insert, text
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _harness import free_port, raymall_server  # noqa: E402
+
+from models import Category, Inventory, Product, Sku, User  # noqa: E402
+from raymall.auth.tokens import TokenCodec  # noqa: E402
+from raymall.bootstrap import ensure_reference_data  # noqa: E402
+from raymall.hashing import shard_for  # noqa: E402
+from raymall.ids import now_ms  # noqa: E402
+from raymall.migrate import upgrade  # noqa: E402
+from raymall.settings import Settings  # noqa: E402
+
+STOCK = 1_000_000_000
+BIG = 100_000_000
+PEER = HERE / "peers" / "flash_http.py"
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+def make_database(server_url: str) -> tuple[str, Any]:
+    name = f"rm_flash_{secrets.token_hex(4)}"
+    admin = create_engine(server_url.rstrip("/") + "/")
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
+    url = server_url.rstrip("/") + f"/{name}"
+    upgrade(url)
+    ensure_reference_data(Settings(database_url=url, redis_url="redis://unused"))  # roles
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
+        admin.dispose()
+
+    return url, drop
+
+
+def private_redis(server_url: str) -> str:
+    """A Redis db index of its own (the scheme the tests use), emptied."""
+    base = server_url.rstrip("/")
+    if base.count("/") > 2:
+        base = base.rsplit("/", 1)[0]
+    r0 = redis.Redis.from_url(base + "/0")
+    url = f"{base}/{int(r0.incr('raymall:test:dbseq')) % 15 + 1}"
+    r0.close()
+    redis.Redis.from_url(url).flushdb()
+    return url
+
+
+def seed(url: str, users: int, shards: int) -> tuple[list[int], list[int], int]:
+    """Two SKUs holding STOCK units (written before the shards start), ``users`` users and
+    one admin. Returns (sku ids, user ids, admin id)."""
+    engine = create_engine(url)
+    now = now_ms()
+    tag = secrets.token_hex(3)
+    with engine.begin() as conn:
+        cat = conn.execute(
+            insert(Category).values(
+                name="Bench", slug=f"bench-{tag}", sort_order=0, created_ms=now, updated_ms=now
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        skus = []
+        for i in range(2):
+            product = conn.execute(
+                insert(Product).values(
+                    title=f"Flash kettle {i}",
+                    description="",
+                    category_id=cat,
+                    attributes={},
+                    images=[],
+                    status="published",
+                    min_price_cents=5000,
+                    max_price_cents=5000,
+                    sales_count=0,
+                    search_text="",
+                    created_ms=now,
+                    updated_ms=now,
+                )
+            ).inserted_primary_key[0]  # type: ignore[index]
+            sku = int(
+                conn.execute(
+                    insert(Sku).values(
+                        product_id=product,
+                        code=f"FL-{tag}-{i}",
+                        specs={},
+                        price_cents=5000,
+                        low_stock_threshold=0,
+                        created_ms=now,
+                        updated_ms=now,
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+            conn.execute(
+                insert(Inventory).values(
+                    sku_id=sku,
+                    shard=shard_for(sku, shards),
+                    total=STOCK,
+                    available=STOCK,
+                    reserved=0,
+                    sold=0,
+                    version=0,
+                    updated_ms=now,
+                )
+            )
+            skus.append(sku)
+        rows = [
+            {
+                "email": f"b{tag}-{i}@example.com",
+                "username": f"b{tag}{i}",
+                "password_hash": "!unusable",
+                "role": "admin" if i == 0 else "user",
+                "display_name": "",
+                "phone": "",
+                "is_blocked": False,
+                "password_changed_ms": 0,
+                "created_ms": now,
+                "updated_ms": now,
+            }
+            for i in range(users + 1)
+        ]
+        conn.execute(insert(User), rows)
+        ids = [
+            int(r[0])
+            for r in conn.execute(
+                text("SELECT id FROM users WHERE username LIKE :p ORDER BY id"), {"p": f"b{tag}%"}
+            )
+        ]
+    engine.dispose()
+    return skus, ids[1:], ids[0]
+
+
+# ---- load ----------------------------------------------------------------------------------
+def run_wrk(url: str, path: str, tokens: Path, seconds: int, conns: int, threads: int) -> dict:
+    env = {**os.environ, "FLASH_TOKENS": str(tokens), "FLASH_PATH": path}
+    cmd = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{conns}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / "flash_wrk.lua"),
+        url,
+    ]
+    out = subprocess.run(
+        cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=True
+    ).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("FLASHJSON "))
+    raw = json.loads(line[len("FLASHJSON ") :])
+    status = {int(k): v for k, v in raw["status"].items()}
+    seconds_run = raw["duration_us"] / 1e6
+    ok = sum(n for s, n in status.items() if 200 <= s < 300)
+    refused = status.get(409, 0)
+    errors = raw["requests"] - ok - refused + raw["socket_errors"]
+    return {
+        "rps": raw["requests"] / seconds_run,
+        "ok_per_s": ok / seconds_run,
+        "requests": raw["requests"],
+        "ok": ok,
+        "refused": refused,
+        "errors": errors,
+        "error_rate": errors / max(1, raw["requests"]),
+        "p50_ms": raw["p50_us"] / 1000,
+        "p95_ms": raw["p95_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "status": status,
+    }
+
+
+@contextmanager
+def peer_server(mode: str, env: dict[str, str]) -> Any:
+    port = free_port()
+    full = {**os.environ, **env, "PEER_MODE": mode}
+    log = open(Path(tempfile.gettempdir()) / f"flash_peer_{mode}_{os.getpid()}.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "flash_http:app",
+            "--app-dir",
+            str(PEER.parent),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--loop",
+            "uvloop",
+            "--http",
+            "httptools",
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=full,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            if proc.poll() is not None:
+                raise RuntimeError(f"peer {mode} exited: see {log.name}")
+            try:
+                httpx.post(base + "/flash/purchase", timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield base
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def peer_cmd(*args: str) -> str:
+    return subprocess.run(
+        [sys.executable, str(PEER), *args], capture_output=True, text=True, check=True
+    ).stdout
+
+
+# ---- systems -------------------------------------------------------------------------------
+def bench_raymall(a: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
+    env = {
+        "RAYMALL_DATABASE_URL": ctx["db"],
+        "RAYMALL_REDIS_URL": ctx["redis"],
+        "RAYMALL_JWT_SECRET": ctx["secret"],
+        "RAYMALL_RECOMMENDER": "0",
+        "RAYMALL_ACCESS_TOKEN_TTL_S": "86400",
+        "RAYMALL_FLASH_ORDER_TIMEOUT_S": "7200",
+        # limits stay on (their Redis call is part of the work) but never refuse here
+        "RAYMALL_FLASH_RATE_USER_PER_S": "100000",
+        "RAYMALL_FLASH_RATE_USER_BURST": "100000",
+        "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
+    }
+    headers = {"Authorization": f"Bearer {ctx['admin_token']}"}
+    out: dict[str, Any] = {}
+    with raymall_server({"RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"), **env}) as base:
+
+        def create(sku: int, quantity: int, limit: int) -> int:
+            body = {
+                "sku_id": sku,
+                "price_cents": 990,
+                "quantity": quantity,
+                "per_user_limit": limit,
+                "starts_at_ms": now_ms() - 1000,
+                "ends_at_ms": now_ms() + 3_600_000,
+                "title": "bench",
+            }
+            resp = httpx.post(base + "/admin/flash-sales", json=body, headers=headers, timeout=60)
+            if resp.status_code != 201:
+                raise RuntimeError(f"creating the sale failed: {resp.text}")
+            return int(resp.json()["id"])
+
+        sale = create(ctx["skus"][0], BIG, 1_000_000)
+        path = f"/flash-sales/{sale}/purchase"
+        run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
+        out["throughput"] = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads)
+        out["throughput"]["stored"] = stored_raymall(ctx["db"], sale)
+        if a.soldout:
+            sale2 = create(ctx["skus"][1], a.soldout, 1)
+            path2 = f"/flash-sales/{sale2}/purchase"
+            out["soldout"] = run_wrk(
+                base, path2, ctx["tokens"], a.soldout_seconds, a.connections, a.threads
+            )
+            out["soldout"]["stored"] = stored_raymall(ctx["db"], sale2)
+    return out
+
+
+def stored_raymall(db: str, sale: int) -> dict[str, int]:
+    engine = create_engine(db)
+    with engine.connect() as conn:
+        orders = conn.execute(
+            text("SELECT COUNT(*) FROM orders WHERE flash_sale_id = :s"), {"s": sale}
+        ).scalar()
+        purchases = conn.execute(
+            text("SELECT COUNT(*) FROM flash_purchases WHERE sale_id = :s"), {"s": sale}
+        ).scalar()
+        sold = conn.execute(
+            text("SELECT sold FROM flash_sales WHERE id = :s"), {"s": sale}
+        ).scalar()
+    engine.dispose()
+    return {"orders": int(orders or 0), "purchases": int(purchases or 0), "sold": int(sold or 0)}
+
+
+def bench_peer(mode: str, a: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
+    sku = 900_000 + (1 if mode == "mysql" else 2)
+    env = {
+        "PEER_DB": ctx["db"],
+        "PEER_REDIS": ctx["redis"],
+        "PEER_JWT_SECRET": ctx["secret"],
+        "PEER_SKU": str(sku),
+    }
+    out: dict[str, Any] = {}
+    runs = [("throughput", STOCK, a.seconds)]
+    if a.soldout:
+        runs.append(("soldout", a.soldout, a.soldout_seconds))
+    for name, stock, seconds in runs:
+        peer_cmd("setup", ctx["db"], ctx["redis"], str(sku), str(stock))
+        consumer = None
+        if mode == "redis":
+            consumer = subprocess.Popen(
+                [sys.executable, str(PEER), "consume", ctx["db"], ctx["redis"], str(sku)]
+            )
+        try:
+            with peer_server(mode, env) as base:
+                if name == "throughput":
+                    run_wrk(base, "/flash/purchase", ctx["tokens"], a.warmup, a.connections, 2)
+                out[name] = run_wrk(
+                    base, "/flash/purchase", ctx["tokens"], seconds, a.connections, a.threads
+                )
+            if consumer is not None:  # how long until every acknowledged order is stored
+                started = time.monotonic()
+                while json.loads(peer_cmd("count", ctx["db"], ctx["redis"], str(sku)))["queued"]:
+                    time.sleep(0.2)
+                out[name]["drain_s"] = round(time.monotonic() - started, 2)
+        finally:
+            if consumer is not None:
+                consumer.send_signal(signal.SIGTERM)
+                consumer.wait(timeout=30)
+        out[name]["stored"] = json.loads(peer_cmd("count", ctx["db"], ctx["redis"], str(sku)))
+    return out
+
+
+# ---- report --------------------------------------------------------------------------------
+NAMES = {
+    "raymall": "raymall (Serve, 2 replicas, batched shard)",
+    "mysql": "(a) FastAPI + MySQL conditional UPDATE",
+    "redis": "(b) FastAPI + Redis Lua + queue consumer",
+}
+
+
+def report(results: dict[str, Any], a: argparse.Namespace) -> None:
+    for run in ("throughput", "soldout"):
+        rows = {k: v[run] for k, v in results.items() if run in v}
+        if not rows:
+            continue
+        print(f"\n== {run} ==")
+        print(
+            f"{'system':44} {'req/s':>8} {'201/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} "
+            f"{'err%':>6} {'201':>8} {'409':>8}"
+        )
+        for key, r in rows.items():
+            print(
+                f"{NAMES[key]:44} {r['rps']:8.0f} {r['ok_per_s']:8.0f} {r['p50_ms']:7.1f} "
+                f"{r['p95_ms']:7.1f} {r['p99_ms']:7.1f} {100 * r['error_rate']:6.2f} "
+                f"{r['ok']:8d} {r['refused']:8d}"
+            )
+        for key, r in rows.items():
+            extra = f", drained {r['drain_s']} s after the load" if "drain_s" in r else ""
+            print(f"  {key} stored: {r['stored']}{extra}")
+        if "raymall" in rows:
+            ours = rows["raymall"]["rps"]
+            for key in ("mysql", "redis"):
+                if key in rows and rows[key]["rps"]:
+                    print(f"  raymall / {key}: {ours / rows[key]['rps']:.2f}x req/s")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seconds", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2, help="wrk threads")
+    p.add_argument("--users", type=int, default=20_000)
+    p.add_argument("--soldout", type=int, default=5_000, help="units of the sold-out run (0: skip)")
+    p.add_argument("--soldout-seconds", type=int, default=10)
+    p.add_argument("--systems", default="raymall,mysql,redis")
+    p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/")
+    p.add_argument("--json", type=Path)
+    a = p.parse_args()
+    for url in (a.mysql, a.redis):
+        if "127.0.0.1" not in url and "localhost" not in url:
+            raise SystemExit("load only 127.0.0.1")
+    load = os.getloadavg()
+    print(
+        f"flash-sale bench: wrk -t{a.threads} -c{a.connections} -d{a.seconds}s (+{a.warmup}s "
+        f"warm-up), {a.users} users with rotating tokens, 127.0.0.1; {os.cpu_count()} CPUs "
+        f"shared by client, servers, MariaDB and Redis; load average {load[0]:.1f}; "
+        f"Python {platform.python_version()}"
+    )
+    db, drop = make_database(a.mysql)
+    rurl = private_redis(a.redis)
+    secret = secrets.token_urlsafe(48)
+    tokens = Path(tempfile.mkstemp(prefix="flash_tokens_", suffix=".txt")[1])
+    try:
+        skus, users, admin = seed(db, a.users, 4)
+        codec = TokenCodec(secret, access_ttl_s=86_400, refresh_ttl_s=86_400)
+        tokens.write_text("\n".join(codec.issue_access(u, "user", f"f{u}")[0] for u in users))
+        ctx = {
+            "db": db,
+            "redis": rurl,
+            "secret": secret,
+            "skus": skus,
+            "tokens": tokens,
+            "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
+        }
+        results: dict[str, Any] = {}
+        for system in a.systems.split(","):
+            started = time.monotonic()
+            if system == "raymall":
+                results[system] = bench_raymall(a, ctx)
+            else:
+                results[system] = bench_peer(system, a, ctx)
+            print(f"[{system} done in {time.monotonic() - started:.0f} s]", flush=True)
+        report(results, a)
+        if a.json:
+            a.json.write_text(json.dumps(results, indent=2, default=str))
+    finally:
+        drop()
+        redis.Redis.from_url(rurl).flushdb()
+        tokens.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    main()
