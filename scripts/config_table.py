@@ -48,7 +48,7 @@ DOCS = {
     "access_log": "Serve's per-request access log",
     "ha_proxy": "HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY`) with throughput-optimized Serve",
     "proxy_location": "`EveryNode` or `HeadOnly`: where Serve runs HTTP proxies",
-    "ingress_resources": 'custom Ray resources per ingress replica (JSON)',
+    "ingress_resources": "custom Ray resources per ingress replica (JSON)",
     "media_dir": "where uploaded images are stored (default `var/media`)",
     "max_upload_bytes": "largest accepted image upload",
     "inventory_shards": "InventoryShard actors (owner = stable_hash(sku) % N)",
