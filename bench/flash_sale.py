@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import redis
 from sqlalchemy import create_engine, insert, text
 
@@ -170,6 +171,34 @@ def seed(url: str, users: int, shards: int) -> tuple[list[int], list[int], int]:
 
 
 # ---- load ----------------------------------------------------------------------------------
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this bench's descendants (the system under test; wrk
+    excluded) and of the MariaDB and Redis servers (shared with anything else running)."""
+    out = {"system": 0.0, "mariadb": 0.0, "redis": 0.0}
+    procs = psutil.Process().children(recursive=True)
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("mariadbd", "mysqld", "redis-server"):
+            procs.append(proc)
+    for proc in procs:
+        try:
+            name = proc.name()
+            if name == "wrk":
+                continue
+            t = proc.cpu_times()
+            key = {"mariadbd": "mariadb", "mysqld": "mariadb", "redis-server": "redis"}.get(
+                name, "system"
+            )
+            out[key] += t.user + t.system
+            if key == "system":  # per kind of process, e.g. "ray::InventoryShard"
+                cmd = (proc.cmdline() or [name])[0]
+                part = cmd.split(":")[2] if cmd.startswith("ray::") else Path(cmd).name
+                part = "process " + part.split(".")[0]
+                out[part] = out.get(part, 0.0) + t.user + t.system
+        except psutil.Error:
+            continue
+    return out
+
+
 def run_wrk(url: str, path: str, tokens: Path, seconds: int, conns: int, threads: int) -> dict:
     env = {**os.environ, "FLASH_TOKENS": str(tokens), "FLASH_PATH": path}
     cmd = [
@@ -183,9 +212,11 @@ def run_wrk(url: str, path: str, tokens: Path, seconds: int, conns: int, threads
         str(HERE / "flash_wrk.lua"),
         url,
     ]
+    cpu_before = _cpu_seconds()
     out = subprocess.run(
         cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=True
     ).stdout
+    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds().items()}
     line = next(ln for ln in out.splitlines() if ln.startswith("FLASHJSON "))
     raw = json.loads(line[len("FLASHJSON ") :])
     status = {int(k): v for k, v in raw["status"].items()}
@@ -205,6 +236,12 @@ def run_wrk(url: str, path: str, tokens: Path, seconds: int, conns: int, threads
         "p95_ms": raw["p95_us"] / 1000,
         "p99_ms": raw["p99_us"] / 1000,
         "status": status,
+        # server-side CPU per request (ms): the system's processes, MariaDB, Redis
+        "cpu_ms": {
+            k: round(1000 * v / max(1, raw["requests"]), 3)
+            for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])
+            if v > 0
+        },
     }
 
 
@@ -396,6 +433,7 @@ def report(results: dict[str, Any], a: argparse.Namespace) -> None:
         for key, r in rows.items():
             extra = f", drained {r['drain_s']} s after the load" if "drain_s" in r else ""
             print(f"  {key} stored: {r['stored']}{extra}")
+            print(f"  {key} CPU ms per request: {r['cpu_ms']}")
         if "raymall" in rows:
             ours = rows["raymall"]["rps"]
             for key in ("mysql", "redis"):
