@@ -23,11 +23,9 @@ from actors.inventory_client import InventoryClient
 from deployments.context import AppContext, ctx
 from deployments.security import Principal, client_ip, public, require
 from raymall.flash.service import FlashService
-from raymall.logs import get_logger
 
 router = APIRouter(tags=["flash-sales"])
 public("GET", "/flash-sales/{sale_id}")
-log = get_logger("flash.routes")
 
 MAX_ID = 2**63 - 1
 SaleId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -62,14 +60,7 @@ async def startup(app_ctx: AppContext) -> None:
     service = FlashService(app_ctx.settings, app_ctx.sessions, app_ctx.redis, inventory)
     app_ctx.services["flash"] = service
 
-    async def warm() -> None:
-        try:
-            count = await service.warm()
-            log.info("flash sales warmed: %s", count)
-        except Exception:  # first use loads an event anyway
-            log.warning("could not warm flash sales", exc_info=True)
-
-    app_ctx.services["flash_warmup"] = asyncio.get_running_loop().create_task(warm())
+    app_ctx.services["flash_warmup"] = asyncio.get_running_loop().create_task(service.keep_warm())
 
 
 def _svc(request: Request) -> FlashService:

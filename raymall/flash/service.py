@@ -145,14 +145,26 @@ class FlashService:
         finally:
             del self._loading[sale_id]
 
-    async def warm(self) -> int:
-        """Cache the running and upcoming events and have their shards load them."""
+    async def warm(self, *, shards: bool = True) -> int:
+        """Cache the running and upcoming events (and have their shards load them)."""
         sales = await self._tx(lambda s: repo.running_or_upcoming(s, now_ms()))
         for sale in sales:
+            known = sale.id in self._sales
             self.remember(sale)
-            shard, hold = self._shard_hold(sale)
-            await self.inventory.submit(shard, ("flash_warm", hold, sale.id))
+            if shards and not known:
+                shard, hold = self._shard_hold(sale)
+                await self.inventory.submit(shard, ("flash_warm", hold, sale.id))
         return len(sales)
+
+    async def keep_warm(self) -> None:
+        """Every cache TTL, re-read the running and upcoming events, so an event created
+        through another replica is cached here before it starts. Runs until cancelled."""
+        while True:
+            try:
+                await self.warm()
+            except Exception:  # first use loads an event anyway
+                log.warning("could not refresh the flash sales", exc_info=True)
+            await asyncio.sleep(self.cache_ttl_s)
 
     def _mark_ended(self, sale: repo.Sale) -> None:
         self.remember(replace(sale, ended=True))
