@@ -38,6 +38,8 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import raymall_env, raymall_server  # noqa: E402
 
+from raymall.auth.demo import DEMO_ACCOUNTS  # noqa: E402
+
 MIX = [("browse", 60), ("detail", 20), ("cart", 10), ("checkout", 5), ("flash", 5)]
 EXPECTED = {
     "browse": {200},
@@ -137,7 +139,7 @@ def setup_shop(base: str, var: Path, shoppers: int) -> dict[str, Any]:
     with httpx.Client(base_url=base, timeout=120) as c:
         admin = c.post(
             "/auth/login",
-            json={"username": creds["admin"]["username"], "password": creds["admin"]["password"]},
+            json={"username": DEMO_ACCOUNTS["admin"]["username"], "password": creds["admin"]},
         ).json()
         admin_h = {"Authorization": f"Bearer {admin['access_token']}"}
         products, skus, stocked = [], [], []
