@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -71,9 +72,13 @@ def run_sale(
             ray.kill(handle, no_restart=False)
             killed.append(done)
 
+    started = time.monotonic()
     outcomes = asyncio.run(
         drive(app.url, sale["id"], jobs, concurrency=CONCURRENCY, on_progress=maybe_kill)
     )
+    elapsed = time.monotonic() - started
+    retried = sum(o.tries > 1 for o in outcomes)
+    print(f"{len(outcomes)} purchases in {elapsed:.1f} s, {retried} retried after a 503/429")
     assert len(killed) == len(kills)
     assert (started_ms() != first_start) == bool(kills)  # the shard really restarted
     assert len(outcomes) == USERS + DUPLICATES
