@@ -372,7 +372,7 @@ def main() -> None:
     ap.add_argument("--redis-url", help="Redis server URL (a db index that may be flushed)")
     args = ap.parse_args()
     var = Path(tempfile.mkdtemp(prefix="raymall-load-"))
-    env = {"RAYMALL_RECOMMENDER": "0", "RAYMALL_BCRYPT_ROUNDS": "10"}
+    env = {"RAYMALL_RECOMMENDER": "0"}
     admin_engine = None
     db_name = f"raymall_load_{secrets.token_hex(4)}"
     if args.mysql_server:

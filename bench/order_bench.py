@@ -14,7 +14,7 @@ orders placed (nothing is paid during the run).
     python bench/order_bench.py --url http://127.0.0.1:8000 \\
         --admin-username admin --admin-password '...'  # a running app
 
-Bounded: setup (about 10 s for 32 accounts at bcrypt cost 12) plus ``--seconds``.
+Bounded: setup (a few seconds for 32 accounts) plus ``--seconds``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ from sqlalchemy import select
 from models import Permission, Role, User
 from raymall.db import make_engine, session_factory, transaction
 from raymall.ids import now_ms
-from raymall.passwords import hash_password
 from raymall.settings import Settings
 
 USER_PERMISSIONS = {
@@ -64,7 +63,7 @@ def create_admin(settings: Settings, *, email: str, username: str, password: str
     validate_username(username)
     validate_password(password, email=email, username=username)
     ensure_reference_data(settings)
-    password_hash = hash_password(password, settings.bcrypt_rounds)
+    password_hash = settings.password_hasher_config().hash(password)
     engine = make_engine(settings.resolved_database_url, pool_size=1)
     try:
         with transaction(session_factory(engine)) as session:

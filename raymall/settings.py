@@ -19,6 +19,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from raymall.passwords import PasswordHasher
+
 MIN_SECRET_BYTES = 32
 _WEAK_SECRETS = {"changeme", "secret", "change-me", "password", "raymall", "dev"}
 
@@ -56,6 +58,10 @@ class Settings(BaseSettings):
     login_failure_window_s: int = Field(300, ge=1)
     demo_admin_password: SecretStr | None = None
     demo_user_password: SecretStr | None = None
+    password_hasher: Literal["argon2id", "bcrypt"] = "argon2id"  # noqa: S105 (a name)
+    argon2_time_cost: int = Field(2, ge=1, le=10)
+    argon2_memory_kib: int = Field(19_456, ge=8_192, le=1_048_576)
+    argon2_parallelism: int = Field(1, ge=1, le=16)
     bcrypt_rounds: int = Field(12, ge=4, le=16)
     password_hash_threads: int = Field(2, ge=1, le=32)
     permission_cache_ttl_s: float = Field(30, ge=1, le=3600)
@@ -193,6 +199,15 @@ class Settings(BaseSettings):
     @property
     def resolved_media_dir(self) -> Path:
         return (self.media_dir or self.var_dir / "media").resolve()
+
+    def password_hasher_config(self) -> PasswordHasher:
+        return PasswordHasher(
+            algorithm=self.password_hasher,
+            bcrypt_rounds=self.bcrypt_rounds,
+            argon2_time_cost=self.argon2_time_cost,
+            argon2_memory_kib=self.argon2_memory_kib,
+            argon2_parallelism=self.argon2_parallelism,
+        )
 
     def secret(self, name: Literal["jwt_secret", "payment_secret"]) -> str:
         value: SecretStr | None = getattr(self, name)

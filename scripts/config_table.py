@@ -36,7 +36,12 @@ DOCS = {
     "login_failure_window_s": "window of the failed-login limits",
     "demo_admin_password": "password of the demo admin made by `seed --demo` (else generated)",
     "demo_user_password": "password of the demo user made by `seed --demo` (else generated)",
-    "bcrypt_rounds": "bcrypt cost factor",
+    "password_hasher": "`argon2id` or `bcrypt` for new hashes (both verify; old hashes are "
+    "upgraded at sign-in)",
+    "argon2_time_cost": "Argon2id passes",
+    "argon2_memory_kib": "Argon2id memory per hash, KiB (19456 = OWASP baseline)",
+    "argon2_parallelism": "Argon2id lanes",
+    "bcrypt_rounds": "bcrypt cost factor (when `RAYMALL_PASSWORD_HASHER=bcrypt`)",
     "password_hash_threads": "threads per replica that hash passwords (off the event loop)",
     "permission_cache_ttl_s": "how long a replica caches the RBAC permission table",
     "trusted_proxy_hops": "proxies in front that append `X-Forwarded-For` (enables per-IP limits)",

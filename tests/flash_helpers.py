@@ -1,7 +1,7 @@
 """Flash-sale test helpers: many users at once, an asyncio load driver, database checks.
 
 from tests.flash_helpers import bulk_users, drive, check_sale
-users = bulk_users(shop, 10_000)            # [(user_id, bearer token)], no bcrypt
+users = bulk_users(shop, 10_000)            # [(user_id, bearer token)], no password hashing
 outcomes = asyncio.run(drive(url, jobs, concurrency=64))
 check_sale(shop, sale_id, sku)              # oversell or an orphan order fails the test
 """

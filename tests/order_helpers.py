@@ -2,7 +2,7 @@
 
 from tests.order_helpers import Shop
 shop = Shop(app.settings)                       # direct database access for setup/checks
-uid = shop.user(); shop.address(uid)            # users without bcrypt (fast, many)
+uid = shop.user(); shop.address(uid)            # users without password hashing (fast, many)
 token = shop.token(uid)                         # a valid access token for that user
 sku = shop.sku(price_cents=1999, stock=0)      # a published product with one SKU
 """

@@ -24,7 +24,7 @@ from raymall.bootstrap import ensure_reference_data
 from raymall.db import make_engine, session_factory, transaction
 from raymall.errors import ValidationFailed
 from raymall.ids import now_ms
-from raymall.passwords import hash_password, verify_password
+from raymall.passwords import PasswordHasher
 from raymall.settings import Settings
 
 DEMO_ACCOUNTS = {
@@ -44,7 +44,9 @@ def seed_demo_accounts(settings: Settings) -> dict[str, Any]:
         for kind, spec in DEMO_ACCOUNTS.items():
             password = passwords[kind]
             with transaction(session_factory(engine)) as session:
-                user_id, action = _ensure(session, spec, password, settings.bcrypt_rounds)
+                user_id, action = _ensure(
+                    session, spec, password, settings.password_hasher_config()
+                )
             out[kind] = {
                 "id": user_id,
                 "email": spec["email"],
@@ -59,7 +61,9 @@ def seed_demo_accounts(settings: Settings) -> dict[str, Any]:
     return out
 
 
-def _ensure(session: Any, spec: dict[str, str], password: str, rounds: int) -> tuple[int, str]:
+def _ensure(
+    session: Any, spec: dict[str, str], password: str, hasher: PasswordHasher
+) -> tuple[int, str]:
     now = now_ms()
     user = session.scalar(select(User).where(User.email == spec["email"])) or session.scalar(
         select(User).where(User.username == spec["username"])
@@ -72,7 +76,7 @@ def _ensure(session: Any, spec: dict[str, str], password: str, rounds: int) -> t
             display_name=spec["username"].replace("_", " ").title(),
             phone="",
             is_blocked=False,
-            password_hash=hash_password(password, rounds),
+            password_hash=hasher.hash(password),
             password_changed_ms=now,
             created_ms=now,
             updated_ms=now,
@@ -81,8 +85,8 @@ def _ensure(session: Any, spec: dict[str, str], password: str, rounds: int) -> t
         session.flush()
         return int(user.id), "created"
     action = "unchanged"
-    if not verify_password(password, user.password_hash):
-        user.password_hash = hash_password(password, rounds)
+    if not hasher.verify(password, user.password_hash):
+        user.password_hash = hasher.hash(password)
         user.password_changed_ms = now
         action = "repaired"
     if user.role != spec["role"]:

@@ -1,24 +1,28 @@
 """Accounts and sessions: register, sign in, refresh, sign out, change password, block.
 
 One ``AuthService`` per Serve replica. It guarantees:
-- passwords are hashed with bcrypt on a small dedicated thread pool, never on the event
+- passwords are hashed (Argon2id by default, see ``raymall.passwords``) on a small
+  dedicated thread pool, never on the event
   loop, and never by more than ``MAX_PENDING_HASHES`` queued requests per replica (more
   get a retriable 503 instead of an ever-growing queue);
 - a refresh token works once: rotation is a compare-and-set in the database, and a
   replayed token revokes its whole family;
 - every revocation (logout, replay, password change, block) is written to the database
   first and then to the Redis revocation index, which every authenticated request checks;
-- a sign-in for an unknown account costs the same bcrypt work as for a known one.
+- a sign-in for an unknown account costs the same hashing work as for a known one;
+- a successful sign-in whose stored hash was made with another algorithm or other
+  parameters than the configured ones stores a fresh hash (the upgrade path).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,7 +46,6 @@ from raymall.errors import (
     ValidationFailed,
 )
 from raymall.ids import now_ms
-from raymall.passwords import DEFAULT_ROUNDS, DUMMY_HASH, hash_password, verify_password
 from raymall.ratelimit import RateLimiter
 from raymall.settings import Settings
 
@@ -77,14 +80,13 @@ class AuthService:
         )
         self.permissions = PermissionCache(self._grants, ttl_s=settings.permission_cache_ttl_s)
         self._hash_pool = ThreadPoolExecutor(
-            settings.password_hash_threads, thread_name_prefix="bcrypt"
+            settings.password_hash_threads, thread_name_prefix="pwhash"
         )
         self._pending_hashes = 0
-        self._dummy_hash = (
-            DUMMY_HASH
-            if settings.bcrypt_rounds == DEFAULT_ROUNDS
-            else hash_password("not-a-real-password", settings.bcrypt_rounds)
-        )
+        self.hasher = settings.password_hasher_config()
+        # verified against when the account does not exist, so timing does not reveal
+        # which accounts are registered
+        self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
 
     def close(self) -> None:
         self._hash_pool.shutdown(wait=False, cancel_futures=True)
@@ -144,6 +146,8 @@ class AuthService:
         if user.is_blocked:
             raise AccountBlocked("this account is blocked; contact support")
         await self.guard.succeeded(account)
+        if self.hasher.needs_rehash(user.password_hash):
+            await self._upgrade_hash(int(user.id), user.password_hash, password)
         return await self._start_session(int(user.id), user.role)
 
     async def refresh(self, refresh_token: str) -> IssuedPair:
@@ -268,10 +272,25 @@ class AuthService:
         return self.codec.issue_pair(user_id, role, fid, jti)
 
     async def _hash(self, password: str) -> str:
-        return await self._on_hash_pool(hash_password, password, self.settings.bcrypt_rounds)
+        return str(await self._on_hash_pool(self.hasher.hash, password))
 
     async def _verify(self, password: str, hashed: str) -> bool:
-        return bool(await self._on_hash_pool(verify_password, password, hashed))
+        return bool(await self._on_hash_pool(self.hasher.verify, password, hashed))
+
+    async def _upgrade_hash(self, user_id: int, old_hash: str, password: str) -> None:
+        """Store a hash with the configured parameters, unless the password changed
+        meanwhile (compare-and-set on the old hash). Not a session change: nothing is
+        revoked."""
+        new_hash = await self._hash(password)
+
+        def store(session: Session) -> None:
+            session.execute(
+                update(User)
+                .where(User.id == user_id, User.password_hash == old_hash)
+                .values(password_hash=new_hash)
+            )
+
+        await in_tx(self.sessions, store)
 
     async def _on_hash_pool(self, fn: Any, *args: Any) -> Any:
         if self._pending_hashes >= MAX_PENDING_HASHES:

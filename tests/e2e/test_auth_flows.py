@@ -260,6 +260,38 @@ def test_blocked_user_is_locked_out_at_once(app: Any, client: httpx.Client) -> N
     _error(client.get("/me", headers=user.headers), 401, "token_revoked")  # old session stays dead
 
 
+def test_a_legacy_bcrypt_hash_is_upgraded_at_sign_in(app: Any, client: httpx.Client) -> None:
+    from sqlalchemy import select
+
+    from models import User
+    from raymall.db import make_engine, session_factory, transaction
+    from raymall.passwords import PasswordHasher
+
+    user = new_user(client, sign_in=False)
+    engine = make_engine(app.settings.resolved_database_url, pool_size=1)
+    sessions = session_factory(engine)
+
+    def stored() -> str:
+        with transaction(sessions) as s:
+            return str(s.scalar(select(User.password_hash).where(User.id == user.user_id)))
+
+    try:
+        assert stored().startswith("$argon2id$")
+        legacy = PasswordHasher(algorithm="bcrypt", bcrypt_rounds=4).hash(user.password)
+        with transaction(sessions) as s:
+            s.get(User, user.user_id).password_hash = legacy  # type: ignore[union-attr]
+        creds = {"email": user.email, "password": user.password}
+        _error(client.post("/auth/login", json={**creds, "password": "Wrong-pass-123"}), 401)
+        assert stored() == legacy  # a failed sign-in changes nothing
+        assert client.post("/auth/login", json=creds).status_code == 200
+        upgraded = stored()
+        assert upgraded.startswith("$argon2id$") and upgraded != legacy
+        assert client.post("/auth/login", json=creds).status_code == 200
+        assert stored() == upgraded  # already current: not rewritten
+    finally:
+        engine.dispose()
+
+
 # ---- brute force ------------------------------------------------------------------------
 def test_repeated_failed_logins_are_throttled_with_retry_after(
     app: Any, client: httpx.Client
