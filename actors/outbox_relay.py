@@ -8,10 +8,20 @@ describe. This actor moves them to the Redis Stream ``events_stream``. Guarantee
   a crash in between publishes it again (same ``event_id``), and consumers dedupe;
 - rows that commit late (a lower id committing after a higher one) are still published:
   the relay always reads ``published_ms IS NULL``, not an id cursor;
+- a committed row is published within ``outbox_idle_poll_interval_s`` (plus one round
+  trip): the relay polls every ``outbox_poll_interval_s`` while rows keep coming, and when
+  a poll finds nothing the interval doubles, up to ``outbox_idle_poll_interval_s``; the
+  first poll that finds rows brings it back to the fast interval (a full batch: at once);
 - ``raymall_outbox_lag_seconds`` is the age of the oldest unpublished row it saw (0 when
   caught up); ``raymall_outbox_published_total`` counts by topic;
 - the built-in consumer groups (``notifications``, ``refund-restock``) run here, with
   dedupe by event id and dead letters (see ``raymall.orders.stream``).
+
+Cost: the publisher keeps one database connection between polls (no pool checkout, pre-ping
+or reset per poll); it is given back after any error, so the next poll gets a pinged one,
+and renewed every ``DB_CONNECTION_MAX_AGE_S``. The pool is sized for the actor's database
+users, and Redis connections come from a bounded pool that makes a burst wait rather than
+fail.
 
 There is one relay (``outbox-relay-0``); a second one would only cause duplicates.
 """
@@ -19,16 +29,18 @@ There is one relay (``outbox-relay-0``); a second one would only cause duplicate
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
+import time
+from collections import Counter
 from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy import select, update
+from sqlalchemy import Connection, Text, select, type_coerce, update
 
 from actors.inventory_client import InventoryClient
 from models import OutboxEvent
 from raymall import logs, metrics
-from raymall.db import make_engine, session_factory, transaction
+from raymall.db import make_engine, session_factory
 from raymall.ids import now_ms
 from raymall.logs import get_logger
 from raymall.orders.consumers import NotificationConsumer, RefundRestockConsumer
@@ -37,6 +49,15 @@ from raymall.settings import Settings
 
 log = get_logger("outbox")
 
+# database users at once: the publisher (it keeps its connection) and the notifications
+# consumer (one transaction per stream read)
+DB_POOL_SIZE = 2
+DB_CONNECTION_MAX_AGE_S = 300.0
+# Redis users at once: the publisher, one blocking read per consumer group, and their
+# pipelines; a burst beyond this waits up to REDIS_WAIT_S for a free connection
+REDIS_MAX_CONNECTIONS = 16
+REDIS_WAIT_S = 10
+
 
 class OutboxRelay:
     def __init__(self, settings: Settings, index: int) -> None:
@@ -44,14 +65,28 @@ class OutboxRelay:
         assert settings.redis_url, "settings must be resolved"
         self.settings = settings
         self.index = index
-        self.engine = make_engine(settings.resolved_database_url, pool_size=2)
+        self.engine = make_engine(settings.resolved_database_url, pool_size=DB_POOL_SIZE)
         self.sessions = session_factory(self.engine)
-        self.redis = aioredis.Redis.from_url(
-            settings.redis_url, decode_responses=True, socket_timeout=10, socket_connect_timeout=2
+        self.redis = aioredis.Redis.from_pool(
+            aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=REDIS_MAX_CONNECTIONS,
+                timeout=REDIS_WAIT_S,
+                decode_responses=True,
+                socket_timeout=10,
+                socket_connect_timeout=2,
+            )
         )
         self.stream = settings.events_stream
         self.published = 0
+        self.polls = 0  # outbox queries
+        self.fast_interval_s = settings.outbox_poll_interval_s
+        self.idle_interval_s = max(self.fast_interval_s, settings.outbox_idle_poll_interval_s)
+        self.interval_s = self.fast_interval_s  # the wait before the next poll
         self._started_ms = now_ms()
+        self._db: Connection | None = None  # the publisher's connection, kept between polls
+        self._db_since = 0.0
+        self._publishing = asyncio.Lock()  # the loop and drain() share the connection
         self.consumers = [
             self._consumer(NotificationConsumer.group, NotificationConsumer(self.sessions)),
             self._consumer(
@@ -73,76 +108,118 @@ class OutboxRelay:
             retry_idle_ms=self.settings.consumer_retry_idle_ms,
         )
 
+    # ---- the publisher's connection (used from one worker thread at a time) ------------
+    def _connection(self) -> Connection:
+        conn = self._db
+        if conn is not None and (
+            conn.invalidated or time.monotonic() - self._db_since > DB_CONNECTION_MAX_AGE_S
+        ):
+            self._release()
+            conn = None
+        if conn is None:
+            conn = self._db = self.engine.connect()  # a checkout: pinged on MySQL
+            self._db_since = time.monotonic()
+        return conn
+
+    def _release(self) -> None:
+        conn, self._db = self._db, None
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a dead connection is dropped by the pool
+                conn.close()
+
     # ---- publishing -------------------------------------------------------------------
-    def _unpublished(self, limit: int) -> list[dict[str, Any]]:
-        with self.sessions() as session:
-            rows = session.scalars(
-                select(OutboxEvent)
-                .where(OutboxEvent.published_ms.is_(None))
-                .order_by(OutboxEvent.id)
-                .limit(limit)
-            )
-            return [
-                {
-                    "id": int(r.id),
-                    "event_id": r.event_id,
-                    "topic": r.topic,
-                    "aggregate_id": r.aggregate_id,
-                    "payload": json.dumps(r.payload, separators=(",", ":"), sort_keys=True),
-                    "created_ms": int(r.created_ms),
-                }
-                for r in rows
-            ]
+    def _unpublished(self, limit: int) -> list[Any]:
+        conn = self._connection()
+        try:
+            with conn.begin():
+                return list(
+                    conn.execute(
+                        select(
+                            OutboxEvent.id,
+                            OutboxEvent.event_id,
+                            OutboxEvent.topic,
+                            OutboxEvent.aggregate_id,
+                            # the stored JSON text as is: consumers parse it
+                            type_coerce(OutboxEvent.payload, Text).label("payload"),
+                            OutboxEvent.created_ms,
+                        )
+                        .where(OutboxEvent.published_ms.is_(None))
+                        .order_by(OutboxEvent.id)
+                        .limit(limit)
+                    )
+                )
+        except Exception:
+            self._release()
+            raise
 
     def _mark(self, ids: list[int], now: int) -> None:
-        with transaction(self.sessions) as session:
-            session.execute(
-                update(OutboxEvent)
-                .where(OutboxEvent.id.in_(ids), OutboxEvent.published_ms.is_(None))
-                .values(published_ms=now)
-                .execution_options(synchronize_session=False)
-            )
+        conn = self._connection()
+        try:
+            with conn.begin():
+                conn.execute(
+                    update(OutboxEvent)
+                    .where(OutboxEvent.id.in_(ids), OutboxEvent.published_ms.is_(None))
+                    .values(published_ms=now)
+                )
+        except Exception:
+            self._release()
+            raise
 
     async def publish_once(self) -> int:
         """Publish one batch; answer how many rows went out."""
-        rows = await asyncio.to_thread(self._unpublished, self.settings.outbox_batch)
-        now = now_ms()
-        if not rows:
-            metrics.OUTBOX_LAG.set(0)
-            return 0
-        metrics.OUTBOX_LAG.set(max(0.0, (now - min(r["created_ms"] for r in rows)) / 1000))
-        pipe = self.redis.pipeline(transaction=False)
-        for r in rows:
-            fields: dict[Any, Any] = {
-                k: str(r[k]) for k in ("event_id", "topic", "aggregate_id", "created_ms")
-            }
-            fields["payload"] = r["payload"]
-            pipe.xadd(
-                self.stream, fields, maxlen=self.settings.events_stream_maxlen, approximate=True
-            )
-        await pipe.execute()
-        await asyncio.to_thread(self._mark, [r["id"] for r in rows], now_ms())
-        for r in rows:
-            metrics.OUTBOX_PUBLISHED.labels(r["topic"]).inc()
-        self.published += len(rows)
-        return len(rows)
+        async with self._publishing:
+            self.polls += 1
+            rows = await asyncio.to_thread(self._unpublished, self.settings.outbox_batch)
+            now = now_ms()
+            if not rows:
+                metrics.OUTBOX_LAG.set(0)
+                return 0
+            metrics.OUTBOX_LAG.set(max(0.0, (now - min(r.created_ms for r in rows)) / 1000))
+            pipe = self.redis.pipeline(transaction=False)
+            maxlen = self.settings.events_stream_maxlen
+            for r in rows:
+                fields: dict[Any, Any] = {
+                    "event_id": r.event_id,
+                    "topic": r.topic,
+                    "aggregate_id": r.aggregate_id,
+                    "created_ms": str(r.created_ms),
+                    "payload": r.payload or "{}",
+                }
+                pipe.xadd(self.stream, fields, maxlen=maxlen, approximate=True)
+            await pipe.execute()
+            await asyncio.to_thread(self._mark, [int(r.id) for r in rows], now_ms())
+            for topic, n in Counter(r.topic for r in rows).items():
+                metrics.OUTBOX_PUBLISHED.labels(topic).inc(n)
+            self.published += len(rows)
+            return len(rows)
 
     async def _publish_loop(self) -> None:
         while True:
-            sent = 0
             try:
                 sent = await self.publish_once()
             except Exception:  # database or Redis outage: keep trying
                 log.warning("outbox publish failed", exc_info=True)
                 await asyncio.sleep(1.0)
-            if sent < self.settings.outbox_batch:
-                await asyncio.sleep(self.settings.outbox_poll_interval_s)
+                continue
+            if sent >= self.settings.outbox_batch:  # a backlog: go on at once
+                self.interval_s = self.fast_interval_s
+                continue
+            if sent:
+                self.interval_s = self.fast_interval_s
+            await asyncio.sleep(self.interval_s)
+            if not sent:  # idle: wait longer next time, up to the idle interval
+                self.interval_s = min(self.idle_interval_s, self.interval_s * 2)
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def stats(self) -> dict[str, Any]:
         return {
             "published": self.published,
-            "consumers": {c.group: {"handled": c.handled, "dead": c.dead} for c in self.consumers},
+            "polls": self.polls,
+            "poll_interval_s": self.interval_s,
+            "consumers": {
+                c.group: {"handled": c.handled, "ignored": c.ignored, "dead": c.dead}
+                for c in self.consumers
+            },
             "started_ms": self._started_ms,
         }
 

@@ -1,9 +1,11 @@
 """Draining for a graceful shutdown.
 
 ``raymall serve`` sets a drain flag in Redis when it receives SIGINT/SIGTERM. Every replica
-polls the flag (a few GETs a second, never on the request path) and, once it is set, the
-edge answers new requests with 503 ``unavailable`` + ``Retry-After`` while requests already
-in flight complete. Only then is the app deleted, so no client sees a half-torn-down app.
+polls the flag (an EXISTS every ``POLL_S``, never on the request path) and, once it is set,
+the edge answers new requests with 503 ``unavailable`` + ``Retry-After`` while requests
+already in flight complete. Only then is the app deleted, so no client sees a half-torn-down
+app: ``raymall.app.stop`` waits ``DRAIN_GRACE_S`` (at least twice ``POLL_S``, a unit test
+checks it) after raising the flag.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from raymall.logs import get_logger
 from raymall.settings import Settings
 
-POLL_S = 0.2
+POLL_S = 0.5  # an idle replica's only Redis traffic; see DRAIN_GRACE_S
 log = get_logger("drain")
 
 

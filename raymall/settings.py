@@ -129,6 +129,7 @@ class Settings(BaseSettings):
     events_stream: str = "raymall:events"
     events_stream_maxlen: int = Field(1_000_000, ge=1_000)
     outbox_poll_interval_s: float = Field(0.1, gt=0, le=10)
+    outbox_idle_poll_interval_s: float = Field(1.0, gt=0, le=60)
     outbox_batch: int = Field(500, ge=1, le=10_000)
     consumer_max_deliveries: int = Field(5, ge=1, le=100)
     consumer_retry_idle_ms: int = Field(1_000, ge=10)

@@ -7,12 +7,16 @@
   ``refund:{order}:{sku}`` keys). The OrderShard does this at once after a refund; this
   consumer is the durable second path when that attempt failed.
 
-Handlers ignore topics that are not theirs.
+Each consumer names its ``topics``; the stream consumer acknowledges the others without
+calling it (and the handlers ignore them too). The notifications of one stream read are
+written in one transaction; a duplicate among them falls back to one transaction per row,
+so it never drops the others.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -63,45 +67,77 @@ def render(event: Event) -> tuple[int, str, str, str] | None:
     return user_id, kind, SUBJECTS[kind], body
 
 
-def write_notification(sessions: sessionmaker[Session], event: Event) -> bool:
-    """Store the notification for ``event``; False if it was already stored."""
+def _row(event: Event) -> dict[str, Any] | None:
     rendered = render(event)
     if rendered is None:
-        return False
+        return None
     user_id, kind, subject, body = rendered
+    return {
+        "user_id": user_id,
+        "event_id": event.event_id,
+        "kind": kind,
+        "subject": subject,
+        "body": body[:2000],
+        "created_ms": event.created_ms or now_ms(),
+    }
+
+
+def write_notifications(
+    sessions: sessionmaker[Session], events: Sequence[Event]
+) -> list[BaseException | None]:
+    """Store the notifications of ``events``; one outcome per event (None: stored, already
+    stored, or nothing to notify).
+
+    All rows go in one transaction. If it breaks a unique (user, event) key, the rows are
+    written again one transaction each, so a duplicate never drops the others; any other
+    error of the batch is raised (nothing was written)."""
+    outcomes: list[BaseException | None] = [None] * len(events)
+    rows = [(i, row) for i, row in enumerate(map(_row, events)) if row is not None]
+    if not rows:
+        return outcomes
     try:
         with transaction(sessions) as session:
-            session.execute(
-                insert(Notification),
-                [
-                    {
-                        "user_id": user_id,
-                        "event_id": event.event_id,
-                        "kind": kind,
-                        "subject": subject,
-                        "body": body[:2000],
-                        "created_ms": event.created_ms or now_ms(),
-                    }
-                ],
-            )
-    except IntegrityError:  # the unique (user, event) says: already delivered
-        return False
-    return True
+            session.execute(insert(Notification), [row for _, row in rows])
+        return outcomes
+    except IntegrityError:  # a redelivered event: its notification exists
+        if len(rows) == 1:
+            return outcomes
+    for i, row in rows:
+        try:
+            with transaction(sessions) as session:
+                session.execute(insert(Notification), [row])
+        except IntegrityError:  # the unique (user, event) says: already delivered
+            pass
+        except Exception as exc:
+            outcomes[i] = exc
+    return outcomes
+
+
+def write_notification(sessions: sessionmaker[Session], event: Event) -> None:
+    """Store the notification for ``event`` (a no-op if it is stored already)."""
+    error = write_notifications(sessions, [event])[0]
+    if error is not None:
+        raise error
 
 
 class NotificationConsumer:
     group = "notifications"
+    topics = frozenset(MESSAGES)
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self.sessions = sessions
 
     async def __call__(self, event: Event) -> None:
-        if event.topic in MESSAGES:
-            await asyncio.to_thread(write_notification, self.sessions, event)
+        await asyncio.to_thread(write_notification, self.sessions, event)
+
+    async def handle_batch(self, events: list[Event]) -> list[BaseException | None]:
+        """All notifications of one read in one transaction (see ``write_notifications``)."""
+        return await asyncio.to_thread(write_notifications, self.sessions, events)
 
 
 class RefundRestockConsumer:
     group = "refund-restock"
+    topics = frozenset({"order.refunded"})
 
     def __init__(self, stock: StockPort) -> None:
         self.stock = stock

@@ -8,19 +8,31 @@ least once. A ``StreamConsumer`` reads it in a consumer group. Guarantees:
 - **dedupe by event id**: after a handler succeeds the consumer records the event id
   (``{stream}:seen:{group}:{event_id}``, kept ``seen_ttl_s``); a republished copy of the
   same event (the relay is at least once) is acknowledged without running the handler
-  again. Handlers are also written to be idempotent, so a crash between the handler and
-  the record is harmless;
+  again. Copies of one event in one read are never handled side by side: the first one
+  is, and the others are acknowledged with it (or stay pending with it when it failed).
+  Handlers are also written to be idempotent, so a crash between the handler and the
+  record is harmless;
 - **dead letters**: a failed entry stays pending and is retried after
   ``retry_idle_ms``; once it has been delivered ``max_deliveries`` times it is copied to
   ``{stream}:dead`` (with the group, the delivery count and the last error) and
   acknowledged, so one poisonous event cannot block the group.
+
+Cost: a read is handled as one batch, with a fixed number of Redis round trips whatever
+its size: one ``MGET`` of the seen keys, the handler, then one pipeline that records the
+seen keys and acknowledges every finished entry. A handler may declare ``topics`` (a set
+of topic names): entries of other topics are acknowledged in that same pipeline without
+running anything (no seen key, no payload parsing). A handler may also offer
+``handle_batch(events) -> [error or None per event]``; otherwise the events of one read are
+handled concurrently (events carry no order promise), one call each. Pending entries are
+looked for at most every ``retry_idle_ms / 2``, not on every read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +65,7 @@ class Event:
 
 
 Handler = Callable[[Event], Awaitable[None]]
+Outcomes = Sequence[BaseException | None]  # one per event: None = handled
 
 
 def dead_stream(stream: str) -> str:
@@ -78,15 +91,22 @@ class StreamConsumer:
         self.stream = stream
         self.group = group
         self.handler = handler
+        topics = getattr(handler, "topics", None)
+        self.topics: frozenset[str] | None = None if topics is None else frozenset(topics)
+        self._handle_batch: Callable[[list[Event]], Awaitable[Outcomes]] | None = getattr(
+            handler, "handle_batch", None
+        )
         self.consumer = consumer
         self.max_deliveries = max_deliveries
         self.retry_idle_ms = retry_idle_ms
         self.block_ms = block_ms
         self.batch = batch
         self.seen_ttl_s = seen_ttl_s
-        self.handled = 0
+        self.handled = 0  # events whose handler succeeded
+        self.ignored = 0  # entries of topics the handler does not take
         self.dead = 0
         self._errors: dict[str, str] = {}  # entry id -> last handler error
+        self._next_pending_check = 0.0  # monotonic seconds
 
     def seen_key(self, event_id: str) -> str:
         return f"{self.stream}:seen:{self.group}:{event_id}"
@@ -112,8 +132,12 @@ class StreamConsumer:
                 await asyncio.sleep(1.0)
 
     async def step(self, block_ms: int | None = None) -> int:
-        """One round: retry or bury stale pending entries, then read new ones."""
-        done = await self._retry_pending()
+        """One round: retry or bury stale pending entries (when due), then read new ones."""
+        done = 0
+        now = time.monotonic()
+        if now >= self._next_pending_check:
+            self._next_pending_check = now + self.retry_idle_ms / 2000
+            done += await self._retry_pending()
         reply = await self.redis.xreadgroup(
             self.group,
             self.consumer,
@@ -122,18 +146,7 @@ class StreamConsumer:
             block=self.block_ms if block_ms is None else block_ms,
         )
         for _stream, entries in reply or []:
-            # Entries of one read are handled concurrently (events carry no order promise),
-            # except copies of one event, which go one after the other so dedupe sees them.
-            firsts: list[tuple[str, dict[str, str]]] = []
-            copies: list[tuple[str, dict[str, str]]] = []
-            ids: set[str] = set()
-            for entry_id, fields in entries:
-                event_id = fields.get("event_id", entry_id)
-                (copies if event_id in ids else firsts).append((entry_id, fields))
-                ids.add(event_id)
-            await asyncio.gather(*(self._process(e, f, error_after=1) for e, f in firsts))
-            for entry_id, fields in copies:
-                await self._process(entry_id, fields, error_after=1)
+            await self._process([(_text(e), f, 1) for e, f in entries])
             done += len(entries)
         return done
 
@@ -142,54 +155,114 @@ class StreamConsumer:
             self.stream, self.group, min="-", max="+", count=self.batch, idle=self.retry_idle_ms
         )
         done = 0
+        retry: dict[str, int] = {}  # entry id -> deliveries so far
         for info in pending:
             entry_id = _text(info["message_id"])
             deliveries = int(info["times_delivered"])
             if deliveries >= self.max_deliveries:
                 await self._bury(entry_id, deliveries)
                 done += 1
-                continue
-            claimed = await self.redis.xclaim(
-                self.stream, self.group, self.consumer, self.retry_idle_ms, [entry_id]
-            )
-            for cid, fields in claimed:
-                if fields:
-                    await self._process(_text(cid), fields, error_after=deliveries + 1)
-                    done += 1
-                else:  # trimmed from the stream: nothing left to do
-                    await self.redis.xack(self.stream, self.group, cid)
-        return done
+            else:
+                retry[entry_id] = deliveries
+        if not retry:
+            return done
+        claimed = await self.redis.xclaim(
+            self.stream, self.group, self.consumer, self.retry_idle_ms, list(retry)
+        )
+        entries: list[tuple[str, dict[str, str], int]] = []
+        trimmed: list[str] = []
+        for cid, fields in claimed:
+            entry_id = _text(cid)
+            if fields:
+                entries.append((entry_id, fields, retry.get(entry_id, 0) + 1))
+            else:  # trimmed from the stream: nothing left to do
+                trimmed.append(entry_id)
+        if trimmed:
+            await self.redis.xack(self.stream, self.group, *trimmed)
+        await self._process(entries)
+        return done + len(entries)
 
-    async def _process(self, entry_id: str, fields: dict[str, str], error_after: int) -> None:
-        try:
-            event = Event.from_fields(entry_id, fields)
-        except (ValueError, TypeError) as exc:
-            log.warning("malformed event %s: %s", entry_id, exc)
-            await self._bury(entry_id, error_after, fields=fields, error=f"malformed: {exc}")
+    async def _process(self, entries: list[tuple[str, dict[str, str], int]]) -> None:
+        """Handle one batch of (entry id, fields, delivery number) and acknowledge what is
+        finished; failed entries stay pending."""
+        ack: list[str] = []  # ignored, already seen, or handled
+        firsts: dict[str, Event] = {}  # event id -> the entry that is handled
+        copies: dict[str, list[str]] = {}  # event id -> later entries of the same event
+        deliveries: dict[str, int] = {}
+        for entry_id, fields, delivery in entries:
+            if self.topics is not None and fields.get("topic", "") not in self.topics:
+                ack.append(entry_id)
+                continue
+            try:
+                event = Event.from_fields(entry_id, fields)
+            except (ValueError, TypeError) as exc:
+                log.warning("malformed event %s: %s", entry_id, exc)
+                await self._bury(entry_id, delivery, fields=fields, error=f"malformed: {exc}")
+                continue
+            deliveries[entry_id] = delivery
+            if event.event_id in firsts:
+                copies.setdefault(event.event_id, []).append(entry_id)
+            else:
+                firsts[event.event_id] = event
+        self.ignored += len(ack)
+        handled: list[Event] = []
+        if firsts:
+            seen = await self.redis.mget([self.seen_key(e) for e in firsts])
+            fresh: list[Event] = []
+            for event, mark in zip(firsts.values(), seen, strict=True):
+                if mark is None:
+                    fresh.append(event)
+                else:
+                    ack.append(event.entry_id)
+                    ack += copies.get(event.event_id, [])
+            for event, error in zip(fresh, await self._handle(fresh), strict=True):
+                same = copies.get(event.event_id, [])
+                if error is None:
+                    handled.append(event)
+                    ack.append(event.entry_id)
+                    ack += same
+                    for entry_id in (event.entry_id, *same):
+                        self._errors.pop(entry_id, None)
+                    continue
+                text = f"{type(error).__name__}: {error}"[:500]
+                if len(self._errors) > 10_000:
+                    self._errors.clear()
+                for entry_id in (event.entry_id, *same):  # stay pending: retried later
+                    self._errors[entry_id] = text
+                log.warning(
+                    "consumer %s: event %s failed (delivery %s): %s",
+                    self.group,
+                    event.event_id,
+                    deliveries[event.entry_id],
+                    text,
+                )
+        if not ack:
             return
-        if await self.redis.exists(self.seen_key(event.event_id)):
-            await self.redis.xack(self.stream, self.group, entry_id)
-            return
-        try:
-            await self.handler(event)
-        except Exception as exc:
-            if len(self._errors) > 10_000:
-                self._errors.clear()
-            self._errors[entry_id] = error = f"{type(exc).__name__}: {exc}"[:500]
-            log.warning(
-                "consumer %s: event %s failed (delivery %s): %s",
-                self.group,
-                event.event_id,
-                error_after,
-                error,
-            )
-            return  # stays pending: retried after retry_idle_ms
-        self._errors.pop(entry_id, None)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(self.seen_key(event.event_id), "1", ex=self.seen_ttl_s)
-        pipe.xack(self.stream, self.group, entry_id)
+        # seen keys first: if the connection drops between the two, a redelivered entry is
+        # acknowledged as a duplicate, never handled twice
+        pipe = self.redis.pipeline(transaction=False)
+        for event in handled:
+            pipe.set(self.seen_key(event.event_id), "1", ex=self.seen_ttl_s)
+        pipe.xack(self.stream, self.group, *ack)
         await pipe.execute()
-        self.handled += 1
+        self.handled += len(handled)
+
+    async def _handle(self, events: list[Event]) -> list[BaseException | None]:
+        """The handler's outcome per event; an exception fails only its event (or, raised
+        by ``handle_batch``, the whole batch)."""
+        if not events:
+            return []
+        if self._handle_batch is not None:
+            try:
+                outcomes = list(await self._handle_batch(events))
+            except Exception as exc:
+                return [exc] * len(events)
+            if len(outcomes) != len(events):
+                error = RuntimeError(f"{len(outcomes)} outcomes for {len(events)} events")
+                return [error] * len(events)
+            return outcomes
+        results = await asyncio.gather(*(self.handler(e) for e in events), return_exceptions=True)
+        return [r if isinstance(r, BaseException) else None for r in results]
 
     async def _bury(
         self,
