@@ -12,8 +12,12 @@ Phases (each bounded; the conditions are printed first and again in the JSON rep
    ``--seconds`` each after ``--warmup-seconds``, for ``similar`` (random product, k=10)
    and ``search`` (semantic; queries are built from the catalog's vocabulary, unique per
    request). The Recommender's similar-list cache is off by default here
-   (``--similar-cache 0``), so every similar request is a Milvus search; with it on, the
-   cache hit ratio is reported beside each phase:
+   (``--similar-cache 0``), so every similar list is ranked afresh; with it on, the cache
+   hit ratio is reported beside each phase. The in-memory index
+   (``--table-max-rows``, the app's default) is on, so similar lists are ranked by the
+   replicas from their copy of it (the share ranked there is reported as
+   ``replica_ratio``) and search by the actor from its own; ``--table-max-rows 0`` measures
+   the Milvus-only path:
    - ``--via actor``: straight to the ``Recommender`` actor handle (Ray, no HTTP);
    - ``--via http``: ``raymall serve`` on the same data, ``GET /products/{id}/similar``,
      ``GET /search?mode=semantic`` and ``GET /search`` (hybrid), over HTTP;
@@ -82,6 +86,8 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": args.seconds,
         "warmup_seconds": args.warmup_seconds,
         "similar_cache": args.similar_cache,
+        "table_max_rows": args.table_max_rows,
+        "embed_precision": args.embed_precision,
     }
 
 
@@ -146,6 +152,8 @@ def env_for(url: str, var: Path, args: argparse.Namespace) -> dict[str, str]:
         RAYMALL_MILVUS_URI=str(var / "milvus.db"),
         RAYMALL_RECOMMENDER_TORCH_THREADS=str(args.torch_threads),
         RAYMALL_RECOMMENDER_SIMILAR_CACHE=str(args.similar_cache),
+        RAYMALL_RECOMMENDER_TABLE_MAX_ROWS=str(args.table_max_rows),
+        RAYMALL_RECOMMENDER_EMBED_PRECISION=args.embed_precision,
     )
     return env
 
@@ -230,19 +238,26 @@ async def load(
     }
 
 
-def _ratio(before: dict[str, float], after: dict[str, float]) -> float | None:
-    hits = after["hits"] - before["hits"]
-    total = hits + after["misses"] - before["misses"]
+def _ratio(
+    before: dict[str, float], after: dict[str, float], yes: str = "hits", no: str = "misses"
+) -> float | None:
+    hits = after[yes] - before[yes]
+    total = hits + after[no] - before[no]
     return round(hits / total, 3) if total else None
 
 
-def _cache_counts(base: str) -> dict[str, float]:
+def _counts(base: str) -> dict[str, float]:
+    """Similar-list cache hits/misses and lists ranked by a replica/the actor, from the
+    app's /metrics."""
     import httpx
 
-    out = {"hits": 0.0, "misses": 0.0}
+    out = {"hits": 0.0, "misses": 0.0, "replica": 0.0, "actor": 0.0}
     for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
         if line.startswith("raymall_recommender_similar_cache_total{"):
             key = "hits" if 'result="hit"' in line else "misses"
+            out[key] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("raymall_recommender_similar_reads_total{"):
+            key = "replica" if 'source="replica"' in line else "actor"
             out[key] += float(line.rsplit(" ", 1)[1])
     return out
 
@@ -263,6 +278,8 @@ def via_actor(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> 
         namespace=f"rec-bench-{secrets.token_hex(3)}",
         recommender_torch_threads=args.torch_threads,
         recommender_similar_cache=args.similar_cache,
+        recommender_table_max_rows=args.table_max_rows,
+        recommender_embed_precision=args.embed_precision,
     )
     ray.init(address="local", num_cpus=2, include_dashboard=False, namespace=settings.namespace)
     try:
@@ -336,9 +353,12 @@ def via_http(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> d
             ("search_hybrid", lambda i: query(i)),
         ]
         for name, request in phases:
-            before = _cache_counts(base)
+            before = _counts(base)
             out[name] = asyncio.run(run(request))
-            out[name]["cache_hit_ratio"] = _ratio(before, _cache_counts(base))
+            after = _counts(base)
+            out[name]["cache_hit_ratio"] = _ratio(before, after)
+            if name == "similar":
+                out[name]["replica_ratio"] = _ratio(before, after, "replica", "actor")
             print(f"  http {name}: {out[name]}", flush=True)
         return out
 
@@ -358,6 +378,16 @@ def main() -> int:
         default=0,
         help="the Recommender's similar-list cache size (default 0: every similar request "
         "searches the index; the app's default is 50000)",
+    )
+    parser.add_argument(
+        "--table-max-rows",
+        type=int,
+        default=200_000,
+        help="the in-memory index limit (RAYMALL_RECOMMENDER_TABLE_MAX_ROWS; the app's "
+        "default); 0: every similar and search request is a Milvus search in the actor",
+    )
+    parser.add_argument(
+        "--embed-precision", choices=("auto", "float32", "bfloat16"), default="auto"
     )
     parser.add_argument("--skip-demo", action="store_true", help="skip phase 1")
     parser.add_argument("--reindex-timeout", type=float, default=3_600)

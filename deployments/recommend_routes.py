@@ -2,7 +2,8 @@
 
 Thin shell over ``recommend.service.RecommendService`` (``app_ctx.services["recommend"]``),
 which calls the ``Recommender`` actor. ``startup`` registers the service and, when the
-recommender is on, the ``milvus`` readiness check.
+recommender is on, the ``milvus`` readiness check, and starts the replica's copy of the
+index that similar-product reads are answered from.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ async def startup(app_ctx: AppContext) -> None:
     app_ctx.services["recommend"] = svc
     if app_ctx.settings.recommender:
         app_ctx.readiness["milvus"] = svc.ping
+        svc.start()  # this replica's copy of the index, for similar-product reads
 
 
 @router.get("/products/{product_id}/similar")

@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     recommender_half_life_days: float = Field(14.0, gt=0, le=3_650)
     recommender_views_kept: int = Field(50, ge=1, le=1_000)
     recommender_similar_cache: int = Field(50_000, ge=0, le=10_000_000)
+    recommender_embed_precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    # products held in memory (actor and replicas) for exact reads; 0: reads go to Milvus
+    recommender_table_max_rows: int = Field(200_000, ge=0, le=5_000_000)
+    recommender_replica_refresh_s: float = Field(0.5, gt=0, le=60)
 
     @field_validator("database_url")
     @classmethod

@@ -11,7 +11,12 @@ A thin async shell over ``RecommendEngine``:
 - **reads** are coalesced: requests that arrive while a search runs are answered by the
   next single batched Milvus call, so many concurrent readers cost one search each round
   (Milvus Lite pays a per-call cost that grows with the collection, whatever the batch);
-  similar-product lists are also cached until the next write (``SimilarCache``);
+  similar-product lists are also cached until the next write (``SimilarCache``); while
+  the index has at most ``recommender_table_max_rows`` products, similar and text search
+  are answered from the engine's in-memory ``VectorTable`` instead of a Milvus search;
+- **replica reads**: ``table_version`` and ``table`` hand that table to the Serve
+  replicas, which answer similar-product requests from their own copy (see
+  ``recommend.replica``); the table changes only after Milvus has taken a write;
 - at start it loads the collection (it comes back released after a restart), or builds
   it from the database when it has never been built.
 
@@ -38,6 +43,7 @@ from recommend.embedder import Embedder
 from recommend.engine import RecommendEngine
 from recommend.index import Hit, IndexLocked, ProductIndex
 from recommend.tail import OutboxTail
+from recommend.vectors import VectorTable
 
 log = get_logger("recommender")
 
@@ -92,9 +98,13 @@ class Recommender:
         milvus.drop_orphans()
         self.engine = RecommendEngine(
             milvus,
-            Embedder(settings.recommender_torch_threads),
+            Embedder(
+                settings.recommender_torch_threads,
+                precision=settings.recommender_embed_precision,
+            ),
             sessions,
             similar_cache=settings.recommender_similar_cache,
+            table_max_rows=settings.recommender_table_max_rows,
         )
         self._write_lock = asyncio.Lock()
         self._reads: list[_Read] = []
@@ -137,6 +147,7 @@ class Recommender:
             "synced": self._synced.is_set(),
             "last_poll_ms": self._last_poll_ms,
             "similar_cache": self.engine.cache.stats(),
+            "table": None if (t := self.engine.table) is None else [t.epoch, t.generation, len(t)],
         }
 
     async def drain(self) -> dict[str, Any]:
@@ -180,6 +191,8 @@ class Recommender:
             self._physical = self.engine.index.physical()
             self._saved_cursor = cursor
             log.info("built the product index", extra=summary)
+        else:
+            self.engine.load_table()
         self._tail = OutboxTail(cursor, self._grace_ms())
         self._refresh_size()
 
@@ -219,6 +232,9 @@ class Recommender:
     def _refresh_size(self) -> None:
         self._rows = self.engine.index.count()
         metrics.RECOMMENDER_INDEX_SIZE.set(self._rows)
+        limit = self.engine.table_max_rows
+        if self.engine.table is None and 0 < limit and self._rows <= limit:  # back under it
+            self.engine.load_table()
 
     async def sync_now(self) -> dict[str, Any]:
         """Apply whatever the outbox holds right now (tests and tools; the loop does this
@@ -243,6 +259,17 @@ class Recommender:
         self._refresh_size()
         metrics.RECOMMENDER_LATENCY.labels("rebuild").observe(time.perf_counter() - started)
         return summary
+
+    # ---- the in-memory table, for replicas ---------------------------------------------
+    async def table_version(self) -> tuple[str, int] | None:
+        """(epoch, generation) of the in-memory table, or None when there is none (the
+        index is larger than ``recommender_table_max_rows``, or not loaded yet)."""
+        table = self.engine.table
+        return None if table is None else table.version
+
+    async def table(self) -> VectorTable | None:
+        """The current in-memory table (Ray maps its arrays read-only in the caller)."""
+        return self.engine.table
 
     # ---- reads ----------------------------------------------------------------------
     async def _enqueue(self, kind: str, key: Any, k: int) -> Any:

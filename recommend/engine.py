@@ -9,6 +9,11 @@ Guarantees:
   idempotent, and a product whose ``doc_hash`` is unchanged costs no embedding and no write.
 - ``rebuild`` fills a fresh collection and swaps it in atomically (see ``recommend.index``).
 - Reads see only published products, and never the query product itself.
+- With ``table_max_rows`` > 0 the engine also holds ``table``, a ``VectorTable`` equal to
+  the index (loaded by ``load_table``, replaced after every write the store has taken,
+  rebuilt by ``rebuild``), and answers similar and text search from it (exact search);
+  past ``table_max_rows`` products it drops the table and reads go to Milvus again (a
+  table is loaded back once the index is under the limit: see the actor).
 """
 
 from __future__ import annotations
@@ -25,10 +30,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from raymall import metrics
 from recommend import source
-from recommend.embedder import Embedder
+from recommend.embedder import DIM, Embedder
 from recommend.index import Hit, ProductIndex
 from recommend.ranking import weighted_mean
 from recommend.text import ProductDoc, doc_hash, product_text
+from recommend.vectors import VectorTable
+
+
+def _hits(found: list[list[tuple[int, float]]]) -> list[list[Hit]]:
+    return [[Hit(pid, score) for pid, score in pairs] for pairs in found]
 
 
 class SimilarCache:
@@ -98,11 +108,32 @@ class RecommendEngine:
         embedder: Embedder,
         sessions: sessionmaker[Session],
         similar_cache: int = 0,
+        table_max_rows: int = 0,
     ) -> None:
         self.index = index
         self.embedder = embedder
         self.sessions = sessions
         self.cache = SimilarCache(similar_cache)
+        self.table_max_rows = table_max_rows
+        self.table: VectorTable | None = None
+
+    # ---- the in-memory table ---------------------------------------------------------
+    def load_table(self) -> VectorTable | None:
+        """Read the whole index into ``table`` (None when it is off or the index is larger
+        than ``table_max_rows``)."""
+        table = None
+        if self.table_max_rows > 0 and self.index.count() <= self.table_max_rows:
+            ids, vectors = self.index.all_vectors()
+            table = VectorTable.build(ids, vectors) if len(ids) <= self.table_max_rows else None
+        self.table = table
+        return table
+
+    def _table_changed(self, ids: Sequence[int], vectors: np.ndarray, gone: Sequence[int]) -> None:
+        table = self.table
+        if table is None:
+            return
+        table = table.with_changes(ids, vectors, gone)
+        self.table = table if len(table) <= self.table_max_rows else None
 
     # ---- writes (one writer at a time: the caller serialises) -------------------------
     def embed_docs(self, docs: Sequence[ProductDoc]) -> np.ndarray:
@@ -121,12 +152,14 @@ class RecommendEngine:
         changed = [d for d in live if stored.get(d.id) != hashes[d.id]]
         if changed or gone:
             self.cache.invalidate()
+        vectors = self.embed_docs(changed)
         if changed:
-            self.index.upsert(changed, self.embed_docs(changed), [hashes[d.id] for d in changed])
+            self.index.upsert(changed, vectors, [hashes[d.id] for d in changed])
         if gone:
             self.index.delete(gone)
         if changed or gone:
             self.index.flush()
+            self._table_changed([d.id for d in changed], vectors, gone)
             self.cache.invalidate()  # and reads that overlapped the write are not kept
         return ApplyResult(len(changed), len(gone), len(live) - len(changed))
 
@@ -141,16 +174,26 @@ class RecommendEngine:
         self.index.drop_orphans()
         name = self.index.create_physical()
         total = 0
+        kept_ids: list[int] = []
+        kept: list[np.ndarray] = []
         with self.sessions() as session:
             for docs in source.iter_published_docs(session, batch_size):
                 vectors = self.embed_docs(docs)
                 self.index.upsert(docs, vectors, [doc_hash(d) for d in docs], collection=name)
                 total += len(docs)
+                if total <= self.table_max_rows:
+                    kept_ids.extend(d.id for d in docs)
+                    kept.append(vectors)
                 if progress is not None:
                     progress(len(docs))
         self.index.flush(collection=name)
         self.index.set_cursor(cursor, collection=name)
         self.index.swap(name)
+        if 0 < self.table_max_rows and total <= self.table_max_rows:
+            vectors = np.concatenate(kept) if kept else np.zeros((0, DIM), dtype=np.float32)
+            self.table = VectorTable.build(kept_ids, vectors)
+        else:
+            self.table = None
         self.cache.invalidate()
         return {
             "collection": name,
@@ -164,7 +207,11 @@ class RecommendEngine:
         """Vectors of published products: from the index, or embedded on the spot for a
         product published so recently that its event is not applied yet."""
         ids = sorted({int(i) for i in product_ids})
-        found = self.index.vectors(ids)
+        table = self.table
+        if table is not None:
+            found = {i: v for i in ids if (v := table.vector(i)) is not None}
+        else:
+            found = self.index.vectors(ids)
         missing = [i for i in ids if i not in found]
         if missing:
             with self.sessions() as session:
@@ -196,7 +243,12 @@ class RecommendEngine:
         if not asked:
             return out
         limit = max(k for _, k in asked) + 1
-        hits = self.index.search(np.stack([vectors[pid] for pid, _ in asked]), limit)
+        queries = np.stack([vectors[pid] for pid, _ in asked])
+        table = self.table
+        if table is not None:
+            hits = _hits(table.nearest(queries, limit, [[pid] for pid, _ in asked]))
+        else:
+            hits = self.index.search(queries, limit)
         by_request = iter(hits)
         for n, (pid, k) in enumerate(requests):
             if pid in vectors:
@@ -208,7 +260,12 @@ class RecommendEngine:
         if not queries:
             return []
         vectors = self.embedder.encode([q for q, _ in queries])
-        hits = self.index.search(vectors, max(k for _, k in queries))
+        limit = max(k for _, k in queries)
+        table = self.table
+        if table is not None:
+            hits = _hits(table.nearest(vectors, limit))
+        else:
+            hits = self.index.search(vectors, limit)
         return [h[:k] for h, (_, k) in zip(hits, queries, strict=True)]
 
     def for_profile(

@@ -197,6 +197,27 @@ class ProductIndex:
                     out[int(r["id"])] = np.asarray(r["vector"], dtype=np.float32)
         return out
 
+    def all_vectors(self, page: int = 1_000) -> tuple[np.ndarray, np.ndarray]:
+        """Every published row as (ids, vectors), read page by page (Strong consistency:
+        everything written and flushed before is there)."""
+        ids: list[int] = []
+        rows: list[list[float]] = []
+        iterator = self.client.query_iterator(
+            self.alias,
+            batch_size=page,
+            filter="published == true",
+            output_fields=["vector"],
+            consistency_level="Strong",
+        )
+        try:
+            while batch := iterator.next():
+                ids.extend(int(r["id"]) for r in batch)
+                rows.extend(r["vector"] for r in batch)
+        finally:
+            iterator.close()
+        vectors = np.asarray(rows, dtype=np.float32).reshape(len(ids), DIM)
+        return np.asarray(ids, dtype=np.int64), vectors
+
     def search(
         self, vectors: np.ndarray, limit: int, exclude_ids: Sequence[int] = ()
     ) -> list[list[Hit]]:

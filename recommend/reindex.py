@@ -56,7 +56,10 @@ def _rebuild_here(settings: Settings, index: ProductIndex, batch_size: int) -> d
             grace_ms = int(settings.recommender_outbox_grace_s * 1000)
             cursor = source.outbox_settled_cursor(s, now_ms() - grace_ms)
             total = source.count_published(s)
-        engine = RecommendEngine(index, Embedder(settings.recommender_torch_threads), sessions)
+        embedder = Embedder(
+            settings.recommender_torch_threads, precision=settings.recommender_embed_precision
+        )
+        engine = RecommendEngine(index, embedder, sessions)
         with tqdm(total=total, unit="product", desc="reindex") as bar:
             summary = engine.rebuild(cursor, batch_size, progress=bar.update)
         summary["rows"] = index.count()

@@ -4,16 +4,22 @@ merge in the database's view of each result, and fall back where the index canno
 Every product returned is re-checked against the database at answer time, so an item the
 index has not caught up with (just unpublished, say) is never shown; stock is read there
 too (the index does not store it).
+
+Similar-product lists are ranked in the replica from its copy of the actor's in-memory
+index (``recommend.replica``) when it has one that holds the product, and by the actor
+otherwise; search and personal picks always go to the actor (they need the model).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from raymall import metrics
 from raymall.catalog.repository import product_summaries
 from raymall.catalog.search import keyword_search
 from raymall.errors import DomainError, NotFound, Unavailable, ValidationFailed
@@ -21,6 +27,7 @@ from raymall.ids import now_ms
 from raymall.settings import Settings
 from recommend import history, source
 from recommend.ranking import reciprocal_rank_fusion, signal_weights
+from recommend.replica import SIMILAR_READS, ReplicaTable
 
 ACTOR_NAME = "recommender-0"
 CALL_TIMEOUT_S = 15.0
@@ -43,6 +50,14 @@ class RecommendService:
         self.sessions = sessions
         self.redis = redis
         self._handle: Any = None
+        self.replica: ReplicaTable | None = None
+        if settings.recommender and settings.recommender_table_max_rows > 0:
+            self.replica = ReplicaTable(self.call, settings.recommender_replica_refresh_s)
+
+    def start(self) -> None:
+        """Start following the actor's in-memory index (on the replica's event loop)."""
+        if self.replica is not None:
+            self.replica.start()
 
     # ---- the actor -------------------------------------------------------------------
     def _actor(self) -> Any:
@@ -106,7 +121,7 @@ class RecommendService:
     async def similar(self, product_id: int, k: int, in_stock_only: bool) -> list[dict[str, Any]]:
         fetch = k if not in_stock_only else min(MAX_FETCH, 3 * k + 10)
         while True:
-            hits = await self.call("similar", product_id, fetch)
+            hits = await self._neighbours(product_id, fetch)
             if hits is None:
                 raise NotFound(f"product {product_id} not found")
             scored = [(int(p), float(s)) for p, s in hits]
@@ -114,6 +129,20 @@ class RecommendService:
             if len(cards) >= k or len(hits) < fetch or fetch >= MAX_FETCH:
                 return cards[:k]
             fetch = min(MAX_FETCH, fetch * 3)
+
+    async def _neighbours(self, product_id: int, k: int) -> list[tuple[int, float]] | None:
+        """From this replica's copy of the index when it holds the product, else from the
+        actor (None: the product is not published)."""
+        if self.replica is not None:
+            started = time.perf_counter()
+            found = await self.replica.neighbours(product_id, k)
+            if found is not None:
+                metrics.RECOMMENDER_LATENCY.labels("similar").observe(time.perf_counter() - started)
+                SIMILAR_READS.labels("replica").inc()
+                return found
+        SIMILAR_READS.labels("actor").inc()
+        hits = await self.call("similar", product_id, k)
+        return None if hits is None else [(int(p), float(s)) for p, s in hits]
 
     async def record_view(self, user_id: int, product_id: int) -> None:
         keep = self.settings.recommender_views_kept

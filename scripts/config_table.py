@@ -110,6 +110,13 @@ DOCS = {
     "recommender_half_life_days": "recency half-life of a user's history",
     "recommender_views_kept": "recent product views kept per user",
     "recommender_similar_cache": "cached similar-product lists",
+    "recommender_embed_precision": "`auto` (bfloat16 where the CPU has it natively, else "
+    "float32), `float32` or `bfloat16` for embeddings",
+    "recommender_table_max_rows": "largest index held in memory by the Recommender and "
+    "every replica for exact similar/search reads (about 1.5 KB per product); 0: every "
+    "read goes to Milvus through the Recommender",
+    "recommender_replica_refresh_s": "how often a replica checks the Recommender for a "
+    "newer in-memory index",
 }
 
 

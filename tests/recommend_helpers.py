@@ -23,12 +23,17 @@ def shared_embedder() -> Embedder:
 
 
 def lite_engine(
-    db_url: str, milvus_dir: Path, alias: str = "products", similar_cache: int = 0
+    db_url: str,
+    milvus_dir: Path,
+    alias: str = "products",
+    similar_cache: int = 0,
+    table_max_rows: int = 0,
 ) -> tuple[RecommendEngine, sessionmaker[Session]]:
     sessions = session_factory(make_engine(db_url, pool_size=2))
     index = ProductIndex(str(milvus_dir / "milvus.db"), alias)
     index.ensure()
-    return RecommendEngine(index, shared_embedder(), sessions, similar_cache), sessions
+    engine = RecommendEngine(index, shared_embedder(), sessions, similar_cache, table_max_rows)
+    return engine, sessions
 
 
 def add_product(

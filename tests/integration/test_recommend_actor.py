@@ -139,6 +139,56 @@ def test_a_row_committing_late_into_an_outbox_gap_is_applied(rec: dict[str, Any]
     wait_for(lambda: late in similar_ids(actor, rec["seed"][3]), FRESHNESS_S)
 
 
+def test_a_replica_copy_of_the_index_sees_new_and_unpublished_products_within_5s(
+    rec: dict[str, Any],
+) -> None:
+    """What a Serve replica does for similar products: rank from its copy of the actor's
+    in-memory index, refreshed by version; the database check hides unpublished ones."""
+    import asyncio
+
+    from raymall.errors import NotFound
+    from recommend.service import RecommendService
+
+    sessions, anchor = rec["sessions"], rec["seed"][0]
+    svc = RecommendService(rec["settings"], sessions, redis=None)
+    assert svc.replica is not None
+
+    async def until(check: Callable[[], Any], timeout_s: float) -> float:
+        started = time.monotonic()
+        while not await check():
+            if time.monotonic() - started > timeout_s:
+                raise AssertionError(f"condition not met within {timeout_s}s")
+            await asyncio.sleep(0.05)
+        return time.monotonic() - started
+
+    async def from_copy(pid: int) -> bool:
+        table = svc.replica.table  # type: ignore[union-attr]
+        return table is not None and table.row(pid) is not None
+
+    async def listed(pid: int) -> bool:
+        cards = await svc.similar(anchor, 10, False)
+        return pid in [c["id"] for c in cards] and await from_copy(pid)
+
+    async def scenario() -> None:
+        svc.start()
+        await until(lambda: from_copy(anchor), 30)
+        new = add_product(sessions, "Insulated thermos mug for hot coffee", category="Thermoses")
+        seen = await until(lambda: listed(new), FRESHNESS_S)
+        print(f"in the replica's similar list after {seen:.2f}s")
+        set_status(sessions, new, "unpublished")
+        assert new not in [c["id"] for c in await svc.similar(anchor, 10, False)]
+        with pytest.raises(NotFound):
+            await svc.similar(new, 5, False)
+
+        async def dropped() -> bool:
+            return not await from_copy(new)
+
+        await until(dropped, FRESHNESS_S)
+        svc.replica.stop()  # type: ignore[union-attr]
+
+    asyncio.run(scenario())
+
+
 def test_killing_the_actor_loses_nothing(rec: dict[str, Any]) -> None:
     import ray
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from sqlalchemy import delete
 
 from models import Inventory, Product, Sku
@@ -98,3 +99,56 @@ def test_cached_similar_lists_see_the_next_write(sqlite_url: str, tmp_path: Path
     c = add_product(sessions, "Vacuum flask for hot coffee", category="Thermoses")
     engine.apply([c])
     assert [h.id for h in engine.similar([(a, 5)])[0] or []] == [c, b]
+
+
+def test_the_in_memory_table_follows_writes_and_answers_as_milvus(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    engine, sessions = lite_engine(sqlite_url, tmp_path, table_max_rows=10)
+    ids = [
+        add_product(sessions, "Insulated coffee thermos", category="Thermoses"),
+        add_product(sessions, "Vacuum flask for hot tea", category="Thermoses"),
+        add_product(sessions, "Trail running shoes", category="Shoes"),
+        add_product(sessions, "Road running sneakers", category="Shoes"),
+    ]
+    engine.rebuild(cursor=0)
+    table = engine.table
+    assert table is not None and table.ids.tolist() == sorted(ids)
+    requests = [(pid, 3) for pid in ids]
+    from_table = engine.similar(requests)
+    searched = engine.search_text([("shoes for jogging", 2)])
+    engine.table = None  # the same reads, answered by Milvus
+    from_milvus = engine.similar(requests)
+    assert [[h.id for h in hs or []] for hs in from_table] == [
+        [h.id for h in hs or []] for hs in from_milvus
+    ]
+    assert [h.id for h in searched[0]] == [
+        h.id for h in engine.search_text([("shoes for jogging", 2)])[0]
+    ]
+    loaded = engine.load_table()  # as the actor does at start: read back from Milvus
+    assert loaded is not None and loaded is engine.table and loaded.epoch != table.epoch
+    assert loaded.ids.tolist() == sorted(ids)
+    assert np.allclose(loaded.vectors, table.vectors, atol=1e-6)
+    # an upsert and an unpublish: the next generation of the table, after Milvus took them
+    new = add_product(sessions, "Double wall coffee thermos", category="Thermoses")
+    set_status(sessions, ids[3], "unpublished")
+    engine.apply([new, ids[3]])
+    after = engine.table
+    assert after is not None and after.version == (loaded.epoch, loaded.generation + 1)
+    assert after.ids.tolist() == sorted([*ids[:3], new])
+    assert np.allclose(after.vector(new), engine.index.vectors([new])[new], atol=1e-6)  # type: ignore[arg-type]
+    assert engine.similar([(ids[0], 1)])[0][0].id in (new, ids[1])  # type: ignore[index]
+
+
+def test_the_table_is_dropped_past_its_size_limit(sqlite_url: str, tmp_path: Path) -> None:
+    engine, sessions = lite_engine(sqlite_url, tmp_path, table_max_rows=2)
+    a = add_product(sessions, "Cast iron skillet", category="Skillets")
+    b = add_product(sessions, "Carbon steel pan", category="Skillets")
+    engine.rebuild(cursor=0)
+    assert engine.table is not None and len(engine.table) == 2
+    c = add_product(sessions, "Nonstick frying pan", category="Skillets")
+    engine.apply([c])
+    assert engine.table is None  # three products: reads go to Milvus
+    assert [h.id for h in engine.similar([(a, 1)])[0] or []] in ([b], [c])
+    engine.rebuild(cursor=0)
+    assert engine.table is None
