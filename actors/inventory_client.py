@@ -45,7 +45,8 @@ from raymall.settings import Settings
 log = get_logger("inventory.client")
 
 MAX_KEY_LEN = 150  # inventory_ops.key is 160 wide; "@{shard}" is appended
-MAX_INFLIGHT_PER_SHARD = 2
+MAX_INFLIGHT_PER_SHARD = 2  # the shard commits one batch while it stages the next
+SPLIT_MIN = 8  # a lane with nothing in flight splits a queue of 2 * SPLIT_MIN or more
 CALL_TIMEOUT_S = 20.0
 READ_RETRY_S = 3.0
 Op = tuple[Any, ...]
@@ -116,6 +117,9 @@ class _Lane:
         self.timer = None
         while self.queue and self.inflight < MAX_INFLIGHT_PER_SHARD:
             size = self.client.max_batch
+            if self.inflight == 0 and len(self.queue) >= 2 * SPLIT_MIN:
+                # Two calls, so that the shard stages the second while the first commits.
+                size = min(size, (len(self.queue) + 1) // 2)
             batch, self.queue = self.queue[:size], self.queue[size:]
             self.inflight += 1
             asyncio.get_running_loop().create_task(self._send(batch))

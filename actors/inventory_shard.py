@@ -28,8 +28,11 @@ Wire format: see ``raymall.domain.ledger`` (ops are tuples, results are codes).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sys
 import time
 from collections import Counter, deque
+from dataclasses import dataclass
 from typing import Any
 
 from actors import flash_shard, flash_store
@@ -42,6 +45,27 @@ from raymall.logs import get_logger
 from raymall.settings import Settings
 
 log = get_logger("inventory")
+GIL_SWITCH_INTERVAL_S = 0.0005
+
+
+@dataclass
+class _Stage:
+    """One batch applied in memory whose transaction has not committed yet."""
+
+    batch: list[tuple[list[Op], asyncio.Future[list[Any]]]]
+    ops: list[Op]
+    results: list[Any]
+    statements: list[flash_store.Statement]  # empty: nothing to write
+    created: list[str]  # keys it inserts (looked up after a duplicate-key refusal)
+    attempt: int
+    write: asyncio.Future[None] | None = None
+    started: float = 0.0
+
+
+def _fail(batch: list[tuple[list[Op], asyncio.Future[list[Any]]]], err: BaseException) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(err)
 
 
 class InventoryShard:
@@ -49,6 +73,10 @@ class InventoryShard:
 
     def __init__(self, settings: Settings, index: int) -> None:
         logs.configure(settings.log_level)
+        # The transaction runs on a thread while the loop stages the next batch: a short
+        # GIL switch interval keeps the writer from waiting 5 ms for the GIL after each
+        # round trip to the database.
+        sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         self.settings = settings
         self.index = index
         self._label = str(index)
@@ -60,6 +88,8 @@ class InventoryShard:
         self._needs_reload = False
         self._pending: deque[tuple[list[Op], asyncio.Future[list[str]]]] = deque()
         self._pending_ops = 0
+        self._staged: list[_Stage] = []
+        self._requeued = 0  # batches undone because the batch under them failed
         self._first_at = 0.0
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
@@ -123,13 +153,16 @@ class InventoryShard:
                             await asyncio.wait_for(self._full.wait(), delay)
                         except TimeoutError:
                             pass
-                await self._commit_next()
+                await self._pipeline()
             except Exception:  # the loop must outlive any single batch
                 log.exception("shard %s committer error", self.index)
                 await asyncio.sleep(0.05)
+            finally:
+                if not self._pending:
+                    self._idle.set()
 
-    async def _commit_next(self) -> None:
-        batch: list[tuple[list[Op], asyncio.Future[list[str]]]] = []
+    def _take(self) -> list[tuple[list[Op], asyncio.Future[list[Any]]]]:
+        batch: list[tuple[list[Op], asyncio.Future[list[Any]]]] = []
         n = 0
         while self._pending and n < self._max_ops:
             ops, fut = self._pending.popleft()
@@ -140,94 +173,183 @@ class InventoryShard:
             self._full.clear()
         if not self._pending:
             self._wake.clear()
-        try:
-            if not batch:
-                return
-            flat = [op for ops, _ in batch for op in ops]
-            try:
-                results = await self._run(flat)
-            except Exception as exc:
-                err = exc if isinstance(exc, DomainError) else Unavailable(str(exc))
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(err)
-                return
-            i = 0
-            for ops, fut in batch:
-                if not fut.done():
-                    fut.set_result(results[i : i + len(ops)])
-                i += len(ops)
-        finally:
-            if not self._pending:
-                self._idle.set()
+        return batch
 
-    async def _run(self, ops: list[Op]) -> list[str]:
-        if self._needs_reload:
-            await self._reload()
-        await self._prepare(ops)
-        await flash_shard.prepare(self, ops)
+    def _requeue(self, batch: list[tuple[list[Op], asyncio.Future[list[Any]]]]) -> None:
+        """Put a staged-then-undone batch back at the head of the queue (not answered)."""
+        self._requeued += 1
+        if not self._pending:
+            self._first_at = time.monotonic()
+        for ops, fut in reversed(batch):
+            self._pending.appendleft((ops, fut))
+            self._pending_ops += len(ops)
+        self._wake.set()
+        if self._pending_ops >= self._max_ops:
+            self._full.set()
+
+    async def _pipeline(self) -> None:
+        """Commit what is pending, two batches deep: while batch N's transaction is in
+        flight, batch N+1 is applied in memory on top of it and its statements rendered;
+        N+1's transaction starts when N's has committed. Answers go out in order, each
+        only after its own commit. When N fails, N+1 is undone first (it was applied on
+        top of N) and queued again unanswered, then N is undone and its callers get the
+        error (or N is applied again, for replays of stored keys)."""
+        staged = self._staged  # open batches, oldest first: [head (writing), next]
+        try:
+            while True:
+                if self._pending and len(staged) < 2:
+                    if not staged and self._needs_reload:
+                        await self._reload()
+                    stage = await self._stage(self._take())
+                    if stage is not None:
+                        staged.append(stage)
+                        if len(staged) == 1:
+                            self._start(stage)
+                            continue
+                if not staged:
+                    return
+                head = staged[0]
+                assert head.write is not None
+                if len(staged) == 1 and not head.write.done():
+                    # Stage newcomers as soon as they arrive, not after the commit.
+                    waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+                    writing: asyncio.Future[Any] = head.write
+                    await asyncio.wait({writing, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if not head.write.done():
+                        continue
+                try:
+                    await head.write
+                except Exception as exc:
+                    if len(staged) == 2:  # newest first
+                        self._undo_newest()
+                        self._requeue(staged.pop().batch)
+                    self._undo_newest()
+                    staged.pop()
+                    retry = await self._failed(head, exc)
+                    if retry is not None:
+                        again = await self._stage(retry, attempt=1)
+                        if again is not None:
+                            staged.append(self._start(again))
+                    continue
+                staged.pop(0)
+                self._committed(head)
+                if staged:
+                    self._start(staged[0])
+        except BaseException:
+            # Unexpected: the outcome of a write in flight is unknown. Let it finish, undo
+            # everything staged, answer its callers, and reload before the next batch.
+            for stage in staged:
+                if stage.write is not None:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(stage.write)
+            while staged:
+                self._undo_newest()
+                _fail(staged.pop().batch, Unavailable(f"inventory shard {self.index} failed"))
+            self._needs_reload = True
+            raise
+
+    def _undo_newest(self) -> None:
+        self.ledger.rollback()
+        self.flash.rollback()
+
+    async def _stage(
+        self, batch: list[tuple[list[Op], asyncio.Future[list[Any]]]], attempt: int = 0
+    ) -> _Stage | None:
+        """Apply ``batch`` in memory (a new open ledger batch) and render its statements.
+        Answers the callers with an error and returns None if it cannot be staged."""
+        if not batch:
+            return None
+        ops = [op for ops, _ in batch for op in ops]
+        try:
+            await self._prepare(ops)
+            await flash_shard.prepare(self, ops)
+        except Exception as exc:
+            _fail(batch, exc if isinstance(exc, DomainError) else Unavailable(str(exc)))
+            return None
+        now = now_ms()
         ledger, desk = self.ledger, self.flash
-        for attempt in (0, 1):
-            now = now_ms()
-            ledger.begin()
-            desk.begin(now)
+        ledger.begin()
+        desk.begin(now)
+        try:
             is_flash = flash_shard.is_flash
             results = [desk.apply(op) if is_flash(op) else ledger.apply(op) for op in ops]
             changes = ledger.changes()
             flash_changes = desk.changes()
-            if not changes and not flash_changes:  # only replays and refusals: nothing to write
-                ledger.commit()
-                desk.commit()
-                self._count(ops, results)
-                return results
-            extra = flash_store.statements(flash_changes, self.store.ph, now)
-            fail = self._fail_commits > 0
-            if fail:
-                self._fail_commits -= 1
-            started = time.perf_counter()
-            try:
-                await asyncio.to_thread(self.store.write, changes, now, fail=fail, extra=extra)
-            except DuplicateKey as exc:
-                ledger.rollback()
-                desk.rollback()
-                found = {}
-                if attempt == 0:
-                    keys = [k for k, _ in changes.created]
-                    found = await asyncio.to_thread(self.store.lookup, keys)
-                if not found:
-                    self._needs_reload = True
-                    raise Unavailable(f"inventory shard {self.index} write refused") from exc
-                for key, rec in found.items():  # replays of keys stored earlier
-                    ledger.load_record(key, rec)
-                continue
-            except InjectedFault as exc:
-                ledger.rollback()
-                desk.rollback()
-                raise Unavailable(f"inventory shard {self.index}: {exc}") from exc
-            except StaleStock as exc:
-                ledger.rollback()
-                desk.rollback()
-                log.error("shard %s: %s; reloading from the database", self.index, exc)
-                self._needs_reload = True
-                raise Unavailable(f"inventory shard {self.index} is reloading") from exc
-            except Exception as exc:
-                # The commit's outcome may be unknown: reload before the next batch.
-                ledger.rollback()
-                desk.rollback()
-                self._needs_reload = True
-                log.warning("shard %s commit failed: %r", self.index, exc)
-                raise Unavailable(f"inventory shard {self.index} commit failed") from exc
-            ledger.commit()
-            desk.commit()
-            elapsed = time.perf_counter() - started
+            statements: list[flash_store.Statement] = []
+            if changes or flash_changes:
+                statements = self.store.statements(changes, now)
+                statements += flash_store.statements(flash_changes, self.store.ph, now)
+        except Exception as exc:
+            ledger.rollback()
+            desk.rollback()
+            _fail(batch, Unavailable(f"inventory shard {self.index}: {exc!r}"))
+            return None
+        created = [k for k, _ in changes.created]
+        return _Stage(batch, ops, results, statements, created, attempt)
+
+    def _start(self, stage: _Stage) -> _Stage:
+        loop = asyncio.get_running_loop()
+        if not stage.statements:  # only replays and refusals: nothing to write
+            stage.write = loop.create_future()
+            stage.write.set_result(None)
+            return stage
+        fail = self._fail_commits > 0
+        if fail:
+            self._fail_commits -= 1
+        stage.started = time.perf_counter()
+        stage.write = asyncio.ensure_future(
+            asyncio.to_thread(self.store.write_statements, stage.statements, fail=fail)
+        )
+        return stage
+
+    def _committed(self, stage: _Stage) -> None:
+        self.ledger.commit()
+        self.flash.commit()
+        if stage.statements:
+            elapsed = time.perf_counter() - stage.started
             self._batches += 1
             self._commit_s += elapsed
             metrics.INVENTORY_COMMIT_LATENCY.labels(self._label).observe(elapsed)
-            metrics.INVENTORY_BATCH_SIZE.labels(self._label).observe(len(ops))
-            self._count(ops, results)
-            ledger.evict(self.settings.inventory_key_cache)
-            return results
-        raise Unavailable(f"inventory shard {self.index} could not apply the batch")
+            metrics.INVENTORY_BATCH_SIZE.labels(self._label).observe(len(stage.ops))
+        i = 0
+        for ops, fut in stage.batch:
+            if not fut.done():
+                fut.set_result(stage.results[i : i + len(ops)])
+            i += len(ops)
+        self._count(stage.ops, stage.results)
+        self.ledger.evict(self.settings.inventory_key_cache)
+
+    async def _failed(
+        self, stage: _Stage, exc: BaseException
+    ) -> list[tuple[list[Op], asyncio.Future[list[Any]]]] | None:
+        """After a failed transaction (memory already undone): the batch to stage again,
+        or None once its callers have their error."""
+        err: DomainError
+        if isinstance(exc, DuplicateKey):
+            found = {}
+            if stage.attempt == 0:
+                with contextlib.suppress(Exception):  # no answer: reload, below
+                    found = await asyncio.to_thread(self.store.lookup, stage.created)
+            if found:
+                for key, rec in found.items():  # replays of keys stored earlier
+                    self.ledger.load_record(key, rec)
+                return stage.batch
+            self._needs_reload = True
+            err = Unavailable(f"inventory shard {self.index} write refused")
+        elif isinstance(exc, InjectedFault):
+            err = Unavailable(f"inventory shard {self.index}: {exc}")
+        elif isinstance(exc, StaleStock):
+            log.error("shard %s: %s; reloading from the database", self.index, exc)
+            self._needs_reload = True
+            err = Unavailable(f"inventory shard {self.index} is reloading")
+        else:
+            # The commit's outcome may be unknown: reload before the next batch.
+            self._needs_reload = True
+            log.warning("shard %s commit failed: %r", self.index, exc)
+            err = Unavailable(f"inventory shard {self.index} commit failed")
+        _fail(stage.batch, err)
+        return None
 
     async def _prepare(self, ops: list[Op]) -> None:
         """Load SKUs created after start, and records of release/confirm keys not held."""
@@ -323,6 +445,7 @@ class InventoryShard:
             "open": sum(1 for _ in self.ledger.open_reservations()),
             "pending_ops": self._pending_ops,
             "batches": self._batches,
+            "requeued": self._requeued,
             "commit_s": round(self._commit_s, 3),
             "started_ms": self._started_ms,
         }

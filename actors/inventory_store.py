@@ -154,7 +154,14 @@ class InventoryStore:
     ) -> None:
         """Persist one batch in one transaction (see the module docstring). ``extra``
         statements (flash-sale rows, ``actors.flash_store``) run after the ledger's, in the
-        same transaction.
+        same transaction."""
+        self.write_statements([*self.statements(changes, now_ms), *extra], fail=fail)
+
+    def write_statements(
+        self, statements: Sequence[tuple[str, Any, bool, int | None]], *, fail: bool = False
+    ) -> None:
+        """Run ``statements`` (from ``statements()``, rendered beforehand so that the
+        batch's values are fixed even while memory moves on) in one transaction.
 
         Runs on one long-lived DBAPI connection: a batch costs its statements and COMMIT,
         with no pool checkout, ping or reset round trips. Any error drops the connection's
@@ -164,7 +171,7 @@ class InventoryStore:
         try:
             if self._begin_sql:
                 cur.execute(self._begin_sql)
-            for sql, params, many, expect in [*self._statements(changes, now_ms), *extra]:
+            for sql, params, many, expect in statements:
                 if many:
                     cur.executemany(sql, params)
                 else:
@@ -196,7 +203,7 @@ class InventoryStore:
             with contextlib.suppress(Exception):
                 conn.invalidate()
 
-    def _statements(self, changes: Changes, now_ms: int) -> list[tuple[str, Any, bool, int | None]]:
+    def statements(self, changes: Changes, now_ms: int) -> list[tuple[str, Any, bool, int | None]]:
         """(sql, params, executemany?, expected rowcount) for one batch, in order."""
         ph = self.ph
         shard = self.shard

@@ -189,7 +189,12 @@ class Ledger:
         self.records: dict[str, Record] = {}
         self._deadlines: list[tuple[int, str]] = []
         self._terminal: deque[str] = deque()
-        self._undo_stock: dict[int, Stock] | None = None
+        # Open batches, oldest first: (undo stock, undo records, adjustments) each. A batch
+        # may begin while the previous one is still open (its transaction in flight): it
+        # applies on top of it; batches commit oldest first and roll back newest first.
+        self._segments: list[tuple[dict[int, Stock], dict[str, Record | None], list[Adjustment]]]
+        self._segments = []
+        self._undo_stock: dict[int, Stock] | None = None  # of the newest open batch
         self._undo_records: dict[str, Record | None] | None = None
         self._adjustments: list[Adjustment] = []
         self._handlers = {
@@ -220,14 +225,24 @@ class Ledger:
     # ---- batches --------------------------------------------------------------------
     @property
     def in_batch(self) -> bool:
-        return self._undo_stock is not None
+        return bool(self._segments)
+
+    @property
+    def open_batches(self) -> int:
+        return len(self._segments)
 
     def begin(self) -> None:
-        if self._undo_stock is not None:
-            raise RuntimeError("a batch is already open")
-        self._undo_stock = {}
-        self._undo_records = {}
-        self._adjustments = []
+        """Open a batch, on top of any batch still open (whose ``changes()`` must have been
+        taken already: they are computed from the live counters)."""
+        seg: tuple[dict[int, Stock], dict[str, Record | None], list[Adjustment]] = ({}, {}, [])
+        self._segments.append(seg)
+        self._undo_stock, self._undo_records, self._adjustments = seg
+
+    def _top(self) -> None:
+        if self._segments:
+            self._undo_stock, self._undo_records, self._adjustments = self._segments[-1]
+        else:
+            self._undo_stock, self._undo_records, self._adjustments = None, None, []
 
     def changes(self) -> Changes:
         """What the open batch changed (SKUs with new counters, created and updated keys)."""
@@ -248,32 +263,35 @@ class Ledger:
         return out
 
     def commit(self) -> None:
-        """The batch is durable: forget the undo log, mark its records stored."""
-        assert self._undo_records is not None
-        for key in self._undo_records:
+        """The OLDEST open batch is durable: forget its undo log, mark its records stored."""
+        assert self._segments, "no open batch"
+        _stock, records, _adj = self._segments.pop(0)
+        for key in records:
             rec = self.records[key]
             rec.stored = True
             if rec.state not in OPEN_STATES:
                 self._terminal.append(key)
-        self._undo_stock = None
-        self._undo_records = None
-        self._adjustments = []
+            for _s, newer, _a in self._segments:  # what a later rollback would restore
+                prior = newer.get(key)
+                if prior is not None:
+                    prior.stored = True
+        self._top()
 
     def rollback(self) -> None:
-        """Restore every SKU and key the batch touched to its state before ``begin()``."""
-        assert self._undo_stock is not None and self._undo_records is not None
-        for sku_id, before in self._undo_stock.items():
+        """Restore every SKU and key the NEWEST open batch touched to its state before its
+        ``begin()`` (roll batches back newest first)."""
+        assert self._segments, "no open batch"
+        undo_stock, undo_records, _adj = self._segments.pop()
+        for sku_id, before in undo_stock.items():
             self.stock[sku_id] = before
-        for key, prior in self._undo_records.items():
+        for key, prior in undo_records.items():
             if prior is None:
                 del self.records[key]
             else:
                 self.records[key] = prior
                 if prior.state == RESERVED and prior.expires_ms is not None:
                     heapq.heappush(self._deadlines, (prior.expires_ms, key))
-        self._undo_stock = None
-        self._undo_records = None
-        self._adjustments = []
+        self._top()
 
     def _touch_stock(self, sku_id: int) -> Stock:
         s = self.stock[sku_id]
@@ -515,16 +533,21 @@ class Ledger:
 
     def evict(self, keep: int) -> int:
         """Forget the oldest finished records beyond ``keep`` (the database still holds
-        them, and the shard looks keys up there). Only between batches."""
-        if self.in_batch:
-            return 0
+        them, and the shard looks keys up there). Keys an open batch touched stay."""
         dropped = 0
+        held = [key for _s, records, _a in self._segments for key in records]
+        busy = set(held) if held else None
+        kept: list[str] = []
         while len(self._terminal) > keep:
             key = self._terminal.popleft()
+            if busy is not None and key in busy:
+                kept.append(key)
+                continue
             rec = self.records.get(key)
             if rec is not None and rec.state not in OPEN_STATES and rec.stored:
                 del self.records[key]
                 dropped += 1
+        self._terminal.extend(kept)
         return dropped
 
     # ---- views ----------------------------------------------------------------------

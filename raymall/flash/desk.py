@@ -137,6 +137,8 @@ class FlashDesk:
         self.now = 0
         self._undo: list[Callable[[], None]] | None = None
         self._changes = FlashChanges()
+        # open batches, oldest first (see Ledger.begin: they stack the same way)
+        self._segments: list[tuple[list[Callable[[], None]], FlashChanges]] = []
 
     # ---- loading -----------------------------------------------------------------------
     def load(self, info: SaleInfo, purchases: list[Purchase]) -> None:
@@ -149,22 +151,31 @@ class FlashDesk:
 
     # ---- batches -----------------------------------------------------------------------
     def begin(self, now_ms: int) -> None:
+        """Open a batch, on top of any still open; commit oldest first, roll back newest
+        first (as ``Ledger``)."""
         self.now = now_ms
-        self._undo = []
-        self._changes = FlashChanges()
+        self._undo, self._changes = [], FlashChanges()
+        self._segments.append((self._undo, self._changes))
 
     def changes(self) -> FlashChanges:
         return self._changes
 
+    def _top(self) -> None:
+        if self._segments:
+            self._undo, self._changes = self._segments[-1]
+        else:
+            self._undo, self._changes = None, FlashChanges()
+
     def commit(self) -> None:
-        self._undo = None
-        self._changes = FlashChanges()
+        if self._segments:
+            self._segments.pop(0)
+        self._top()
 
     def rollback(self) -> None:
-        for undo in reversed(self._undo or []):
+        undo_log = self._segments.pop()[0] if self._segments else []
+        for undo in reversed(undo_log):
             undo()
-        self._undo = None
-        self._changes = FlashChanges()
+        self._top()
 
     def _log(self, undo: Callable[[], None]) -> None:
         if self._undo is not None:

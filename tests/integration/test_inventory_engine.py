@@ -327,6 +327,41 @@ async def test_a_failed_group_commit_rolls_memory_back_and_acks_nothing(env: Env
     await assert_memory_matches_database(env, client, sku)
 
 
+async def test_a_batch_staged_on_a_failing_one_is_undone_then_committed(env: Env) -> None:
+    """Two batches deep: a batch is applied on top of the one whose transaction is in
+    flight. When that one fails, the batch on top is undone with it, queued again and
+    committed on its own. (Repeated until the second call did arrive during the first's
+    transaction, which the shard counts as a requeue.)"""
+    client = env.client()
+    requeued = False
+    for attempt in range(20):
+        (sku,) = make_skus(env, [5])
+        index = client.shard_of(sku)
+        shard = env.handle(index)
+        before = (await shard.stats.remote())["requeued"]
+        await shard.inject_commit_failures.remote(1)
+        tag = f"pipe{attempt}-"
+        first = [("reserve", f"{tag}a{i}@{index}", {sku: 1}, None) for i in range(3)]
+        second = [("reserve", f"{tag}b{i}@{index}", {sku: 1}, None) for i in range(3)]
+        results = await asyncio.gather(
+            shard.submit.remote(first), shard.submit.remote(second), return_exceptions=True
+        )
+        assert isinstance(results[0], Exception) and "injected" in str(results[0])
+        if isinstance(results[1], Exception):  # both calls were in the one failed batch
+            assert "injected" in str(results[1]) and db_ops(env, f"{tag}%") == {}
+            assert (await client.snapshot([sku]))[sku]["available"] == 5
+            continue
+        # on top of the first (2 units left) b2 would be refused; alone, all 3 fit
+        assert results[1] == ["ok", "ok", "ok"]
+        assert set(db_ops(env, f"{tag}%")) == {f"{tag}b{i}@{index}" for i in range(3)}
+        assert (await client.snapshot([sku]))[sku]["reserved"] == 3
+        await assert_memory_matches_database(env, client, sku)
+        if (await shard.stats.remote())["requeued"] > before:
+            requeued = True
+            break
+    assert requeued, "the second batch never arrived while the first was in flight"
+
+
 async def test_stock_crossing_its_threshold_writes_one_low_stock_event(env: Env) -> None:
     (sku,) = make_skus(env, [12], threshold=10)
     client = env.client()
