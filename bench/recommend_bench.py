@@ -19,8 +19,11 @@ Phases (each bounded; the conditions are printed first and again in the JSON rep
    ``replica_ratio``) and search by the actor from its own; ``--table-max-rows 0`` measures
    the Milvus-only path:
    - ``--via actor``: straight to the ``Recommender`` actor handle (Ray, no HTTP);
-   - ``--via http``: ``raymall serve`` on the same data, ``GET /products/{id}/similar``,
-     ``GET /search?mode=semantic`` and ``GET /search`` (hybrid), over HTTP;
+   - ``--via http``: ``raymall serve`` on the same data, loaded by ``wrk`` (a C client,
+     so the load generator takes little of the CPUs the server shares with it) with
+     ``bench/recommend_wrk.lua``: ``GET /healthz`` first (the HTTP stack's own floor in
+     the same run), ``GET /products/{id}/similar`` at 1 and at N connections,
+     ``GET /search?mode=semantic`` and ``GET /search`` (hybrid);
    - ``--via both`` (default).
 
     python bench/recommend_bench.py                      # full run
@@ -319,45 +322,66 @@ def via_actor(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> 
         ray.shutdown()
 
 
+def wrk(
+    base: str, mode: str, files: dict[str, Path], connections: int, seconds: float
+) -> dict[str, Any]:
+    """One wrk run of ``bench/recommend_wrk.lua`` in ``mode`` (C client: the load
+    generator costs little of the 2 CPUs the server shares with it)."""
+    import shutil
+
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (apt-get install wrk)")
+    script = Path(__file__).resolve().parent / "recommend_wrk.lua"
+    secs = max(1, round(seconds))
+    cmd = ["wrk", "-t2" if connections > 1 else "-t1", f"-c{connections}", f"-d{secs}s"]
+    cmd += ["--timeout", "30s", "-s", str(script), base]
+    env = {**os.environ, "REC_MODE": mode, **{k: str(v) for k, v in files.items()}}
+    out = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, timeout=secs + 60, check=True
+    ).stdout
+    line = next(x for x in out.splitlines() if x.startswith("RECJSON "))
+    raw = json.loads(line.removeprefix("RECJSON "))
+    ok = raw["status"].get("200", 0)
+    return {
+        "requests": raw["requests"],
+        "errors": raw["requests"] - ok + raw["socket_errors"],
+        "rps": round(raw["requests"] / (raw["duration_us"] / 1e6), 1),
+        **{f"{p}_ms": round(raw[f"{p}_us"] / 1000, 2) for p in ("p50", "p90", "p99", "max")},
+        "status": raw["status"],
+    }
+
+
 def via_http(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> dict[str, Any]:
-    import httpx
+    """``raymall serve`` on the index built above, loaded by wrk: a warm-up run, then the
+    measured one, per phase; ``healthz`` (answered by the replica's edge, no route, no
+    database) is the floor the HTTP stack itself sets on this machine in the same run."""
+    from urllib.parse import quote
+
     from _harness import raymall_server
 
     env = env_for(url, var, args)
     env.pop("RAYMALL_VAR_DIR")  # the harness gives the server its own var dir
     env["RAYMALL_ENV"] = "dev"
+    files = {"REC_IDS": var / "wrk_ids.txt", "REC_QUERIES": var / "wrk_queries.txt"}
+    files["REC_IDS"].write_text("\n".join(map(str, ids)) + "\n")
+    files["REC_QUERIES"].write_text("\n".join(quote(q) for q in queries()) + "\n")
     with raymall_server(env=env, timeout_s=600) as base:
-        qs = queries()
-        rng = random.Random(7)
-        out: dict[str, Any] = {"url": base}
-
-        Request = tuple[str, dict[str, Any]]
-
-        async def run(request: Callable[[int], Request]) -> dict[str, Any]:
-            limits = httpx.Limits(max_connections=args.connections)
-            async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
-
-                async def call(i: int) -> bool:
-                    path, params = request(i)
-                    resp = await client.get(path, params=params)
-                    return resp.status_code == 200
-
-                return await load(call, args.connections, args.warmup_seconds, args.seconds)
-
-        def query(i: int, **extra: Any) -> Request:
-            return "/search", {"q": f"{qs[i % len(qs)]} #{i}", "size": 10, **extra}
-
-        phases: list[tuple[str, Callable[[int], Request]]] = [
-            ("similar", lambda i: (f"/products/{rng.choice(ids)}/similar", {"k": 10})),
-            ("search_semantic", lambda i: query(i, mode="semantic")),
-            ("search_hybrid", lambda i: query(i)),
+        out: dict[str, Any] = {"url": base, "client": "wrk"}
+        phases = [
+            ("healthz", "healthz", args.connections),
+            ("similar_1conn", "similar", 1),
+            ("similar", "similar", args.connections),
+            ("search_semantic", "semantic", args.connections),
+            ("search_hybrid", "hybrid", args.connections),
         ]
-        for name, request in phases:
+        for name, mode, conns in phases:
+            wrk(base, mode, files, conns, args.warmup_seconds)
             before = _counts(base)
-            out[name] = asyncio.run(run(request))
+            out[name] = wrk(base, mode, files, conns, args.seconds)
             after = _counts(base)
-            out[name]["cache_hit_ratio"] = _ratio(before, after)
-            if name == "similar":
+            out[name]["connections"] = conns
+            if mode == "similar":
+                out[name]["cache_hit_ratio"] = _ratio(before, after)
                 out[name]["replica_ratio"] = _ratio(before, after, "replica", "actor")
             print(f"  http {name}: {out[name]}", flush=True)
         return out

@@ -43,7 +43,7 @@ from recommend.embedder import Embedder
 from recommend.engine import RecommendEngine
 from recommend.index import Hit, IndexLocked, ProductIndex
 from recommend.tail import OutboxTail
-from recommend.vectors import VectorTable
+from recommend.vectors import VectorTable, single_threaded_blas
 
 log = get_logger("recommender")
 
@@ -89,6 +89,7 @@ class Recommender:
 
     def __init__(self, settings: Settings, index: int) -> None:
         logs.configure(settings.log_level)
+        single_threaded_blas()  # table searches; torch keeps its own threads
         self.settings = settings
         self.index_no = index
         self.db = make_engine(settings.resolved_database_url, pool_size=4)

@@ -31,14 +31,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from prometheus_client import Counter
 
 from raymall.logs import get_logger
-from recommend.vectors import Neighbours, VectorTable
+from recommend.batching import Coalescer
+from recommend.vectors import Neighbours, VectorTable, single_threaded_blas
 
 log = get_logger("recommend.replica")
 
@@ -52,39 +52,35 @@ SIMILAR_READS = Counter(
 Call = Callable[..., Awaitable[Any]]
 
 
-@dataclass
-class _Ask:
-    table: VectorTable
-    row: int
-    limit: int
-    future: asyncio.Future[Neighbours] = field(repr=False)
+Ask = tuple[VectorTable, int, int]  # (table, row of the product, limit)
 
 
-def _rank(batch: list[_Ask]) -> list[Neighbours]:
+def _rank(batch: list[Ask]) -> list[Neighbours]:
     """Each ask's neighbours (never the product itself): one matrix product per table."""
-    out: dict[int, Neighbours] = {}
-    groups: dict[int, list[_Ask]] = {}
-    for ask in batch:
-        groups.setdefault(id(ask.table), []).append(ask)
-    for asks in groups.values():
-        table = asks[0].table
-        rows = np.asarray([a.row for a in asks])
-        exclude = [[int(table.ids[a.row])] for a in asks]
-        found = table.nearest(table.vectors[rows], max(a.limit for a in asks), exclude)
-        for ask, pairs in zip(asks, found, strict=True):
-            out[id(ask)] = pairs[: ask.limit]
-    return [out[id(a)] for a in batch]
+    out: list[Neighbours] = [[] for _ in batch]
+    groups: dict[int, list[int]] = {}
+    for n, (table, _, _) in enumerate(batch):
+        groups.setdefault(id(table), []).append(n)
+    for members in groups.values():
+        table = batch[members[0]][0]
+        rows = np.asarray([batch[n][1] for n in members])
+        exclude = [[int(table.ids[batch[n][1]])] for n in members]
+        limit = max(batch[n][2] for n in members)
+        found = table.nearest(table.vectors[rows], limit, exclude)
+        for n, pairs in zip(members, found, strict=True):
+            out[n] = pairs[: batch[n][2]]
+    return out
 
 
 class ReplicaTable:
     def __init__(self, call: Call, refresh_s: float) -> None:
+        single_threaded_blas()
         self._call = call
         self.refresh_s = refresh_s
         self.table: VectorTable | None = None
         self.checked_at = 0.0  # monotonic time of the last successful version check
         self._task: asyncio.Task[None] | None = None
-        self._asks: list[_Ask] = []
-        self._ranking = False
+        self._ranker: Coalescer[Ask, Neighbours] = Coalescer(_rank)
         self._failing = False
 
     # ---- following the actor --------------------------------------------------------
@@ -139,27 +135,4 @@ class ReplicaTable:
         row = table.row(product_id) if table is not None else None
         if table is None or row is None:
             return None
-        future: asyncio.Future[Neighbours] = asyncio.get_running_loop().create_future()
-        self._asks.append(_Ask(table, row, limit, future))
-        if not self._ranking:
-            self._ranking = True
-            asyncio.get_running_loop().create_task(self._rank_pending())
-        return await future
-
-    async def _rank_pending(self) -> None:
-        """Rank whatever has queued, in batches, until nothing waits."""
-        try:
-            while self._asks:
-                batch, self._asks = self._asks, []
-                try:
-                    results = await asyncio.to_thread(_rank, batch)
-                except Exception as exc:  # hand the failure to every waiting caller
-                    for ask in batch:
-                        if not ask.future.done():
-                            ask.future.set_exception(exc)
-                    continue
-                for ask, pairs in zip(batch, results, strict=True):
-                    if not ask.future.done():
-                        ask.future.set_result(pairs)
-        finally:
-            self._ranking = False
+        return await self._ranker.submit((table, row, limit))

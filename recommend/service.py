@@ -3,7 +3,8 @@ merge in the database's view of each result, and fall back where the index canno
 
 Every product returned is re-checked against the database at answer time, so an item the
 index has not caught up with (just unpublished, say) is never shown; stock is read there
-too (the index does not store it).
+too (the index does not store it). Requests that arrive together share that read: their
+ids go into one query, started after each of them arrived.
 
 Similar-product lists are ranked in the replica from its copy of the actor's in-memory
 index (``recommend.replica``) when it has one that holds the product, and by the actor
@@ -20,12 +21,12 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from raymall import metrics
-from raymall.catalog.repository import product_summaries
 from raymall.catalog.search import keyword_search
 from raymall.errors import DomainError, NotFound, Unavailable, ValidationFailed
 from raymall.ids import now_ms
 from raymall.settings import Settings
 from recommend import history, source
+from recommend.batching import Coalescer
 from recommend.ranking import reciprocal_rank_fusion, signal_weights
 from recommend.replica import SIMILAR_READS, ReplicaTable
 
@@ -50,6 +51,10 @@ class RecommendService:
         self.sessions = sessions
         self.redis = redis
         self._handle: Any = None
+        # concurrent requests' card reads share one database round (see _load_summaries)
+        self._summaries: Coalescer[list[int], dict[int, dict[str, Any]]] = Coalescer(
+            self._load_summaries
+        )
         self.replica: ReplicaTable | None = None
         if settings.recommender and settings.recommender_table_max_rows > 0:
             self.replica = ReplicaTable(self.call, settings.recommender_replica_refresh_s)
@@ -93,18 +98,21 @@ class RecommendService:
         return dict(await self.call("ping"))
 
     # ---- database helpers ------------------------------------------------------------
+    def _load_summaries(self, asks: list[list[int]]) -> list[dict[int, dict[str, Any]]]:
+        """Listing cards (any status) for several requests' ids with one set of queries;
+        each request gets the cards of its own ids, by id."""
+        wanted = sorted({pid for ids in asks for pid in ids})
+        with self.sessions() as s:
+            found = source.cards(s, wanted)
+        return [{pid: found[pid] for pid in ids if pid in found} for ids in asks]
+
     async def _cards(
         self, scored: list[tuple[int, float]], in_stock_only: bool = False, anchor: int = 0
     ) -> list[dict[str, Any]]:
         """Listing cards for published products, in the given order, with their score.
         With an ``anchor`` product (similar's subject), NotFound unless it is published."""
         ids = [pid for pid, _ in scored] + ([anchor] if anchor else [])
-
-        def load() -> list[dict[str, Any]]:
-            with self.sessions() as s:
-                return product_summaries(s, ids)
-
-        cards = {c["id"]: c for c in await asyncio.to_thread(load)}
+        cards = await self._summaries.submit(ids)
         if anchor and cards.get(anchor, {}).get("status") != "published":
             raise NotFound(f"product {anchor} not found")
         out = []

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from models import Brand, Category, Order, OrderItem, OutboxEvent, Product, Sku
+from models import Brand, Category, Inventory, Order, OrderItem, OutboxEvent, Product, Sku
 from recommend.text import ProductDoc
 
 PRODUCT_TOPIC_PREFIX = "product."
@@ -93,6 +94,58 @@ def iter_published_docs(session: Session, batch_size: int) -> Iterator[list[Prod
 
 def count_published(session: Session) -> int:
     return int(session.scalar(select(func.count()).where(Product.status == "published")) or 0)
+
+
+# ---- listing cards ----------------------------------------------------------------------
+def cards(session: Session, product_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """Listing cards of the given products that exist (any status), by id: the same dicts
+    as ``raymall.catalog.repository.product_summaries`` (a test holds them equal), read
+    with one column query instead of loading ORM entities and a second stock query, since
+    every similar-product answer re-reads its cards."""
+    if not product_ids:
+        return {}
+    stocked = (
+        select(Sku.id)
+        .join(Inventory, Inventory.sku_id == Sku.id)
+        .where(Sku.product_id == Product.id, Inventory.available > 0)
+        .exists()
+    )
+    rows = session.execute(
+        select(
+            Product.id,
+            Product.title,
+            Product.brand_id,
+            Brand.name.label("brand_name"),
+            Product.category_id,
+            Product.status,
+            Product.min_price_cents,
+            Product.max_price_cents,
+            Product.images,
+            Product.sales_count,
+            Product.created_ms,
+            stocked.label("in_stock"),
+        )
+        .outerjoin(Brand, Brand.id == Product.brand_id)
+        .where(Product.id.in_(sorted({int(i) for i in product_ids})))
+    ).all()
+    return {
+        int(r.id): {
+            "id": int(r.id),
+            "title": r.title,
+            "brand": (
+                {"id": int(r.brand_id), "name": r.brand_name} if r.brand_id is not None else None
+            ),
+            "category_id": int(r.category_id),
+            "status": r.status,
+            "min_price_cents": int(r.min_price_cents),
+            "max_price_cents": int(r.max_price_cents),
+            "image": (r.images or [None])[0],
+            "sales_count": int(r.sales_count),
+            "created_ms": int(r.created_ms),
+            "in_stock": bool(r.in_stock),
+        }
+        for r in rows
+    }
 
 
 # ---- outbox ---------------------------------------------------------------------------

@@ -152,3 +152,35 @@ def test_the_table_is_dropped_past_its_size_limit(sqlite_url: str, tmp_path: Pat
     assert [h.id for h in engine.similar([(a, 1)])[0] or []] in ([b], [c])
     engine.rebuild(cursor=0)
     assert engine.table is None
+
+
+def test_recommender_cards_equal_the_catalog_listing_cards(sqlite_url: str, tmp_path: Path) -> None:
+    """``source.cards`` is a leaner read of the catalog's listing cards: it must stay equal
+    to ``product_summaries`` for every kind of product."""
+    from models import Brand
+    from raymall.catalog.repository import product_summaries
+    from raymall.ids import now_ms
+    from recommend import source
+
+    _, sessions = lite_engine(sqlite_url, tmp_path)
+    stocked = add_product(sessions, "Branded kettle", category="Kettles", stock=3, sales=7)
+    sold_out = add_product(sessions, "Sold out kettle", category="Kettles", stock=0)
+    draft = add_product(sessions, "Draft kettle", category="Kettles", status="draft")
+    with transaction(sessions) as s:  # type: ignore[arg-type]
+        now = now_ms()
+        brand = Brand(name="Kettlecraft", slug=f"kettlecraft-{now}", created_ms=now, updated_ms=now)
+        s.add(brand)
+        s.flush()
+        product = s.get(Product, stocked)
+        assert product is not None
+        product.brand_id = brand.id
+        product.images = ["/media/a.jpg", "/media/b.jpg"]
+    ids = [stocked, sold_out, draft, 987_654]
+    with sessions() as s:
+        expected = {c["id"]: c for c in product_summaries(s, ids)}
+        got = source.cards(s, ids)
+    assert set(got) == {stocked, sold_out, draft}
+    assert got == expected
+    assert got[stocked]["brand"]["name"] == "Kettlecraft" and got[stocked]["in_stock"]
+    assert got[stocked]["image"] == "/media/a.jpg" and not got[sold_out]["in_stock"]
+    assert got[draft]["status"] == "draft"
