@@ -22,7 +22,8 @@ Phases (each bounded; the conditions are printed first and again in the JSON rep
    - ``--via http``: ``raymall serve`` on the same data, loaded by ``wrk`` (a C client,
      so the load generator takes little of the CPUs the server shares with it) with
      ``bench/recommend_wrk.lua``: ``GET /healthz`` first (the HTTP stack's own floor in
-     the same run), ``GET /products/{id}/similar`` at 1 and at N connections,
+     the same run) and ``GET /products/{id}`` (the catalog's cached detail read, a peer
+     route of the same app), then ``GET /products/{id}/similar`` at 1 and N connections,
      ``GET /search?mode=semantic`` and ``GET /search`` (hybrid);
    - ``--via both`` (default).
 
@@ -369,6 +370,7 @@ def via_http(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> d
         out: dict[str, Any] = {"url": base, "client": "wrk"}
         phases = [
             ("healthz", "healthz", args.connections),
+            ("catalog_detail", "detail", args.connections),
             ("similar_1conn", "similar", 1),
             ("similar", "similar", args.connections),
             ("search_semantic", "semantic", args.connections),

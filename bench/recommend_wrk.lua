@@ -4,6 +4,7 @@
 --             (one a line, URL-encoded) with a per-request suffix, so no two are alike
 --   hybrid    the same query in the default (hybrid) mode
 --   healthz   GET /healthz, answered by the replica's edge: the floor of the HTTP stack
+--   detail    GET /products/{id} (the catalog's cached hot read): a peer route in the app
 -- Counts answers per status; done() prints one "RECJSON {...}" line.
 local threads = {}
 local counter = 0
@@ -24,7 +25,7 @@ end
 
 function init(args)
   mode = os.getenv("REC_MODE")
-  if mode == "similar" then
+  if mode == "similar" or mode == "detail" then
     ids = lines(os.getenv("REC_IDS"))
   elseif mode == "semantic" or mode == "hybrid" then
     queries = lines(os.getenv("REC_QUERIES"))
@@ -39,6 +40,8 @@ function request()
   local path
   if mode == "similar" then
     path = "/products/" .. ids[math.random(#ids)] .. "/similar?k=10"
+  elseif mode == "detail" then
+    path = "/products/" .. ids[math.random(#ids)]
   elseif mode == "semantic" or mode == "hybrid" then
     path = "/search?size=10&q=" .. queries[n % #queries + 1] .. "%20%23" .. n
     if mode == "semantic" then path = path .. "&mode=semantic" end

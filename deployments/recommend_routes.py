@@ -8,6 +8,7 @@ index that similar-product reads are answered from.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -38,21 +39,23 @@ async def startup(app_ctx: AppContext) -> None:
         svc.start()  # this replica's copy of the index, for similar-product reads
 
 
-@router.get("/products/{product_id}/similar")
+@router.get("/products/{product_id}/similar", response_class=Response)
 async def similar_products(
     request: Request,
     product_id: ProductId,
     k: K = 10,
     in_stock_only: bool = False,
     principal: Principal | None = Depends(optional_user),
-) -> dict[str, Any]:
+) -> Response:
     """The k published products most like this one (never itself), closest first. A
-    signed-in caller's view of the product is recorded for their recommendations."""
+    signed-in caller's view of the product is recorded for their recommendations. (A hot
+    read path: the cards are plain JSON types, so the body is serialised directly.)"""
     svc = service(request)
     items = await svc.similar(product_id, k, in_stock_only)
     if principal is not None:
         await svc.record_view(principal.user_id, product_id)
-    return {"product_id": product_id, "k": k, "in_stock_only": in_stock_only, "items": items}
+    body = {"product_id": product_id, "k": k, "in_stock_only": in_stock_only, "items": items}
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
 class ViewIn(BaseModel):

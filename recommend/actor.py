@@ -112,6 +112,7 @@ class Recommender:
         self._wake = asyncio.Event()
         self._stopping = False
         self._synced = asyncio.Event()
+        self._table_loaded = False  # the start-up sync has built or loaded the table
         self._physical = milvus.physical()
         self._tail = OutboxTail(0, self._grace_ms())
         self._saved_cursor = -1
@@ -196,6 +197,7 @@ class Recommender:
             self.engine.load_table()
         self._tail = OutboxTail(cursor, self._grace_ms())
         self._refresh_size()
+        self._table_loaded = True
 
     def _poll_once(self) -> bool:
         """One round: read new rows and open gaps, apply, advance. True if the page was
@@ -262,11 +264,15 @@ class Recommender:
         return summary
 
     # ---- the in-memory table, for replicas ---------------------------------------------
-    async def table_version(self) -> tuple[str, int] | None:
-        """(epoch, generation) of the in-memory table, or None when there is none (the
-        index is larger than ``recommender_table_max_rows``, or not loaded yet)."""
+    async def table_version(self) -> dict[str, Any]:
+        """``version``: (epoch, generation) of the in-memory table, or None when there is
+        none; ``loading``: True until the start-up sync has loaded it (a replica keeps the
+        copy it has meanwhile), False when None means off or over the size limit."""
         table = self.engine.table
-        return None if table is None else table.version
+        return {
+            "version": None if table is None else list(table.version),
+            "loading": table is None and not self._table_loaded,
+        }
 
     async def table(self) -> VectorTable | None:
         """The current in-memory table (Ray maps its arrays read-only in the caller)."""

@@ -20,8 +20,9 @@ Guarantees:
   ``recommender_table_max_rows``, or the feature is off) or a product missing from the
   copy (published since) means ``neighbours`` returns None and the caller asks the actor,
   which can embed a product not yet indexed.
-- **Actor down**: the replica keeps answering from the copy it has; the actor is the only
-  writer, so the index cannot have moved on without it.
+- **Actor down or restarting**: the replica keeps answering from the copy it has until the
+  actor serves a table again; the actor is the only writer, so the index cannot have moved
+  on without it.
 - Concurrent requests are ranked in batches (one matrix product per batch) in a worker
   thread, never on the event loop.
 """
@@ -29,7 +30,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -78,7 +78,6 @@ class ReplicaTable:
         self._call = call
         self.refresh_s = refresh_s
         self.table: VectorTable | None = None
-        self.checked_at = 0.0  # monotonic time of the last successful version check
         self._task: asyncio.Task[None] | None = None
         self._ranker: Coalescer[Ask, Neighbours] = Coalescer(_rank)
         self._failing = False
@@ -91,11 +90,14 @@ class ReplicaTable:
 
     async def refresh(self) -> bool:
         """One check: fetch the actor's table if it is not the one held. True when the
-        copy changed (including to None: the actor has no table)."""
-        version = await self._call("table_version")
+        copy changed (including to None: the actor has no table, and is not about to load
+        one after a restart)."""
+        state = await self._call("table_version")
+        version = state["version"]
         held = self.table.version if self.table is not None else None
-        self.checked_at = time.monotonic()
         if version is None:
+            if state["loading"]:  # a restarted actor still loading: keep the copy
+                return False
             changed = self.table is not None
             self.table = None
             return changed

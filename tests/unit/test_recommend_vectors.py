@@ -124,12 +124,14 @@ class _Actor:
         self.table: VectorTable | None = table
         self.fetches = 0
         self.down = False
+        self.loading = False
 
     async def __call__(self, method: str, *args: Any) -> Any:
         if self.down:
             raise ConnectionError("actor restarting")
         if method == "table_version":
-            return None if self.table is None else self.table.version
+            version = None if self.table is None else list(self.table.version)
+            return {"version": version, "loading": self.table is None and self.loading}
         if method == "table":
             self.fetches += 1
             return self.table
@@ -170,7 +172,10 @@ def test_a_replica_follows_the_actor_table_and_ranks_in_batches() -> None:
         await asyncio.sleep(0.05)
         assert replica.table is not None and await replica.neighbours(77, 1) is not None
         actor.down = False
-        actor.table = None
+        actor.table, actor.loading = None, True  # restarted, still loading: keep the copy
+        await asyncio.sleep(0.05)
+        assert replica.table is not None and await replica.neighbours(77, 1) is not None
+        actor.loading = False  # no table at all (off, or too large)
         await asyncio.sleep(0.1)
         assert replica.table is None and await replica.neighbours(1, 1) is None
         replica.stop()
