@@ -22,9 +22,9 @@ Phases (each bounded; the conditions are printed first and again in the JSON rep
    - ``--via http``: ``raymall serve`` on the same data, loaded by ``wrk`` (a C client,
      so the load generator takes little of the CPUs the server shares with it) with
      ``bench/recommend_wrk.lua``: ``GET /healthz`` first (the HTTP stack's own floor in
-     the same run) and ``GET /products/{id}`` (the catalog's cached detail read, a peer
-     route of the same app), then ``GET /products/{id}/similar`` at 1 and N connections,
-     ``GET /search?mode=semantic`` and ``GET /search`` (hybrid);
+     the same run), ``GET /products/{id}/similar`` at 1 and N connections,
+     ``GET /search?mode=semantic``, ``GET /search`` (hybrid), and last
+     ``GET /products/{id}`` (the catalog's cached detail read, a peer route of the app);
    - ``--via both`` (default).
 
     python bench/recommend_bench.py                      # full run
@@ -368,13 +368,13 @@ def via_http(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> d
     files["REC_QUERIES"].write_text("\n".join(quote(q) for q in queries()) + "\n")
     with raymall_server(env=env, timeout_s=600) as base:
         out: dict[str, Any] = {"url": base, "client": "wrk"}
-        phases = [
+        phases = [  # the peers last: their load (cache fills, stock reads) stays out
             ("healthz", "healthz", args.connections),
-            ("catalog_detail", "detail", args.connections),
             ("similar_1conn", "similar", 1),
             ("similar", "similar", args.connections),
             ("search_semantic", "semantic", args.connections),
             ("search_hybrid", "hybrid", args.connections),
+            ("catalog_detail", "detail", args.connections),
         ]
         for name, mode, conns in phases:
             wrk(base, mode, files, conns, args.warmup_seconds)
