@@ -535,12 +535,11 @@ class Ledger:
         """Forget the oldest finished records beyond ``keep`` (the database still holds
         them, and the shard looks keys up there). Keys an open batch touched stay."""
         dropped = 0
-        held = [key for _s, records, _a in self._segments for key in records]
-        busy = set(held) if held else None
+        open_records = [records for _s, records, _a in self._segments]
         kept: list[str] = []
         while len(self._terminal) > keep:
             key = self._terminal.popleft()
-            if busy is not None and key in busy:
+            if any(key in records for records in open_records):
                 kept.append(key)
                 continue
             rec = self.records.get(key)
