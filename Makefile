@@ -4,7 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 RAYMALL := $(VENV)/bin/raymall
-BENCH_SECONDS ?= 60
+BENCH_SECONDS ?= 40
+BENCH_RATE ?= 100
 # the load test runs on the local servers when they answer; BENCH_STORES= uses embedded stores
 BENCH_STORES ?= --mysql-server mysql+pymysql://root@127.0.0.1:3306/ --redis-url redis://127.0.0.1:6379/13
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
@@ -45,7 +46,8 @@ test: install
 	@bash scripts/test.sh
 
 bench: install
-	$(PY) bench/load_test.py --duration $(BENCH_SECONDS) --concurrency 32 --out bench/report $(BENCH_STORES)
+	$(PY) bench/load_test.py --warmup-seconds 5 --duration $(BENCH_SECONDS) --rate $(BENCH_RATE) \
+		--capacity-seconds 15 --concurrency 32 --out bench/report $(BENCH_STORES)
 
 migration: install
 	$(PY) scripts/regen_initial_migration.py

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -78,7 +79,7 @@ def make_filters(
     )
 
 
-@router.get("/products")
+@router.get("/products", response_class=Response)
 async def products(
     request: Request,
     category_id: OptId = None,
@@ -90,17 +91,18 @@ async def products(
     page: PageNo = 1,
     size: PageSize = 20,
     cursor: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
     """Published products. ``category_id`` includes its descendants; ``cursor`` (from
-    ``next_cursor``) continues a listing without offsets."""
+    ``next_cursor``) continues a listing without offsets. Pages are cached in Redis
+    (``RAYMALL_LISTING_CACHE_TTL_S``, 30 s); a catalog write invalidates them at once,
+    while the ``in_stock`` filter may lag stock changes by up to that long."""
     f = make_filters(category_id, brand_id, min_price_cents, max_price_cents, in_stock)
-    sessions = catalog(request).sessions
-
-    def run() -> dict[str, Any]:
-        with sessions() as s:
-            return list_products(s, f, sort=sort, page=page, size=size, cursor=cursor).to_dict()
-
-    return await asyncio.to_thread(run)
+    query = {"filters": asdict(f), "sort": sort, "page": page, "size": size, "cursor": cursor}
+    body = await catalog(request).listing(
+        query,
+        lambda s: list_products(s, f, sort=sort, page=page, size=size, cursor=cursor).to_dict(),
+    )
+    return Response(body, media_type="application/json")
 
 
 @router.get("/products/search")

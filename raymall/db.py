@@ -7,6 +7,7 @@ WAL and a busy timeout. Where the dialects truly differ, callers branch on
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,9 +15,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+IDLE_PING_S = 5.0  # MySQL connections idle longer than this are pinged at checkout
 
 
 def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
@@ -38,14 +41,37 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
         kwargs.update(
             pool_size=pool_size,
             max_overflow=pool_size,
-            pool_pre_ping=True,
             pool_recycle=3600,
             isolation_level="READ COMMITTED",
         )
         q = dict(parsed.query)
         q.setdefault("charset", "utf8mb4")
-        return create_engine(parsed.set(query=q), **kwargs)
+        engine = create_engine(parsed.set(query=q), **kwargs)
+        event.listen(engine.pool, "checkin", _mark_checkin)
+        event.listen(engine.pool, "checkout", _ping_if_idle)
+        return engine
     raise ValueError(f"unsupported database URL: {parsed.render_as_string(hide_password=True)}")
+
+
+def _mark_checkin(_dbapi_conn: Any, record: Any) -> None:
+    if record is not None:
+        record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+    """Pessimistic disconnect handling for connections that sat idle: a connection
+    checked in more than ``IDLE_PING_S`` ago is pinged before use, and one that does not
+    answer (server restarted, ``wait_timeout`` passed) is replaced by a fresh one. A
+    connection in steady use skips the round trip; if the server goes away between two
+    uses, the statement fails, the pool is invalidated, and the error reaches the caller
+    (never swallowed)."""
+    last = record.info.get("checked_in_at")
+    if last is None or time.monotonic() - last < IDLE_PING_S:
+        return
+    try:
+        dbapi_conn.ping(reconnect=False)
+    except Exception as exc:
+        raise DisconnectionError("idle connection did not answer a ping") from exc
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -139,6 +139,8 @@ class Settings(BaseSettings):
     cache_null_ttl_s: int = Field(30, ge=1)
     cache_enabled: bool = True  # off: every detail read goes to the database (benchmarks)
     cache_ttl_jitter: float = Field(0.1, ge=0, le=0.5)  # +/- fraction of the TTL
+    # listing pages (GET /products) kept this long; catalog writes invalidate them at once
+    listing_cache_ttl_s: float = Field(30.0, ge=0, le=3600)
     bloom_capacity: int = Field(1_000_000, ge=1_000, le=500_000_000)
     bloom_error_rate: float = Field(0.01, gt=0, lt=0.5)
     bloom_refresh_s: int = Field(300, ge=10)  # re-add every product id (heals lost bits)

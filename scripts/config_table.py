@@ -98,6 +98,10 @@ DOCS = {
     "cache_null_ttl_s": "TTL of a cached 'no such product'",
     "cache_enabled": "product detail cache on/off",
     "cache_ttl_jitter": "± fraction of jitter on cache TTLs",
+    "listing_cache_ttl_s": (
+        "seconds a listing page stays cached (catalog writes invalidate at once; "
+        "stock filters may lag this much); 0 disables"
+    ),
     "bloom_capacity": "product-id Bloom filter capacity",
     "bloom_error_rate": "Bloom filter false-positive target",
     "bloom_refresh_s": "how often the Bloom filter is rebuilt from the database",

@@ -1,4 +1,5 @@
-"""The product detail cache: cache-aside in Redis, shared by every replica.
+"""The catalog read caches, in Redis and shared by every replica: the product detail
+cache (below) and the listing cache (``ListingCache``).
 
 Read path (one Redis round trip on a hit): a Lua script checks the Bloom filter and
 fetches the cached document and the key's generation together.
@@ -26,6 +27,7 @@ cache steps aside: reads go to the DB (concurrent ones per id still share a load
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 from collections.abc import Awaitable, Callable, Hashable, Sequence
@@ -113,14 +115,20 @@ class CacheKeys:
     def gen(self, product_id: int) -> str:
         return f"{self.prefix}:product:{product_id}:gen"
 
+    def listing_gen(self) -> str:
+        return f"{self.prefix}:listing:gen"
+
+    def listing(self, digest: str) -> str:
+        return f"{self.prefix}:listing:{digest}"
+
 
 def invalidate_sync(
     client: Any, keys: CacheKeys, product_ids: Sequence[int], gen_ttl_s: int
 ) -> None:
-    """After a commit: bump each product's generation and drop its cached document."""
-    if not product_ids:
-        return
+    """After a commit: bump each product's generation and drop its cached document, and
+    bump the listing generation (every cached listing page is then stale)."""
     pipe = client.pipeline(transaction=False)
+    pipe.incr(keys.listing_gen())
     for pid in product_ids:
         pipe.incr(keys.gen(pid))
         pipe.expire(keys.gen(pid), gen_ttl_s)
@@ -225,3 +233,71 @@ class DetailCache:
         finally:
             if await self.redis.get(self.spec.lock_key) == token:
                 await self.redis.delete(self.spec.lock_key)
+
+
+LISTING_LOOKUP = """
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+"""
+LISTING_CACHE_NAME = "product_listing"
+
+
+class ListingCache:
+    """Listing pages (already serialised JSON) cached for a few seconds.
+
+    A page is stored as ``"<generation>|<json>"`` under a digest of its query, and read
+    together with the current listing generation in one round trip: it is served only if
+    both match. Every catalog write bumps the generation after its commit
+    (``invalidate_sync``), so a page filled from a read that raced with a write carries
+    the old generation and is never served: a catalog change shows in listings on the
+    next read, on every replica. What changes without a catalog write (stock, for the
+    ``in_stock`` filter) may be up to ``ttl_s`` old. Concurrent misses for one page on a
+    replica share one database read. When Redis fails, pages are read from the database.
+    """
+
+    def __init__(
+        self, redis: Any, *, ttl_s: float, keys: CacheKeys | None = None, enabled: bool = True
+    ) -> None:
+        self.redis = redis
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.enabled = enabled and ttl_s > 0
+        self.keys = keys or CacheKeys()
+        self.flight = SingleFlight(linger_s=min(FLIGHT_LINGER_S, ttl_s))
+        self._lookup = redis.register_script(LISTING_LOOKUP)
+
+    @staticmethod
+    def digest(query: dict[str, Any]) -> str:
+        raw = json.dumps(query, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+    def _count(self, event: str) -> None:
+        metrics.CACHE_EVENTS.labels(LISTING_CACHE_NAME, event).inc()
+
+    async def get(self, query: dict[str, Any], load: Callable[[], Awaitable[str]]) -> str:
+        """The page for ``query`` as JSON text; ``load`` reads it from the database."""
+        if not self.enabled:
+            self._count("bypass")
+            return await load()
+        key = self.keys.listing(self.digest(query))
+        try:
+            gen, cached = await self._lookup(keys=[self.keys.listing_gen(), key])
+        except (RedisError, OSError) as exc:
+            self._count("error")
+            log.warning("listing cache unavailable, reading the database: %s", exc)
+            return await load()
+        generation = gen.decode() if isinstance(gen, bytes) else str(gen or "0")
+        if cached is not None:
+            text = cached.decode() if isinstance(cached, bytes) else str(cached)
+            stored_gen, _, body = text.partition("|")
+            if stored_gen == generation:
+                self._count("hit")
+                return body
+        self._count("miss")
+        return await self.flight.do((key, generation), lambda: self._fill(key, generation, load))
+
+    async def _fill(self, key: str, generation: str, load: Callable[[], Awaitable[str]]) -> str:
+        body = await load()
+        try:
+            await self.redis.set(key, f"{generation}|{body}", px=self.ttl_ms)
+        except (RedisError, OSError) as exc:
+            log.warning("listing cache fill failed: %s", exc)
+        return body

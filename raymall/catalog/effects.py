@@ -39,7 +39,8 @@ class CacheHooks(Protocol):
         """Make new ids visible to the Bloom filter (called before commit; may raise)."""
 
     def invalidate(self, product_ids: Sequence[int]) -> None:
-        """Drop cached documents (called after commit)."""
+        """Drop cached documents and mark cached listing pages stale (called after
+        every commit, with the products the write touched, possibly none)."""
 
 
 class NoCache:
@@ -102,8 +103,7 @@ class WriterBase:
                 "the change conflicts with existing data (a duplicate unique value or a "
                 "concurrent change); reload and retry"
             ) from exc
-        if touched:
-            self.hooks.invalidate(sorted(set(touched)))
+        self.hooks.invalidate(sorted(set(touched)))  # also marks listing pages stale
 
 
 def emit(session: Session, topic: str, aggregate_id: int, payload: dict[str, Any]) -> None:

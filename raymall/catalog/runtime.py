@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis as redis_sync
 from sqlalchemy.orm import Session, sessionmaker
 
 from raymall.catalog.bloom import BloomSpec
-from raymall.catalog.cache import CacheKeys, DetailCache
+from raymall.catalog.cache import CacheKeys, DetailCache, ListingCache
 from raymall.catalog.effects import RedisCacheHooks
 from raymall.catalog.media import MediaStore
 from raymall.catalog.repository import db_availability, iter_product_ids, load_product_doc
@@ -76,6 +77,12 @@ class CatalogRuntime:
             enabled=settings.cache_enabled,
             keys=CacheKeys(KEY_PREFIX),
         )
+        self.listings = ListingCache(
+            redis,
+            ttl_s=settings.listing_cache_ttl_s,
+            keys=CacheKeys(KEY_PREFIX),
+            enabled=settings.cache_enabled,
+        )
         self._refresher: asyncio.Task[None] | None = None
 
     # ---- reads ----------------------------------------------------------------------
@@ -85,6 +92,16 @@ class CatalogRuntime:
 
     async def _load(self, product_id: int) -> dict[str, Any] | None:
         return await asyncio.to_thread(self._load_sync, product_id)
+
+    async def listing(self, query: dict[str, Any], read: Callable[[Session], Any]) -> str:
+        """A listing page as JSON text, through the listing cache; ``read`` builds it from
+        a session (``query`` must name everything the page depends on)."""
+
+        def run() -> str:
+            with self.sessions() as session:
+                return json.dumps(read(session), separators=(",", ":"))
+
+        return await self.listings.get(query, lambda: asyncio.to_thread(run))
 
     async def availability(self, sku_ids: Sequence[int]) -> dict[int, int]:
         """Live availability from the inventory owner; the last committed value from the

@@ -4,6 +4,7 @@ with a ``before_cursor_execute`` listener on the engine the loader uses."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import secrets
 from collections.abc import AsyncIterator
@@ -19,9 +20,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from raymall import metrics
 from raymall.catalog import bloom
 from raymall.catalog.bloom import BloomSpec
-from raymall.catalog.cache import CACHE_NAME, CacheKeys, DetailCache
+from raymall.catalog.cache import CACHE_NAME, CacheKeys, DetailCache, ListingCache
 from raymall.catalog.effects import RedisCacheHooks
-from raymall.catalog.repository import iter_product_ids, load_product_doc
+from raymall.catalog.listing import list_products
+from raymall.catalog.repository import ProductFilters, iter_product_ids, load_product_doc
 from raymall.catalog.schemas import (
     BrandCreate,
     CategoryCreate,
@@ -237,3 +239,100 @@ async def test_a_disabled_cache_reads_the_database_every_time(env: Env) -> None:
         assert (await cache.get(pid))["id"] == pid  # type: ignore[index]
     assert env.loads == [pid, pid, pid]
     assert await env.aredis.get(env.keys.doc(pid)) is None
+
+
+# ---- the listing cache ---------------------------------------------------------------
+
+
+def listing_query(env: Env) -> dict[str, Any]:
+    return {"category_id": env.category_id, "sort": "newest", "page": 1, "size": 20}
+
+
+def listing_loader(env: Env, calls: list[int]) -> Any:
+    def read() -> str:
+        with env.sessions() as s:
+            page = list_products(s, ProductFilters(category_id=env.category_id), size=20)
+            return json.dumps(page.to_dict())
+
+    async def load() -> str:
+        calls.append(1)
+        return await asyncio.to_thread(read)
+
+    return load
+
+
+def titles(body: str) -> list[str]:
+    return [item["title"] for item in json.loads(body)["items"]]
+
+
+async def test_a_listing_page_is_read_once_then_served_from_redis(env: Env) -> None:
+    env.new_product("Listed Thermos")
+    calls: list[int] = []
+    replica_a = ListingCache(env.aredis, ttl_s=30, keys=env.keys)
+    replica_b = ListingCache(env.aredis, ttl_s=30, keys=env.keys)
+    load = listing_loader(env, calls)
+    pages = await asyncio.gather(*(replica_a.get(listing_query(env), load) for _ in range(50)))
+    assert len(calls) == 1 and len(set(pages)) == 1  # a stampede shares one read
+    assert titles(pages[0]) == ["Listed Thermos"]
+    assert await replica_b.get(listing_query(env), load) == pages[0]  # the other replica hits
+    assert len(calls) == 1
+    other = {**listing_query(env), "page": 2}
+    await replica_b.get(other, load)
+    assert len(calls) == 2  # another query is another page
+
+
+async def test_a_catalog_write_makes_every_cached_listing_page_stale(env: Env) -> None:
+    pid = env.new_product("First Flask")
+    calls: list[int] = []
+    cache = ListingCache(env.aredis, ttl_s=300, keys=env.keys)
+    load = listing_loader(env, calls)
+    assert titles(await cache.get(listing_query(env), load)) == ["First Flask"]
+    await asyncio.to_thread(env.service.update_product, pid, ProductUpdate(title="Renamed"))
+    assert titles(await cache.get(listing_query(env), load)) == ["Renamed"]
+    await asyncio.to_thread(env.service.set_published, pid, False)
+    assert titles(await cache.get(listing_query(env), load)) == []
+    assert len(calls) == 3
+
+
+async def test_a_listing_read_that_raced_with_a_write_is_not_served_afterwards(env: Env) -> None:
+    pid = env.new_product("Before")
+    loaded, release = asyncio.Event(), asyncio.Event()
+    inner = listing_loader(env, [])
+
+    async def slow() -> str:
+        body = str(await inner())
+        loaded.set()
+        await release.wait()
+        return body
+
+    cache = ListingCache(env.aredis, ttl_s=300, keys=env.keys)
+    pending = asyncio.ensure_future(cache.get(listing_query(env), slow))
+    await loaded.wait()
+    await asyncio.to_thread(env.service.update_product, pid, ProductUpdate(title="After"))
+    release.set()
+    assert titles(await pending) == ["Before"]  # the read began before the write
+    fresh = ListingCache(env.aredis, ttl_s=300, keys=env.keys)
+    assert titles(await fresh.get(listing_query(env), inner)) == ["After"]
+
+
+async def test_listing_pages_expire_and_fall_back_to_the_database_without_redis(
+    env: Env,
+) -> None:
+    env.new_product("Short Lived")
+    calls: list[int] = []
+    load = listing_loader(env, calls)
+    cache = ListingCache(env.aredis, ttl_s=0.2, keys=env.keys)
+    await cache.get(listing_query(env), load)
+    await asyncio.sleep(1.3)  # past the TTL and the single-flight linger
+    await cache.get(listing_query(env), load)
+    assert len(calls) == 2
+    dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    assert titles(await ListingCache(dead, ttl_s=30).get(listing_query(env), load)) == [
+        "Short Lived"
+    ]
+    assert len(calls) == 3
+    off = ListingCache(env.aredis, ttl_s=0, keys=env.keys)
+    await off.get(listing_query(env), load)
+    await off.get(listing_query(env), load)
+    assert len(calls) == 5
+    await dead.aclose()
