@@ -120,6 +120,7 @@ async def run(base: str, args: argparse.Namespace) -> dict[str, Any]:
         idle = await idle_task
 
         out: dict[str, Any] = {"statuses": Counter(), "latencies": []}
+        print(f"{len(accounts)} accounts ready; signing in", file=sys.stderr, flush=True)
         stop = asyncio.Event()
         load_probe = asyncio.create_task(probe(prober, stop, args.probe_ms / 1000))
         started = time.perf_counter()
