@@ -268,7 +268,15 @@ async def main_async(args: argparse.Namespace) -> int:
                 b = await asyncio.to_thread(
                     redis_lua.run, args.redis_url, prefix, peer_sku, level, args.seconds
                 )
+                hot = handles[shard_for(engine_sku, args.shards)]
+                before = await hot.stats.remote()
                 e = await engine_round(client, engine_sku, level, args.seconds)
+                after = await hot.stats.remote()
+                batches = max(1, after["batches"] - before["batches"])
+                e.note += (
+                    f", {e.ok / batches:.0f} ops per commit, "
+                    f"{1000 * (after['commit_s'] - before['commit_s']) / batches:.2f} ms per commit"
+                )
                 for res in (a, b, e):
                     by_system.setdefault(res.name, []).append(res)
                     ok[res.name] += res.ok
