@@ -242,7 +242,7 @@ LISTING_CACHE_NAME = "product_listing"
 
 
 class ListingCache:
-    """Listing pages (already serialised JSON) cached for a few seconds.
+    """Listing pages (already serialised JSON) cached for ``ttl_s``.
 
     A page is stored as ``"<generation>|<json>"`` under a digest of its query, and read
     together with the current listing generation in one round trip: it is served only if
@@ -266,7 +266,7 @@ class ListingCache:
 
     @staticmethod
     def digest(query: dict[str, Any]) -> str:
-        raw = json.dumps(query, sort_keys=True, separators=(",", ":"), default=str)
+        raw = json.dumps(query, sort_keys=True, separators=(",", ":"))
         return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
     def _count(self, event: str) -> None:
@@ -284,10 +284,9 @@ class ListingCache:
             self._count("error")
             log.warning("listing cache unavailable, reading the database: %s", exc)
             return await load()
-        generation = gen.decode() if isinstance(gen, bytes) else str(gen or "0")
+        generation = gen or "0"  # the app's client decodes replies to str
         if cached is not None:
-            text = cached.decode() if isinstance(cached, bytes) else str(cached)
-            stored_gen, _, body = text.partition("|")
+            stored_gen, _, body = cached.partition("|")
             if stored_gen == generation:
                 self._count("hit")
                 return body
