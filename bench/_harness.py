@@ -19,6 +19,9 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from raymall.ports import find_free_block  # noqa: E402
+
 
 def free_port() -> int:
     for _ in range(100):
@@ -46,7 +49,7 @@ def raymall_server(
     at the end."""
     owned = var is None
     var = var or Path(tempfile.mkdtemp(prefix="raymall-bench-"))
-    port = free_port()
+    port = find_free_block()  # the server's whole port block (raymall.ports) is free
     full_env = raymall_env(var, {"RAYMALL_HTTP_PORT": str(port), **(env or {})})
     log = open(var / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(

@@ -20,7 +20,7 @@ from ray import serve
 
 from actors import registry
 from deployments.drain import set_draining
-from raymall import logs, metrics
+from raymall import logs, metrics, ports
 from raymall.bootstrap import ensure_reference_data
 from raymall.hashing import stable_hash
 from raymall.logs import get_logger
@@ -47,8 +47,7 @@ def ray_env(settings: Settings) -> dict[str, str]:
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(haproxy / "admin.sock"),
         "RAY_SERVE_HAPROXY_SERVER_STATE_BASE": str(haproxy),
         "RAY_SERVE_HAPROXY_SERVER_STATE_FILE": str(haproxy / "server-state"),
-        "RAY_SERVE_HAPROXY_STATS_PORT": str(settings.http_port + 404),
-        "RAY_SERVE_HAPROXY_METRICS_PORT": str(settings.http_port + 1101),
+        **ports.ray_port_env(settings.http_port),
         "RAY_SERVE_HAPROXY_MAXCONN": "4096",
         "RAY_SERVE_HAPROXY_NBTHREAD": "2",
         "TOKENIZERS_PARALLELISM": "false",
@@ -176,6 +175,8 @@ def stop(app: RunningApp) -> None:
 
 
 def init_ray(settings: Settings, address: str | None = None, num_cpus: int | None = None) -> None:
+    if not address:  # a local instance: its ports must be its own (see raymall.ports)
+        ports.check_free(settings.http_host, settings.http_port)
     env = prepare_environment(settings)
     kwargs: dict[str, Any] = {
         "namespace": settings.namespace,

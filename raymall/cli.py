@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from raymall.errors import DomainError
+from raymall.ports import PortsInUse
 from raymall.settings import ConfigError, Settings, load_settings
 
 
@@ -165,6 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DomainError as exc:  # e.g. create-admin with a weak password
         print(f"raymall: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
+    except PortsInUse as exc:
+        print(f"raymall: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

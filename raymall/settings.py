@@ -20,6 +20,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from raymall.passwords import PasswordHasher
+from raymall.ports import MAX_HTTP_PORT
 
 MIN_SECRET_BYTES = 32
 _WEAK_SECRETS = {"changeme", "secret", "change-me", "password", "raymall", "dev"}
@@ -70,7 +71,7 @@ class Settings(BaseSettings):
 
     # HTTP and Serve
     http_host: str = "127.0.0.1"
-    http_port: int = Field(8000, ge=1, le=65_535)
+    http_port: int = Field(8000, ge=1, le=MAX_HTTP_PORT)  # the block: raymall.ports
     ingress_replicas: int = Field(2, ge=1, le=64)
     ingress_num_cpus: float = Field(0.25, gt=0, le=8)
     max_ongoing_requests: int = Field(256, ge=1, le=10_000)

@@ -46,7 +46,7 @@ DOCS = {
     "permission_cache_ttl_s": "how long a replica caches the RBAC permission table",
     "trusted_proxy_hops": "proxies in front that append `X-Forwarded-For` (enables per-IP limits)",
     "http_host": "address Serve listens on",
-    "http_port": "HTTP port",
+    "http_port": "HTTP port; the instance listens on the ports from it to it + 1500 (raymall/ports.py)",
     "ingress_replicas": "ingress replicas",
     "ingress_num_cpus": "CPUs reserved per ingress replica (fractional)",
     "max_ongoing_requests": "concurrent requests per replica",

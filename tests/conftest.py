@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pytest
 
 from raymall.bootstrap import ensure_reference_data
 from raymall.migrate import upgrade
+from raymall.ports import find_free_block
 from raymall.settings import Settings
 
 SERVER_DB = os.environ.get("RAYMALL_TEST_DATABASE_URL")
@@ -32,21 +32,9 @@ needs_servers = pytest.mark.skipif(
 )
 
 
-def free_port_block(offsets: tuple[int, ...] = (0, 404, 1101)) -> int:
-    """A port p such that p+offset is free for every offset (Serve, HAProxy stats/metrics)."""
-    for _ in range(200):
-        base = 20_000 + secrets.randbelow(8_000)
-        ok = True
-        for off in offsets:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", base + off))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base
-    raise RuntimeError("no free port block")
+def free_port_block() -> int:
+    """An HTTP port whose whole block (``raymall.ports``) is free."""
+    return find_free_block()
 
 
 def make_mysql_database(server_url: str) -> tuple[str, Any]:
