@@ -21,16 +21,20 @@ from deployments.security import authenticate
 from raymall import __version__, logs
 from raymall.settings import Settings
 
+# Hottest paths first: FastAPI matches a request against the included routers in this
+# order, at about 6 us per route tried, so a route behind all 57 others costs ~0.35 ms of
+# replica CPU before its handler runs. No two modules' routes can match the same request
+# (tests/unit/test_http_edge.py), so the order changes only the cost.
 ROUTER_MODULES = (
-    "deployments.health",
-    "deployments.auth_routes",
     "deployments.catalog_routes",
-    "deployments.inventory_routes",
+    "deployments.recommend_routes",
+    "deployments.flash_routes",
     "deployments.cart_routes",
     "deployments.order_routes",
     "deployments.payment_routes",
-    "deployments.flash_routes",
-    "deployments.recommend_routes",
+    "deployments.auth_routes",
+    "deployments.inventory_routes",
+    "deployments.health",
 )
 
 

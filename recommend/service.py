@@ -1,10 +1,12 @@
 """What the recommendation routes do, per Serve replica: call the ``Recommender`` actor,
 merge in the database's view of each result, and fall back where the index cannot help.
 
-Every product returned is re-checked against the database at answer time, so an item the
+Every product returned is re-checked against the catalog at answer time, so an item the
 index has not caught up with (just unpublished, say) is never shown; stock is read there
-too (the index does not store it). Requests that arrive together share that read: their
-ids go into one query, started after each of them arrived.
+too (the index does not store it). The cards come from the replica's ``CardCache``, valid
+for the current catalog generation (a catalog write drops them all on every replica), and
+from the database for the rest; requests that arrive together share that read: their ids
+go into one query, started after each of them arrived.
 
 Similar-product lists are ranked in the replica from its copy of the actor's in-memory
 index (``recommend.replica``) when it has one that holds the product, and by the actor
@@ -21,12 +23,15 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from raymall import metrics
+from raymall.catalog.cache import CacheKeys
+from raymall.catalog.runtime import KEY_PREFIX
 from raymall.catalog.search import keyword_search
 from raymall.errors import DomainError, NotFound, Unavailable, ValidationFailed
 from raymall.ids import now_ms
 from raymall.settings import Settings
 from recommend import history, source
 from recommend.batching import Coalescer
+from recommend.cards import CardCache
 from recommend.ranking import reciprocal_rank_fusion, signal_weights
 from recommend.replica import SIMILAR_READS, ReplicaTable
 
@@ -54,6 +59,13 @@ class RecommendService:
         # concurrent requests' card reads share one database round (see _load_summaries)
         self._summaries: Coalescer[list[int], dict[int, dict[str, Any]]] = Coalescer(
             self._load_summaries
+        )
+        # ... and cards read once are kept for the catalog generation they were read under
+        self.card_cache = CardCache(
+            redis,
+            self._summaries.submit,
+            ttl_s=settings.listing_cache_ttl_s,
+            keys=CacheKeys(KEY_PREFIX),
         )
         self.replica: ReplicaTable | None = None
         if settings.recommender and settings.recommender_table_max_rows > 0:
@@ -112,7 +124,7 @@ class RecommendService:
         """Listing cards for published products, in the given order, with their score.
         With an ``anchor`` product (similar's subject), NotFound unless it is published."""
         ids = [pid for pid, _ in scored] + ([anchor] if anchor else [])
-        cards = await self._summaries.submit(ids)
+        cards = await self.card_cache.get(ids)
         if anchor and cards.get(anchor, {}).get("status") != "published":
             raise NotFound(f"product {anchor} not found")
         out = []

@@ -46,7 +46,7 @@ DOCS = {
     "permission_cache_ttl_s": "how long a replica caches the RBAC permission table",
     "trusted_proxy_hops": "proxies in front that append `X-Forwarded-For` (enables per-IP limits)",
     "http_host": "address Serve listens on",
-    "http_port": "HTTP port; the instance listens on the ports from it to it + 1500 (raymall/ports.py)",
+    "http_port": "HTTP port; the instance listens on ports from it to it + 1500 (raymall/ports.py)",
     "ingress_replicas": "ingress replicas",
     "ingress_num_cpus": "CPUs reserved per ingress replica (fractional)",
     "max_ongoing_requests": "concurrent requests per replica",
@@ -99,8 +99,8 @@ DOCS = {
     "cache_enabled": "product detail cache on/off",
     "cache_ttl_jitter": "± fraction of jitter on cache TTLs",
     "listing_cache_ttl_s": (
-        "seconds a listing page stays cached (catalog writes invalidate at once; "
-        "stock filters may lag this much); 0 disables"
+        "seconds a listing page, or a similar/search result's card, stays cached "
+        "(catalog writes invalidate at once; stock filters may lag this much); 0 disables"
     ),
     "bloom_capacity": "product-id Bloom filter capacity",
     "bloom_error_rate": "Bloom filter false-positive target",

@@ -150,6 +150,8 @@ def test_a_replica_copy_of_the_index_sees_new_and_unpublished_products_within_5s
     from recommend.service import RecommendService
 
     sessions, anchor = rec["sessions"], rec["seed"][0]
+    # no Redis: no card cache, so the direct status change below (which, unlike the
+    # catalog service, bumps no catalog generation) is seen by the database check
     svc = RecommendService(rec["settings"], sessions, redis=None)
     assert svc.replica is not None
 

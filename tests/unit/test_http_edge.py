@@ -117,3 +117,32 @@ def test_a_draining_edge_refuses_new_requests_with_503_but_stays_live() -> None:
     assert "shutting down" in err["message"]
     assert client.get("/anything").headers["retry-after"] == "1"
     assert client.get("/healthz").status_code == 200
+
+
+def test_no_request_can_match_routes_of_two_router_modules() -> None:
+    """The ingress orders its router modules by traffic, not by precedence: that is only
+    safe while no request path matches routes of two modules (same method)."""
+    import importlib
+    import re
+
+    from fastapi.routing import APIRoute
+
+    from deployments.ingress import ROUTER_MODULES
+
+    routes = [
+        (name, route)
+        for name in ROUTER_MODULES
+        for route in importlib.import_module(name).router.routes
+        if isinstance(route, APIRoute)
+    ]
+    assert len(routes) > 40
+    clashes = []
+    for name, route in routes:
+        # a concrete path of this route: every parameter filled with a value both an int
+        # and a str parameter accept
+        sample = re.sub(r"\{[^}]+\}", "1", route.path_format)
+        for other_name, other in routes:
+            if other_name != name and route.methods & other.methods:
+                if other.path_regex.match(sample):
+                    clashes.append((name, route.path_format, other_name, other.path_format))
+    assert clashes == []

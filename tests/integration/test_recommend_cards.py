@@ -1,0 +1,137 @@
+"""The replica's card cache (``recommend.cards``) against a real Redis: cards are reused
+while the catalog generation holds, dropped when it moves (also across a load that raced
+with a write), expire after their TTL, and come from the database when Redis is down."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from raymall.catalog.cache import CacheKeys
+from recommend.cards import CardCache, FreshRead
+
+pytestmark = pytest.mark.integration
+
+
+class Catalog:
+    """A stand-in for the database: product id -> status, counting reads."""
+
+    def __init__(self) -> None:
+        self.status = {pid: "published" for pid in range(1, 21)}
+        self.reads: list[list[int]] = []
+        self.during_load: Any = None  # awaited inside a read, after the rows were taken
+
+    async def load(self, ids: list[int]) -> dict[int, dict[str, Any]]:
+        self.reads.append(sorted(ids))
+        rows = {pid: {"id": pid, "status": self.status[pid]} for pid in ids if pid in self.status}
+        if self.during_load is not None:
+            hook, self.during_load = self.during_load, None
+            await hook()
+        return rows
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[Any]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+def cache(client: Any, catalog: Catalog, keys: CacheKeys, ttl_s: float = 30.0) -> CardCache:
+    return CardCache(client, catalog.load, ttl_s=ttl_s, keys=keys)
+
+
+def keys() -> CacheKeys:
+    return CacheKeys(f"cardtest{secrets.token_hex(4)}")
+
+
+async def test_cards_are_read_once_while_the_generation_holds(redis_client: Any) -> None:
+    catalog = Catalog()
+    cards = cache(redis_client, catalog, keys())
+    first = await cards.get([1, 2, 3])
+    again = await cards.get([3, 2, 1, 4, 99])
+    assert sorted(first) == [1, 2, 3] and sorted(again) == [1, 2, 3, 4]  # 99 does not exist
+    assert catalog.reads == [[1, 2, 3], [4, 99]]
+    assert await cards.get([99, 4]) == {4: {"id": 4, "status": "published"}}
+    assert len(catalog.reads) == 2  # an absent product is remembered too
+
+
+async def test_a_catalog_write_drops_every_card_at_the_next_request(redis_client: Any) -> None:
+    catalog, k = Catalog(), keys()
+    cards = cache(redis_client, catalog, k)
+    assert (await cards.get([5]))[5]["status"] == "published"
+    catalog.status[5] = "unpublished"  # the write commits, then bumps the generation
+    await redis_client.incr(k.listing_gen())
+    assert (await cards.get([5]))[5]["status"] == "unpublished"
+    assert catalog.reads == [[5], [5]]
+
+
+async def test_a_load_that_raced_with_a_write_is_not_served_after_it(redis_client: Any) -> None:
+    catalog, k = Catalog(), keys()
+    cards = cache(redis_client, catalog, k)
+
+    async def write() -> None:  # lands after the rows were read, before they are stored
+        catalog.status[7] = "unpublished"
+        await redis_client.incr(k.listing_gen())
+
+    catalog.during_load = write
+    assert (await cards.get([7]))[7]["status"] == "published"  # the read's own answer
+    assert (await cards.get([7]))[7]["status"] == "unpublished"  # never the old card again
+
+
+async def test_cards_expire_after_the_ttl_for_the_stock_flag(redis_client: Any) -> None:
+    catalog = Catalog()
+    cards = cache(redis_client, catalog, keys(), ttl_s=0.2)
+    await cards.get([1])
+    await cards.get([1])
+    await asyncio.sleep(0.3)
+    await cards.get([1])
+    assert catalog.reads == [[1], [1]]
+
+
+async def test_ttl_zero_turns_the_cache_off(redis_client: Any) -> None:
+    catalog = Catalog()
+    cards = cache(redis_client, catalog, keys(), ttl_s=0)
+    await cards.get([1])
+    await cards.get([1])
+    assert catalog.reads == [[1], [1]] and len(cards) == 0
+
+
+async def test_with_redis_down_cards_come_from_the_database() -> None:
+    down = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    catalog = Catalog()
+    cards = cache(down, catalog, keys())
+    try:
+        assert sorted(await cards.get([1, 2])) == [1, 2]
+        assert sorted(await cards.get([1, 2])) == [1, 2]
+        assert catalog.reads == [[1, 2], [1, 2]] and len(cards) == 0
+    finally:
+        await down.aclose()
+
+
+async def test_concurrent_readers_share_a_read_that_started_after_they_asked() -> None:
+    value = 0
+    started: list[int] = []
+    gate = asyncio.Event()
+
+    async def read() -> int:
+        seen = value  # what the read saw when it started
+        started.append(seen)
+        await gate.wait()
+        return seen
+
+    shared: FreshRead[int] = FreshRead(read)
+    first = [asyncio.create_task(shared.read()) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    value = 1  # changes while the first read is out: later callers must see it
+    later = [asyncio.create_task(shared.read()) for _ in range(5)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    assert await asyncio.gather(*first) == [0] * 5
+    assert await asyncio.gather(*later) == [1] * 5
+    assert shared.calls == 2 and started == [0, 1]
