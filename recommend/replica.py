@@ -23,7 +23,9 @@ Guarantees:
 - **Actor down or restarting**: the replica keeps answering from the copy it has until the
   actor serves a table again; the actor is the only writer, so the index cannot have moved
   on without it.
-- Ranking one product against a table of up to ``INLINE_MAX_ROWS`` rows is one
+- A table of up to ``KNN_MAX_ROWS`` rows carries every product's ``KNN`` nearest
+  neighbours (``recommend.vectors``): a similar list of up to that many is a lookup.
+- Otherwise, ranking one product against a table of up to ``INLINE_MAX_ROWS`` rows is one
   matrix-vector product (about 0.3 ms for 10,000 rows) plus a partial sort, done on the
   event loop: a hop to a worker thread and back cost more CPU than that, and more
   latency (the GIL handoff). Larger tables are ranked in a worker thread, concurrent
@@ -141,6 +143,9 @@ class ReplicaTable:
         row = table.row(product_id) if table is not None else None
         if table is None or row is None:
             return None
+        listed = table.neighbours(product_id, limit)  # the precomputed lists
+        if listed is not None:
+            return listed
         if len(table) <= INLINE_MAX_ROWS:  # sub-millisecond: no thread hop
             return _rank([(table, row, limit)])[0]
         return await self._ranker.submit((table, row, limit))

@@ -31,6 +31,12 @@ from recommend.embedder import DIM
 
 Neighbours = list[tuple[int, float]]
 GEMV_MAX_QUERIES = 3
+# Every row's KNN nearest products are kept with the table (built with it, updated by
+# ``with_changes``) up to KNN_MAX_ROWS rows: a similar list is then a lookup instead of a
+# pass over the whole table (15 MB at 10,000 rows, read from memory on every request).
+KNN = 50
+KNN_MAX_ROWS = 20_000
+KNN_BLOCK = 512
 
 
 def single_threaded_blas() -> None:
@@ -52,12 +58,48 @@ def _frozen(a: np.ndarray) -> np.ndarray:
     return a
 
 
+def _frozen_pair(
+    a: np.ndarray | None, b: np.ndarray | None
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    return (_frozen(a) if a is not None else None, _frozen(b) if b is not None else None)
+
+
+def _knn_rows(
+    ids: np.ndarray, vectors: np.ndarray, rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Neighbour lists of ``rows`` against the whole table: (len(rows), KNN) ids, best
+    first (ties by id), -1 / -inf past the last other product; a row never lists itself."""
+    out_ids = np.full((len(rows), KNN), -1, dtype=np.int64)
+    out_scores = np.full((len(rows), KNN), -np.inf, dtype=np.float32)
+    n = len(ids)
+    take = min(KNN, n - 1)
+    if take <= 0:
+        return out_ids, out_scores
+    for start in range(0, len(rows), KNN_BLOCK):
+        block = rows[start : start + KNN_BLOCK]
+        scores = vectors[block] @ vectors.T  # (block, n)
+        scores[np.arange(len(block)), block] = -np.inf  # never itself
+        top = np.argpartition(-scores, take - 1, axis=1)[:, :take]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.lexsort((ids[top], -top_scores), axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        out_ids[start : start + len(block), :take] = ids[top]
+        out_scores[start : start + len(block), :take] = np.take_along_axis(
+            top_scores, order, axis=1
+        )
+    return out_ids, out_scores
+
+
 @dataclass(frozen=True)
 class VectorTable:
     epoch: str
     generation: int
     ids: np.ndarray  # int64, ascending
     vectors: np.ndarray  # float32, (len(ids), DIM), unit rows, row n is product ids[n]
+    # row n's KNN nearest other products (ids, best first, -1 past the end) and cosines;
+    # None for tables over KNN_MAX_ROWS rows
+    knn_ids: np.ndarray | None = None
+    knn_scores: np.ndarray | None = None
 
     @classmethod
     def build(cls, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> VectorTable:
@@ -68,7 +110,17 @@ class VectorTable:
         id_arr, vec = id_arr[order], vec[order]
         if len(id_arr) > 1 and not np.all(id_arr[1:] > id_arr[:-1]):
             raise ValueError("duplicate product ids in a vector table")
-        return cls(secrets.token_hex(8), 0, _frozen(id_arr), _frozen(np.ascontiguousarray(vec)))
+        vec = np.ascontiguousarray(vec)
+        knn_ids = knn_scores = None
+        if len(id_arr) <= KNN_MAX_ROWS:
+            knn_ids, knn_scores = _knn_rows(id_arr, vec, np.arange(len(id_arr)))
+        return cls(
+            secrets.token_hex(8),
+            0,
+            _frozen(id_arr),
+            _frozen(vec),
+            *_frozen_pair(knn_ids, knn_scores),
+        )
 
     @classmethod
     def empty(cls) -> VectorTable:
@@ -108,15 +160,71 @@ class VectorTable:
         ids = np.concatenate([self.ids[keep], new_ids])
         vectors = np.concatenate([self.vectors[keep], new_vec])
         order = np.argsort(ids, kind="stable")
-        ids, vectors = ids[order], vectors[order]
+        ids, vectors = ids[order], np.ascontiguousarray(vectors[order])
         if len(ids) > 1 and not np.all(ids[1:] > ids[:-1]):
             raise ValueError("duplicate product ids in an upsert")
+        knn_ids = knn_scores = None
+        if len(ids) <= KNN_MAX_ROWS:
+            knn_ids, knn_scores = self._knn_after(ids, vectors, new_ids, drop)
         return VectorTable(
             self.epoch,
             self.generation + 1,
             _frozen(ids),
-            _frozen(np.ascontiguousarray(vectors)),
+            _frozen(vectors),
+            *_frozen_pair(knn_ids, knn_scores),
         )
+
+    def _knn_after(
+        self, ids: np.ndarray, vectors: np.ndarray, upserted: np.ndarray, changed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbour lists of the next generation (rows ``ids``/``vectors``), reusing
+        this one's: a row is ranked again in full when it is new or upserted, or when its
+        list holds a changed or deleted product; any other row keeps its list, into which
+        an upserted product is merged where it now scores above the list's last entry.
+        Many changes at once (a tenth of the rows or more) rank every row again."""
+        n = len(ids)
+        old_ids, old_scores = self.knn_ids, self.knn_scores
+        if old_ids is None or old_scores is None or len(self.ids) == 0 or len(changed) * 10 >= n:
+            return _knn_rows(ids, vectors, np.arange(n))
+        old_row = np.searchsorted(self.ids, ids)
+        existed = (old_row < len(self.ids)) & (
+            self.ids[np.minimum(old_row, len(self.ids) - 1)] == ids
+        )
+        knn_ids = np.full((n, KNN), -1, dtype=np.int64)
+        knn_scores = np.full((n, KNN), -np.inf, dtype=np.float32)
+        kept = np.flatnonzero(existed)
+        knn_ids[kept] = old_ids[old_row[kept]]
+        knn_scores[kept] = old_scores[old_row[kept]]
+        dirty = ~existed | np.isin(ids, upserted) | np.isin(knn_ids, changed).any(axis=1)
+        rows = np.flatnonzero(dirty)
+        if len(rows):
+            knn_ids[rows], knn_scores[rows] = _knn_rows(ids, vectors, rows)
+        clean = np.flatnonzero(~dirty)
+        up_rows = np.flatnonzero(np.isin(ids, upserted))
+        if len(clean) and len(up_rows):
+            scores = vectors[clean] @ vectors[up_rows].T  # (clean rows, upserted)
+            last = knn_scores[clean, -1]  # -inf where a list is not full
+            for i in np.flatnonzero((scores > last[:, None]).any(axis=1)):
+                r = clean[i]
+                cand_ids = np.concatenate([knn_ids[r], ids[up_rows]])
+                cand_scores = np.concatenate([knn_scores[r], scores[i]])
+                top = np.lexsort((cand_ids, -cand_scores))[:KNN]
+                knn_ids[r], knn_scores[r] = cand_ids[top], cand_scores[top]
+        return knn_ids, knn_scores
+
+    def neighbours(self, product_id: int, limit: int) -> Neighbours | None:
+        """The ``limit`` products closest to ``product_id`` (never itself), best first, from
+        the precomputed lists: None when the table has none, the product is not in it, or
+        ``limit`` is over ``KNN``. The same products as ``nearest`` (scores may differ in
+        the last float32 bits: lists come from matrix products)."""
+        if self.knn_ids is None or self.knn_scores is None or limit > KNN:
+            return None
+        row = self.row(product_id)
+        if row is None:
+            return None
+        ids = self.knn_ids[row, :limit]
+        scores = self.knn_scores[row, :limit]
+        return [(int(i), float(sc)) for i, sc in zip(ids, scores, strict=True) if i >= 0]
 
     def nearest(
         self, queries: np.ndarray, limit: int, exclude: Sequence[Sequence[int]] | None = None

@@ -181,3 +181,64 @@ def test_a_replica_follows_the_actor_table_and_ranks_in_batches() -> None:
         replica.stop()
 
     asyncio.run(scenario())
+
+
+def _same_ranking(listed: list[tuple[int, float]], ranked: list[tuple[int, float]]) -> bool:
+    """The same scores place by place; products whose cosines agree to float32 rounding
+    may swap places, or swap in and out at the end (the lists come from matrix products,
+    ``nearest`` from matrix-vector products)."""
+    if len(listed) != len(ranked):
+        return False
+    if any(abs(a - b) > 1e-5 for (_, a), (_, b) in zip(listed, ranked, strict=True)):
+        return False
+    boundary = ranked[-1][1] if ranked else 0.0
+    differ = {i for i, _ in listed} ^ {i for i, _ in ranked}
+    return all(abs(score - boundary) < 1e-5 for i, score in listed + ranked if i in differ)
+
+
+def _lists_match_search(table: VectorTable, rng: np.random.Generator, samples: int = 60) -> None:
+    from recommend.vectors import KNN
+
+    for pid in rng.choice(table.ids, min(samples, len(table))):
+        listed = table.neighbours(int(pid), KNN)
+        assert listed is not None
+        ranked = table.nearest(_vec(table, int(pid))[None, :], KNN, [[int(pid)]])[0]
+        assert int(pid) not in [i for i, _ in listed]
+        assert _same_ranking(listed, ranked), (pid, listed[:5], ranked[:5])
+
+
+def test_neighbour_lists_are_the_search_results_and_follow_every_change() -> None:
+    from recommend.vectors import KNN
+
+    rng = np.random.default_rng(11)
+    table = VectorTable.build(np.arange(1, 601), _unit(rng, 600))
+    _lists_match_search(table, rng)
+    assert table.neighbours(1, KNN + 1) is None  # longer lists are searched
+    assert table.neighbours(99_999, 5) is None  # not in the table
+    next_id = 601
+    for step in range(25):  # small changes: lists are updated, not rebuilt
+        upsert = [int(i) for i in rng.choice(table.ids, 2, replace=False)] + [next_id]
+        next_id += 1
+        delete = [int(rng.choice(table.ids))] if step % 3 == 0 else []
+        delete = [d for d in delete if d not in upsert]
+        table = table.with_changes(upsert, _unit(rng, len(upsert)), delete_ids=delete)
+        for gone in delete:
+            assert table.neighbours(gone, 5) is None
+            assert table.knn_ids is not None and gone not in table.knn_ids
+        _lists_match_search(table, rng, samples=20)
+    rebuilt = VectorTable.build(table.ids, table.vectors)
+    assert rebuilt.knn_ids is not None and table.knn_ids is not None
+    differs = np.flatnonzero((rebuilt.knn_ids != table.knn_ids).any(axis=1))
+    for row in differs:  # only near-ties may be ordered differently
+        pid = int(table.ids[row])
+        assert _same_ranking(table.neighbours(pid, KNN) or [], rebuilt.neighbours(pid, KNN) or [])
+
+
+def test_a_small_table_lists_every_other_product() -> None:
+    rng = np.random.default_rng(5)
+    table = VectorTable.build([10, 20, 30], _unit(rng, 3))
+    listed = table.neighbours(20, 10)
+    assert listed is not None and sorted(i for i, _ in listed) == [10, 30]
+    grown = table.with_changes([40], _unit(rng, 1))
+    assert sorted(i for i, _ in grown.neighbours(20, 10) or []) == [10, 30, 40]
+    assert VectorTable.build([1], _unit(rng, 1)).neighbours(1, 5) == []
