@@ -26,6 +26,7 @@ process holds.
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Iterable
 
@@ -101,8 +102,6 @@ def find_free_block(low: int = 20_000, high: int = 32_768) -> int:
     """An HTTP port whose whole block is free, from aligned slots between ``low`` and
     ``high`` (below Linux's ephemeral range by default) tried in random order: instances
     started this way never get overlapping blocks."""
-    import random
-
     width = SPAN + (-SPAN % 256)  # slots on a 256 grid
     slots = list(range(low, high - SPAN + 1, width))
     random.SystemRandom().shuffle(slots)

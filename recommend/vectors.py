@@ -186,21 +186,19 @@ class VectorTable:
         old_ids, old_scores = self.knn_ids, self.knn_scores
         if old_ids is None or old_scores is None or len(self.ids) == 0 or len(changed) * 10 >= n:
             return _knn_rows(ids, vectors, np.arange(n))
-        old_row = np.searchsorted(self.ids, ids)
-        existed = (old_row < len(self.ids)) & (
-            self.ids[np.minimum(old_row, len(self.ids) - 1)] == ids
-        )
+        upserted_row = np.isin(ids, upserted)  # new rows are upserts too
         knn_ids = np.full((n, KNN), -1, dtype=np.int64)
         knn_scores = np.full((n, KNN), -np.inf, dtype=np.float32)
-        kept = np.flatnonzero(existed)
-        knn_ids[kept] = old_ids[old_row[kept]]
-        knn_scores[kept] = old_scores[old_row[kept]]
-        dirty = ~existed | np.isin(ids, upserted) | np.isin(knn_ids, changed).any(axis=1)
+        kept = np.flatnonzero(~upserted_row)  # rows carried over unchanged
+        old_row = np.searchsorted(self.ids, ids[kept])
+        knn_ids[kept] = old_ids[old_row]
+        knn_scores[kept] = old_scores[old_row]
+        dirty = upserted_row | np.isin(knn_ids, changed).any(axis=1)
         rows = np.flatnonzero(dirty)
         if len(rows):
             knn_ids[rows], knn_scores[rows] = _knn_rows(ids, vectors, rows)
         clean = np.flatnonzero(~dirty)
-        up_rows = np.flatnonzero(np.isin(ids, upserted))
+        up_rows = np.flatnonzero(upserted_row)
         if len(clean) and len(up_rows):
             scores = vectors[clean] @ vectors[up_rows].T  # (clean rows, upserted)
             last = knn_scores[clean, -1]  # -inf where a list is not full
