@@ -16,6 +16,7 @@ from tests.order_helpers import restock, wait_for
 
 pytestmark = pytest.mark.e2e
 INDEX_WAIT_S = 30.0  # generous: the e2e machine is shared; the 5 s bound is integration's
+REPLICA_READS = 8  # consecutive reads that reach every ingress replica (requests are balanced)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -79,8 +80,10 @@ def shop(client: httpx.Client, admin: TestUser) -> dict[str, dict[str, int]]:
         "trail": _product(client, admin, "Trail hiking boots with ankle support", boots),
     }
     for a, b in (("dripper", "glass"), ("glass", "cone"), ("trail", "boot"), ("boot", "trail")):
-        # b is indexed (through the outbox) once it shows up next to a
-        wait_for(lambda a=a, b=b: _has(client, items[a]["id"], items[b]["id"]), INDEX_WAIT_S)
+        # b is indexed (through the outbox) once every replica shows it next to a
+        wait_for(
+            lambda a=a, b=b: _has_everywhere(client, items[a]["id"], items[b]["id"]), INDEX_WAIT_S
+        )
     return items
 
 
@@ -96,6 +99,13 @@ def _ids(resp: httpx.Response) -> list[int]:
 def _has(client: httpx.Client, product_id: int, other: int) -> bool:
     resp = _similar(client, product_id, k=20)
     return resp.status_code == 200 and other in _ids(resp)
+
+
+def _has_everywhere(client: httpx.Client, product_id: int, other: int) -> bool:
+    """``_has`` on enough consecutive reads to cover every replica: each replica refreshes
+    its copy of the index on its own schedule, so one replica may show a new product a
+    moment before another does."""
+    return all(_has(client, product_id, other) for _ in range(REPLICA_READS))
 
 
 def test_similar_products_are_of_the_same_kind_and_never_the_product(
@@ -125,7 +135,7 @@ def test_an_unpublished_product_leaves_similar_results_and_is_404(
 ) -> None:
     cat = _category(client, admin, "Coffee Drippers")
     extra = _product(client, admin, "Stainless steel pour-over coffee dripper", cat)
-    wait_for(lambda: _has(client, shop["dripper"]["id"], extra["id"]), INDEX_WAIT_S)
+    wait_for(lambda: _has_everywhere(client, shop["dripper"]["id"], extra["id"]), INDEX_WAIT_S)
     resp = client.post(f"/admin/products/{extra['id']}/unpublish", headers=admin.headers)
     assert resp.status_code == 200, resp.text
     assert extra["id"] not in _ids(_similar(client, shop["dripper"]["id"], k=50))
