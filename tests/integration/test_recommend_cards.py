@@ -87,11 +87,70 @@ async def test_a_load_that_raced_with_a_write_is_not_served_after_it(redis_clien
 async def test_cards_expire_after_the_ttl_for_the_stock_flag(redis_client: Any) -> None:
     catalog = Catalog()
     cards = cache(redis_client, catalog, keys(), ttl_s=0.2)
+    try:
+        await cards.get([1])
+        await cards.get([1])
+        await asyncio.sleep(0.3)  # not asked for since: the refresher leaves it to expire
+        await cards.get([1])
+        assert catalog.reads == [[1], [1]]
+    finally:
+        await cards.close()
+
+
+async def test_a_read_ahead_pass_reloads_only_cards_asked_for_and_half_expired(
+    redis_client: Any,
+) -> None:
+    catalog = Catalog()
+    # no refresher task: the passes are run by hand
+    cards = CardCache(redis_client, catalog.load, ttl_s=0.4, keys=keys(), read_ahead=False)
+    await cards.get([1, 2])
+    assert await cards.refresh() == 0  # asked for, but fresh
     await cards.get([1])
-    await cards.get([1])
-    await asyncio.sleep(0.3)
-    await cards.get([1])
-    assert catalog.reads == [[1], [1]]
+    await asyncio.sleep(0.25)
+    catalog.status[1] = "unpublished"  # e.g. the stock flag moving, without a catalog write
+    assert await cards.refresh() == 1  # 1 was asked for since the last pass, 2 was not
+    assert catalog.reads == [[1, 2], [1]]
+    await asyncio.sleep(0.25)  # 1 was read 0.25 s ago, 2 0.5 s ago (past the TTL)
+    found = await cards.get([1, 2])
+    assert found[1]["status"] == "unpublished"  # the reloaded card, served without a read
+    assert catalog.reads == [[1, 2], [1], [2]]
+
+
+async def test_a_read_ahead_that_raced_with_a_write_is_dropped(redis_client: Any) -> None:
+    catalog, k = Catalog(), keys()
+    cards = CardCache(redis_client, catalog.load, ttl_s=0.2, keys=k, read_ahead=False)
+    await cards.get([7])
+    await asyncio.sleep(0.11)
+
+    async def write() -> None:  # lands while the pass's read is out
+        catalog.status[7] = "unpublished"
+        await redis_client.incr(k.listing_gen())
+
+    catalog.during_load = write
+    await cards.refresh()
+    assert (await cards.get([7]))[7]["status"] == "unpublished"  # never the raced card
+
+
+async def test_cards_asked_for_steadily_never_expire_on_a_request(redis_client: Any) -> None:
+    catalog = Catalog()
+    by_refresher: list[bool] = []
+    load = catalog.load
+
+    async def tracked(ids: list[int]) -> dict[int, dict[str, Any]]:
+        by_refresher.append(asyncio.current_task() is cards._refresher)
+        return await load(ids)
+
+    cards = CardCache(redis_client, tracked, ttl_s=0.4, keys=keys())
+    try:
+        deadline = asyncio.get_running_loop().time() + 1.3  # three TTLs and more
+        while asyncio.get_running_loop().time() < deadline:
+            assert sorted(await cards.get([3, 4])) == [3, 4]
+            await asyncio.sleep(0.02)
+    finally:
+        await cards.close()
+    assert by_refresher[0] is False  # the first read is the request's own
+    assert by_refresher[1:] and all(by_refresher[1:]), by_refresher  # then only read-ahead
+    assert len(by_refresher) >= 3
 
 
 async def test_ttl_zero_turns_the_cache_off(redis_client: Any) -> None:
