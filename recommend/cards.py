@@ -24,7 +24,9 @@ Guarantees:
   expired on a request once per ``ttl_s``: with 10,000 products picked at random, half of
   the similar requests waited on a database read. A card not asked for is left to expire.
   A pass follows the rules above: it reads the generation first, and what it read is
-  dropped with the rest when the generation moves. ``read_ahead=False`` leaves the passes
+  dropped with the rest when the generation moves. Given ``load_stock``, a pass reads
+  only the stock flags (the rest of a card holds for its generation): one id per in-stock
+  product instead of a whole card. ``read_ahead=False`` leaves the passes
   to the caller (``refresh()``).
 - **Redis down**: cards come from the database on every request (nothing is cached).
 - ``ttl_s`` 0 (or no Redis client) turns the cache off. At most ``max_cards`` cards are
@@ -52,6 +54,7 @@ REFRESH_CHUNK = 500  # ids per read-ahead query
 
 Card = dict[str, Any]
 Load = Callable[[list[int]], Awaitable[dict[int, Card]]]
+LoadStock = Callable[[list[int]], Awaitable[set[int]]]
 T = TypeVar("T")
 
 
@@ -101,9 +104,11 @@ class CardCache:
         keys: CacheKeys,
         max_cards: int = MAX_CARDS,
         read_ahead: bool = True,
+        load_stock: LoadStock | None = None,
     ) -> None:
         self.redis = redis
         self.load = load
+        self.load_stock = load_stock
         self.ttl_s = ttl_s
         self.enabled = ttl_s > 0 and redis is not None
         self.max_cards = max_cards
@@ -143,6 +148,21 @@ class CardCache:
             self._cards.clear()
         for pid in ids:
             self._cards[pid] = (started, loaded.get(pid, _ABSENT))
+
+    def _restock(self, gen: str, started: float, ids: list[int], stocked: set[int]) -> None:
+        """Give held cards the stock flags a read that started at ``started`` found: the
+        rest of a card holds for its generation, so only the flag needs reading again."""
+        if self._held_gen != gen:
+            return
+        cards = self._cards
+        for pid in ids:
+            held = cards.get(pid)
+            if held is None:
+                continue
+            card = held[1]
+            if card is not _ABSENT and card["in_stock"] != (pid in stocked):
+                card = {**card, "in_stock": pid in stocked}
+            cards[pid] = (started, card)
 
     async def get(self, ids: list[int]) -> dict[int, Card]:
         """The cards (any status) of those of ``ids`` that exist, by id."""
@@ -190,7 +210,10 @@ class CardCache:
         for i in range(0, len(due), REFRESH_CHUNK):
             chunk = due[i : i + REFRESH_CHUNK]
             started = time.monotonic()
-            self._store(gen, started, chunk, await self.load(chunk))
+            if self.load_stock is None:
+                self._store(gen, started, chunk, await self.load(chunk))
+            else:
+                self._restock(gen, started, chunk, await self.load_stock(chunk))
             if self._held_gen != gen:
                 break  # the cards were dropped: read again on demand
             done += len(chunk)

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from raymall import metrics
+from raymall.catalog import repository
 from raymall.catalog.cache import CacheKeys
 from raymall.catalog.runtime import KEY_PREFIX
 from raymall.catalog.search import keyword_search
@@ -66,6 +67,7 @@ class RecommendService:
             self._summaries.submit,
             ttl_s=settings.listing_cache_ttl_s,
             keys=CacheKeys(KEY_PREFIX),
+            load_stock=self._in_stock,
         )
         self.replica: ReplicaTable | None = None
         if settings.recommender and settings.recommender_table_max_rows > 0:
@@ -117,6 +119,15 @@ class RecommendService:
         with self.sessions() as s:
             found = source.cards(s, wanted)
         return [{pid: found[pid] for pid in ids if pid in found} for ids in asks]
+
+    async def _in_stock(self, product_ids: list[int]) -> set[int]:
+        """Which of these products have a SKU in stock (the cards' ``in_stock`` flag)."""
+
+        def read() -> set[int]:
+            with self.sessions() as s:
+                return repository.in_stock_products(s, product_ids)
+
+        return await asyncio.to_thread(read)
 
     async def _cards(
         self, scored: list[tuple[int, float]], in_stock_only: bool = False, anchor: int = 0

@@ -116,6 +116,36 @@ async def test_a_read_ahead_pass_reloads_only_cards_asked_for_and_half_expired(
     assert catalog.reads == [[1, 2], [1], [2]]
 
 
+async def test_a_read_ahead_pass_with_load_stock_reads_only_the_stock_flags(
+    redis_client: Any,
+) -> None:
+    catalog = Catalog()
+    stocked = {1, 2}
+    stock_reads: list[list[int]] = []
+
+    async def load(ids: list[int]) -> dict[int, dict[str, Any]]:
+        cards = await catalog.load(ids)
+        return {pid: {**card, "in_stock": pid in stocked} for pid, card in cards.items()}
+
+    async def load_stock(ids: list[int]) -> set[int]:
+        stock_reads.append(sorted(ids))
+        return stocked & set(ids)
+
+    cards = CardCache(
+        redis_client, load, ttl_s=0.4, keys=keys(), read_ahead=False, load_stock=load_stock
+    )
+    before = await cards.get([1, 2, 99])
+    await asyncio.sleep(0.21)
+    stocked.discard(2)  # 2 sells out
+    assert await cards.refresh() == 3
+    assert stock_reads == [[1, 2, 99]] and catalog.reads == [[1, 2, 99]]
+    await asyncio.sleep(0.21)  # past the TTL of the first read, not of the pass
+    after = await cards.get([1, 2, 99])
+    assert catalog.reads == [[1, 2, 99]]  # served from the pass
+    assert after[1] is before[1]  # unchanged flag: the same card
+    assert before[2]["in_stock"] and not after[2]["in_stock"] and 99 not in after
+
+
 async def test_a_read_ahead_that_raced_with_a_write_is_dropped(redis_client: Any) -> None:
     catalog, k = Catalog(), keys()
     cards = CardCache(redis_client, catalog.load, ttl_s=0.2, keys=k, read_ahead=False)
