@@ -18,7 +18,7 @@ from deployments.context import AppContext
 from deployments.drain import DrainWatch, drain_key
 from deployments.edge import Edge
 from deployments.security import authenticate
-from raymall import __version__, gcpolicy, logs
+from raymall import __version__, logs
 from raymall.settings import Settings
 
 # Hottest paths first: FastAPI matches a request against the included routers in this
@@ -79,7 +79,6 @@ class Ingress:
     async def __serve_build_asgi_app__(self) -> Any:
         app = build_app(self.ctx)
         await start_areas(self.ctx)
-        gcpolicy.settle()
         self.drain = DrainWatch(self.ctx.redis, drain_key(self.settings))
         self.drain.start()
         return Edge(app, echo_request_id=False, draining=self.drain.is_draining)
