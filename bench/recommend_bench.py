@@ -20,7 +20,8 @@ Phases (each bounded; the conditions are printed first and again in the JSON rep
    the Milvus-only path:
    - ``--via actor``: straight to the ``Recommender`` actor handle (Ray, no HTTP);
    - ``--via http``: ``raymall serve`` on the same data, loaded by ``wrk`` (a C client,
-     so the load generator takes little of the CPUs the server shares with it) with
+     so the load generator takes little of the CPUs the server shares with it; one
+     warm-up run, then ``--rounds`` measured runs per phase, reported as medians) with
      ``bench/recommend_wrk.lua``: ``GET /healthz`` first (the HTTP stack's own floor in
      the same run), ``GET /products/{id}/similar`` at 1 and N connections,
      ``GET /search?mode=semantic``, ``GET /search`` (hybrid), and last
@@ -31,8 +32,8 @@ Phases (each bounded; the conditions are printed first and again in the JSON rep
     python bench/recommend_bench.py --products 2000 --seconds 8 --via actor   # short run
     python bench/recommend_bench.py --database-url mysql+pymysql://root@127.0.0.1:3306/
 
-Traffic goes to 127.0.0.1 only. The target from the issue: p99 <= 50 ms for similar at
-10,000 products.
+Traffic goes to 127.0.0.1 only. The target: p99 <= 50 ms for similar at
+10,000 products, 16 connections (the median of the rounds).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import os
 import platform
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,6 +58,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+TARGET_P99_MS = 50.0  # similar at 10,000 products, 16 connections
 QUERY_TEMPLATES = (
     "something for {use}",
     "a gift for someone who loves {use}",
@@ -88,6 +91,7 @@ def conditions(args: argparse.Namespace) -> dict[str, Any]:
         "reindex_batch_size": args.batch_size,
         "connections": args.connections,
         "seconds": args.seconds,
+        "http_rounds": args.rounds,
         "warmup_seconds": args.warmup_seconds,
         "similar_cache": args.similar_cache,
         "table_max_rows": args.table_max_rows,
@@ -379,14 +383,42 @@ def via_http(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> d
         for name, mode, conns in phases:
             wrk(base, mode, files, conns, args.warmup_seconds)
             before = _counts(base)
-            out[name] = wrk(base, mode, files, conns, args.seconds)
+            rounds = []
+            for n in range(args.rounds):
+                rounds.append(wrk(base, mode, files, conns, args.seconds))
+                print(f"  http {name} round {n + 1}: {rounds[-1]}", flush=True)
             after = _counts(base)
+            out[name] = median_of(rounds)
             out[name]["connections"] = conns
             if mode == "similar":
                 out[name]["cache_hit_ratio"] = _ratio(before, after)
                 out[name]["replica_ratio"] = _ratio(before, after, "replica", "actor")
-            print(f"  http {name}: {out[name]}", flush=True)
+            print(f"  http {name} (median of {args.rounds}): {out[name]}", flush=True)
+        similar = out["similar"]
+        verdict = "meets" if similar["p99_ms"] <= TARGET_P99_MS else "misses"
+        print(
+            f"  similar at {args.connections} connections: median p99 {similar['p99_ms']} ms "
+            f"(rounds {similar['p99_ms_rounds']}), healthz {out['healthz']['p99_ms']} ms in "
+            f"the same run -> {verdict} the {TARGET_P99_MS:.0f} ms target",
+            flush=True,
+        )
+        out["similar_target"] = {"p99_ms": TARGET_P99_MS, "verdict": verdict}
         return out
+
+
+def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-figure medians of wrk rounds (the machine is noisy: one round's p99 moves by
+    +-25%), with every round's p99 and rate kept beside them."""
+    out: dict[str, Any] = {
+        key: statistics.median(r[key] for r in rounds)
+        for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+    }
+    out["requests"] = sum(r["requests"] for r in rounds)
+    out["errors"] = sum(r["errors"] for r in rounds)
+    out["rounds"] = len(rounds)
+    out["p99_ms_rounds"] = [r["p99_ms"] for r in rounds]
+    out["rps_rounds"] = [r["rps"] for r in rounds]
+    return out
 
 
 def main() -> int:
@@ -394,6 +426,9 @@ def main() -> int:
     parser.add_argument("--products", type=int, default=10_000)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="measured wrk rounds per HTTP phase (medians)"
+    )
     parser.add_argument("--warmup-seconds", type=float, default=10)
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--torch-threads", type=int, default=2)
