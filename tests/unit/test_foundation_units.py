@@ -74,3 +74,18 @@ def test_error_body_has_the_one_shape() -> None:
         "error": {"code": "unavailable", "message": "shard down", "request_id": "rid-1"}
     }
     assert Unavailable.retriable and not DomainError.retriable
+
+
+def test_serve_haproxy_request_metrics_are_off_unless_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pathlib import Path
+
+    from raymall.app import ray_env
+    from raymall.settings import Settings
+
+    settings = Settings(var_dir=Path("/tmp/raymall-env-test"))
+    monkeypatch.delenv("RAY_SERVE_HAPROXY_METRICS_ENABLED", raising=False)
+    assert ray_env(settings)["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
+    monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_ENABLED", "1")
+    assert ray_env(settings)["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "1"
