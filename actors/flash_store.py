@@ -16,11 +16,10 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from actors.inventory_store import Statement
 from raymall.domain import order_state as st
 from raymall.flash.desk import LIVE, RETURNED, FlashChanges, Purchase, SaleInfo
 from raymall.orders.pricing import CURRENCY
-
-Statement = tuple[str, Any, bool, int | None]  # sql, params, executemany?, expected rowcount
 
 
 def _dumps(value: Any) -> str:

@@ -27,6 +27,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from raymall.domain.ledger import pack_batch, unpack_batch
 from raymall.errors import (
     Conflict,
     DomainError,
@@ -126,7 +127,7 @@ class _Lane:
 
     async def _send(self, batch: list[tuple[Op, asyncio.Future[str]]]) -> None:
         try:
-            results = await self.client.call(self.shard, "submit", [op for op, _ in batch])
+            results = await self.client.send_batch(self.shard, [op for op, _ in batch])
         except BaseException as exc:
             for _, fut in batch:
                 if not fut.done():
@@ -174,6 +175,14 @@ class InventoryClient:
             )
             self._handles[shard] = handle
         return handle
+
+    async def send_batch(self, shard: int, ops: list[Op]) -> list[Any]:
+        """One batch of keyed operations to ``shard`` as one packed call (retried as
+        ``call`` retries); one result per operation."""
+        results = unpack_batch(await self.call(shard, "submit_packed", pack_batch(ops)))
+        if len(results) != len(ops):
+            raise Unavailable(f"inventory shard {shard} answered {len(results)} of {len(ops)}")
+        return results
 
     async def call(self, shard: int, method: str, *args: Any, budget_s: float | None = None) -> Any:
         """Call a shard method, retrying actor faults and retriable errors for at most

@@ -36,9 +36,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from actors import flash_shard, flash_store
-from actors.inventory_store import DuplicateKey, InjectedFault, InventoryStore, StaleStock
+from actors.inventory_store import (
+    DuplicateKey,
+    InjectedFault,
+    InventoryStore,
+    StaleStock,
+    Statement,
+)
 from raymall import logs, metrics
-from raymall.domain.ledger import Ledger, Op
+from raymall.domain.ledger import Ledger, Op, pack_batch, unpack_batch
 from raymall.errors import DomainError, Unavailable
 from raymall.ids import now_ms
 from raymall.logs import get_logger
@@ -55,7 +61,7 @@ class _Stage:
     batch: list[tuple[list[Op], asyncio.Future[list[Any]]]]
     ops: list[Op]
     results: list[Any]
-    statements: list[flash_store.Statement]  # empty: nothing to write
+    statements: list[Statement]  # empty: nothing to write; bound by store.render
     created: list[str]  # keys it inserts (looked up after a duplicate-key refusal)
     attempt: int
     write: asyncio.Future[None] | None = None
@@ -138,6 +144,11 @@ class InventoryShard:
         if self._pending_ops >= self._max_ops:
             self._full.set()
         return await fut
+
+    async def submit_packed(self, blob: bytes) -> bytes:
+        """``submit`` for a batch packed by ``pack_batch`` (the clients' wire format);
+        the answer is packed the same way."""
+        return pack_batch(await self.submit(unpack_batch(blob)))
 
     async def _commit_loop(self) -> None:
         while True:
@@ -276,10 +287,11 @@ class InventoryShard:
             results = [desk.apply(op) if is_flash(op) else ledger.apply(op) for op in ops]
             changes = ledger.changes()
             flash_changes = desk.changes()
-            statements: list[flash_store.Statement] = []
+            statements: list[Statement] = []
             if changes or flash_changes:
                 statements = self.store.statements(changes, now)
                 statements += flash_store.statements(flash_changes, self.store.ph, now)
+                statements = self.store.render(statements)
         except Exception as exc:
             ledger.rollback()
             desk.rollback()

@@ -27,6 +27,7 @@ from raymall.domain.ledger import Changes, Record, Stock
 
 LOW_STOCK_TOPIC = "inventory.low_stock"
 _CHUNK = 500
+Statement = tuple[str, Any, bool, int | None]  # sql, params (None: bound), executemany?, rowcount
 
 
 class StaleStock(RuntimeError):
@@ -66,7 +67,8 @@ class InventoryStore:
         self.engine = engine or make_engine(url, pool_size=2)
         self.ph = "%s" if self.engine.dialect.paramstyle in ("format", "pyformat") else "?"
         # SQLite's raw connections run in autocommit mode: open the write transaction.
-        self._begin_sql = None if is_mysql(self.engine) else "BEGIN IMMEDIATE"
+        self._binds_client_side = is_mysql(self.engine)
+        self._begin_sql = None if self._binds_client_side else "BEGIN IMMEDIATE"
         self._integrity_error = self.engine.dialect.dbapi.IntegrityError  # type: ignore[union-attr]
         self._raw: Any = None
         self._insert_ops = (
@@ -150,16 +152,14 @@ class InventoryStore:
         now_ms: int,
         *,
         fail: bool = False,
-        extra: Sequence[tuple[str, Any, bool, int | None]] = (),
+        extra: Sequence[Statement] = (),
     ) -> None:
         """Persist one batch in one transaction (see the module docstring). ``extra``
         statements (flash-sale rows, ``actors.flash_store``) run after the ledger's, in the
         same transaction."""
         self.write_statements([*self.statements(changes, now_ms), *extra], fail=fail)
 
-    def write_statements(
-        self, statements: Sequence[tuple[str, Any, bool, int | None]], *, fail: bool = False
-    ) -> None:
+    def write_statements(self, statements: Sequence[Statement], *, fail: bool = False) -> None:
         """Run ``statements`` (from ``statements()``, rendered beforehand so that the
         batch's values are fixed even while memory moves on) in one transaction.
 
@@ -172,7 +172,9 @@ class InventoryStore:
             if self._begin_sql:
                 cur.execute(self._begin_sql)
             for sql, params, many, expect in statements:
-                if many:
+                if params is None:  # bound by render()
+                    cur.execute(sql)
+                elif many:
                     cur.executemany(sql, params)
                 else:
                     cur.execute(sql, params)
@@ -190,6 +192,37 @@ class InventoryStore:
             with contextlib.suppress(Exception):  # a broken connection is dropped by _abort
                 cur.close()
 
+    def render(self, statements: Sequence[Statement]) -> list[Statement]:
+        """``statements`` with their parameters bound now, by the writer connection's own
+        driver (``cursor.mogrify``, the binding PyMySQL applies inside ``execute``).
+
+        The shard renders batch N+1 while batch N's transaction is in flight, so the write
+        itself only sends text: binding a few hundred rows costs about as much as the
+        database's own work on them. A multi-row ``INSERT ... VALUES`` becomes one
+        statement (in chunks of 500 rows), as in PyMySQL's ``executemany``. Left as they
+        are: everything on SQLite (its driver binds on the server side), other
+        ``executemany`` statements, and all of them while the writer is not connected
+        (``write_statements`` binds them then, as before)."""
+        raw = self._raw
+        if raw is None or not self._binds_client_side:
+            return list(statements)
+        cur = raw.driver_connection.cursor()
+        out: list[Statement] = []
+        for sql, params, many, expect in statements:
+            if params is None:
+                out.append((sql, None, False, expect))
+            elif not many:
+                out.append((cur.mogrify(sql, params), None, False, expect))
+            else:
+                head, sep, row = sql.partition(" VALUES ")
+                if not sep or not head.startswith("INSERT ") or not params:
+                    out.append((sql, params, many, expect))
+                    continue
+                for part in _chunks(params):
+                    rows = ",".join([cur.mogrify(row, values) for values in part])
+                    out.append((f"{head} VALUES {rows}", None, False, None))
+        return out
+
     def _writer(self) -> Any:
         if self._raw is None:
             self._raw = self.engine.raw_connection()
@@ -203,11 +236,11 @@ class InventoryStore:
             with contextlib.suppress(Exception):
                 conn.invalidate()
 
-    def statements(self, changes: Changes, now_ms: int) -> list[tuple[str, Any, bool, int | None]]:
+    def statements(self, changes: Changes, now_ms: int) -> list[Statement]:
         """(sql, params, executemany?, expected rowcount) for one batch, in order."""
         ph = self.ph
         shard = self.shard
-        out: list[tuple[str, Any, bool, int | None]] = []
+        out: list[Statement] = []
         for part in _chunks(changes.stock, 60):
             sql, params = self._stock_update(part, now_ms)
             out.append((sql, params, False, len(part)))

@@ -17,8 +17,8 @@ Guarantees (tests/unit/test_ledger*.py check them as properties):
 - batches are atomic in memory: ``begin()`` ... ``rollback()`` restores exactly the state
   before ``begin()``; ``changes()`` lists what a batch touched, for persistence.
 
-Operations are plain tuples, cheap to pickle across processes (the wire format of
-``InventoryShard.submit``)::
+Operations are plain tuples (the wire format of ``InventoryShard.submit``; clients send a
+batch as one ``pack_batch`` blob to ``submit_packed``)::
 
     ("reserve", key, {sku_id: qty}, expires_ms | None)
     ("release", key)
@@ -41,7 +41,27 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgpack
+
 Op = tuple[Any, ...]
+
+
+def pack_batch(values: list[Any]) -> bytes:
+    """A batch of operations (or of their results) as one msgpack blob for an actor call.
+
+    Ray pickles arguments with cloudpickle, whose per-object hook costs about as much per
+    small tuple as the shard's own work on it; msgpack packs a batch of 500 operations in
+    a small fraction of that. It carries only plain values (no code), and arrays come back
+    as tuples, as they were sent."""
+    return msgpack.packb(values, use_bin_type=True)
+
+
+def unpack_batch(blob: bytes) -> list[Any]:
+    values = msgpack.unpackb(blob, use_list=False, raw=False, strict_map_key=False)
+    if not isinstance(values, tuple):
+        raise TypeError("a packed batch holds a sequence")
+    return list(values)
+
 
 # result codes
 R_OK = "ok"

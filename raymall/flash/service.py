@@ -303,7 +303,7 @@ class FlashService:
         ]
         self.shard_calls += 1
         try:
-            results = await self.inventory.call(shard, "submit", ops)
+            results = await self.inventory.send_batch(shard, ops)
         except BaseException as exc:
             err = exc if isinstance(exc, DomainError) else _unavailable(exc)
             if isinstance(err, Unavailable):

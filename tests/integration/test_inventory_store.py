@@ -126,6 +126,49 @@ def test_a_batch_round_trips_through_the_database(db_url: str) -> None:
     engine.dispose()
 
 
+def test_statements_bound_ahead_store_exactly_what_the_driver_would(db_url: str) -> None:
+    """``render`` (the shard binds batch N+1 while N commits) writes the same rows as the
+    driver binding at write time, awkward keys included; SQLite's statements are left to
+    its driver, and nothing is bound before the writer has connected."""
+    sku = make_sku(db_url, 1000)
+    store = InventoryStore(db_url, 0)
+    ledger = loaded(store)
+    keys = ["q'uote@0", 'dq"@0', "back\\slash@0", "pct%s%%@0", "unié中@0"]
+    ledger.begin()
+    for key in keys[:2]:
+        ledger.reserve(key, {sku: 1}, expires_ms=5)
+    statements = store.statements(ledger.changes(), 1)
+    assert store.render(statements) == statements  # not connected yet
+    store.write_statements(statements)
+    ledger.commit()
+    ledger.begin()
+    for i, key in enumerate(keys[2:]):
+        ledger.reserve(key, {sku: 2}, expires_ms=None if i else 9)
+    for i in range(600):  # more than one 500-row INSERT
+        ledger.reserve(f"bulk-{i}@0", {sku: 1})
+    statements = store.statements(ledger.changes(), 2)
+    bound = store.render(statements)
+    if db_url.startswith("sqlite"):
+        assert bound == statements
+    else:
+        assert all(params is None for _, params, _, _ in bound)
+        inserts = [sql for sql, _, _, _ in bound if sql.startswith("INSERT INTO inventory_ops")]
+        assert len(inserts) == 2
+        assert [expect for *_, expect in bound if expect is not None] == [1]
+    store.write_statements(bound)
+    ledger.commit()
+    assert counters(db_url, sku) == (1000, 1000 - 2 - 6 - 600, 608, 0, 2)
+    found = store.lookup(keys)
+    assert {k: (r.items, r.expires_ms) for k, r in found.items()} == {
+        keys[0]: ({sku: 1}, 5),
+        keys[1]: ({sku: 1}, 5),
+        keys[2]: ({sku: 2}, 9),
+        keys[3]: ({sku: 2}, None),
+        keys[4]: ({sku: 2}, None),
+    }
+    assert len(loaded(InventoryStore(db_url, 0)).records) == 605
+
+
 def test_a_duplicate_key_refuses_the_whole_batch(db_url: str) -> None:
     sku = make_sku(db_url, 10)
     store = InventoryStore(db_url, 0)

@@ -17,6 +17,8 @@ from raymall.domain.ledger import (
     R_UNKNOWN_SKU,
     Ledger,
     Stock,
+    pack_batch,
+    unpack_batch,
 )
 
 
@@ -212,3 +214,18 @@ def test_evict_forgets_old_finished_records_but_never_open_ones() -> None:
     assert ledger.evict(keep=2) == 3
     assert sorted(ledger.records) == ["k0", "k2", "k4", "k6", "k7", "k8", "k9"]
     assert ledger.violations(full_history=False) == []
+
+
+def test_a_packed_batch_comes_back_as_sent() -> None:
+    ops = [
+        ("reserve", "k@0", {12: 1, 7: 3}, None),
+        ("adjust", "a", 5, -2, "restock \u00e9", 9),
+        ("flash_buy", "h@1", 3, 4, "key", 1),
+        ("expire", "k@0", 2**62),
+    ]
+    results = [R_OK, ("ok", 2**63 - 1, None, True, 5), R_OUT_OF_STOCK]
+    assert unpack_batch(pack_batch(ops)) == ops
+    assert unpack_batch(pack_batch(results)) == results
+    assert unpack_batch(pack_batch([])) == []
+    with pytest.raises(TypeError):
+        unpack_batch(pack_batch({"not": "a batch"}))  # type: ignore[arg-type]
