@@ -1,6 +1,12 @@
 """The outermost ASGI layer, in pure ASGI (no Starlette middleware) because it runs on
 every request: it assigns and echoes ``X-Request-ID``, records per-route metrics, turns
 any escaped exception into the one error body, and answers the liveness probe itself.
+
+It also offers each request to the app's *shortcuts* before the app: a shortcut answers
+the plainest requests of one hot public route without FastAPI's routing, dependencies
+and validation (about a third of a replica's time per similar-product read), and declines
+everything else, errors included, so the app remains the one place that rules on a
+request it did not answer.
 """
 
 from __future__ import annotations
@@ -8,8 +14,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any, Protocol
 
 from raymall import metrics
 from raymall.logs import get_logger, request_id_var
@@ -19,6 +25,16 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class Shortcut(Protocol):
+    """Answers some requests of the public route ``path`` (its metrics label), or
+    declines (False) before sending anything."""
+
+    path: str
+
+    async def __call__(self, scope: Scope, send: Send) -> bool: ...
+
 
 LIVENESS_PATH = "/healthz"
 MAX_REQUEST_ID = 128
@@ -51,8 +67,10 @@ class Edge:
         *,
         echo_request_id: bool = True,
         draining: Callable[[], bool] | None = None,
+        shortcuts: Sequence[Shortcut] = (),
     ) -> None:
         self.app = app
+        self.shortcuts = tuple(shortcuts)
         self.echo_request_id = echo_request_id
         self.draining = draining or (lambda: False)
 
@@ -90,7 +108,12 @@ class Edge:
                     send_wrapper, 503, body, [(b"retry-after", b"1"), (b"connection", b"close")]
                 )
             else:
-                await self.app(scope, receive, send_wrapper)
+                for shortcut in self.shortcuts:
+                    if await shortcut(scope, send_wrapper):
+                        scope["route"] = shortcut
+                        break
+                else:
+                    await self.app(scope, receive, send_wrapper)
         except Exception:  # the app failed before answering: answer in the one shape
             log.exception("unhandled error")
             status_box[0] = 500
@@ -116,13 +139,10 @@ class _LivenessRoute:
 _Liveness = _LivenessRoute()
 
 
-async def _send_json(
-    send: Send,
-    status: int,
-    payload: dict[str, Any],
-    extra_headers: list[tuple[bytes, bytes]] | None = None,
+async def send_json_body(
+    send: Send, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None
 ) -> None:
-    body = json.dumps(payload, separators=(",", ":")).encode()
+    """A complete JSON response whose body is already encoded."""
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -130,3 +150,13 @@ async def _send_json(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+async def _send_json(
+    send: Send,
+    status: int,
+    payload: dict[str, Any],
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    await send_json_body(send, status, body, extra_headers)

@@ -1,7 +1,9 @@
 """The ingress deployment: one FastAPI app per replica behind the pure-ASGI edge.
 
 Routes live in one module per area (``ROUTER_MODULES``); a module may define
-``async def startup(app_ctx)`` to build its service once per replica.
+``async def startup(app_ctx)`` to build its service once per replica, and
+``shortcuts(app_ctx)`` to answer the plainest requests of a hot public route below FastAPI
+(``deployments.edge``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from ray import serve
 from deployments import errors
 from deployments.context import AppContext
 from deployments.drain import DrainWatch, drain_key
-from deployments.edge import Edge
+from deployments.edge import Edge, Shortcut
 from deployments.security import authenticate
 from raymall import __version__, logs
 from raymall.settings import Settings
@@ -64,6 +66,17 @@ async def start_areas(app_ctx: AppContext) -> None:
             await hook(app_ctx)
 
 
+def area_shortcuts(app_ctx: AppContext) -> list[Shortcut]:
+    """The shortcuts (``deployments.edge.Shortcut``) that area modules offer through a
+    ``shortcuts(app_ctx)`` function, after their startup hooks have run."""
+    found: list[Shortcut] = []
+    for module in router_modules():
+        offer = getattr(module, "shortcuts", None)
+        if offer is not None:
+            found.extend(offer(app_ctx))
+    return found
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress()
 class Ingress:
@@ -81,7 +94,12 @@ class Ingress:
         await start_areas(self.ctx)
         self.drain = DrainWatch(self.ctx.redis, drain_key(self.settings))
         self.drain.start()
-        return Edge(app, echo_request_id=False, draining=self.drain.is_draining)
+        return Edge(
+            app,
+            echo_request_id=False,
+            draining=self.drain.is_draining,
+            shortcuts=area_shortcuts(self.ctx),
+        )
 
     async def check_health(self) -> None:
         """Serve's replica health check: the replica is alive if its event loop runs."""

@@ -9,18 +9,21 @@ index that similar-product reads are answered from.
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
 from deployments.context import AppContext, ctx
-from deployments.security import Principal, current_user, optional_user, public
+from deployments.edge import Scope, Send, Shortcut, send_json_body
+from deployments.security import PUBLIC_ROUTES, Principal, current_user, optional_user, public
 from raymall.errors import ValidationFailed
 from recommend.service import RecommendService
 
 router = APIRouter(tags=["recommendations"])
-public("GET", "/products/{product_id}/similar")
+SIMILAR_PATH = "/products/{product_id}/similar"
+public("GET", SIMILAR_PATH)
 public("GET", "/search")
 
 ProductId = Annotated[int, Path(ge=1, le=2**63 - 1)]
@@ -39,7 +42,7 @@ async def startup(app_ctx: AppContext) -> None:
         svc.start()  # this replica's copy of the index, for similar-product reads
 
 
-@router.get("/products/{product_id}/similar", response_class=Response)
+@router.get(SIMILAR_PATH, response_class=Response)
 async def similar_products(
     request: Request,
     product_id: ProductId,
@@ -54,8 +57,81 @@ async def similar_products(
     items = await svc.similar(product_id, k, in_stock_only)
     if principal is not None:
         await svc.record_view(principal.user_id, product_id)
+    body = similar_body(product_id, k, in_stock_only, items)
+    return Response(body, media_type="application/json")
+
+
+def similar_body(product_id: int, k: int, in_stock_only: bool, items: list[Any]) -> bytes:
     body = {"product_id": product_id, "k": k, "in_stock_only": in_stock_only, "items": items}
-    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+_SIMILAR = re.compile(r"/products/([1-9][0-9]{0,18})/similar")
+_K_VALUE = re.compile(rb"[1-9][0-9]?")
+_FLAGS = {b"true": True, b"false": False, b"1": True, b"0": False}
+
+
+def plain_similar_args(scope: Scope) -> tuple[int, int, bool] | None:
+    """(product_id, k, in_stock_only) of an anonymous similar-product read whose every
+    part is in its plainest valid form; None for anything else (a token, an unknown,
+    repeated or encoded parameter, an out-of-range value), which the app then rules on."""
+    if scope["method"] != "GET":
+        return None
+    found = _SIMILAR.fullmatch(scope["path"])
+    if found is None:
+        return None
+    product_id = int(found.group(1))
+    if product_id > 2**63 - 1:
+        return None
+    for name, _ in scope["headers"]:
+        if name == b"authorization":
+            return None
+    k, in_stock_only = 10, False
+    query = scope.get("query_string", b"")
+    if query:
+        seen = set()
+        for part in query.split(b"&"):
+            name, sep, value = part.partition(b"=")
+            if not sep or name in seen:
+                return None
+            seen.add(name)
+            if name == b"k" and _K_VALUE.fullmatch(value) and int(value) <= 50:
+                k = int(value)
+            elif name == b"in_stock_only" and value in _FLAGS:
+                in_stock_only = _FLAGS[value]
+            else:
+                return None
+    return product_id, k, in_stock_only
+
+
+class SimilarShortcut:
+    """The similar-product read below FastAPI (``deployments.edge.Shortcut``), for
+    requests ``plain_similar_args`` accepts: the same service call and the same body as
+    ``similar_products``. A failed read is declined and the app answers it (running the
+    read again) in the one error shape."""
+
+    path = SIMILAR_PATH
+
+    def __init__(self, svc: RecommendService) -> None:
+        if ("GET", SIMILAR_PATH) not in PUBLIC_ROUTES:
+            raise RuntimeError(f"{SIMILAR_PATH} must be public to be answered below the app")
+        self.svc = svc
+
+    async def __call__(self, scope: Scope, send: Send) -> bool:
+        args = plain_similar_args(scope)
+        if args is None:
+            return False
+        try:
+            items = await self.svc.similar(*args)
+        except Exception:
+            return False
+        await send_json_body(send, 200, similar_body(*args, items))
+        return True
+
+
+def shortcuts(app_ctx: AppContext) -> list[Shortcut]:
+    """This module's shortcuts for ``deployments.edge.Edge`` (after ``startup``)."""
+    return [SimilarShortcut(app_ctx.services["recommend"])]
 
 
 class ViewIn(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from deployments import errors
 from deployments.edge import Edge
 from deployments.security import public
-from raymall.errors import OutOfStock
+from raymall.errors import NotFound, OutOfStock
 
 
 class Item(BaseModel):
@@ -146,3 +147,98 @@ def test_no_request_can_match_routes_of_two_router_modules() -> None:
                 if other.path_regex.match(sample):
                     clashes.append((name, route.path_format, other_name, other.path_format))
     assert clashes == []
+
+
+class _FakeRecommend:
+    """The recommend service's similar read, counted; product 404 is unknown."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, bool]] = []
+
+    async def similar(self, product_id: int, k: int, in_stock_only: bool) -> list[Any]:
+        self.calls.append((product_id, k, in_stock_only))
+        if product_id == 404:
+            raise NotFound("product 404 not found")
+        return [{"id": product_id + i, "title": f"t\u00e9{i}", "score": 0.5} for i in range(k)]
+
+
+def make_recommend_client(shortcut: bool) -> tuple[TestClient, _FakeRecommend]:
+    from deployments import recommend_routes
+
+    fake = _FakeRecommend()
+    app = FastAPI()
+    errors.install(app)
+    app.state.ctx = SimpleNamespace(service=lambda name: fake)
+    app.include_router(recommend_routes.router)
+    cuts = [recommend_routes.SimilarShortcut(fake)] if shortcut else []  # type: ignore[arg-type]
+    return TestClient(Edge(app, shortcuts=cuts), raise_server_exceptions=False), fake
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("/products/7/similar", (7, 10, False)),
+        ("/products/7/similar?k=50", (7, 50, False)),
+        ("/products/7/similar?in_stock_only=true&k=3", (7, 3, True)),
+        ("/products/7/similar?in_stock_only=0", (7, 10, False)),
+        (f"/products/{2**63 - 1}/similar", (2**63 - 1, 10, False)),
+        ("/products/7/similar?k=0", None),
+        ("/products/7/similar?k=51", None),
+        ("/products/7/similar?k=05", None),
+        ("/products/7/similar?k=1&k=2", None),
+        ("/products/7/similar?k", None),
+        ("/products/7/similar?in_stock_only=yes", None),
+        ("/products/7/similar?other=1", None),
+        ("/products/7/similar?k=%31", None),
+        ("/products/0/similar", None),
+        ("/products/07/similar", None),
+        (f"/products/{2**63}/similar", None),
+        ("/products/7/similar/", None),
+        ("/products/x/similar", None),
+    ],
+)
+def test_only_plain_similar_reads_take_the_shortcut(
+    target: str, expected: tuple[int, int, bool] | None
+) -> None:
+    from deployments.recommend_routes import plain_similar_args
+
+    path, _, query = target.partition("?")
+    scope = {"method": "GET", "path": path, "query_string": query.encode(), "headers": []}
+    assert plain_similar_args(scope) == expected
+    signed_in = {**scope, "headers": [(b"authorization", b"Bearer x")]}
+    assert plain_similar_args(signed_in) is None
+    assert plain_similar_args({**scope, "method": "HEAD"}) is None
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/products/7/similar",
+        "/products/7/similar?k=3&in_stock_only=true",
+        "/products/7/similar?k=51",
+        "/products/7/similar?k=2&in_stock_only=yes",
+        "/products/404/similar",
+        "/products/0/similar",
+    ],
+)
+def test_the_similar_shortcut_answers_exactly_as_the_app(target: str) -> None:
+    plain, plain_fake = make_recommend_client(shortcut=False)
+    fast, fast_fake = make_recommend_client(shortcut=True)
+    a, b = plain.get(target), fast.get(target)
+    assert (a.status_code, a.headers["content-type"]) == (b.status_code, b.headers["content-type"])
+    if a.status_code == 200:
+        assert a.content == b.content
+        assert fast_fake.calls == plain_fake.calls  # answered once, below the app
+    else:
+        assert a.json()["error"]["code"] == b.json()["error"]["code"]
+        assert b.json()["error"]["request_id"] == b.headers["x-request-id"]
+
+
+def test_the_similar_shortcut_refuses_a_route_that_is_not_public(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from deployments import recommend_routes
+
+    monkeypatch.setattr(recommend_routes, "PUBLIC_ROUTES", set())
+    with pytest.raises(RuntimeError):
+        recommend_routes.SimilarShortcut(_FakeRecommend())  # type: ignore[arg-type]
