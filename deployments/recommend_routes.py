@@ -8,7 +8,6 @@ index that similar-product reads are answered from.
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -54,16 +53,19 @@ async def similar_products(
     signed-in caller's view of the product is recorded for their recommendations. (A hot
     read path: the cards are plain JSON types, so the body is serialised directly.)"""
     svc = service(request)
-    items = await svc.similar(product_id, k, in_stock_only)
+    items = await svc.similar_json(product_id, k, in_stock_only)
     if principal is not None:
         await svc.record_view(principal.user_id, product_id)
     body = similar_body(product_id, k, in_stock_only, items)
     return Response(body, media_type="application/json")
 
 
-def similar_body(product_id: int, k: int, in_stock_only: bool, items: list[Any]) -> bytes:
-    body = {"product_id": product_id, "k": k, "in_stock_only": in_stock_only, "items": items}
-    return json.dumps(body, separators=(",", ":")).encode()
+def similar_body(product_id: int, k: int, in_stock_only: bool, items_json: str) -> bytes:
+    """``{"product_id", "k", "in_stock_only", "items"}`` as compact JSON, around the items'
+    own JSON array (``RecommendService.similar_json``)."""
+    flag = "true" if in_stock_only else "false"
+    head = f'{{"product_id":{product_id},"k":{k},"in_stock_only":{flag},"items":'
+    return (head + items_json + "}").encode()
 
 
 _SIMILAR = re.compile(r"/products/([1-9][0-9]{0,18})/similar")
@@ -122,7 +124,7 @@ class SimilarShortcut:
         if args is None:
             return False
         try:
-            items = await self.svc.similar(*args)
+            items = await self.svc.similar_json(*args)
         except Exception:
             return False
         await send_json_body(send, 200, similar_body(*args, items))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -160,6 +161,10 @@ class _FakeRecommend:
         if product_id == 404:
             raise NotFound("product 404 not found")
         return [{"id": product_id + i, "title": f"t\u00e9{i}", "score": 0.5} for i in range(k)]
+
+    async def similar_json(self, product_id: int, k: int, in_stock_only: bool) -> str:
+        items = await self.similar(product_id, k, in_stock_only)
+        return json.dumps(items, separators=(",", ":"))
 
 
 def make_recommend_client(shortcut: bool) -> tuple[TestClient, _FakeRecommend]:

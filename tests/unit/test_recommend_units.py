@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
+from raymall.errors import NotFound
+from raymall.settings import Settings
 from recommend.engine import SimilarCache
 from recommend.history import parse_views, signals
 from recommend.index import Hit
@@ -210,3 +214,39 @@ def test_the_cache_is_lru_bounded_and_can_be_off() -> None:
     off = SimilarCache(capacity=0)
     off.put(1, 1, _hits(9), off.generation)
     assert off.get(1, 1) is None
+
+
+async def test_similar_json_is_the_similar_list_byte_for_byte() -> None:
+    """The similar read's JSON, made from each card's kept text, is exactly
+    ``json.dumps(similar)``; a card replaced in the cache (a stock flag flips) gets new
+    text."""
+    import json as _json
+
+    from recommend.service import RecommendService
+
+    svc = RecommendService(Settings(recommender=False), sessions=None, redis=None)  # type: ignore[arg-type]
+    cards: dict[int, dict[str, Any]] = {
+        1: {"id": 1, "status": "published", "in_stock": True, "title": "anchor"},
+        2: {"id": 2, "status": "published", "in_stock": True, "title": 'Th\u00e9 \u4e2d "q"'},
+        3: {"id": 3, "status": "draft", "in_stock": True, "title": "hidden"},
+        4: {"id": 4, "status": "published", "in_stock": False, "price": {"min": 1.5}},
+        5: {"id": 5, "status": "published", "in_stock": True, "tags": ["a", None, 2]},
+    }
+    hits = [(2, 0.91234567), (3, 0.9), (4, 0.5), (5, 1e-7), (9, 0.1)]
+
+    async def neighbours(product_id: int, k: int) -> list[tuple[int, float]]:
+        return hits[:k]
+
+    async def get(ids: list[int]) -> dict[int, dict[str, Any]]:
+        return {pid: cards[pid] for pid in ids if pid in cards}
+
+    svc._neighbours = neighbours  # type: ignore[method-assign]
+    svc.card_cache.get = get  # type: ignore[method-assign]
+    for _ in range(2):  # the second time from the kept text
+        for k, in_stock_only in ((10, False), (2, False), (10, True)):
+            expected = _json.dumps(await svc.similar(1, k, in_stock_only), separators=(",", ":"))
+            assert await svc.similar_json(1, k, in_stock_only) == expected
+    cards[4] = {**cards[4], "in_stock": True}
+    assert '"id":4' in await svc.similar_json(1, 10, True)
+    with pytest.raises(NotFound):
+        await svc.similar_json(3, 10, False)  # not published
