@@ -43,6 +43,7 @@ from peers.common import RoundResult, percentile  # noqa: E402
 from actors.inventory_client import InventoryClient, shard_name  # noqa: E402
 from actors.inventory_shard import InventoryShard  # noqa: E402
 from actors.registry import actor_options  # noqa: E402
+from raymall.app import ray_env  # noqa: E402
 from raymall.errors import OutOfStock  # noqa: E402
 from raymall.hashing import shard_for  # noqa: E402
 from raymall.ids import now_ms  # noqa: E402
@@ -163,7 +164,7 @@ def summarize(rounds: list[RoundResult]) -> dict[str, Any]:
     }
 
 
-def conditions(args: argparse.Namespace, url: str, redis_url: str) -> list[str]:
+def conditions(args: argparse.Namespace, url: str, redis_url: str, nice: str) -> list[str]:
     with create_engine(url).connect() as conn:
         mariadb = conn.execute(text("SELECT VERSION()")).scalar()
         flush = conn.execute(text("SELECT @@innodb_flush_log_at_trx_commit")).scalar()
@@ -178,6 +179,7 @@ def conditions(args: argparse.Namespace, url: str, redis_url: str) -> list[str]:
         f"group_commit_max_ops={args.max_ops}, client window {args.client_window_ms} ms, "
         f"client max batch {args.client_max_batch}",
         f"rounds: {args.rounds} x {args.seconds}s per system and level, systems interleaved",
+        f"shard processes at nice {nice}, this client and the peers' threads at nice 0",
     ]
 
 
@@ -240,7 +242,15 @@ async def main_async(args: argparse.Namespace) -> int:
             inventory_client_max_batch=args.client_max_batch,
             actor_num_cpus=0.05,
         )
-        ray.init(num_cpus=2, include_dashboard=False, namespace=namespace, log_to_driver=False)
+        # the shards run at the niceness raymall serve gives its workers (raymall.app)
+        nice = ray_env(settings)["RAY_worker_niceness"]
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            namespace=namespace,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"RAY_worker_niceness": nice}},
+        )
         cls = ray.remote(InventoryShard)
         handles = [
             cls.options(**actor_options(settings, shard_name(i))).remote(settings, i)
@@ -251,7 +261,7 @@ async def main_async(args: argparse.Namespace) -> int:
         for i in range(200):  # warm up: handles, connections, code paths
             await client.reserve(f"e-warm-{i}", {engine_sku: 1}, ttl_s=3600)
         ok = {"engine": 200, "mysql_conditional": 0, "redis_lua": 0}
-        print("\n".join(conditions(args, url, args.redis_url)), flush=True)
+        print("\n".join(conditions(args, url, args.redis_url, nice)), flush=True)
         summaries = []
         for level in args.levels:
             by_system: dict[str, list[RoundResult]] = {}

@@ -89,3 +89,7 @@ def test_serve_haproxy_request_metrics_are_off_unless_asked_for(
     assert ray_env(settings)["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
     monkeypatch.setenv("RAY_SERVE_HAPROXY_METRICS_ENABLED", "1")
     assert ray_env(settings)["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "1"
+    monkeypatch.delenv("RAY_worker_niceness", raising=False)
+    assert ray_env(settings)["RAY_worker_niceness"] == "0"
+    monkeypatch.setenv("RAY_worker_niceness", "15")
+    assert ray_env(settings)["RAY_worker_niceness"] == "15"
