@@ -53,6 +53,12 @@ class SearchPage:
     modes: list[str]
 
 
+def _items(picks: list[tuple[int, dict[str, Any], float]]) -> list[dict[str, Any]]:
+    """Result items: each picked card with its score (``RecommendService._item_json`` is
+    the same item as text)."""
+    return [{**card, "score": round(score, 6)} for _, card, score in picks]
+
+
 class RecommendService:
     def __init__(self, settings: Settings, sessions: sessionmaker[Session], redis: Any) -> None:
         self.settings = settings
@@ -137,8 +143,7 @@ class RecommendService:
     ) -> list[dict[str, Any]]:
         """Listing cards for published products, in the given order, with their score.
         With an ``anchor`` product (similar's subject), NotFound unless it is published."""
-        picks = await self._picks(scored, in_stock_only, anchor)
-        return [{**card, "score": round(score, 6)} for _, card, score in picks]
+        return _items(await self._picks(scored, in_stock_only, anchor))
 
     async def _picks(
         self, scored: list[tuple[int, float]], in_stock_only: bool, anchor: int
@@ -174,8 +179,7 @@ class RecommendService:
 
     # ---- endpoints -------------------------------------------------------------------
     async def similar(self, product_id: int, k: int, in_stock_only: bool) -> list[dict[str, Any]]:
-        picks = await self._similar_picks(product_id, k, in_stock_only)
-        return [{**card, "score": round(score, 6)} for _, card, score in picks]
+        return _items(await self._similar_picks(product_id, k, in_stock_only))
 
     async def similar_json(self, product_id: int, k: int, in_stock_only: bool) -> str:
         """``similar`` as its compact JSON array, byte for byte, with each card's text
