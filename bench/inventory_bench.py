@@ -164,7 +164,9 @@ def summarize(rounds: list[RoundResult]) -> dict[str, Any]:
     }
 
 
-def conditions(args: argparse.Namespace, url: str, redis_url: str, nice: str) -> list[str]:
+def conditions(
+    args: argparse.Namespace, url: str, redis_url: str, nice: str, ray_metrics: str
+) -> list[str]:
     with create_engine(url).connect() as conn:
         mariadb = conn.execute(text("SELECT VERSION()")).scalar()
         flush = conn.execute(text("SELECT @@innodb_flush_log_at_trx_commit")).scalar()
@@ -180,6 +182,7 @@ def conditions(args: argparse.Namespace, url: str, redis_url: str, nice: str) ->
         f"client max batch {args.client_max_batch}",
         f"rounds: {args.rounds} x {args.seconds}s per system and level, systems interleaved",
         f"shard processes at nice {nice}, this client and the peers' threads at nice 0",
+        f"Ray's metrics collection (RAY_enable_metrics_collection): {ray_metrics}",
     ]
 
 
@@ -242,14 +245,23 @@ async def main_async(args: argparse.Namespace) -> int:
             inventory_client_max_batch=args.client_max_batch,
             actor_num_cpus=0.05,
         )
-        # the shards run at the niceness raymall serve gives its workers (raymall.app)
-        nice = ray_env(settings)["RAY_worker_niceness"]
+        # the shards run as under raymall serve (raymall.app): its worker niceness, and Ray's
+        # own metrics collection as it sets it (read by the raylet too, so exported here)
+        served = ray_env(settings)
+        nice = served["RAY_worker_niceness"]
+        ray_metrics = served["RAY_enable_metrics_collection"]
+        os.environ["RAY_enable_metrics_collection"] = ray_metrics
         ray.init(
             num_cpus=2,
             include_dashboard=False,
             namespace=namespace,
             log_to_driver=False,
-            runtime_env={"env_vars": {"RAY_worker_niceness": nice}},
+            runtime_env={
+                "env_vars": {
+                    "RAY_worker_niceness": nice,
+                    "RAY_enable_metrics_collection": ray_metrics,
+                }
+            },
         )
         cls = ray.remote(InventoryShard)
         handles = [
@@ -261,7 +273,7 @@ async def main_async(args: argparse.Namespace) -> int:
         for i in range(200):  # warm up: handles, connections, code paths
             await client.reserve(f"e-warm-{i}", {engine_sku: 1}, ttl_s=3600)
         ok = {"engine": 200, "mysql_conditional": 0, "redis_lua": 0}
-        print("\n".join(conditions(args, url, args.redis_url, nice)), flush=True)
+        print("\n".join(conditions(args, url, args.redis_url, nice, ray_metrics)), flush=True)
         summaries = []
         for level in args.levels:
             by_system: dict[str, list[RoundResult]] = {}

@@ -93,3 +93,7 @@ def test_serve_haproxy_request_metrics_are_off_unless_asked_for(
     assert ray_env(settings)["RAY_worker_niceness"] == "0"
     monkeypatch.setenv("RAY_worker_niceness", "15")
     assert ray_env(settings)["RAY_worker_niceness"] == "15"
+    monkeypatch.delenv("RAY_enable_metrics_collection", raising=False)
+    assert ray_env(settings)["RAY_enable_metrics_collection"] == "0"
+    monkeypatch.setenv("RAY_enable_metrics_collection", "1")
+    assert ray_env(settings)["RAY_enable_metrics_collection"] == "1"
