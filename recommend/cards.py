@@ -119,6 +119,7 @@ class CardCache:
         self._cards: dict[int, tuple[float, Card]] = {}  # id -> (read started, card)
         self._asked: set[int] = set()  # ids asked for since the refresher's last pass
         self._refresher: asyncio.Task[None] | None = None
+        self._events: dict[str, Any] = {}  # event -> its CACHE_EVENTS child
 
     async def _read_generation(self) -> str:
         gen = await self.redis.get(self._gen_key)
@@ -129,7 +130,10 @@ class CardCache:
 
     def _count(self, event: str, n: int = 1) -> None:
         if n:
-            metrics.CACHE_EVENTS.labels(CACHE_NAME, event).inc(n)
+            counter = self._events.get(event)
+            if counter is None:
+                counter = self._events[event] = metrics.CACHE_EVENTS.labels(CACHE_NAME, event)
+            counter.inc(n)
 
     async def _current_generation(self) -> str:
         """The generation now; every card held under an older one is dropped."""

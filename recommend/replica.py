@@ -24,7 +24,10 @@ Guarantees:
   actor serves a table again; the actor is the only writer, so the index cannot have moved
   on without it.
 - A table of up to ``KNN_MAX_ROWS`` rows carries every product's ``KNN`` nearest
-  neighbours (``recommend.vectors``): a similar list of up to that many is a lookup.
+  neighbours (``recommend.vectors``): a similar list of up to that many is a lookup. The
+  lists asked for are kept as Python lists for the table they came from (at most
+  ``LISTS_KEPT``; a new table starts afresh), since making one from the arrays cost
+  more than the rest of the lookup.
 - Otherwise, ranking one product against a table of up to ``INLINE_MAX_ROWS`` rows is one
   matrix-vector product (about 0.3 ms for 10,000 rows) plus a partial sort, done on the
   event loop: a hop to a worker thread and back cost more CPU than that, and more
@@ -56,6 +59,7 @@ SIMILAR_READS = Counter(
 
 Call = Callable[..., Awaitable[Any]]
 INLINE_MAX_ROWS = 20_000
+LISTS_KEPT = 50_000  # (product, limit) neighbour lists kept for the table held
 
 
 Ask = tuple[VectorTable, int, int]  # (table, row of the product, limit)
@@ -87,6 +91,8 @@ class ReplicaTable:
         self._task: asyncio.Task[None] | None = None
         self._ranker: Coalescer[Ask, Neighbours] = Coalescer(_rank)
         self._failing = False
+        self._lists: dict[tuple[int, int], Neighbours] = {}  # for _lists_of only
+        self._lists_of: VectorTable | None = None
 
     # ---- following the actor --------------------------------------------------------
     def start(self) -> None:
@@ -140,11 +146,21 @@ class ReplicaTable:
         """The ``limit`` products closest to ``product_id`` as (id, cosine), best first,
         or None when the copy cannot answer (no copy, or the product is not in it)."""
         table = self.table
-        row = table.row(product_id) if table is not None else None
-        if table is None or row is None:
+        if table is None:
+            return None
+        if self._lists_of is not table:
+            self._lists, self._lists_of = {}, table
+        listed = self._lists.get((product_id, limit))
+        if listed is not None:
+            return listed
+        row = table.row(product_id)
+        if row is None:
             return None
         listed = table.neighbours(product_id, limit)  # the precomputed lists
         if listed is not None:
+            if len(self._lists) >= LISTS_KEPT:
+                self._lists.clear()
+            self._lists[(product_id, limit)] = listed
             return listed
         if len(table) <= INLINE_MAX_ROWS:  # sub-millisecond: no thread hop
             return _rank([(table, row, limit)])[0]

@@ -78,6 +78,8 @@ class RecommendService:
             load_stock=self._in_stock,
         )
         self._card_json: dict[int, tuple[dict[str, Any], str]] = {}  # see _item_json
+        self._similar_latency = metrics.RECOMMENDER_LATENCY.labels("similar")
+        self._replica_reads = SIMILAR_READS.labels("replica")
         self.replica: ReplicaTable | None = None
         if settings.recommender and settings.recommender_table_max_rows > 0:
             self.replica = ReplicaTable(self.call, settings.recommender_replica_refresh_s)
@@ -196,8 +198,7 @@ class RecommendService:
             hits = await self._neighbours(product_id, fetch)
             if hits is None:
                 raise NotFound(f"product {product_id} not found")
-            scored = [(int(p), float(s)) for p, s in hits]
-            picks = await self._picks(scored, in_stock_only, anchor=product_id)
+            picks = await self._picks(hits, in_stock_only, anchor=product_id)
             if len(picks) >= k or len(hits) < fetch or fetch >= MAX_FETCH:
                 return picks[:k]
             fetch = min(MAX_FETCH, fetch * 3)
@@ -209,8 +210,8 @@ class RecommendService:
             started = time.perf_counter()
             found = await self.replica.neighbours(product_id, k)
             if found is not None:
-                metrics.RECOMMENDER_LATENCY.labels("similar").observe(time.perf_counter() - started)
-                SIMILAR_READS.labels("replica").inc()
+                self._similar_latency.observe(time.perf_counter() - started)
+                self._replica_reads.inc()
                 return found
         SIMILAR_READS.labels("actor").inc()
         hits = await self.call("similar", product_id, k)

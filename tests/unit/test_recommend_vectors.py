@@ -155,7 +155,11 @@ def test_a_replica_follows_the_actor_table_and_ranks_in_batches() -> None:
             ids = np.arange(1, 51)
             assert [p for p, _ in pairs] == _brute(ids, vectors, vectors[pid - 1], 5, pid)
         assert await replica.neighbours(77, 5) is None  # not in the copy
-        # a write on the actor: the replica's follower picks it up
+        assert await replica.neighbours(1, 5) == answers[0]  # again: the list kept
+        before = await replica.neighbours(1, 1)
+        assert before is not None and before[0][0] != 77
+        # a write on the actor: the replica's follower picks it up, and the lists kept
+        # for the old table are not served from the new one
         new = vectors[0] * 0.9 + _unit(rng, 1)[0] * 0.1
         new /= np.linalg.norm(new)
         assert actor.table is not None
