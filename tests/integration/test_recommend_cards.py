@@ -90,14 +90,18 @@ async def test_cards_expire_after_the_ttl_for_the_stock_flag(redis_client: Any) 
     try:
         await cards.get([1])
         await cards.get([1])
-        await asyncio.sleep(0.3)  # not asked for since: the refresher leaves it to expire
+        # not asked for since: read ahead while the ask is under a TTL old (until 0.2 s),
+        # so fresh until 0.4 s at most, then left to expire
+        await asyncio.sleep(0.5)
+        before = len(catalog.reads)
         await cards.get([1])
-        assert catalog.reads == [[1], [1]]
+        assert len(catalog.reads) == before + 1  # expired: the request reads it again
+        assert catalog.reads[0] == [1] and catalog.reads[-1] == [1]
     finally:
         await cards.close()
 
 
-async def test_a_read_ahead_pass_reloads_only_cards_asked_for_and_half_expired(
+async def test_a_read_ahead_pass_reloads_only_cards_asked_for_within_the_ttl_and_half_expired(
     redis_client: Any,
 ) -> None:
     catalog = Catalog()
@@ -105,15 +109,30 @@ async def test_a_read_ahead_pass_reloads_only_cards_asked_for_and_half_expired(
     cards = CardCache(redis_client, catalog.load, ttl_s=0.4, keys=keys(), read_ahead=False)
     await cards.get([1, 2])
     assert await cards.refresh() == 0  # asked for, but fresh
-    await cards.get([1])
     await asyncio.sleep(0.25)
+    await cards.get([1])
+    await asyncio.sleep(0.2)
     catalog.status[1] = "unpublished"  # e.g. the stock flag moving, without a catalog write
-    assert await cards.refresh() == 1  # 1 was asked for since the last pass, 2 was not
+    assert await cards.refresh() == 1  # 1 was asked for 0.2 s ago, 2 0.45 s ago (> TTL)
     assert catalog.reads == [[1, 2], [1]]
-    await asyncio.sleep(0.25)  # 1 was read 0.25 s ago, 2 0.5 s ago (past the TTL)
-    found = await cards.get([1, 2])
+    found = await cards.get([1, 2])  # 2 was read 0.45 s ago: expired
     assert found[1]["status"] == "unpublished"  # the reloaded card, served without a read
     assert catalog.reads == [[1, 2], [1], [2]]
+
+
+async def test_a_card_asked_for_once_is_read_ahead_until_a_ttl_after_the_ask(
+    redis_client: Any,
+) -> None:
+    catalog = Catalog()
+    cards = CardCache(redis_client, catalog.load, ttl_s=0.4, keys=keys(), read_ahead=False)
+    await cards.get([3])
+    assert await cards.refresh() == 0  # fresh
+    await asyncio.sleep(0.25)
+    # not asked for since the last pass, but 0.25 s ago, under a TTL: read ahead
+    assert await cards.refresh() == 1
+    await asyncio.sleep(0.25)  # 0.5 s after the ask, 0.25 s after the pass's read
+    assert sorted(await cards.get([3])) == [3]
+    assert catalog.reads == [[3], [3]]  # served from the pass, past the first read's TTL
 
 
 async def test_a_read_ahead_pass_with_load_stock_reads_only_the_stock_flags(
