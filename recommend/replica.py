@@ -144,7 +144,8 @@ class ReplicaTable:
     # ---- reads ----------------------------------------------------------------------
     async def neighbours(self, product_id: int, limit: int) -> Neighbours | None:
         """The ``limit`` products closest to ``product_id`` as (id, cosine), best first,
-        or None when the copy cannot answer (no copy, or the product is not in it)."""
+        or None when the copy cannot answer (no copy, or the product is not in it). The
+        list may be one kept for later asks: read it, never change it."""
         table = self.table
         if table is None:
             return None
