@@ -23,7 +23,9 @@ pytest -q -p no:cacheprovider --durations=5 tests/unit
 echo "== types"
 types_ok=0
 wait "$types_pid" || types_ok=$?
+trap - EXIT  # mypy has exited: its pid may be reused, so nothing is killed at exit
 cat "$types_log"
+rm -f "$types_log"
 if [[ $types_ok -ne 0 ]]; then
   echo "mypy failed" >&2
   exit "$types_ok"
