@@ -19,9 +19,12 @@ describe. This actor moves them to the Redis Stream ``events_stream``. Guarantee
 
 Cost: the publisher keeps one database connection between polls (no pool checkout, pre-ping
 or reset per poll); it is given back after any error, so the next poll gets a pinged one,
-and renewed every ``DB_CONNECTION_MAX_AGE_S``. The pool is sized for the actor's database
-users, and Redis connections come from a bounded pool that makes a burst wait rather than
-fail.
+and renewed every ``DB_CONNECTION_MAX_AGE_S``. The connection is used only from the relay's
+own database thread, so a call still running when its task is cancelled is never overlapped
+by another on the same socket, and each read or write on it gives up after
+``DB_IO_TIMEOUT_S``: a connection the server dropped fails and is replaced, never waited on.
+The pool is sized for the actor's database users, and Redis connections come from a bounded
+pool that makes a burst wait rather than fail.
 
 There is one relay (``outbox-relay-0``); a second one would only cause duplicates.
 """
@@ -32,7 +35,9 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from sqlalchemy import Connection, Text, select, type_coerce, update
@@ -46,13 +51,16 @@ from raymall.logs import get_logger
 from raymall.orders.consumers import NotificationConsumer, RefundRestockConsumer
 from raymall.orders.stream import StreamConsumer
 from raymall.settings import Settings
+from raymall.tasks import stop_tasks
 
 log = get_logger("outbox")
+T = TypeVar("T")
 
 # database users at once: the publisher (it keeps its connection) and the notifications
 # consumer (one transaction per stream read)
 DB_POOL_SIZE = 2
 DB_CONNECTION_MAX_AGE_S = 300.0
+DB_IO_TIMEOUT_S = 30.0  # one read or write on the publisher's connection (small queries)
 # Redis users at once: the publisher, one blocking read per consumer group, and their
 # pipelines; a burst beyond this waits up to REDIS_WAIT_S for a free connection
 REDIS_MAX_CONNECTIONS = 16
@@ -65,7 +73,9 @@ class OutboxRelay:
         assert settings.redis_url, "settings must be resolved"
         self.settings = settings
         self.index = index
-        self.engine = make_engine(settings.resolved_database_url, pool_size=DB_POOL_SIZE)
+        self.engine = make_engine(
+            settings.resolved_database_url, pool_size=DB_POOL_SIZE, io_timeout_s=DB_IO_TIMEOUT_S
+        )
         self.sessions = session_factory(self.engine)
         self.redis = aioredis.Redis.from_pool(
             aioredis.BlockingConnectionPool.from_url(
@@ -87,6 +97,9 @@ class OutboxRelay:
         self._db: Connection | None = None  # the publisher's connection, kept between polls
         self._db_since = 0.0
         self._publishing = asyncio.Lock()  # the loop and drain() share the connection
+        # the one thread that uses the publisher's connection (see _on_db)
+        self._db_thread = ThreadPoolExecutor(1, thread_name_prefix="outbox-db")
+        self._closed = False
         self.consumers = [
             self._consumer(NotificationConsumer.group, NotificationConsumer(self.sessions)),
             self._consumer(
@@ -108,7 +121,12 @@ class OutboxRelay:
             retry_idle_ms=self.settings.consumer_retry_idle_ms,
         )
 
-    # ---- the publisher's connection (used from one worker thread at a time) ------------
+    # ---- the publisher's connection (used only from the relay's database thread) -------
+    async def _on_db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` on the database thread. A cancelled caller stops waiting, but the call
+        runs to its end (or its I/O timeout) before the thread takes the next one."""
+        return await asyncio.get_running_loop().run_in_executor(self._db_thread, fn, *args)
+
     def _connection(self) -> Connection:
         conn = self._db
         if conn is not None and (
@@ -169,7 +187,7 @@ class OutboxRelay:
         """Publish one batch; answer how many rows went out."""
         async with self._publishing:
             self.polls += 1
-            rows = await asyncio.to_thread(self._unpublished, self.settings.outbox_batch)
+            rows = await self._on_db(self._unpublished, self.settings.outbox_batch)
             now = now_ms()
             if not rows:
                 metrics.OUTBOX_LAG.set(0)
@@ -187,7 +205,7 @@ class OutboxRelay:
                 }
                 pipe.xadd(self.stream, fields, maxlen=maxlen, approximate=True)
             await pipe.execute()
-            await asyncio.to_thread(self._mark, [int(r.id) for r in rows], now_ms())
+            await self._on_db(self._mark, [int(r.id) for r in rows], now_ms())
             for topic, n in Counter(r.topic for r in rows).items():
                 metrics.OUTBOX_PUBLISHED.labels(topic).inc(n)
             self.published += len(rows)
@@ -225,6 +243,19 @@ class OutboxRelay:
 
     async def check_alive(self) -> dict[str, Any]:
         return {"ok": True, "started_ms": self._started_ms}
+
+    async def close(self) -> None:
+        """Stop publishing and consuming, and give back every connection. The connection
+        is released on the database thread, after any call still running there. Closing
+        twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        await stop_tasks(self._tasks)
+        await self._on_db(self._release)
+        self._db_thread.shutdown(wait=False)
+        await self.redis.aclose()
+        self.engine.dispose()
 
     async def drain(self) -> None:
         """Publish what is committed now before a planned stop."""

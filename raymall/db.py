@@ -22,7 +22,12 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 IDLE_PING_S = 5.0  # MySQL connections idle longer than this are pinged at checkout
 
 
-def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
+def make_engine(
+    url: str, *, pool_size: int = 10, echo: bool = False, io_timeout_s: float | None = None
+) -> Engine:
+    """An engine for ``url``. ``io_timeout_s`` bounds each socket read and write on MySQL,
+    so a call on a connection the server dropped without a word fails instead of waiting
+    for ever; leave it unset where a statement may rightly run long (migrations, reindex)."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if parsed.get_backend_name() == "sqlite":
@@ -44,6 +49,8 @@ def make_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Engine:
             pool_recycle=3600,
             isolation_level="READ COMMITTED",
         )
+        if io_timeout_s is not None:
+            kwargs["connect_args"] = {"read_timeout": io_timeout_s, "write_timeout": io_timeout_s}
         q = dict(parsed.query)
         q.setdefault("charset", "utf8mb4")
         engine = create_engine(parsed.set(query=q), **kwargs)

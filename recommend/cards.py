@@ -39,7 +39,6 @@ Guarantees:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -49,6 +48,7 @@ from redis.exceptions import RedisError
 from raymall import metrics
 from raymall.catalog.cache import CacheKeys
 from raymall.logs import get_logger
+from raymall.tasks import stop_tasks
 
 log = get_logger("recommend.cards")
 CACHE_NAME = "recommend_cards"
@@ -239,7 +239,5 @@ class CardCache:
 
     async def close(self) -> None:
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            await stop_tasks([self._refresher])
             self._refresher = None

@@ -4,7 +4,6 @@ wired from the resolved settings. The HTTP routes call this and nothing deeper."
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from raymall.catalog.service import CatalogService
 from raymall.errors import NotFound
 from raymall.logs import get_logger
 from raymall.settings import Settings
+from raymall.tasks import stop_tasks
 
 log = get_logger("catalog")
 KEY_PREFIX = "catalog"
@@ -164,8 +164,6 @@ class CatalogRuntime:
 
     async def stop(self) -> None:
         if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+            await stop_tasks([self._refresher])
             self._refresher = None
         self.sync_redis.close()

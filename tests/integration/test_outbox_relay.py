@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.exc import OperationalError
 
 from actors.outbox_relay import OutboxRelay
 from raymall.db import make_engine, session_factory
@@ -85,12 +86,7 @@ async def relay_env(mysql_url: str, redis_url: str) -> AsyncIterator[Callable[..
 
     yield start
     for relay in started:
-        for task in relay._tasks:
-            task.cancel()
-        await asyncio.gather(*relay._tasks, return_exceptions=True)
-        await asyncio.to_thread(relay._release)
-        await relay.redis.aclose()
-        relay.engine.dispose()
+        await asyncio.wait_for(relay.close(), timeout=60)
 
 
 def count_polls(relay: OutboxRelay) -> list[float]:
@@ -203,3 +199,47 @@ async def test_the_relay_recovers_when_its_kept_database_connection_is_killed(
         lambda: shop.scalar("SELECT COUNT(*) FROM notifications WHERE user_id = :u", u=uid) == 2
     )
     shop.dispose()
+
+
+async def test_closing_the_relay_waits_for_its_running_database_call_before_releasing(
+    relay_env: Callable[..., OutboxRelay],
+) -> None:
+    """A poll cancelled mid-query still holds the connection: closing must not use it from
+    another thread at the same time (two readers on one socket can wait for ever)."""
+    relay = relay_env()
+    spans: dict[str, tuple[float, float]] = {}
+    entered = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    unpublished, release = relay._unpublished, relay._release
+
+    def slow_poll(limit: int) -> list[Any]:
+        loop.call_soon_threadsafe(entered.set)
+        start = time.monotonic()
+        time.sleep(0.5)
+        try:
+            return unpublished(limit)
+        finally:
+            spans["poll"] = (start, time.monotonic())
+
+    def timed_release() -> None:
+        start = time.monotonic()
+        release()
+        spans["release"] = (start, time.monotonic())
+
+    relay._unpublished = slow_poll  # type: ignore[method-assign]
+    relay._release = timed_release  # type: ignore[method-assign]
+    await asyncio.wait_for(entered.wait(), timeout=10)
+    await asyncio.wait_for(relay.close(), timeout=10)
+    assert spans["release"][0] >= spans["poll"][1], spans
+    assert relay._db is None
+
+
+def test_a_read_on_a_connection_with_an_io_timeout_gives_up(mysql_url: str) -> None:
+    engine = make_engine(mysql_url, io_timeout_s=1.0)
+    try:
+        start = time.monotonic()
+        with pytest.raises(OperationalError), engine.connect() as conn:
+            conn.exec_driver_sql("SELECT SLEEP(5)")
+        assert time.monotonic() - start < 4
+    finally:
+        engine.dispose()
