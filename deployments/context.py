@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from raymall.db import make_engine, session_factory
+from raymall.resp import RespClient
 from raymall.settings import Settings
 
 ReadinessCheck = Callable[[], Awaitable[dict[str, Any]]]
@@ -26,6 +27,8 @@ class AppContext:
     engine: Engine
     sessions: sessionmaker[Session]
     redis: aioredis.Redis
+    # the same Redis for hot, simple commands on the request path (see raymall.resp)
+    hot_redis: RespClient
     # name -> async check returning {"ok": bool, ...}; areas register their own
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     # area services registered by router modules' startup hooks (e.g. "catalog", "auth")
@@ -47,7 +50,13 @@ class AppContext:
             health_check_interval=15,
         )
         redis = aioredis.Redis.from_pool(pool)  # closing the client closes the pool
-        return cls(settings=settings, engine=engine, sessions=session_factory(engine), redis=redis)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=session_factory(engine),
+            redis=redis,
+            hot_redis=RespClient(settings.redis_url, timeout_s=5, connect_timeout_s=2),
+        )
 
     def service(self, name: str) -> Any:
         return self.services[name]
@@ -58,6 +67,7 @@ class AppContext:
 
     async def close(self) -> None:
         await self.redis.aclose()
+        await self.hot_redis.aclose()
         self.engine.dispose()
 
 

@@ -34,7 +34,9 @@ def service(request: Request) -> RecommendService:
 
 
 async def startup(app_ctx: AppContext) -> None:
-    svc = RecommendService(app_ctx.settings, app_ctx.sessions, app_ctx.redis)
+    svc = RecommendService(
+        app_ctx.settings, app_ctx.sessions, app_ctx.redis, hot_redis=app_ctx.hot_redis
+    )
     app_ctx.services["recommend"] = svc
     if app_ctx.settings.recommender:
         app_ctx.readiness["milvus"] = svc.ping

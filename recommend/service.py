@@ -60,7 +60,15 @@ def _items(picks: list[tuple[int, dict[str, Any], float]]) -> list[dict[str, Any
 
 
 class RecommendService:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], redis: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        redis: Any,
+        hot_redis: Any = None,
+    ) -> None:
+        """``redis``: a redis-py asyncio client; ``hot_redis``, if given, serves the card
+        cache's per-request generation read (a ``raymall.resp.RespClient``)."""
         self.settings = settings
         self.sessions = sessions
         self.redis = redis
@@ -71,7 +79,7 @@ class RecommendService:
         )
         # ... and cards read once are kept for the catalog generation they were read under
         self.card_cache = CardCache(
-            redis,
+            hot_redis if hot_redis is not None and redis is not None else redis,
             self._summaries.submit,
             ttl_s=settings.listing_cache_ttl_s,
             keys=CacheKeys(KEY_PREFIX),
