@@ -255,11 +255,12 @@ def _ratio(
 
 
 def _counts(base: str) -> dict[str, float]:
-    """Similar-list cache hits/misses and lists ranked by a replica/the actor, from the
-    app's /metrics."""
+    """Similar-list cache hits/misses, lists ranked by a replica/the actor, and the
+    replicas' listing-card cache hits/misses, from the app's /metrics."""
     import httpx
 
     out = {"hits": 0.0, "misses": 0.0, "replica": 0.0, "actor": 0.0}
+    out.update(card_hits=0.0, card_misses=0.0)
     for line in httpx.get(base + "/metrics", timeout=10).text.splitlines():
         if line.startswith("raymall_recommender_similar_cache_total{"):
             key = "hits" if 'result="hit"' in line else "misses"
@@ -267,6 +268,10 @@ def _counts(base: str) -> dict[str, float]:
         elif line.startswith("raymall_recommender_similar_reads_total{"):
             key = "replica" if 'source="replica"' in line else "actor"
             out[key] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith('raymall_cache_events_total{cache="recommend_cards"'):
+            for event, key in (('event="hit"', "card_hits"), ('event="miss"', "card_misses")):
+                if event in line:
+                    out[key] += float(line.rsplit(" ", 1)[1])
     return out
 
 
@@ -393,6 +398,7 @@ def via_http(url: str, var: Path, ids: list[int], args: argparse.Namespace) -> d
             if mode == "similar":
                 out[name]["cache_hit_ratio"] = _ratio(before, after)
                 out[name]["replica_ratio"] = _ratio(before, after, "replica", "actor")
+                out[name]["card_hit_ratio"] = _ratio(before, after, "card_hits", "card_misses")
             print(f"  http {name} (median of {args.rounds}): {out[name]}", flush=True)
         similar = out["similar"]
         verdict = "meets" if similar["p99_ms"] <= TARGET_P99_MS else "misses"

@@ -83,7 +83,7 @@ class RecommendService:
             self._summaries.submit,
             ttl_s=settings.listing_cache_ttl_s,
             keys=CacheKeys(KEY_PREFIX),
-            load_stock=self._in_stock,
+            load_sold_out=self._sold_out,
         )
         self._card_json: dict[int, tuple[dict[str, Any], str]] = {}  # see _item_json
         self._similar_latency = metrics.RECOMMENDER_LATENCY.labels("similar")
@@ -139,12 +139,12 @@ class RecommendService:
             found = source.cards(s, wanted)
         return [{pid: found[pid] for pid in ids if pid in found} for ids in asks]
 
-    async def _in_stock(self, product_ids: list[int]) -> set[int]:
-        """Which of these products have a SKU in stock (the cards' ``in_stock`` flag)."""
+    async def _sold_out(self, product_ids: list[int]) -> set[int]:
+        """Which of these products have no SKU in stock (the cards' ``in_stock`` flag)."""
 
         def read() -> set[int]:
             with self.sessions() as s:
-                return repository.in_stock_products(s, product_ids)
+                return repository.sold_out_products(s, product_ids)
 
         return await asyncio.to_thread(read)
 

@@ -135,7 +135,7 @@ async def test_a_card_asked_for_once_is_read_ahead_until_a_ttl_after_the_ask(
     assert catalog.reads == [[3], [3]]  # served from the pass, past the first read's TTL
 
 
-async def test_a_read_ahead_pass_with_load_stock_reads_only_the_stock_flags(
+async def test_a_read_ahead_pass_with_load_sold_out_reads_only_the_stock_flags(
     redis_client: Any,
 ) -> None:
     catalog = Catalog()
@@ -146,12 +146,12 @@ async def test_a_read_ahead_pass_with_load_stock_reads_only_the_stock_flags(
         cards = await catalog.load(ids)
         return {pid: {**card, "in_stock": pid in stocked} for pid, card in cards.items()}
 
-    async def load_stock(ids: list[int]) -> set[int]:
+    async def load_sold_out(ids: list[int]) -> set[int]:
         stock_reads.append(sorted(ids))
-        return stocked & set(ids)
+        return {pid for pid in ids if pid in catalog.status and pid not in stocked}
 
     cards = CardCache(
-        redis_client, load, ttl_s=0.4, keys=keys(), read_ahead=False, load_stock=load_stock
+        redis_client, load, ttl_s=0.4, keys=keys(), read_ahead=False, load_sold_out=load_sold_out
     )
     before = await cards.get([1, 2, 99])
     await asyncio.sleep(0.21)
@@ -243,3 +243,41 @@ async def test_concurrent_readers_share_a_read_that_started_after_they_asked() -
     assert await asyncio.gather(*first) == [0] * 5
     assert await asyncio.gather(*later) == [1] * 5
     assert shared.calls == 2 and started == [0, 1]
+
+
+@pytest.mark.parametrize("db", ["sqlite", "mysql"])
+def test_sold_out_products_is_the_complement_of_in_stock_among_existing_products(
+    db: str, request: pytest.FixtureRequest
+) -> None:
+    """The read-ahead's stock query (driver-bound ids) agrees with the ORM one."""
+    from sqlalchemy import delete, select
+
+    from models import Inventory, Sku
+    from raymall.catalog.repository import in_stock_products, sold_out_products
+    from raymall.db import make_engine, session_factory, transaction
+    from tests.recommend_helpers import add_product
+
+    url = request.getfixturevalue("sqlite_url" if db == "sqlite" else "mysql_url")
+    engine = make_engine(url, pool_size=2)
+    sessions = session_factory(engine)
+    try:
+        stocked = add_product(sessions, "Stocked kettle", stock=3)
+        sold_out = add_product(sessions, "Sold out kettle", stock=0)
+        draft = add_product(sessions, "Draft kettle", status="draft", stock=0)
+        bare = add_product(sessions, "Kettle without a SKU")
+        with transaction(sessions) as s:
+            sku_ids = list(s.scalars(select(Sku.id).where(Sku.product_id == bare)))
+            s.execute(delete(Inventory).where(Inventory.sku_id.in_(sku_ids)))
+            s.execute(delete(Sku).where(Sku.product_id == bare))
+        many = [add_product(sessions, f"Kettle {i}", stock=i % 3) for i in range(12)]
+        ids = [stocked, sold_out, draft, bare, 987_654, *many]
+        with sessions() as s:
+            out = sold_out_products(s, ids)
+            stocked_ids = in_stock_products(s, ids)
+        assert {stocked, sold_out, draft, bare} & out == {sold_out, draft, bare}
+        assert 987_654 not in out  # not a product
+        assert out == set(ids) - {987_654} - stocked_ids
+        with sessions() as s:
+            assert sold_out_products(s, []) == set()
+    finally:
+        engine.dispose()
