@@ -191,7 +191,7 @@ class RespClient:
 
     async def get(self, key: str) -> str | None:
         value = await self.execute("GET", key)
-        return None if value is None else bytes(value).decode()
+        return None if value is None else value.decode()  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

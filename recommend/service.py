@@ -79,7 +79,7 @@ class RecommendService:
         )
         # ... and cards read once are kept for the catalog generation they were read under
         self.card_cache = CardCache(
-            hot_redis if hot_redis is not None and redis is not None else redis,
+            hot_redis if hot_redis is not None else redis,
             self._summaries.submit,
             ttl_s=settings.listing_cache_ttl_s,
             keys=CacheKeys(KEY_PREFIX),
