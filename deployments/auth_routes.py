@@ -197,7 +197,9 @@ def install(app: FastAPI, service: AuthService) -> None:
 
 async def startup(app_ctx: AppContext) -> None:
     await _ensure_roles(app_ctx)
-    service = AuthService(app_ctx.settings, app_ctx.sessions, app_ctx.redis)
+    service = AuthService(
+        app_ctx.settings, app_ctx.sessions, app_ctx.redis, hot_redis=app_ctx.hot_redis
+    )
     app_ctx.services["auth"] = service
     app_ctx.services["profile"] = ProfileService(app_ctx.sessions)
     install(app_ctx.services["app"], service)

@@ -106,6 +106,16 @@ def resolve_settings(settings: Settings) -> tuple[Settings, EmbeddedStores]:
     return resolved, stores
 
 
+def app_logging(settings: Settings) -> dict[str, Any]:
+    """Serve's logging in the app's replicas. Without the access log, Serve's own logger
+    is at WARNING: a replica builds the access record of every request at INFO and only
+    then filters it out, a few percent of its CPU on the purchase path."""
+    return {
+        "enable_access_log": settings.access_log,
+        "log_level": "INFO" if settings.access_log else "WARNING",
+    }
+
+
 def deploy(settings: Settings) -> dict[str, Any]:
     """Launch actors and the Serve app for already-resolved settings (Ray is initialised)."""
     from deployments.ingress import Ingress
@@ -141,7 +151,7 @@ def deploy(settings: Settings) -> dict[str, Any]:
         ingress,
         name=APP_NAME,
         route_prefix="/",
-        logging_config={"enable_access_log": settings.access_log},
+        logging_config=app_logging(settings),
     )
     return actors
 

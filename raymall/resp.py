@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from collections.abc import Iterable
 from typing import Any
 
 from redis._parsers.base import BaseParser
@@ -192,6 +193,10 @@ class RespClient:
     async def get(self, key: str) -> str | None:
         value = await self.execute("GET", key)
         return None if value is None else value.decode()  # type: ignore[no-any-return]
+
+    async def mget(self, keys: Iterable[str]) -> list[str | None]:
+        values = await self.execute("MGET", *keys)
+        return [None if v is None else v.decode() for v in values]
 
     async def aclose(self) -> None:
         conn, self._conn = self._conn, None

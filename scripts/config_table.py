@@ -50,7 +50,7 @@ DOCS = {
     "ingress_replicas": "ingress replicas",
     "ingress_num_cpus": "CPUs reserved per ingress replica (fractional)",
     "max_ongoing_requests": "concurrent requests per replica",
-    "access_log": "Serve's per-request access log",
+    "access_log": "Serve's per-request access log (off: Serve's own replica logs at WARNING)",
     "ha_proxy": "HAProxy ingress (`RAY_SERVE_ENABLE_HA_PROXY`) with throughput-optimized Serve",
     "proxy_location": "`EveryNode` or `HeadOnly`: where Serve runs HTTP proxies",
     "ingress_resources": "custom Ray resources per ingress replica (JSON)",

@@ -45,8 +45,18 @@ SnapshotLoader = Callable[[int], Awaitable[Snapshot]]  # (families revoked since
 
 
 class RevocationIndex:
-    def __init__(self, redis: Any, *, family_flag_ttl_s: int, load: SnapshotLoader) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        family_flag_ttl_s: int,
+        load: SnapshotLoader,
+        hot_redis: Any = None,
+    ) -> None:
+        """``redis``: a redis-py asyncio client; ``hot_redis``, if given, serves the
+        per-request ``MGET`` (a ``raymall.resp.RespClient`` on the same Redis)."""
         self.redis = redis
+        self._reads = hot_redis if hot_redis is not None else redis
         self.family_flag_ttl_s = family_flag_ttl_s
         self._load = load
         self._rebuild_lock = asyncio.Lock()
@@ -55,10 +65,10 @@ class RevocationIndex:
         """``None`` if the token's family and user are in good standing, otherwise
         ``"family_revoked"`` or ``"user_blocked"``. One round trip in the steady state."""
         keys = (FAMILY_PREFIX + family_id, USER_PREFIX + str(user_id), EPOCH_KEY)
-        fam, usr, epoch = await self.redis.mget(keys)
+        fam, usr, epoch = await self._reads.mget(keys)
         if epoch is None:
             await self.rebuild()
-            fam, usr, _ = await self.redis.mget(keys)
+            fam, usr, _ = await self._reads.mget(keys)
         if usr is not None:
             return "user_blocked"
         if fam is not None:

@@ -61,7 +61,15 @@ class _Rotated:
 
 
 class AuthService:
-    def __init__(self, settings: Settings, sessions: sessionmaker[Session], redis: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        redis: Any,
+        hot_redis: Any = None,
+    ) -> None:
+        """``hot_redis`` (optional, a ``raymall.resp.RespClient``) serves the revocation
+        check every authenticated request makes; everything else uses ``redis``."""
         self.settings = settings
         self.sessions = sessions
         self.codec = TokenCodec(
@@ -77,6 +85,7 @@ class AuthService:
             redis,
             family_flag_ttl_s=settings.access_token_ttl_s + settings.jwt_leeway_s + 5,
             load=self._revocation_snapshot,
+            hot_redis=hot_redis,
         )
         self.permissions = PermissionCache(self._grants, ttl_s=settings.permission_cache_ttl_s)
         self._hash_pool = ThreadPoolExecutor(

@@ -22,6 +22,7 @@ from raymall.errors import Conflict, NotFound
 from raymall.ids import now_ms
 from raymall.passwords import verify_password
 from raymall.ratelimit import Limit, RateLimiter
+from raymall.resp import RespClient
 from raymall.settings import Settings
 
 
@@ -180,16 +181,23 @@ def test_revoking_a_user_revokes_every_live_family(sessions) -> None:
         assert families.revoke_user_families(s, uid, "test", now_ms=now_ms()) == []
 
 
-def test_revocation_index_rebuilds_from_the_database_after_a_flush(redis_url: str) -> None:
+@pytest.mark.parametrize("reader", ["redis-py", "resp"])
+def test_revocation_index_rebuilds_from_the_database_after_a_flush(
+    redis_url: str, reader: str
+) -> None:
+    """The same answers whether the per-request read goes through redis-py or through
+    the replicas' pipelined client (``hot_redis``)."""
+
     async def scenario() -> None:
         r = await _client(redis_url)
+        hot = RespClient(redis_url) if reader == "resp" else None
         loads = []
 
         async def load(since_ms: int) -> Snapshot:
             loads.append(since_ms)
             return Snapshot(blocked_users=[77], revoked_families=["fam-dead"])
 
-        index = RevocationIndex(r, family_flag_ttl_s=60, load=load)
+        index = RevocationIndex(r, family_flag_ttl_s=60, load=load, hot_redis=hot)
         await r.delete("auth:epoch")  # as after a Redis restart without persistence
         assert await index.status("fam-dead", 1) == "family_revoked"
         assert await index.status("fam-ok", 77) == "user_blocked"
@@ -201,6 +209,8 @@ def test_revocation_index_rebuilds_from_the_database_after_a_flush(redis_url: st
         await index.user_unblocked(77)
         assert await index.status("fam-ok", 77) is None
         await r.aclose()
+        if hot is not None:
+            await hot.aclose()
 
     _run(scenario())
 

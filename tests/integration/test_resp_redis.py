@@ -27,6 +27,7 @@ async def test_reads_the_database_the_url_names_and_pipelines_callers(redis_url:
         got = await asyncio.gather(*(client.get(f"resp:k{i}") for i in range(200)))
         assert got == [f"v{i}" for i in range(200)]
         assert await client.get("resp:absent") is None
+        assert await client.mget(["resp:k1", "resp:absent", "resp:k2"]) == ["v1", None, "v2"]
         assert await client.execute("INCRBY", "resp:n", 5) == 5
         script = "return {KEYS[1], tonumber(ARGV[1]) * 2}"
         assert await client.execute("EVAL", script, 1, "resp:x", 21) == [b"resp:x", 42]

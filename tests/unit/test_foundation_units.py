@@ -97,3 +97,18 @@ def test_serve_haproxy_request_metrics_are_off_unless_asked_for(
     assert ray_env(settings)["RAY_enable_metrics_collection"] == "0"
     monkeypatch.setenv("RAY_enable_metrics_collection", "1")
     assert ray_env(settings)["RAY_enable_metrics_collection"] == "1"
+
+
+def test_serve_logs_at_warning_in_the_replicas_unless_the_access_log_is_on() -> None:
+    from pathlib import Path
+
+    from ray.serve.schema import LoggingConfig
+
+    from raymall.app import app_logging
+    from raymall.settings import Settings
+
+    quiet = LoggingConfig(**app_logging(Settings(var_dir=Path("/tmp/raymall-env-test"))))
+    assert (quiet.enable_access_log, quiet.log_level) == (False, "WARNING")
+    on = Settings(var_dir=Path("/tmp/raymall-env-test"), access_log=True)
+    loud = LoggingConfig(**app_logging(on))
+    assert (loud.enable_access_log, loud.log_level) == (True, "INFO")
