@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,6 +38,16 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
+def error_body(
+    rid: str, code: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The one error shape."""
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": rid}
+    if details:
+        body["details"] = details
+    return {"error": body}
+
+
 def error_response(
     request: Request,
     status: int,
@@ -45,12 +56,34 @@ def error_response(
     details: dict[str, Any] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
-    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id(request)}
-    if details:
-        body["details"] = details
     route = getattr(request.scope.get("route"), "path", "unmatched")
     metrics.HTTP_ERRORS.labels(route, code).inc()
-    return JSONResponse({"error": body}, status_code=status, headers=headers)
+    body = error_body(request_id(request), code, message, details)
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def domain_headers(exc: DomainError) -> dict[str, str] | None:
+    """Response headers a domain error carries (``Retry-After`` on 429)."""
+    if isinstance(exc, RateLimited):
+        return {"Retry-After": str(max(1, exc.retry_after))}
+    return None
+
+
+def domain_error_json(exc: DomainError, rid: str, route: str) -> tuple[int, bytes, dict[str, str]]:
+    """A domain error answered below the app (``deployments.edge`` shortcuts): status,
+    body and headers exactly as the app's handler sends them, and the same metrics."""
+    if exc.status >= 500:
+        log.warning("domain error %s: %s", exc.code, exc.message)
+    metrics.HTTP_ERRORS.labels(route, exc.code).inc()
+    body = error_body(rid, exc.code, exc.message, exc.details or None)
+    return exc.status, json_bytes(body), domain_headers(exc) or {}
+
+
+def json_bytes(content: Any) -> bytes:
+    """JSON as FastAPI's ``JSONResponse`` renders it."""
+    return json.dumps(
+        content, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":")
+    ).encode("utf-8")
 
 
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
@@ -69,9 +102,7 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
 def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(request: Request, exc: DomainError) -> JSONResponse:
-        headers = None
-        if isinstance(exc, RateLimited):
-            headers = {"Retry-After": str(max(1, exc.retry_after))}
+        headers = domain_headers(exc)
         if exc.status >= 500:
             log.warning("domain error %s: %s", exc.code, exc.message)
         return error_response(

@@ -9,11 +9,15 @@ a ``pending_payment`` order at the flash price (``Idempotent-Replayed: true`` on
 ``GET /flash-sales/{id}/purchases/me`` lists the caller's purchases and their orders.
 Admins (``flash_sale:manage``): ``POST /admin/flash-sales``, ``GET /admin/flash-sales``,
 ``POST /admin/flash-sales/{id}/end``.
+
+The plainest purchases (no body, no query) are answered below FastAPI by
+``PurchaseShortcut``: the same token check, permission, service call and answers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -21,11 +25,23 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from actors.inventory_client import InventoryClient
 from deployments.context import AppContext, ctx
-from deployments.security import Principal, client_ip, public, require
+from deployments.edge import Scope, Send, Shortcut, send_json_body
+from deployments.errors import domain_error_json, json_bytes, map_fault
+from deployments.security import (
+    PUBLIC_ROUTES,
+    Principal,
+    client_ip,
+    public,
+    require,
+    scope_client_ip,
+)
+from raymall.auth.service import AuthService
 from raymall.flash.service import FlashService
 
 router = APIRouter(tags=["flash-sales"])
 public("GET", "/flash-sales/{sale_id}")
+PURCHASE_PATH = "/flash-sales/{sale_id}/purchase"
+PURCHASE_PERMISSION = ("flash_sale", "purchase")
 
 MAX_ID = 2**63 - 1
 SaleId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -33,7 +49,7 @@ IdemKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$"),
 ]
-Buyer = Annotated[Principal, Depends(require("flash_sale", "purchase"))]
+Buyer = Annotated[Principal, Depends(require(*PURCHASE_PERMISSION))]
 Manager = Annotated[Principal, Depends(require("flash_sale", "manage"))]
 
 
@@ -72,7 +88,7 @@ async def get_sale(request: Request, sale_id: SaleId) -> dict[str, Any]:
     return await _svc(request).view(sale_id)
 
 
-@router.post("/flash-sales/{sale_id}/purchase", status_code=201)
+@router.post(PURCHASE_PATH, status_code=201)
 async def purchase(
     request: Request,
     response: Response,
@@ -120,3 +136,96 @@ async def list_sales(
 @router.post("/admin/flash-sales/{sale_id}/end", tags=["admin"])
 async def end_sale(request: Request, sale_id: SaleId, _: Manager) -> dict[str, Any]:
     return await _svc(request).end(sale_id)
+
+
+_PURCHASE = re.compile(r"/flash-sales/([1-9][0-9]{0,18})/purchase")
+_IDEMPOTENCY_KEY = re.compile(rb"[\x21-\x7e]{1,100}")
+
+
+def plain_purchase_args(scope: Scope) -> tuple[int, str, str | None] | None:
+    """(sale_id, bearer token, Idempotency-Key or None) of a purchase in its plainest
+    valid form: no query, no body, one ``Authorization: Bearer`` header and at most one
+    valid ``Idempotency-Key``. None for anything else, which the app then rules on."""
+    if scope["method"] != "POST" or scope.get("query_string"):
+        return None
+    found = _PURCHASE.fullmatch(scope["path"])
+    if found is None:
+        return None
+    sale_id = int(found.group(1))
+    if sale_id > MAX_ID:
+        return None
+    token: str | None = None
+    key: str | None = None
+    seen_auth = seen_key = False
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if seen_auth:
+                return None
+            seen_auth = True
+            scheme, _, rest = value.partition(b" ")
+            if scheme.lower() != b"bearer" or not rest.strip():
+                return None
+            token = rest.strip().decode("latin-1")
+        elif name == b"idempotency-key":
+            if seen_key or not _IDEMPOTENCY_KEY.fullmatch(value):
+                return None
+            seen_key = True
+            key = value.decode("ascii")
+        elif name == b"content-length":
+            if value.strip() != b"0":
+                return None
+        elif name == b"transfer-encoding":
+            return None
+    if token is None:
+        return None
+    return sale_id, token, key
+
+
+class PurchaseShortcut:
+    """``POST /flash-sales/{id}/purchase`` below FastAPI (``deployments.edge.Shortcut``)
+    for requests ``plain_purchase_args`` accepts: the access token is verified and the
+    permission checked as the app's dependencies do (a request that fails either is
+    declined, and the app answers it), then the same ``FlashService.purchase`` call as
+    ``purchase``, answered with the same status, body and headers, errors included (a
+    purchase is not run twice)."""
+
+    path = PURCHASE_PATH
+
+    def __init__(self, auth: AuthService, svc: FlashService, settings: Any) -> None:
+        if ("POST", PURCHASE_PATH) in PUBLIC_ROUTES or ("*", PURCHASE_PATH) in PUBLIC_ROUTES:
+            raise RuntimeError(f"{PURCHASE_PATH} must not be public")
+        self.auth = auth
+        self.svc = svc
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, send: Send) -> bool:
+        args = plain_purchase_args(scope)
+        if args is None:
+            return False
+        sale_id, token, key = args
+        try:
+            claims = await self.auth.authenticate(token)
+            if not await self.auth.allowed(claims.role, *PURCHASE_PERMISSION):
+                return False
+        except Exception:
+            return False
+        ip = scope_client_ip(scope, self.settings)
+        try:
+            result = await self.svc.purchase(claims.user_id, sale_id, key, ip, 1)
+        except Exception as exc:
+            mapped = map_fault(exc)
+            if mapped is None:
+                raise  # the edge logs it and answers 500 in the one shape
+            rid = str(scope.get("state", {}).get("request_id", "-"))
+            status, body, headers = domain_error_json(mapped, rid, PURCHASE_PATH)
+            extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+            await send_json_body(send, status, body, extra)
+            return True
+        extra = [(b"idempotent-replayed", b"true")] if result["replayed"] else []
+        await send_json_body(send, 201, json_bytes(result), extra)
+        return True
+
+
+def shortcuts(app_ctx: AppContext) -> list[Shortcut]:
+    """This module's shortcuts for ``deployments.edge.Edge`` (after the startup hooks)."""
+    return [PurchaseShortcut(app_ctx.services["auth"], app_ctx.services["flash"], app_ctx.settings)]

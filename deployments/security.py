@@ -17,8 +17,9 @@ deployment cannot know it (see its docstring).
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 
@@ -104,20 +105,26 @@ def client_ip(request: Request) -> str | None:
     Callers skip per-IP limits on None rather than lump every client into one bucket.
     """
     app_ctx = getattr(request.app.state, "ctx", None)
-    settings = getattr(app_ctx, "settings", None)
+    return scope_client_ip(request.scope, getattr(app_ctx, "settings", None))
+
+
+def scope_client_ip(scope: MutableMapping[str, Any], settings: Any) -> str | None:
+    """``client_ip`` from an ASGI scope and the replica's settings."""
     hops = int(getattr(settings, "trusted_proxy_hops", 0) or 0)
     if hops > 0:
         forwarded = [
             part.strip()
-            for header in request.headers.getlist("x-forwarded-for")
-            for part in header.split(",")
+            for name, value in scope.get("headers", ())
+            if name == b"x-forwarded-for"
+            for part in value.decode("latin-1").split(",")
             if part.strip()
         ]
         if len(forwarded) >= hops:
             return _valid_ip(forwarded[-hops])
     if getattr(settings, "ha_proxy", False):
         return None
-    return _valid_ip(request.client.host) if request.client else None
+    client = scope.get("client")
+    return _valid_ip(client[0]) if client else None
 
 
 def _valid_ip(value: str) -> str | None:

@@ -7,14 +7,14 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments import errors
 from deployments.edge import Edge
 from deployments.security import public
-from raymall.errors import NotFound, OutOfStock
+from raymall.errors import NotFound, OutOfStock, RateLimited, SoldOut, Unauthorized
 
 
 class Item(BaseModel):
@@ -247,3 +247,186 @@ def test_the_similar_shortcut_refuses_a_route_that_is_not_public(
     monkeypatch.setattr(recommend_routes, "PUBLIC_ROUTES", set())
     with pytest.raises(RuntimeError):
         recommend_routes.SimilarShortcut(_FakeRecommend())  # type: ignore[arg-type]
+
+
+class _FakeAuth:
+    """Tokens: ``good`` (a customer), ``guest`` (no purchase permission), anything else
+    is refused."""
+
+    async def authenticate(self, token: str) -> Any:
+        if token == "good":
+            return SimpleNamespace(user_id=11, role="customer", jti="j", family_id="f")
+        if token == "guest":
+            return SimpleNamespace(user_id=12, role="guest", jti="j", family_id="f")
+        raise Unauthorized("bad token")
+
+    async def allowed(self, role: str, resource: str, action: str) -> bool:
+        return role == "customer" and (resource, action) == ("flash_sale", "purchase")
+
+
+class _FakeFlash:
+    """The flash service's purchase, counted. Sale 404 is unknown, 5 sold out, 9 rate
+    limited, 503 loses its connection; key ``again`` is a replay."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[Any, ...]] = []
+
+    async def purchase(
+        self, user_id: int, sale_id: int, key: str | None, ip: str | None, qty: int = 1
+    ) -> dict[str, Any]:
+        self.calls.append((user_id, sale_id, key, ip, qty))
+        if sale_id == 404:
+            raise NotFound("no such sale")
+        if sale_id == 5:
+            raise SoldOut("sold out")
+        if sale_id == 9:
+            raise RateLimited(retry_after=3)
+        if sale_id == 503:
+            raise ConnectionError("lost")
+        return {
+            "order_id": 1234567890123,
+            "sale_id": sale_id,
+            "title": "caf\u00e9",
+            "quantity": qty,
+            "replayed": key == "again",
+        }
+
+
+class _Answered:
+    """Counts the requests a shortcut answered (rather than declined)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.path, self.count = inner, inner.path, 0
+
+    async def __call__(self, scope: Any, send: Any) -> bool:
+        done = bool(await self.inner(scope, send))
+        self.count += done
+        return done
+
+
+def make_flash_client(shortcut: bool) -> tuple[TestClient, _FakeFlash, _Answered | None]:
+    from deployments import flash_routes
+    from deployments.security import Principal, authenticate
+
+    auth, flash = _FakeAuth(), _FakeFlash()
+    settings = SimpleNamespace(ha_proxy=False, trusted_proxy_hops=0)
+    app = FastAPI(dependencies=[Depends(authenticate)])
+    errors.install(app)
+    app.state.ctx = SimpleNamespace(service=lambda name: flash, settings=settings)
+
+    async def verify_token(request: Any, token: str) -> Principal:
+        claims = await auth.authenticate(token)
+        return Principal(claims.user_id, claims.role, claims.jti, claims.family_id)
+
+    async def check_permission(request: Any, role: str, resource: str, action: str) -> bool:
+        return await auth.allowed(role, resource, action)
+
+    app.state.verify_token = verify_token
+    app.state.check_permission = check_permission
+    app.include_router(flash_routes.router)
+    cut = _Answered(flash_routes.PurchaseShortcut(auth, flash, settings)) if shortcut else None  # type: ignore[arg-type]
+    client = TestClient(Edge(app, shortcuts=[cut] if cut else []), raise_server_exceptions=False)
+    return client, flash, cut
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body", "below"),
+    [
+        ("/flash-sales/3/purchase", {"Authorization": "Bearer good"}, None, True),
+        (
+            "/flash-sales/3/purchase",
+            {"Authorization": "bearer good", "Idempotency-Key": "k1"},
+            None,
+            True,
+        ),
+        (
+            "/flash-sales/3/purchase",
+            {"Authorization": "Bearer good", "Idempotency-Key": "again"},
+            None,
+            True,
+        ),
+        ("/flash-sales/404/purchase", {"Authorization": "Bearer good"}, None, True),
+        ("/flash-sales/5/purchase", {"Authorization": "Bearer good"}, None, True),
+        ("/flash-sales/9/purchase", {"Authorization": "Bearer good"}, None, True),
+        ("/flash-sales/503/purchase", {"Authorization": "Bearer good"}, None, True),
+        ("/flash-sales/3/purchase", {"Authorization": "Bearer nope"}, None, False),
+        ("/flash-sales/3/purchase", {"Authorization": "Bearer guest"}, None, False),
+        ("/flash-sales/3/purchase", {"Authorization": "Basic Z29vZA=="}, None, False),
+        ("/flash-sales/3/purchase", {}, None, False),
+        (
+            "/flash-sales/3/purchase",
+            {"Authorization": "Bearer good", "Idempotency-Key": "a b"},
+            None,
+            False,
+        ),
+        ("/flash-sales/3/purchase", {"Authorization": "Bearer good"}, {"quantity": 2}, False),
+        ("/flash-sales/3/purchase", {"Authorization": "Bearer good"}, {"quantity": "2"}, False),
+        ("/flash-sales/0/purchase", {"Authorization": "Bearer good"}, None, False),
+        ("/flash-sales/3/purchase?x=1", {"Authorization": "Bearer good"}, None, False),
+    ],
+)
+def test_the_purchase_shortcut_answers_exactly_as_the_app(
+    path: str, headers: dict[str, str], body: dict[str, Any] | None, below: bool
+) -> None:
+    plain, plain_flash, _ = make_flash_client(shortcut=False)
+    fast, fast_flash, cut = make_flash_client(shortcut=True)
+    a = plain.post(path, headers=headers, json=body)
+    b = fast.post(path, headers=headers, json=body)
+    assert cut is not None and cut.count == int(below)  # answered below the app, or declined
+    assert (a.status_code, a.headers["content-type"]) == (b.status_code, b.headers["content-type"])
+    for name in ("retry-after", "idempotent-replayed"):
+        assert a.headers.get(name) == b.headers.get(name)
+    assert fast_flash.calls == plain_flash.calls  # every purchase ran once, in either
+    if a.status_code == 201:
+        assert a.content == b.content
+    else:
+        ea, eb = a.json()["error"], b.json()["error"]
+        assert eb["request_id"] == b.headers["x-request-id"]
+        ea.pop("request_id"), eb.pop("request_id")
+        assert ea == eb
+
+
+def test_the_purchase_shortcut_answers_plain_purchases_and_declines_the_rest() -> None:
+    from deployments.flash_routes import plain_purchase_args
+
+    def scope(path: str = "/flash-sales/3/purchase", *headers: tuple[bytes, bytes]) -> Any:
+        auth = [(b"authorization", b"Bearer tok")]
+        return {
+            "method": "POST",
+            "path": path,
+            "query_string": b"",
+            "headers": auth + list(headers),
+        }
+
+    assert plain_purchase_args(scope()) == (3, "tok", None)
+    assert plain_purchase_args(scope("/flash-sales/3/purchase", (b"idempotency-key", b"k-1"))) == (
+        3,
+        "tok",
+        "k-1",
+    )
+    assert plain_purchase_args(scope("/flash-sales/3/purchase", (b"content-length", b"0")))
+    assert plain_purchase_args(scope(f"/flash-sales/{2**63 - 1}/purchase")) is not None
+    declined = [
+        scope(f"/flash-sales/{2**63}/purchase"),
+        scope("/flash-sales/03/purchase"),
+        scope("/flash-sales/3/purchase/"),
+        scope("/flash-sales/3/purchase", (b"content-length", b"13")),
+        scope("/flash-sales/3/purchase", (b"transfer-encoding", b"chunked")),
+        scope("/flash-sales/3/purchase", (b"authorization", b"Bearer other")),
+        scope("/flash-sales/3/purchase", (b"idempotency-key", b"a"), (b"idempotency-key", b"b")),
+        scope("/flash-sales/3/purchase", (b"idempotency-key", b"x" * 101)),
+        scope("/flash-sales/3/purchase", (b"idempotency-key", b"")),
+        {**scope(), "method": "PUT"},
+        {**scope(), "query_string": b"a=1"},
+        {**scope(), "headers": []},
+        {**scope(), "headers": [(b"authorization", b"Bearer ")]},
+    ]
+    assert [plain_purchase_args(s) for s in declined] == [None] * len(declined)
+
+
+def test_the_purchase_shortcut_refuses_a_public_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deployments import flash_routes
+
+    monkeypatch.setattr(flash_routes, "PUBLIC_ROUTES", {("POST", flash_routes.PURCHASE_PATH)})
+    with pytest.raises(RuntimeError):
+        flash_routes.PurchaseShortcut(_FakeAuth(), _FakeFlash(), None)  # type: ignore[arg-type]
