@@ -14,6 +14,8 @@ to the oldest caller still waiting).
   connection or a reply that cannot be parsed fails every command in flight on that
   connection (``TimeoutError`` or ``ConnectionError`` from ``redis.exceptions``) and drops
   it; the next command opens a new one. Nothing is retried here: the caller decides.
+- **One write per loop iteration**: the commands callers send in the same event-loop
+  iteration go out in one system call.
 - **A caller that goes away** (cancelled) leaves its reply to be read and dropped, so the
   replies after it still reach their own callers.
 - **URLs**: ``redis://``, ``rediss://`` (TLS) and ``unix://``, with user, password and
@@ -103,6 +105,7 @@ class _Connection(asyncio.Protocol):
         self.waiting: deque[asyncio.Future[Any]] = deque()
         self.buf = bytearray()
         self.closed = False
+        self.outgoing: list[bytes] = []  # commands of this loop iteration, one write
 
     # ---- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -151,12 +154,22 @@ class _Connection(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         fut = loop.create_future()
         self.waiting.append(fut)
-        self.transport.write(command)
+        if not self.outgoing:
+            loop.call_soon(self._flush)
+        self.outgoing.append(command)
         timer = loop.call_later(timeout_s, self._expire, fut, timeout_s)
         try:
             return await fut
         finally:
             timer.cancel()
+
+    def _flush(self) -> None:
+        """Send the commands callers queued since the last flush in one write (callers
+        that run in the same loop iteration share one system call)."""
+        data = b"".join(self.outgoing)
+        self.outgoing.clear()
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
 
     def _expire(self, fut: asyncio.Future[Any], timeout_s: float) -> None:
         if not fut.done():  # replies are in order: every later one is stuck behind it

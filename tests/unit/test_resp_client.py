@@ -107,6 +107,27 @@ async def test_concurrent_callers_share_one_connection_and_each_gets_its_reply(
     await client.aclose()
 
 
+async def test_callers_of_one_loop_iteration_share_one_write(server: Start) -> None:
+    client = RespClient(await server(echo))
+    assert await client.execute("ECHO", "open") == b"open"
+    conn = client._conn
+    assert conn is not None and conn.transport is not None
+    writes: list[bytes] = []
+    real_write = conn.transport.write
+
+    def counting_write(data: bytes) -> None:
+        writes.append(data)
+        real_write(data)
+
+    conn.transport.write = counting_write  # type: ignore[method-assign]
+    replies = await asyncio.gather(*(client.execute("ECHO", f"v{i}") for i in range(50)))
+    assert replies == [f"v{i}".encode() for i in range(50)]
+    assert len(writes) == 1 and writes[0].count(b"ECHO") == 50
+    assert await client.execute("ECHO", "next") == b"next"  # a later iteration: its own write
+    assert len(writes) == 2
+    await client.aclose()
+
+
 async def test_no_reply_in_time_fails_the_command_and_the_next_one_reconnects(
     server: Start,
 ) -> None:
