@@ -38,6 +38,7 @@ class Shortcut(Protocol):
 
 LIVENESS_PATH = "/healthz"
 MAX_REQUEST_ID = 128
+MAX_BOUND_SERIES = 1_000  # (route, method, status) series kept bound
 log = get_logger("http")
 
 
@@ -73,6 +74,7 @@ class Edge:
         self.shortcuts = tuple(shortcuts)
         self.echo_request_id = echo_request_id
         self.draining = draining or (lambda: False)
+        self._bound: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,11 +127,23 @@ class Edge:
             except Exception:  # response already started; nothing more can be sent
                 log.warning("could not send the error response", exc_info=True)
         finally:
-            route = _route_label(scope)
-            method = scope["method"]
-            metrics.HTTP_REQUESTS.labels(route, method, str(status_box[0])).inc()
-            metrics.HTTP_LATENCY.labels(route, method).observe(time.perf_counter() - started)
+            counter, latency = self._series(_route_label(scope), scope["method"], status_box[0])
+            counter.inc()
+            latency.observe(time.perf_counter() - started)
             request_id_var.reset(token)
+
+    def _series(self, route: str, method: str, status: int) -> tuple[Any, Any]:
+        """The request counter and latency series of (route, method, status), bound once."""
+        key = (route, method, status)
+        found = self._bound.get(key)
+        if found is None:
+            if len(self._bound) >= MAX_BOUND_SERIES:
+                self._bound.clear()
+            found = self._bound[key] = (
+                metrics.HTTP_REQUESTS.labels(route, method, str(status)),
+                metrics.HTTP_LATENCY.labels(route, method),
+            )
+        return found
 
 
 class _LivenessRoute:

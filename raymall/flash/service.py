@@ -175,7 +175,7 @@ class FlashService:
     ) -> dict[str, Any]:
         sale = await self.sale(sale_id)
         now = now_ms()
-        key = f"k:{client_key}" if client_key is not None else f"a:{secrets.token_hex(8)}"
+        key = f"k:{client_key}" if client_key is not None else ""  # "": none given
         if now < sale.starts_ms:
             _outcome("not_started")
             raise SaleNotStarted(
@@ -184,9 +184,9 @@ class FlashService:
         if qty > sale.per_user_limit:
             raise ValidationFailed(f"at most {sale.per_user_limit} per customer")
         if sale.ended or now >= sale.ends_ms:
-            return await self._refused_locally(sale, user_id, client_key, key, "ended")
+            return await self._refused_locally(sale, user_id, key, "ended")
         if self._sold_out_until.get(sale_id, 0.0) > time.monotonic():
-            return await self._refused_locally(sale, user_id, client_key, key, "sold_out_local")
+            return await self._refused_locally(sale, user_id, key, "sold_out_local")
         checks = []
         if self.user_limit is not None:
             checks.append((self.user_limit, f"{sale_id}:{user_id}"))
@@ -195,6 +195,7 @@ class FlashService:
         if self.event_limit is not None:
             checks.append((self.event_limit, str(sale_id)))
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        key = key or f"a:{secrets.token_hex(8)}"  # no client key: this attempt's own
         self._queue.append(_Request(sale, user_id, key, qty, checks, fut))
         if len(self._queue) >= self.max_batch:
             self._flush()
@@ -203,9 +204,9 @@ class FlashService:
         return self._answer(sale, qty, await fut)
 
     async def _refused_locally(
-        self, sale: repo.Sale, user_id: int, client_key: str | None, key: str, why: str
+        self, sale: repo.Sale, user_id: int, key: str, why: str
     ) -> dict[str, Any]:
-        if client_key is not None:  # maybe a retry of a purchase that succeeded
+        if key:  # the client's key: maybe a retry of a purchase that succeeded
             found = await self._lookups.submit((sale.id, user_id, key))
             if found is not None:
                 _outcome("replayed")

@@ -430,3 +430,17 @@ def test_the_purchase_shortcut_refuses_a_public_route(monkeypatch: pytest.Monkey
     monkeypatch.setattr(flash_routes, "PUBLIC_ROUTES", {("POST", flash_routes.PURCHASE_PATH)})
     with pytest.raises(RuntimeError):
         flash_routes.PurchaseShortcut(_FakeAuth(), _FakeFlash(), None)  # type: ignore[arg-type]
+
+
+def test_the_edge_counts_every_request_by_route_method_and_status(client: TestClient) -> None:
+    from raymall import metrics
+
+    def count(route: str, method: str, status: str) -> float:
+        return float(metrics.HTTP_REQUESTS.labels(route, method, status)._value.get())
+
+    before = (count("/healthz", "GET", "200"), count("unmatched", "GET", "404"))
+    for _ in range(3):
+        assert client.get("/healthz").status_code == 200
+    assert client.get("/no-such-route").status_code == 404
+    after = (count("/healthz", "GET", "200"), count("unmatched", "GET", "404"))
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
