@@ -60,6 +60,12 @@ def test_a_batch_with_one_duplicate_notification_still_stores_the_others(
             (batch[0].event_id, "order_placed"),
             (batch[2].event_id, "order_paid"),
         ]
+        (mail,) = shop.rows(
+            "SELECT subject, body, created_ms FROM notifications WHERE event_id = :e",
+            e=batch[0].event_id,
+        )
+        assert (mail[0], mail[2]) == ("Order received", batch[0].created_ms)
+        assert mail[1] == "We received your order 7: $12.50 due within the payment window."
     finally:
         shop.dispose()
 
