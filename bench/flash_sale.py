@@ -445,6 +445,26 @@ def report(results: dict[str, Any], a: argparse.Namespace) -> None:
             for key in ("mysql", "redis"):
                 if key in rows and rows[key]["rps"]:
                     print(f"  raymall / {key}: {ours / rows[key]['rps']:.2f}x req/s")
+            if rows.keys() >= {"mysql", "redis"}:
+                print(f"  target: {verdict(rows)}")
+
+
+def verdict(rows: dict[str, dict[str, Any]]) -> str:
+    """The flash-sale target on one run: raymall at least 2x (a) and 1x (b) in req/s, with
+    p99 <= 100 ms and no errors."""
+    ours = rows["raymall"]
+    checks = {
+        ">= 2x (a)": ours["rps"] >= 2 * rows["mysql"]["rps"],
+        ">= 1x (b)": ours["rps"] >= rows["redis"]["rps"],
+        "p99 <= 100 ms": ours["p99_ms"] <= 100,
+        "no errors": ours["errors"] == 0,
+    }
+    missed = [name for name, ok in checks.items() if not ok]
+    return (
+        "MEETS (2x (a), 1x (b), p99 <= 100 ms, no errors)"
+        if not missed
+        else ("misses " + ", ".join(missed))
+    )
 
 
 def main() -> None:
