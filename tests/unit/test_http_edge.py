@@ -305,8 +305,8 @@ class _Answered:
 
 
 def make_flash_client(shortcut: bool) -> tuple[TestClient, _FakeFlash, _Answered | None]:
-    from deployments import flash_routes
-    from deployments.security import Principal, authenticate
+    from deployments import auth_routes, flash_routes
+    from deployments.security import authenticate
 
     auth, flash = _FakeAuth(), _FakeFlash()
     settings = SimpleNamespace(ha_proxy=False, trusted_proxy_hops=0)
@@ -314,15 +314,7 @@ def make_flash_client(shortcut: bool) -> tuple[TestClient, _FakeFlash, _Answered
     errors.install(app)
     app.state.ctx = SimpleNamespace(service=lambda name: flash, settings=settings)
 
-    async def verify_token(request: Any, token: str) -> Principal:
-        claims = await auth.authenticate(token)
-        return Principal(claims.user_id, claims.role, claims.jti, claims.family_id)
-
-    async def check_permission(request: Any, role: str, resource: str, action: str) -> bool:
-        return await auth.allowed(role, resource, action)
-
-    app.state.verify_token = verify_token
-    app.state.check_permission = check_permission
+    auth_routes.install(app, auth)  # type: ignore[arg-type]
     app.include_router(flash_routes.router)
     cut = _Answered(flash_routes.PurchaseShortcut(auth, flash, settings)) if shortcut else None  # type: ignore[arg-type]
     client = TestClient(Edge(app, shortcuts=[cut] if cut else []), raise_server_exceptions=False)
