@@ -38,6 +38,7 @@ def new_desk(settings: Settings, index: int, ledger: Ledger) -> FlashDesk:
         next_id=ids.next_id,
         order_shard_of=lambda user_id: shard_for(user_id, shards),
         order_timeout_ms=int(settings.flash_order_timeout_s * 1000),
+        lease_ms=int(settings.flash_sold_out_ttl_s * 1000),
     )
 
 

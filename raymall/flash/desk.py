@@ -17,12 +17,23 @@ Guarantees (tests/unit/test_flash_desk.py):
 - ``give_back`` (an unpaid order timed out or was cancelled) returns the units to the hold
   while the sale runs, else to normal stock, and frees the user's slot;
 - batches are atomic in memory: ``begin``/``rollback`` restore the state, ``changes`` lists
-  what persistence must write in the same transaction as the ledger's changes.
+  what persistence must write in the same transaction as the ledger's changes;
+- **sold-out leases**: an answer that leaves a live sale with nothing left carries a lease
+  of ``lease_ms`` and the sale's number of purchase records. A replica that sent the
+  request at ``t`` may refuse purchases of the sale on its own until ``t + lease_ms`` and
+  answer retries of earlier purchases from a snapshot of those records: the desk sells
+  nothing of the sale until every lease it granted has lapsed. Units given back while a
+  lease runs are held until it ends (buyers meanwhile get ``sold_out`` with no lease); a
+  desk that loads a sale (first use, restart, reload) treats leases it cannot know as
+  running for one more ``lease_ms``, and if the sale has had units given back, holds its
+  units that long too. Durations are measured on each side's monotonic clock from the
+  request's sending (replica) and the answer's making (desk), so the replica's lease ends
+  first without synchronized clocks.
 
 Wire format (tuples, as for the ledger)::
 
     ("flash_buy", hold_key, sale_id, user_id, key | None, qty)
-        -> (code, order_id | None, expires_ms | None, replayed, remaining)
+        -> (code, order_id | None, expires_ms | None, replayed, remaining, lease_ms, records)
     ("flash_return", order_reservation_key, hold_key, sale_id, order_id) -> code
     ("flash_end", hold_key, sale_id) -> code
     ("flash_warm", hold_key, sale_id) -> code  # load the sale before it starts; no effect
@@ -30,6 +41,7 @@ Wire format (tuples, as for the ledger)::
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,7 +60,7 @@ NOT_FOUND = "not_found"
 LIVE = "reserved"
 RETURNED = "returned"
 FLASH_KINDS = frozenset({"flash_buy", "flash_return", "flash_end", "flash_warm"})
-BuyResult = tuple[str, int | None, int | None, bool, int]
+BuyResult = tuple[str, int | None, int | None, bool, int, int, int]
 
 
 @dataclass
@@ -88,6 +100,8 @@ class SaleBook:
     by_order: dict[int, Purchase] = field(default_factory=dict)
     live: dict[int, int] = field(default_factory=dict)  # user -> units not given back
     records: dict[int, int] = field(default_factory=dict)  # user -> purchase records
+    lease_until: float = 0.0  # (desk clock) the last sold-out lease granted ends here
+    resume_at: float = 0.0  # (desk clock) units given back during a lease sell from here
 
     def add(self, p: Purchase) -> None:
         self.by_key[(p.user_id, p.key)] = p
@@ -127,12 +141,16 @@ class FlashDesk:
         next_id: Callable[[], int],
         order_shard_of: Callable[[int], int],
         order_timeout_ms: int,
+        lease_ms: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.ledger = ledger
         self.shard = shard
         self.next_id = next_id
         self.order_shard_of = order_shard_of
         self.order_timeout_ms = order_timeout_ms
+        self.lease_ms = max(0, int(lease_ms))
+        self.clock = clock
         self.books: dict[int, SaleBook] = {}
         self.now = 0
         self._undo: list[Callable[[], None]] | None = None
@@ -147,6 +165,10 @@ class FlashDesk:
         book = SaleBook(info)
         for p in purchases:
             book.add(p)
+        # leases granted before this desk existed (a restart) may still run
+        book.lease_until = self.clock() + self.lease_ms / 1000
+        if any(p.state == RETURNED for p in purchases):  # units may have come back under one
+            book.resume_at = book.lease_until
         self.books[info.sale_id] = book
 
     # ---- batches -----------------------------------------------------------------------
@@ -208,9 +230,19 @@ class FlashDesk:
     ) -> BuyResult | str:
         book = self.books.get(sale_id)
         if book is None:
-            return (UNKNOWN_SALE, None, None, False, 0)
+            return (UNKNOWN_SALE, None, None, False, 0, 0, 0)
         if type(user_id) is not int or type(qty) is not int or qty <= 0:
             return R_INVALID
+        code, order_id, expires_ms, replayed, left = self._buy(book, hold_key, user_id, key, qty)
+        lease_ms = 0
+        if left == 0 and code != ENDED and self.lease_ms:
+            book.lease_until = max(book.lease_until, self.clock() + self.lease_ms / 1000)
+            lease_ms = self.lease_ms
+        return (code, order_id, expires_ms, replayed, left, lease_ms, len(book.by_key))
+
+    def _buy(
+        self, book: SaleBook, hold_key: str, user_id: int, key: str | None, qty: int
+    ) -> tuple[str, int | None, int | None, bool, int]:
         info = book.info
         if key is None:
             key = f"n{book.records.get(user_id, 0) + 1}"
@@ -230,6 +262,8 @@ class FlashDesk:
             rec = self.ledger.records.get(hold_key)
             code = SOLD_OUT if rec is not None and rec.state == RESERVED else ENDED
             return (code, None, None, False, left)
+        if self.clock() < book.resume_at:  # given back under a lease: held until it ends
+            return (SOLD_OUT, None, None, False, left)
         order_id = self.next_id()
         code = self.ledger.transfer(hold_key, f"order:{order_id}@{self.shard}", info.sku_id, qty)
         if code != R_OK:  # the checks above make this unreachable; refuse, never oversell
@@ -240,7 +274,7 @@ class FlashDesk:
         info.sold += qty
         self._log(lambda: _unbuy(book, p))
         self._changes.purchases.append((info, p, self.order_shard_of(user_id)))
-        self._changes.sales[sale_id] = info
+        self._changes.sales[info.sale_id] = info
         return (R_OK, order_id, p.expires_ms, False, left - qty)
 
     def give_back(self, res_key: str, hold_key: str, sale_id: int, order_id: int) -> str:
@@ -252,6 +286,8 @@ class FlashDesk:
         if p is None:
             return NOT_FOUND
         code = self.ledger.give_back(res_key, hold_key)
+        if code == R_OK:  # back in the hold: sellable once every sold-out lease has lapsed
+            book.resume_at = max(book.resume_at, book.lease_until)
         if code in (R_OK, R_RELEASED):
             if p.state == LIVE:
                 p.state = RETURNED

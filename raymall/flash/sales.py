@@ -154,6 +154,29 @@ def delete_sale(session: Session, sale_id: int) -> None:
     session.execute(delete(FlashSale).where(FlashSale.id == sale_id, FlashSale.sold == 0))
 
 
+def _replay(order_id: Any, quantity: Any, expires_ms: Any) -> dict[str, Any]:
+    """What a replay of a purchase answers (as the shard does: the first result)."""
+    return {
+        "order_id": int(order_id),
+        "quantity": int(quantity),
+        "expires_ms": int(expires_ms) if expires_ms is not None else None,
+    }
+
+
+def _purchase_rows(sale_id: int) -> Any:
+    return (
+        select(
+            FlashPurchase.user_id,
+            FlashPurchase.idempotency_key,
+            FlashPurchase.order_id,
+            FlashPurchase.quantity,
+            Order.expires_ms,
+        )
+        .join(Order, Order.id == FlashPurchase.order_id)
+        .where(FlashPurchase.sale_id == sale_id)
+    )
+
+
 def purchases_by_keys(
     session: Session, keys: Sequence[tuple[int, int, str]]
 ) -> list[dict[str, Any] | None]:
@@ -164,23 +187,22 @@ def purchases_by_keys(
         by_sale.setdefault(sale_id, set()).add(user_id)
     for sale_id, users in by_sale.items():
         rows = session.execute(
-            select(
-                FlashPurchase.user_id,
-                FlashPurchase.idempotency_key,
-                FlashPurchase.order_id,
-                FlashPurchase.quantity,
-                Order.expires_ms,
-            )
-            .join(Order, Order.id == FlashPurchase.order_id)
-            .where(FlashPurchase.sale_id == sale_id, FlashPurchase.user_id.in_(sorted(users)))
+            _purchase_rows(sale_id).where(FlashPurchase.user_id.in_(sorted(users)))
         )
         for r in rows:
-            found[(sale_id, int(r[0]), str(r[1]))] = {
-                "order_id": int(r[2]),
-                "quantity": int(r[3]),
-                "expires_ms": int(r[4]) if r[4] is not None else None,
-            }
+            found[(sale_id, int(r[0]), str(r[1]))] = _replay(r[2], r[3], r[4])
     return [found.get(k) for k in keys]
+
+
+def client_keyed_purchases(
+    session: Session, sale_id: int, prefix: str
+) -> dict[tuple[int, str], dict[str, Any]]:
+    """Every purchase of a sale whose key starts with ``prefix`` (the clients' own keys),
+    by (user, key), with what a replay of it answers."""
+    rows = session.execute(
+        _purchase_rows(sale_id).where(FlashPurchase.idempotency_key.startswith(prefix))
+    )
+    return {(int(r[0]), str(r[1])): _replay(r[2], r[3], r[4]) for r in rows}
 
 
 def my_purchases(session: Session, sale_id: int, user_id: int) -> list[dict[str, Any]]:

@@ -4,11 +4,18 @@ Guarantees:
 
 - refusals that need no shard are decided in the replica: before the start
   (``sale_not_started``), after the end (``sale_ended``) from the cached event, and, once the
-  shard has said the event is sold out, ``sold_out`` from a local flag for
-  ``flash_sold_out_ttl_s`` (then one request asks the shard again, so units given back by
-  unpaid orders become purchasable). A request that carries its own ``Idempotency-Key``
-  and would be refused locally is looked up in the database first, so a retry of a
-  successful purchase still gets its order;
+  shard has said the event is sold out, ``sold_out`` from a local flag: the shard's
+  sold-out *lease* (``raymall.flash.desk``), which runs ``flash_sold_out_ttl_s`` from the
+  moment the request that earned it was sent, and during which the shard sells nothing of
+  the event (then one request asks the shard again, so units given back by unpaid orders
+  become purchasable);
+- a request that carries its own ``Idempotency-Key`` and is refused locally is checked
+  against the event's purchases first, so a retry of a successful purchase still gets its
+  order: under a lease, from this replica's snapshot of the event's client-keyed purchase
+  records, read from the database once per number of records the shard reports (they are
+  all committed before the lease is granted, and no new one can appear while it runs);
+  after the end, or for events with more than ``SNAPSHOT_MAX_RECORDS`` records, by a
+  database lookup (coalesced);
 - concurrent purchases are coalesced: one Redis call decides the rate limits of a whole
   batch (``raymall.flash.limits``) and one actor call per shard carries its purchases; the
   shard commits them in one transaction before answering (durable before ack);
@@ -55,6 +62,9 @@ from raymall.settings import Settings
 log = get_logger("flash")
 T = TypeVar("T")
 MAX_INFLIGHT = 2
+CLIENT_KEY = "k:"  # prefix of the purchase keys that clients chose (Idempotency-Key)
+SNAPSHOT_MAX_RECORDS = 50_000  # bigger events are looked up key by key
+SNAPSHOT_KEEP_S = 60.0  # a snapshot is dropped this long after its event's last lease
 
 
 @dataclass
@@ -80,7 +90,6 @@ class FlashService:
         self.inventory = inventory
         self.limiter = BatchLimiter(redis)
         self.cache_ttl_s = settings.flash_sale_cache_ttl_s
-        self.sold_out_ttl_s = settings.flash_sold_out_ttl_s
         self.window_s = settings.flash_batch_window_ms / 1000
         self.max_batch = settings.flash_batch_max
         s = settings
@@ -89,7 +98,12 @@ class FlashService:
         self.event_limit = _limit("flash_event", s.flash_rate_event_per_s, s.flash_rate_event_per_s)
         self._sales: dict[int, tuple[repo.Sale, float]] = {}
         self._loading: dict[int, asyncio.Future[repo.Sale]] = {}
-        self._sold_out_until: dict[int, float] = {}
+        # sale -> (end of the sold-out lease on this replica's monotonic clock, records)
+        self._leases: dict[int, tuple[float, int]] = {}
+        # sale -> (records, client-keyed purchases by (user, key)) and the loads under way
+        self._snapshots: dict[int, tuple[int, dict[tuple[int, str], dict[str, Any]]]] = {}
+        self._snapshot_loads: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self.snapshot_loads = 0  # snapshots read from the database by this replica
         self._queue: list[_Request] = []
         self._inflight = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -185,8 +199,9 @@ class FlashService:
             raise ValidationFailed(f"at most {sale.per_user_limit} per customer")
         if sale.ended or now >= sale.ends_ms:
             return await self._refused_locally(sale, user_id, key, "ended")
-        if self._sold_out_until.get(sale_id, 0.0) > time.monotonic():
-            return await self._refused_locally(sale, user_id, key, "sold_out_local")
+        lease = self._leases.get(sale_id)
+        if lease is not None and lease[0] > time.monotonic():
+            return await self._refused_locally(sale, user_id, key, "sold_out_local", lease[1])
         checks = []
         if self.user_limit is not None:
             checks.append((self.user_limit, f"{sale_id}:{user_id}"))
@@ -204,10 +219,15 @@ class FlashService:
         return self._answer(sale, qty, await fut)
 
     async def _refused_locally(
-        self, sale: repo.Sale, user_id: int, key: str, why: str
+        self, sale: repo.Sale, user_id: int, key: str, why: str, records: int | None = None
     ) -> dict[str, Any]:
+        """Refuse (ended or sold out), unless the client's key is that of a purchase made:
+        then answer it again. ``records``: the purchase records of the lease in force."""
         if key:  # the client's key: maybe a retry of a purchase that succeeded
-            found = await self._lookups.submit((sale.id, user_id, key))
+            if records is not None and records <= SNAPSHOT_MAX_RECORDS:
+                found = (await self._snapshot(sale.id, records)).get((user_id, key))
+            else:
+                found = await self._lookups.submit((sale.id, user_id, key))
             if found is not None:
                 _outcome("replayed")
                 qty, expires = found["quantity"], found["expires_ms"]
@@ -217,13 +237,48 @@ class FlashService:
             raise SaleEnded("the sale has ended", details={"ends_at_ms": sale.ends_ms})
         raise SoldOut("sold out")
 
+    # ---- sold-out leases and purchase snapshots --------------------------------------------
+    def _grant(self, sale_id: int, until: float, records: int) -> None:
+        """Hold a sold-out lease from the shard until ``until`` (monotonic seconds)."""
+        held = self._leases.get(sale_id)
+        if held is None or until > held[0]:
+            self._leases[sale_id] = (until, records)
+        stale = time.monotonic() - SNAPSHOT_KEEP_S
+        for sid in [sid for sid, (end, _) in self._leases.items() if end < stale]:
+            del self._leases[sid]
+            self._snapshots.pop(sid, None)
+
+    async def _snapshot(self, sale_id: int, records: int) -> dict[tuple[int, str], dict[str, Any]]:
+        """The sale's client-keyed purchases, read once per number of ``records`` (one read
+        at a time per sale; callers of the same count share it)."""
+        held = self._snapshots.get(sale_id)
+        if held is not None and held[0] == records:
+            return held[1]
+        loading = self._snapshot_loads.get(sale_id)
+        if loading is not None and loading[0] == records:
+            shared: dict[tuple[int, str], dict[str, Any]] = await asyncio.shield(loading[1])
+            return shared
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._snapshot_loads[sale_id] = (records, fut)
+        try:
+            found = await self._tx(lambda s: repo.client_keyed_purchases(s, sale_id, CLIENT_KEY))
+            self.snapshot_loads += 1
+            self._snapshots[sale_id] = (records, found)
+            fut.set_result(found)
+            return found
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            if self._snapshot_loads.get(sale_id, (None, None))[1] is fut:
+                del self._snapshot_loads[sale_id]
+
     def _answer(self, sale: repo.Sale, qty: int, result: Any) -> dict[str, Any]:
         if not isinstance(result, tuple):
             _outcome("invalid")
             raise ValidationFailed(f"the purchase was refused ({result})")
-        code, order_id, expires_ms, replayed, remaining = result
-        if remaining == 0 or code == "sold_out":
-            self._sold_out_until[sale.id] = time.monotonic() + self.sold_out_ttl_s
+        code, order_id, expires_ms, replayed = result[:4]
         if code == "ok":
             _outcome("replayed" if replayed else "ok")
             return _success(sale, order_id, qty, expires_ms, replayed)
@@ -303,6 +358,7 @@ class FlashService:
             for r in reqs
         ]
         self.shard_calls += 1
+        sent = time.monotonic()  # a lease in the answer runs from here (see desk)
         try:
             results = await self.inventory.send_batch(shard, ops)
         except BaseException as exc:
@@ -316,6 +372,8 @@ class FlashService:
                 raise
             return
         for req, result in zip(reqs, results, strict=True):
+            if isinstance(result, tuple) and len(result) >= 7 and result[5] > 0:
+                self._grant(req.sale.id, sent + result[5] / 1000, int(result[6]))
             if not req.fut.done():
                 req.fut.set_result(result)
 

@@ -11,9 +11,26 @@ from raymall.flash.desk import FlashDesk, Purchase, SaleInfo
 SKU = 7
 HOLD = "flash:1@0"
 NOW = 1_000_000
+LEASE_MS = 1000
 
 
-def make(quantity: int = 5, limit: int = 1, total: int = 20) -> tuple[Ledger, FlashDesk]:
+class Clock:
+    """The desk's monotonic clock, moved by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def pass_lease(self) -> None:
+        self.t += LEASE_MS / 1000 + 0.001
+
+
+def make(
+    quantity: int = 5, limit: int = 1, total: int = 20, clock: Clock | None = None
+) -> tuple[Ledger, FlashDesk]:
+    clock = clock or Clock()
     ledger = Ledger()
     ledger.load_stock(SKU, Stock(total, total, 0, 0))
     ledger.begin()
@@ -21,11 +38,26 @@ def make(quantity: int = 5, limit: int = 1, total: int = 20) -> tuple[Ledger, Fl
     ledger.commit()
     ids = itertools.count(100)
     desk = FlashDesk(
-        ledger, 0, next_id=lambda: next(ids), order_shard_of=lambda u: u % 2, order_timeout_ms=5
+        ledger,
+        0,
+        next_id=lambda: next(ids),
+        order_shard_of=lambda u: u % 2,
+        order_timeout_ms=5,
+        lease_ms=LEASE_MS,
+        clock=clock,
     )
     info = SaleInfo(1, SKU, 99, quantity, limit, NOW - 1, NOW + 60_000, False, 0, 3, "t", {})
     desk.load(info, [])
     return ledger, desk
+
+
+def give_back(desk: FlashDesk, order: int) -> str:
+    desk.ledger.begin()
+    desk.begin(NOW)
+    code = desk.apply(("flash_return", f"order:{order}@0", HOLD, 1, order))
+    desk.ledger.commit()
+    desk.commit()
+    return str(code)
 
 
 def buy(desk: FlashDesk, user: int, key: str | None = "k", qty: int = 1) -> tuple:
@@ -78,17 +110,15 @@ def test_not_started_and_ended_are_refused() -> None:
 
 
 def test_give_back_returns_to_the_hold_while_running_then_to_stock() -> None:
-    ledger, desk = make(quantity=2)
+    clock = Clock()
+    ledger, desk = make(quantity=2, clock=clock)
     order = buy(desk, 1)[1]
     assert buy(desk, 2)[0] == "ok"
     assert buy(desk, 3)[0] == "sold_out"
-    ledger.begin()
-    desk.begin(NOW)
-    assert desk.apply(("flash_return", f"order:{order}@0", HOLD, 1, order)) == "ok"
-    ledger.commit()
-    desk.commit()
+    assert give_back(desk, order) == "ok"
     assert ledger.records[HOLD].items[SKU] == 1
     assert desk.books[1].live[1] == 0 and desk.books[1].info.sold == 1
+    clock.pass_lease()  # the sold-out leases granted above have lapsed
     assert buy(desk, 1, "again")[0] == "ok"  # the slot is free again
     # end the sale: the rest of the hold and later returns go to normal stock
     second = desk.books[1].by_key[(2, "k")].order_id
@@ -132,22 +162,27 @@ def test_rollback_restores_ledger_and_desk() -> None:
     assert buy(desk, 1)[0] == "ok"
 
 
-def test_random_histories_never_oversell_or_exceed_limits() -> None:
+def test_random_histories_never_oversell_exceed_limits_or_sell_under_a_lease() -> None:
     rng = random.Random(7)
     for _ in range(30):
         quantity, limit = rng.randint(1, 20), rng.randint(1, 3)
-        ledger, desk = make(quantity=quantity, limit=limit, total=50)
+        clock = Clock()
+        ledger, desk = make(quantity=quantity, limit=limit, total=50, clock=clock)
         orders: list[int] = []
+        leased_until = 0.0  # the end of the last lease answered (a replica may hold it)
         for _ in range(200):
+            clock.t += rng.random() * 0.3
             ledger.begin()
             desk.begin(NOW)
             if orders and rng.random() < 0.2:
                 o = orders.pop(rng.randrange(len(orders)))
                 desk.apply(("flash_return", f"order:{o}@0", HOLD, 1, o))
+                r, bought = None, False
             else:
                 user = rng.randint(1, 10)
                 r = desk.apply(("flash_buy", HOLD, 1, user, f"k{rng.randint(1, 6)}", 1))
-                if r[0] == "ok" and not r[3]:
+                bought = r[0] == "ok" and not r[3]
+                if bought:
                     orders.append(r[1])
             if rng.random() < 0.1:
                 ledger.rollback()
@@ -156,11 +191,69 @@ def test_random_histories_never_oversell_or_exceed_limits() -> None:
             else:
                 ledger.commit()
                 desk.commit()
+                # the safety of leases: nothing new is sold while one granted runs
+                assert not (bought and clock() < leased_until), (clock(), leased_until)
+                if r is not None and r[5]:
+                    leased_until = max(leased_until, clock() + r[5] / 1000)
             book = desk.books[1]
             assert all(v <= limit for v in book.live.values())
             assert book.info.sold == sum(book.live.values())
             assert ledger.records[HOLD].items[SKU] == quantity - book.info.sold
             assert ledger.violations() == []
+
+
+def test_an_answer_that_leaves_nothing_carries_a_lease_and_the_record_count() -> None:
+    _, desk = make(quantity=2, limit=2)
+    assert buy(desk, 1, "a")[4:] == (1, 0, 1)  # one left: no lease
+    last = buy(desk, 2, "b")
+    assert last[0] == "ok" and last[4:] == (0, LEASE_MS, 2)  # the last unit
+    assert buy(desk, 3, "c")[4:] == (0, LEASE_MS, 2)  # sold out
+    assert buy(desk, 1, "a")[:4] == ("ok", desk.books[1].by_key[(1, "a")].order_id, 5 + NOW, True)
+    assert buy(desk, 1, "a")[5:] == (LEASE_MS, 2)  # a replay too, while nothing is left
+    desk.books[1].info.ends_ms = NOW
+    assert buy(desk, 4, "d") == ("ended", None, None, False, 0, 0, 2)  # ended: no lease
+
+
+def test_units_given_back_under_a_lease_sell_only_once_it_has_lapsed() -> None:
+    clock = Clock()
+    _, desk = make(quantity=1, clock=clock)
+    order = buy(desk, 1, "a")[1]
+    clock.t += 0.5
+    assert buy(desk, 2, "b")[5] == LEASE_MS  # granted at t + 0.5: it runs to t + 1.5
+    assert give_back(desk, order) == "ok"
+    clock.t += 0.9  # the first lease has lapsed, the second runs
+    held = buy(desk, 3, "c")
+    assert held == ("sold_out", None, None, False, 1, 0, 1)  # a unit is back, held: no lease
+    clock.t += 0.11
+    bought = buy(desk, 3, "c")
+    assert bought[0] == "ok" and bought[4:] == (0, LEASE_MS, 2)
+    assert desk.books[1].info.sold == 1 and desk.ledger.violations() == []
+
+
+def test_units_given_back_with_no_lease_running_sell_at_once() -> None:
+    clock = Clock()
+    _, desk = make(quantity=2, clock=clock)
+    clock.pass_lease()  # the load's own guard has lapsed
+    order = buy(desk, 1, "a")[1]  # one left: no lease granted
+    assert give_back(desk, order) == "ok"
+    assert buy(desk, 2, "b")[0] == "ok"
+
+
+def test_a_reloaded_sale_waits_out_leases_it_cannot_know_if_units_came_back() -> None:
+    clock = Clock()
+    ledger, desk = make(quantity=2, clock=clock)
+    info = desk.books[1].info
+    # as after a restart: the sale has a purchase given back (its unit is in the hold)
+    desk.books.clear()
+    desk.load(info, [Purchase(55, 1, "k:x", 1, NOW + 5, NOW, state="returned")])
+    assert buy(desk, 2, "k:y")[:2] == ("sold_out", None)
+    clock.pass_lease()
+    assert buy(desk, 2, "k:y")[0] == "ok"
+    # with nothing ever given back, a reloaded sale sells at once
+    desk.books.clear()
+    desk.load(info, [])
+    assert buy(desk, 3, "k:z")[0] == "ok"
+    assert ledger.violations() == []
 
 
 def test_loaded_purchases_count_toward_the_limit() -> None:

@@ -1,0 +1,246 @@
+"""Sold-out leases between FlashService (the replica side) and the shard's desk, with no Ray:
+the desk runs in-process over a ledger and writes each batch to SQLite through the shard's
+own store before answering (durable before ack), as ``InventoryShard`` does.
+
+What is checked: under a lease the replica refuses by itself and answers retries of the
+purchases made (``Idempotency-Key``) from one snapshot of the sale's records, with no shard
+call and no per-key lookup; a lease runs from the moment its request was sent; units
+given back under a lease are held until every replica's lease has lapsed, and a purchase
+made afterwards through another replica is replayed to its retry."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from actors import flash_shard, flash_store
+from actors.inventory_store import InventoryStore
+from raymall.db import make_engine, session_factory
+from raymall.domain.ledger import Ledger
+from raymall.errors import SoldOut
+from raymall.flash import service as service_module
+from raymall.flash.desk import FlashDesk
+from raymall.flash.returns import hold_key
+from raymall.flash.service import FlashService
+from raymall.ids import now_ms
+from raymall.settings import Settings
+from tests.order_helpers import Shop
+
+LEASE_S = 1.0
+
+
+class Clock:
+    """One monotonic clock for the desk and the replicas, moved by hand (seconds)."""
+
+    def __init__(self) -> None:
+        self.t = 1_000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class InProcessShard:
+    """An ``InventoryClient`` stand-in for one shard: ledger + desk in memory, each batch
+    written in one transaction by ``InventoryStore`` before it is answered."""
+
+    def __init__(self, url: str, settings: Settings, clock: Clock) -> None:
+        self.store = InventoryStore(url, 0)
+        self.ledger = Ledger()
+        ids = itertools.count(10_000)
+        self.desk = FlashDesk(
+            self.ledger,
+            0,
+            next_id=lambda: next(ids),
+            order_shard_of=lambda user: 0,
+            order_timeout_ms=600_000,
+            lease_ms=int(settings.flash_sold_out_ttl_s * 1000),
+            clock=clock,
+        )
+        self.calls = 0
+
+    def shard_of(self, sku_id: int) -> int:
+        return 0
+
+    async def send_batch(self, shard: int, ops: list[Any]) -> list[Any]:
+        self.calls += 1
+        for op in ops:
+            if op[0] == "reserve":
+                for sku, stock in self.store.load_stock(list(op[2])).items():
+                    self.ledger.load_stock(sku, stock)
+            elif flash_shard.is_flash(op):
+                sale = op[3] if op[0] == "flash_return" else op[2]
+                if sale not in self.desk.books:
+                    found = flash_store.load_sale(self.store.engine, self.store.ph, sale)
+                    if found is not None:
+                        self.desk.load(*found)
+        now = now_ms()
+        self.ledger.begin()
+        self.desk.begin(now)
+        results = [
+            self.desk.apply(op) if flash_shard.is_flash(op) else self.ledger.apply(op) for op in ops
+        ]
+        statements = self.store.statements(self.ledger.changes(), now)
+        statements += flash_store.statements(self.desk.changes(), self.store.ph, now)
+        self.store.write_statements(statements)
+        self.ledger.commit()
+        self.desk.commit()
+        return results
+
+    async def submit(self, shard: int, op: Any) -> Any:
+        return (await self.send_batch(shard, [op]))[0]
+
+
+@pytest.fixture()
+def world(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    settings = Settings(
+        database_url=sqlite_url,
+        redis_url="redis://unused",
+        inventory_shards=1,
+        flash_sold_out_ttl_s=LEASE_S,
+        flash_batch_window_ms=0,
+        flash_rate_user_per_s=0,
+        flash_rate_ip_per_s=0,
+        flash_rate_event_per_s=0,
+    )
+    clock = Clock()
+    monkeypatch.setattr(service_module, "time", SimpleNamespace(monotonic=clock))
+    engine = make_engine(sqlite_url, pool_size=2)
+    shop = Shop(settings, engine=engine)
+    shard = InProcessShard(sqlite_url, settings, clock)
+    sessions = session_factory(engine)
+
+    async def no_limits(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("every rate limit is off here")
+
+    redis = SimpleNamespace(register_script=lambda source: no_limits)
+
+    def replica() -> FlashService:
+        flash = FlashService(settings, sessions, redis, shard)  # type: ignore[arg-type]
+        lookups: list[Any] = []
+        real = flash._lookup_batch
+
+        async def counted(keys: Any) -> Any:
+            lookups.append(list(keys))
+            return await real(keys)
+
+        flash._lookup_batch = counted  # type: ignore[method-assign]
+        flash._lookups.fn = counted
+        flash.lookups = lookups  # type: ignore[attr-defined]
+        return flash
+
+    yield SimpleNamespace(shop=shop, shard=shard, clock=clock, replica=replica)
+    shard.store.dispose()
+    engine.dispose()
+
+
+async def make_sale(world: Any, flash: FlashService, quantity: int) -> int:
+    sku = world.shop.sku(stock=quantity + 5)
+    now = now_ms()
+    sale = await flash.create(
+        sku_id=sku,
+        title="lease test",
+        price_cents=990,
+        quantity=quantity,
+        per_user_limit=1,
+        starts_ms=now - 1_000,
+        ends_ms=now + 600_000,
+    )
+    return int(sale["id"])
+
+
+async def outcome(flash: FlashService, user: int, sale: int, key: str | None) -> Any:
+    try:
+        return (await flash.purchase(user, sale, key, None))["order_id"]
+    except SoldOut:
+        return "sold_out"
+
+
+async def test_under_a_lease_retries_are_answered_from_one_snapshot_with_no_call(
+    world: Any,
+) -> None:
+    flash = world.replica()
+    sale = await make_sale(world, flash, 2)
+    users = [world.shop.user() for _ in range(6)]
+    first = await outcome(flash, users[0], sale, "a")
+    last = await outcome(flash, users[1], sale, "b")  # the last unit: a lease comes with it
+    assert "sold_out" not in (first, last)
+    calls = world.shard.calls
+    world.clock.t += LEASE_S * 0.9  # still within the lease
+
+    jobs = [(users[0], "a"), (users[1], "b"), (users[2], "c"), (users[3], None)] * 5
+    answers = await asyncio.gather(*(outcome(flash, u, sale, k) for u, k in jobs))
+    assert answers == [first, last, "sold_out", "sold_out"] * 5
+    assert world.shard.calls == calls  # no shard call
+    assert flash.snapshot_loads == 1 and flash.lookups == []  # one read, no per-key lookup
+
+    world.clock.t += LEASE_S * 0.2  # the lease has lapsed: the shard is asked again
+    assert await outcome(flash, users[4], sale, "e") == "sold_out"
+    assert world.shard.calls == calls + 1
+    assert await outcome(flash, users[0], sale, "a") == first  # same records: same snapshot
+    assert flash.snapshot_loads == 1
+
+
+async def test_a_lease_runs_from_the_sending_of_its_request(world: Any) -> None:
+    flash = world.replica()
+    sale = await make_sale(world, flash, 1)
+    buyer, other = world.shop.user(), world.shop.user()
+    real = world.shard.send_batch
+
+    async def slow(shard: int, ops: list[Any]) -> list[Any]:
+        world.clock.t += 0.4  # the call takes 0.4 s before the shard decides
+        return await real(shard, ops)
+
+    world.shard.send_batch = slow
+    sent_at = world.clock.t
+    await outcome(flash, buyer, sale, "a")
+    assert flash._leases[sale][0] == pytest.approx(sent_at + LEASE_S)
+    assert world.shard.desk.books[sale].lease_until == pytest.approx(sent_at + 0.4 + LEASE_S)
+    world.clock.t = sent_at + LEASE_S + 0.01  # the replica's lease is over, the desk's is not
+    calls = world.shard.calls
+    assert await outcome(flash, other, sale, "b") == "sold_out"
+    assert world.shard.calls == calls + 1
+
+
+async def test_units_given_back_under_leases_sell_after_they_lapse_and_replay_anywhere(
+    world: Any,
+) -> None:
+    one, two = world.replica(), world.replica()
+    sale = await make_sale(world, one, 1)
+    a, b, c = (world.shop.user() for _ in range(3))
+    order = await outcome(one, a, sale, "a")  # the only unit: replica one holds a lease
+    assert await outcome(two, b, sale, "b") == "sold_out"  # replica two gets one too
+    lease_two = two._leases[sale][0]
+    world.clock.t += 0.3
+    hold = f"{hold_key(sale)}@0"
+    op = ("flash_return", f"order:{order}@0", hold, sale, int(order))
+    back = await world.shard.submit(0, op)
+    assert back == "ok"
+    # the unit is back in the hold, but leases run: a request that reaches the shard is
+    # refused with no new lease, and the replicas' leases stay as they were
+    world.clock.t = lease_two - 0.1
+    assert await outcome(one, c, sale, "c") == "sold_out"  # (one's own lease: local)
+    one._leases.pop(sale)
+    assert await outcome(one, c, sale, "c") == "sold_out"  # asked the shard: held
+    assert sale not in one._leases
+    # every lease has lapsed: the unit sells, through replica one
+    world.clock.t = lease_two + 0.01
+    bought = await outcome(one, c, sale, "c")
+    assert bought not in ("sold_out", order)
+    # replica one read a snapshot of one record under its first lease; its new lease says
+    # two, so a retry there reads the records again and finds the new purchase
+    assert one.snapshot_loads == 1
+    assert await outcome(one, c, sale, "c") == bought
+    assert one.snapshot_loads == 2 and one.lookups == []
+    # a retry of it through replica two (whose lease lapsed) finds it, and so does a retry
+    # under the new lease replica two then holds, from a snapshot of the new records
+    assert await outcome(two, c, sale, "c") == bought
+    assert two._leases[sale][0] > world.clock.t
+    assert await outcome(two, c, sale, "c") == bought
+    assert await outcome(two, a, sale, "a") == order  # the given-back one replays too
+    assert two.snapshot_loads == 1
+    sold = world.shop.scalar("SELECT sold FROM flash_sales WHERE id = :s", s=sale)
+    assert sold == 1
