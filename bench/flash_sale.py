@@ -1,6 +1,6 @@
 """Flash-sale purchases over HTTP: raymall against the seeds' approaches, in one run.
 
-Same machine, same load tool (wrk + bench/flash_wrk.lua: POST, rotating pre-minted access
+Same machine, same load tool (wrk + bench/flash_wrk.lua: POST, 64 connections, access
 tokens of ``--users`` users), same MariaDB server (a fresh database) and Redis server:
 
 - raymall ``POST /flash-sales/{id}/purchase``: ``raymall serve`` (Ray Serve, HAProxy
@@ -13,17 +13,24 @@ tokens of ``--users`` users), same MariaDB server (a fresh database) and Redis s
   pre-decrement + LPUSH, a consumer process beside it writing orders to MariaDB (NOT
   durable at the answer).
 
-Throughput run: a huge quantity and per-user limit, so every request is a real purchase
-(201). Then, unless ``--soldout 0``: a realistic run where the event sells out after N
-units and the rest of the traffic is refused (409). raymall enforces a per-user limit of 1
-there (so a user's later attempts are refused until the sell-out, then answered from the
-replicas' sold-out flag); the peers have no per-user limit.
+Two runs per system:
+
+- **sale** (the flash sale of the issue's acceptance, timed): ``--sale-rounds`` rounds, each
+  a fresh event of ``--sale-quantity`` (1,000) units with a per-user limit of 1, and a fixed
+  list of attempts: every one of the ``--users`` (10,000) users once, plus
+  ``--sale-duplicates`` (1,000) repeated attempts (the same user and Idempotency-Key), in a
+  shuffled order, each sent exactly once over 64 connections. A round's time runs from
+  starting wrk to the last answer. One unmeasured round warms up first (every user's
+  token seen, every path run); the rest are reported per round and as medians, and the
+  target is checked on the medians. The peers ignore the key and have no per-user limit;
+- **throughput** (a stress figure): ``--seconds`` of load on an event with a huge quantity
+  and per-user limit, so every request is a real purchase (201).
 
 Also reported: server-side CPU milliseconds per request, by process (the system's own
 processes, MariaDB, Redis; the last two are shared with anything else running), which
 explains the throughput on a CPU-bound 2-core machine better than wall-clock figures.
 
-    .venv/bin/python bench/flash_sale.py --seconds 20
+    .venv/bin/python bench/flash_sale.py [--sale-rounds 5] [--seconds 20]
 """
 
 from __future__ import annotations
@@ -32,8 +39,11 @@ import argparse
 import json
 import os
 import platform
+import random
 import secrets
+import selectors
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -205,34 +215,17 @@ def _cpu_seconds() -> dict[str, float]:
     return out
 
 
-def run_wrk(url: str, path: str, tokens: Path, seconds: int, conns: int, threads: int) -> dict:
-    env = {**os.environ, "FLASH_TOKENS": str(tokens), "FLASH_PATH": path}
-    cmd = [
-        "wrk",
-        f"-t{threads}",
-        f"-c{conns}",
-        f"-d{seconds}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(HERE / "flash_wrk.lua"),
-        url,
-    ]
-    cpu_before = _cpu_seconds()
-    out = subprocess.run(
-        cmd, capture_output=True, text=True, env=env, timeout=seconds + 120, check=True
-    ).stdout
-    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds().items()}
-    line = next(ln for ln in out.splitlines() if ln.startswith("FLASHJSON "))
-    raw = json.loads(line[len("FLASHJSON ") :])
+def _result(raw: dict[str, Any], seconds_run: float, cpu: dict[str, float]) -> dict[str, Any]:
+    """One wrk run's figures. Expected answers are 2xx and 409 (sold out, limit reached);
+    anything else, and socket errors, count as errors."""
     status = {int(k): v for k, v in raw["status"].items()}
-    seconds_run = raw["duration_us"] / 1e6
     ok = sum(n for s, n in status.items() if 200 <= s < 300)
     refused = status.get(409, 0)
     errors = raw["requests"] - ok - refused + raw["socket_errors"]
     return {
         "rps": raw["requests"] / seconds_run,
         "ok_per_s": ok / seconds_run,
+        "seconds": round(seconds_run, 3),
         "requests": raw["requests"],
         "ok": ok,
         "refused": refused,
@@ -249,6 +242,96 @@ def run_wrk(url: str, path: str, tokens: Path, seconds: int, conns: int, threads
             if v > 0
         },
     }
+
+
+def _flashjson(out: str) -> dict[str, Any]:
+    line = next(ln for ln in out.splitlines() if ln.startswith("FLASHJSON "))
+    return dict(json.loads(line[len("FLASHJSON ") :]))
+
+
+def _wrk_cmd(url: str, seconds: int, conns: int, threads: int) -> list[str]:
+    return [
+        "wrk",
+        f"-t{threads}",
+        f"-c{conns}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(HERE / "flash_wrk.lua"),
+        url,
+    ]
+
+
+def run_wrk(url: str, path: str, tokens: Path, seconds: int, conns: int, threads: int) -> dict:
+    """``seconds`` of load, each request with the next of ``tokens`` (no Idempotency-Key)."""
+    env = {**os.environ, "FLASH_TOKENS": str(tokens), "FLASH_PATH": path}
+    cpu_before = _cpu_seconds()
+    out = subprocess.run(
+        _wrk_cmd(url, seconds, conns, threads),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=seconds + 120,
+        check=True,
+    ).stdout
+    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds().items()}
+    raw = _flashjson(out)
+    return _result(raw, raw["duration_us"] / 1e6, cpu)
+
+
+def write_attempts(tokens: list[str], duplicates: int, seed: int) -> Path:
+    """The attempts of one sale round: every user once with a key of its own, plus
+    ``duplicates`` repeats (same token, same key) of randomly chosen users, shuffled."""
+    rng = random.Random(seed)
+    firsts = [(token, f"r{seed}-{i}") for i, token in enumerate(tokens)]
+    lines = firsts + rng.sample(firsts, min(duplicates, len(firsts)))
+    rng.shuffle(lines)
+    path = Path(tempfile.mkstemp(prefix="flash_attempts_", suffix=".txt")[1])
+    path.write_text("".join(f"{token} {key}\n" for token, key in lines))
+    return path
+
+
+def run_attempts(
+    url: str, path: str, attempts: Path, conns: int, threads: int, cap_s: int = 120
+) -> dict[str, Any]:
+    """Send every attempt in ``attempts`` once (flash_wrk.lua's fixed-list mode). The
+    round's time runs from starting wrk to its threads' last answer; wrk is then ended.
+    Attempts still unanswered after ``cap_s`` are counted as errors."""
+    expected = sum(1 for line in attempts.read_text().splitlines() if line.strip())
+    env = {
+        **os.environ,
+        "FLASH_ATTEMPTS": str(attempts),
+        "FLASH_THREADS": str(threads),
+        "FLASH_PATH": path,
+    }
+    cpu_before = _cpu_seconds()
+    started = time.perf_counter()
+    proc = subprocess.Popen(_wrk_cmd(url, cap_s, conns, threads), stdout=subprocess.PIPE, env=env)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        deadline = started + cap_s
+        while seen.count(b"FLASHDONE") < threads and time.perf_counter() < deadline:
+            if not sel.select(timeout=max(0.0, deadline - time.perf_counter())):
+                break
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+    seconds_run = time.perf_counter() - started
+    cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds().items()}
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=60)
+    out = (seen + rest).decode()
+    raw = _flashjson(out)
+    result = _result(raw, seconds_run, cpu)
+    result["missing"] = max(0, expected - raw["requests"])
+    result["errors"] += result["missing"]
+    result["error_rate"] = result["errors"] / max(1, expected)
+    return result
 
 
 @contextmanager
@@ -342,18 +425,25 @@ def bench_raymall(a: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
                 raise RuntimeError(f"creating the sale failed: {resp.text}")
             return int(resp.json()["id"])
 
-        sale = create(ctx["skus"][0], BIG, 1_000_000)
-        path = f"/flash-sales/{sale}/purchase"
-        run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
-        out["throughput"] = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads)
-        out["throughput"]["stored"] = stored_raymall(ctx["db"], sale)
-        if a.soldout:
-            sale2 = create(ctx["skus"][1], a.soldout, 1)
-            path2 = f"/flash-sales/{sale2}/purchase"
-            out["soldout"] = run_wrk(
-                base, path2, ctx["tokens"], a.soldout_seconds, a.connections, a.threads
+        rounds = []
+        for i, attempts in enumerate(ctx["rounds"]):
+            sale = create(ctx["skus"][1], a.sale_quantity, 1)
+            r = run_attempts(
+                base, f"/flash-sales/{sale}/purchase", attempts, a.connections, a.threads
             )
-            out["soldout"]["stored"] = stored_raymall(ctx["db"], sale2)
+            r["stored"] = stored_raymall(ctx["db"], sale)
+            if i:  # the first round warms up (every user's token seen, every path run)
+                rounds.append(r)
+        if rounds:
+            out["sale"] = rounds
+        if a.seconds:
+            sale = create(ctx["skus"][0], BIG, 1_000_000)
+            path = f"/flash-sales/{sale}/purchase"
+            run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
+            out["throughput"] = run_wrk(
+                base, path, ctx["tokens"], a.seconds, a.connections, a.threads
+            )
+            out["throughput"]["stored"] = stored_raymall(ctx["db"], sale)
     return out
 
 
@@ -381,34 +471,51 @@ def bench_peer(mode: str, a: argparse.Namespace, ctx: dict[str, Any]) -> dict[st
         "PEER_JWT_SECRET": ctx["secret"],
         "PEER_SKU": str(sku),
     }
-    out: dict[str, Any] = {}
-    runs = [("throughput", STOCK, a.seconds)]
-    if a.soldout:
-        runs.append(("soldout", a.soldout, a.soldout_seconds))
-    for name, stock, seconds in runs:
-        peer_cmd("setup", ctx["db"], ctx["redis"], str(sku), str(stock))
-        consumer = None
+
+    def count() -> dict[str, Any]:
+        return dict(json.loads(peer_cmd("count", ctx["db"], ctx["redis"], str(sku))))
+
+    def drained(result: dict[str, Any]) -> None:
+        """Wait until every acknowledged order is stored (the (b) consumer), then count."""
         if mode == "redis":
-            consumer = subprocess.Popen(
-                [sys.executable, str(PEER), "consume", ctx["db"], ctx["redis"], str(sku)]
-            )
-        try:
-            with peer_server(mode, env) as base:
-                if name == "throughput":
-                    run_wrk(base, "/flash/purchase", ctx["tokens"], a.warmup, a.connections, 2)
-                out[name] = run_wrk(
-                    base, "/flash/purchase", ctx["tokens"], seconds, a.connections, a.threads
+            started = time.monotonic()
+            while count()["queued"]:
+                time.sleep(0.2)
+            result["drain_s"] = round(time.monotonic() - started, 2)
+        result["stored"] = count()
+
+    out: dict[str, Any] = {}
+    peer_cmd("setup", ctx["db"], ctx["redis"], str(sku), str(a.sale_quantity))  # the tables
+    consumer = None
+    if mode == "redis":
+        consumer = subprocess.Popen(
+            [sys.executable, str(PEER), "consume", ctx["db"], ctx["redis"], str(sku)]
+        )
+    try:
+        with peer_server(mode, env) as base:
+            rounds = []
+            for i, attempts in enumerate(ctx["rounds"]):
+                drained({})
+                peer_cmd("setup", ctx["db"], ctx["redis"], str(sku), str(a.sale_quantity))
+                r = run_attempts(base, "/flash/purchase", attempts, a.connections, a.threads)
+                drained(r)
+                if i:  # the first round warms up
+                    rounds.append(r)
+            if rounds:
+                out["sale"] = rounds
+            if a.seconds:
+                drained({})
+                peer_cmd("setup", ctx["db"], ctx["redis"], str(sku), str(STOCK))
+                run_wrk(base, "/flash/purchase", ctx["tokens"], a.warmup, a.connections, a.threads)
+                r = run_wrk(
+                    base, "/flash/purchase", ctx["tokens"], a.seconds, a.connections, a.threads
                 )
-            if consumer is not None:  # how long until every acknowledged order is stored
-                started = time.monotonic()
-                while json.loads(peer_cmd("count", ctx["db"], ctx["redis"], str(sku)))["queued"]:
-                    time.sleep(0.2)
-                out[name]["drain_s"] = round(time.monotonic() - started, 2)
-        finally:
-            if consumer is not None:
-                consumer.send_signal(signal.SIGTERM)
-                consumer.wait(timeout=30)
-        out[name]["stored"] = json.loads(peer_cmd("count", ctx["db"], ctx["redis"], str(sku)))
+                drained(r)
+                out["throughput"] = r
+    finally:
+        if consumer is not None:
+            consumer.send_signal(signal.SIGTERM)
+            consumer.wait(timeout=30)
     return out
 
 
@@ -420,33 +527,103 @@ NAMES = {
 }
 
 
+HEADER = (
+    f"{'system':44} {'req/s':>8} {'201/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} "
+    f"{'err%':>6} {'2xx':>8} {'409':>8}"
+)
+
+
+def _line(name: str, r: dict[str, Any]) -> str:
+    return (
+        f"{name:44} {r['rps']:8.0f} {r['ok_per_s']:8.0f} {r['p50_ms']:7.1f} "
+        f"{r['p95_ms']:7.1f} {r['p99_ms']:7.1f} {100 * r['error_rate']:6.2f} "
+        f"{r['ok']:8d} {r['refused']:8d}"
+    )
+
+
+def summarize(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over rounds (req/s, latency percentiles, CPU per request); errors summed."""
+
+    def med(key: str) -> float:
+        return float(statistics.median(r[key] for r in rounds))
+
+    cpu_keys = {k for r in rounds for k in r["cpu_ms"]}
+    cpu = {k: statistics.median(r["cpu_ms"].get(k, 0.0) for r in rounds) for k in cpu_keys}
+    requests = sum(r["requests"] for r in rounds) + sum(r.get("missing", 0) for r in rounds)
+    errors = sum(r["errors"] for r in rounds)
+    return {
+        "rps": med("rps"),
+        "ok_per_s": med("ok_per_s"),
+        "p50_ms": med("p50_ms"),
+        "p95_ms": med("p95_ms"),
+        "p99_ms": med("p99_ms"),
+        "p99_max_ms": max(r["p99_ms"] for r in rounds),
+        "seconds": med("seconds"),
+        "ok": sum(r["ok"] for r in rounds),
+        "refused": sum(r["refused"] for r in rounds),
+        "errors": errors,
+        "error_rate": errors / max(1, requests),
+        "rounds": len(rounds),
+        "cpu_ms": {k: round(v, 3) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])},
+    }
+
+
+def sale_checks(key: str, rounds: list[dict[str, Any]], quantity: int) -> list[str]:
+    """What each round stored, against the event's quantity: raymall's orders, purchase
+    records and sold count must all equal it; a peer's orders must."""
+    problems = []
+    for i, r in enumerate(rounds, 1):
+        stored = r["stored"]
+        want = ("orders", "purchases", "sold") if key == "raymall" else ("orders",)
+        wrong = {k: stored.get(k) for k in want if stored.get(k) != quantity}
+        if wrong:
+            problems.append(f"round {i}: {wrong} (quantity {quantity})")
+    return problems
+
+
+def _ratios(rows: dict[str, dict[str, Any]]) -> None:
+    if "raymall" not in rows:
+        return
+    ours = rows["raymall"]["rps"]
+    for key in ("mysql", "redis"):
+        if key in rows and rows[key]["rps"]:
+            print(f"  raymall / {key}: {ours / rows[key]['rps']:.2f}x req/s")
+    if rows.keys() >= {"mysql", "redis"}:
+        print(f"  target: {verdict(rows)}")
+
+
 def report(results: dict[str, Any], a: argparse.Namespace) -> None:
-    for run in ("throughput", "soldout"):
-        rows = {k: v[run] for k, v in results.items() if run in v}
-        if not rows:
-            continue
-        print(f"\n== {run} ==")
+    sales = {k: v["sale"] for k, v in results.items() if "sale" in v}
+    if sales:
         print(
-            f"{'system':44} {'req/s':>8} {'201/s':>8} {'p50':>7} {'p95':>7} {'p99':>7} "
-            f"{'err%':>6} {'201':>8} {'409':>8}"
+            f"\n== sale: {a.sale_rounds} round(s) of {a.users:,} users + "
+            f"{a.sale_duplicates:,} repeated attempts on {a.sale_quantity:,} units, "
+            f"{a.connections} connections =="
         )
+        for key, rounds in sales.items():
+            print(f"-- {NAMES[key]}, per round (s: {[r['seconds'] for r in rounds]})")
+            print(HEADER)
+            for i, r in enumerate(rounds, 1):
+                print(_line(f"  round {i}", r))
+        summary = {k: summarize(v) for k, v in sales.items()}
+        print(f"-- medians over rounds\n{HEADER}")
+        for key, r in summary.items():
+            print(_line(NAMES[key], r) + f"   (worst p99 {r['p99_max_ms']:.1f})")
+        for key, rounds in sales.items():
+            problems = sale_checks(key, rounds, a.sale_quantity)
+            print(f"  {key} stored: {'every round holds' if not problems else problems}")
+            print(f"  {key} CPU ms per request (median): {summary[key]['cpu_ms']}")
+        _ratios(summary)
+    rows = {k: v["throughput"] for k, v in results.items() if "throughput" in v}
+    if rows:
+        print(f"\n== throughput: {a.seconds} s, every request a purchase ==\n{HEADER}")
         for key, r in rows.items():
-            print(
-                f"{NAMES[key]:44} {r['rps']:8.0f} {r['ok_per_s']:8.0f} {r['p50_ms']:7.1f} "
-                f"{r['p95_ms']:7.1f} {r['p99_ms']:7.1f} {100 * r['error_rate']:6.2f} "
-                f"{r['ok']:8d} {r['refused']:8d}"
-            )
+            print(_line(NAMES[key], r))
         for key, r in rows.items():
             extra = f", drained {r['drain_s']} s after the load" if "drain_s" in r else ""
             print(f"  {key} stored: {r['stored']}{extra}")
             print(f"  {key} CPU ms per request: {r['cpu_ms']}")
-        if "raymall" in rows:
-            ours = rows["raymall"]["rps"]
-            for key in ("mysql", "redis"):
-                if key in rows and rows[key]["rps"]:
-                    print(f"  raymall / {key}: {ours / rows[key]['rps']:.2f}x req/s")
-            if rows.keys() >= {"mysql", "redis"}:
-                print(f"  target: {verdict(rows)}")
+        _ratios(rows)
 
 
 def verdict(rows: dict[str, dict[str, Any]]) -> str:
@@ -469,13 +646,14 @@ def verdict(rows: dict[str, dict[str, Any]]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--seconds", type=int, default=20)
+    p.add_argument("--seconds", type=int, default=20, help="throughput run (0: skip)")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--users", type=int, default=10_000)
-    p.add_argument("--soldout", type=int, default=2_000, help="units of the sold-out run (0: skip)")
-    p.add_argument("--soldout-seconds", type=int, default=10)
+    p.add_argument("--sale-rounds", type=int, default=5, help="rounds of the sale run (0: skip)")
+    p.add_argument("--sale-quantity", type=int, default=1_000)
+    p.add_argument("--sale-duplicates", type=int, default=1_000)
     p.add_argument("--systems", default="raymall,mysql,redis")
     p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/")
@@ -486,8 +664,9 @@ def main() -> None:
             raise SystemExit("load only 127.0.0.1")
     load = os.getloadavg()
     print(
-        f"flash-sale bench: wrk -t{a.threads} -c{a.connections} -d{a.seconds}s (+{a.warmup}s "
-        f"warm-up), {a.users} users with rotating tokens, 127.0.0.1; {os.cpu_count()} CPUs "
+        f"flash-sale bench: wrk -t{a.threads} -c{a.connections}, {a.warmup} s warm-up, "
+        f"{a.sale_rounds} sale round(s), {a.seconds} s throughput run; {a.users} users; "
+        f"127.0.0.1; {os.cpu_count()} CPUs "
         f"shared by client, servers, MariaDB and Redis; load average {load[0]:.1f}; "
         f"Python {platform.python_version()}"
     )
@@ -495,16 +674,20 @@ def main() -> None:
     rurl = private_redis(a.redis)
     secret = secrets.token_urlsafe(48)
     tokens = Path(tempfile.mkstemp(prefix="flash_tokens_", suffix=".txt")[1])
+    rounds: list[Path] = []
     try:
         skus, users, admin = seed(db, a.users, 4)
         codec = TokenCodec(secret, access_ttl_s=86_400, refresh_ttl_s=86_400)
-        tokens.write_text("\n".join(codec.issue_access(u, "user", f"f{u}")[0] for u in users))
+        minted = [codec.issue_access(u, "user", f"f{u}")[0] for u in users]
+        tokens.write_text("\n".join(minted))
+        rounds = [write_attempts(minted, a.sale_duplicates, i) for i in range(a.sale_rounds + 1)]
         ctx = {
             "db": db,
             "redis": rurl,
             "secret": secret,
             "skus": skus,
             "tokens": tokens,
+            "rounds": rounds if a.sale_rounds else [],  # the first one warms up
             "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
         }
         results: dict[str, Any] = {}
@@ -522,6 +705,8 @@ def main() -> None:
         drop()
         redis.Redis.from_url(rurl).flushdb()
         tokens.unlink(missing_ok=True)
+        for path in rounds:
+            path.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
