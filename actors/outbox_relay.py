@@ -26,6 +26,11 @@ by another on the same socket, and each read or write on it gives up after
 The pool is sized for the actor's database users, and Redis connections come from a bounded
 pool that makes a burst wait rather than fail.
 
+Priority: the relay is background work (nothing waits on it to be answered), so its process
+runs at ``outbox_relay_niceness`` (``raymall.priority``): during a burst the replicas and
+shards get the CPU first and the relay catches up after, instead of taking a share of every
+purchase's time while the burst lasts.
+
 There is one relay (``outbox-relay-0``); a second one would only cause duplicates.
 """
 
@@ -44,7 +49,7 @@ from sqlalchemy import Connection, Text, select, type_coerce, update
 
 from actors.inventory_client import InventoryClient
 from models import OutboxEvent
-from raymall import logs, metrics
+from raymall import logs, metrics, priority
 from raymall.db import make_engine, session_factory
 from raymall.ids import now_ms
 from raymall.logs import get_logger
@@ -71,6 +76,7 @@ class OutboxRelay:
     def __init__(self, settings: Settings, index: int) -> None:
         logs.configure(settings.log_level)
         assert settings.redis_url, "settings must be resolved"
+        priority.background(settings.outbox_relay_niceness)
         self.settings = settings
         self.index = index
         self.engine = make_engine(

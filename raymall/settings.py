@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     outbox_poll_interval_s: float = Field(0.1, gt=0, le=10)
     outbox_idle_poll_interval_s: float = Field(1.0, gt=0, le=60)
     outbox_batch: int = Field(500, ge=1, le=10_000)
+    # nice value of the relay's process: publishing and the consumers yield the CPU to
+    # request serving during a burst and catch up after it (0: as every other actor)
+    outbox_relay_niceness: int = Field(10, ge=0, le=19)
     consumer_max_deliveries: int = Field(5, ge=1, le=100)
     consumer_retry_idle_ms: int = Field(1_000, ge=10)
 

@@ -72,7 +72,8 @@ def test_a_batch_with_one_duplicate_notification_still_stores_the_others(
 
 @pytest.fixture()
 async def relay_env(mysql_url: str, redis_url: str) -> AsyncIterator[Callable[..., OutboxRelay]]:
-    """Start relays in this event loop (fast poll 20 ms, idle poll at most 320 ms)."""
+    """Start relays in this event loop (fast poll 20 ms, idle poll at most 320 ms; at the
+    test process's own priority)."""
     started: list[OutboxRelay] = []
 
     def start(**overrides: Any) -> OutboxRelay:
@@ -84,6 +85,7 @@ async def relay_env(mysql_url: str, redis_url: str) -> AsyncIterator[Callable[..
             outbox_poll_interval_s=0.02,
             outbox_idle_poll_interval_s=0.32,
             consumer_retry_idle_ms=50,
+            outbox_relay_niceness=0,
             **overrides,
         )
         relay = OutboxRelay(settings, 0)
