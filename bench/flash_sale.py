@@ -13,7 +13,10 @@ tokens of ``--users`` users), same MariaDB server (a fresh database) and Redis s
   pre-decrement + LPUSH, a consumer process beside it writing orders to MariaDB (NOT
   durable at the answer).
 
-Two runs per system:
+Systems run one after the other, by default (a), (b), raymall, (b), (a): the peers bracket
+raymall, so that a drift in the machine's speed during the run (it is shared) weighs on
+every system alike; figures are medians over all of a system's rounds or runs. Two runs
+per appearance:
 
 - **sale** (the flash sale of the issue's acceptance, timed): ``--sale-rounds`` rounds, each
   a fresh event of ``--sale-quantity`` (1,000) units with a per-user limit of 1, and a fixed
@@ -428,9 +431,11 @@ def bench_raymall(a: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
         rounds = []
         for i, attempts in enumerate(ctx["rounds"]):
             sale = create(ctx["skus"][1], a.sale_quantity, 1)
+            outbox_drained(ctx["db"])  # as the peers' queue: each round starts with none
             r = run_attempts(
                 base, f"/flash-sales/{sale}/purchase", attempts, a.connections, a.threads
             )
+            r["drain_s"] = outbox_drained(ctx["db"])
             r["stored"] = stored_raymall(ctx["db"], sale)
             if i:  # the first round warms up (every user's token seen, every path run)
                 rounds.append(r)
@@ -440,11 +445,32 @@ def bench_raymall(a: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
             sale = create(ctx["skus"][0], BIG, 1_000_000)
             path = f"/flash-sales/{sale}/purchase"
             run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
+            outbox_drained(ctx["db"])
             out["throughput"] = run_wrk(
                 base, path, ctx["tokens"], a.seconds, a.connections, a.threads
             )
+            out["throughput"]["drain_s"] = outbox_drained(ctx["db"])
             out["throughput"]["stored"] = stored_raymall(ctx["db"], sale)
     return out
+
+
+def outbox_drained(db: str, timeout_s: float = 300) -> float:
+    """Seconds until every committed outbox row has been published to the event stream
+    (raymall's counterpart of draining (b)'s queue)."""
+    engine = create_engine(db)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout_s:
+            with engine.connect() as conn:
+                left = conn.execute(
+                    text("SELECT COUNT(*) FROM outbox WHERE published_ms IS NULL")
+                ).scalar()
+            if not left:
+                break
+            time.sleep(0.2)
+    finally:
+        engine.dispose()
+    return round(time.monotonic() - started, 2)
 
 
 def stored_raymall(db: str, sale: int) -> dict[str, int]:
@@ -593,18 +619,19 @@ def _ratios(rows: dict[str, dict[str, Any]]) -> None:
 
 
 def report(results: dict[str, Any], a: argparse.Namespace) -> None:
-    sales = {k: v["sale"] for k, v in results.items() if "sale" in v}
+    """``results[system]``: ``sale`` (rounds) and ``throughput`` (runs), one block of each
+    per appearance of the system in ``--systems``, in order."""
+    sales = {k: v["sale"] for k, v in results.items() if v["sale"]}
     if sales:
         print(
-            f"\n== sale: {a.sale_rounds} round(s) of {a.users:,} users + "
-            f"{a.sale_duplicates:,} repeated attempts on {a.sale_quantity:,} units, "
-            f"{a.connections} connections =="
+            f"\n== sale: {a.users:,} users + {a.sale_duplicates:,} repeated attempts on "
+            f"{a.sale_quantity:,} units, {a.connections} connections, per round =="
         )
         for key, rounds in sales.items():
-            print(f"-- {NAMES[key]}, per round (s: {[r['seconds'] for r in rounds]})")
+            print(f"-- {NAMES[key]} (s: {[r['seconds'] for r in rounds]})")
             print(HEADER)
-            for i, r in enumerate(rounds, 1):
-                print(_line(f"  round {i}", r))
+            for r in rounds:
+                print(_line(f"  block {r['block']}, round {r['round']}", r))
         summary = {k: summarize(v) for k, v in sales.items()}
         print(f"-- medians over rounds\n{HEADER}")
         for key, r in summary.items():
@@ -612,18 +639,31 @@ def report(results: dict[str, Any], a: argparse.Namespace) -> None:
         for key, rounds in sales.items():
             problems = sale_checks(key, rounds, a.sale_quantity)
             print(f"  {key} stored: {'every round holds' if not problems else problems}")
+            drains = [r["drain_s"] for r in rounds if "drain_s" in r]
+            if drains:
+                what = "outbox published" if key == "raymall" else "queue written"
+                print(f"  {key} {what} after each round (s): {drains}")
             print(f"  {key} CPU ms per request (median): {summary[key]['cpu_ms']}")
         _ratios(summary)
-    rows = {k: v["throughput"] for k, v in results.items() if "throughput" in v}
-    if rows:
+    runs = {k: v["throughput"] for k, v in results.items() if v["throughput"]}
+    if runs:
         print(f"\n== throughput: {a.seconds} s, every request a purchase ==\n{HEADER}")
-        for key, r in rows.items():
-            print(_line(NAMES[key], r))
-        for key, r in rows.items():
-            extra = f", drained {r['drain_s']} s after the load" if "drain_s" in r else ""
-            print(f"  {key} stored: {r['stored']}{extra}")
-            print(f"  {key} CPU ms per request: {r['cpu_ms']}")
-        _ratios(rows)
+        for key, rs in runs.items():
+            for r in rs:
+                print(_line(f"{NAMES[key]} [{r['block']}]", r))
+        for key, rs in runs.items():
+            for r in rs:
+                extra = f", drained {r['drain_s']} s after the load" if "drain_s" in r else ""
+                if key == "raymall" and "drain_s" in r:
+                    extra = f", outbox published {r['drain_s']} s after the load"
+                print(f"  {key} [{r['block']}] stored: {r['stored']}{extra}")
+                print(f"  {key} [{r['block']}] CPU ms per request: {r['cpu_ms']}")
+        summary = {k: summarize(v) for k, v in runs.items()}
+        if any(len(rs) > 1 for rs in runs.values()):
+            print(f"-- medians over runs\n{HEADER}")
+            for key, r in summary.items():
+                print(_line(NAMES[key], r))
+        _ratios(summary)
 
 
 def verdict(rows: dict[str, dict[str, Any]]) -> str:
@@ -654,7 +694,12 @@ def main() -> None:
     p.add_argument("--sale-rounds", type=int, default=5, help="rounds of the sale run (0: skip)")
     p.add_argument("--sale-quantity", type=int, default=1_000)
     p.add_argument("--sale-duplicates", type=int, default=1_000)
-    p.add_argument("--systems", default="raymall,mysql,redis")
+    p.add_argument(
+        "--systems",
+        default="mysql,redis,raymall,redis,mysql",
+        help="in this order; a system named twice runs twice (the peers bracket raymall, "
+        "so a drift of the machine's speed during the run weighs on every system alike)",
+    )
     p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
     p.add_argument("--redis", default="redis://127.0.0.1:6379/")
     p.add_argument("--json", type=Path)
@@ -691,13 +736,18 @@ def main() -> None:
             "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
         }
         results: dict[str, Any] = {}
-        for system in a.systems.split(","):
+        for block, system in enumerate(a.systems.split(","), 1):
             started = time.monotonic()
             if system == "raymall":
-                results[system] = bench_raymall(a, ctx)
+                out = bench_raymall(a, ctx)
             else:
-                results[system] = bench_peer(system, a, ctx)
-            print(f"[{system} done in {time.monotonic() - started:.0f} s]", flush=True)
+                out = bench_peer(system, a, ctx)
+            merged = results.setdefault(system, {"sale": [], "throughput": []})
+            for i, r in enumerate(out.get("sale", []), 1):
+                merged["sale"].append({**r, "block": block, "round": i})
+            if "throughput" in out:
+                merged["throughput"].append({**out["throughput"], "block": block})
+            print(f"[{block}: {system} done in {time.monotonic() - started:.0f} s]", flush=True)
         report(results, a)
         if a.json:
             a.json.write_text(json.dumps(results, indent=2, default=str))
