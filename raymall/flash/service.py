@@ -5,10 +5,10 @@ Guarantees:
 - refusals that need no shard are decided in the replica: before the start
   (``sale_not_started``), after the end (``sale_ended``) from the cached event, and, once the
   shard has said the event is sold out, ``sold_out`` from a local flag: the shard's
-  sold-out *lease* (``raymall.flash.desk``), which runs ``flash_sold_out_ttl_s`` from the
-  moment the request that earned it was sent, and during which the shard sells nothing of
-  the event (then one request asks the shard again, so units given back by unpaid orders
-  become purchasable);
+  sold-out *lease* (``raymall.flash.desk``), which runs ``flash_sold_out_ttl_s`` (less a
+  small margin for clock rates) from the moment the request that earned it was sent, and
+  during which the shard sells nothing of the event (then one request asks the shard
+  again, so units given back by unpaid orders become purchasable);
 - a request that carries its own ``Idempotency-Key`` and is refused locally is checked
   against the event's purchases first, so a retry of a successful purchase still gets its
   order: under a lease, from this replica's snapshot of the event's client-keyed purchase
@@ -65,6 +65,9 @@ MAX_INFLIGHT = 2
 CLIENT_KEY = "k:"  # prefix of the purchase keys that clients chose (Idempotency-Key)
 SNAPSHOT_MAX_RECORDS = 50_000  # bigger events are looked up key by key
 SNAPSHOT_KEEP_S = 60.0  # a snapshot is dropped this long after its event's last lease
+# a lease is ended this much early: two hosts' monotonic clocks may run at rates up to
+# 500 ppm apart (NTP slewing), so a replica's second can be a little longer than a shard's
+LEASE_MARGIN_S, LEASE_MARGIN_RATE = 0.001, 0.002
 
 
 @dataclass
@@ -373,7 +376,9 @@ class FlashService:
             return
         for req, result in zip(reqs, results, strict=True):
             if isinstance(result, tuple) and len(result) >= 7 and result[5] > 0:
-                self._grant(req.sale.id, sent + result[5] / 1000, int(result[6]))
+                lease_s = result[5] / 1000
+                until = sent + lease_s - LEASE_MARGIN_S - lease_s * LEASE_MARGIN_RATE
+                self._grant(req.sale.id, until, int(result[6]))
             if not req.fut.done():
                 req.fut.set_result(result)
 

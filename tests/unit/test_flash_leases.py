@@ -197,9 +197,10 @@ async def test_a_lease_runs_from_the_sending_of_its_request(world: Any) -> None:
     world.shard.send_batch = slow
     sent_at = world.clock.t
     await outcome(flash, buyer, sale, "a")
-    assert flash._leases[sale][0] == pytest.approx(sent_at + LEASE_S)
+    margin = service_module.LEASE_MARGIN_S + LEASE_S * service_module.LEASE_MARGIN_RATE
+    assert flash._leases[sale][0] == pytest.approx(sent_at + LEASE_S - margin)
     assert world.shard.desk.books[sale].lease_until == pytest.approx(sent_at + 0.4 + LEASE_S)
-    world.clock.t = sent_at + LEASE_S + 0.01  # the replica's lease is over, the desk's is not
+    world.clock.t = sent_at + LEASE_S  # the replica's lease is over, the desk's is not
     calls = world.shard.calls
     assert await outcome(flash, other, sale, "b") == "sold_out"
     assert world.shard.calls == calls + 1
