@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     max_ongoing_requests: int = Field(256, ge=1, le=10_000)
     access_log: bool = False
     ha_proxy: bool = True
+    # Serve watches every request for a client disconnect (two tasks per request) unless
+    # told not to; raymall tells it not to (deployments/serve_http.py)
+    serve_watch_disconnects: bool = False
     proxy_location: Literal["EveryNode", "HeadOnly"] = "EveryNode"
     # custom Ray resources each ingress replica needs, e.g. {"ingress": 0.01} to keep the
     # replicas on nodes that offer it (JSON in RAYMALL_INGRESS_RESOURCES)
