@@ -209,3 +209,14 @@ def check_sale(shop: Shop, sale_id: int, sku: int) -> dict[str, int]:
         "reserved": reserved,
         "sku_sold": sku_sold,
     }
+
+
+class ManualClock:
+    """A monotonic clock (seconds) that moves only when a test sets ``t``: for the flash
+    desk's and the replicas' sold-out leases."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.t = start
+
+    def __call__(self) -> float:
+        return self.t

@@ -1,8 +1,9 @@
-"""Coalesce concurrent awaits into one async batch call.
+"""Coalesce concurrent awaits: ``Coalescer`` into one async batch call, ``SharedLoads``
+into one load per key.
 
-Callers that arrive while ``max_inflight`` batches are running wait and go together in
-the next batch (at most ``max_batch`` items); when nothing is in flight a call is sent at
-once. Every caller gets its own result, or the batch's exception.
+Coalescer: callers that arrive while ``max_inflight`` batches are running wait and go
+together in the next batch (at most ``max_batch`` items); when nothing is in flight a call
+is sent at once. Every caller gets its own result, or the batch's exception.
 """
 
 from __future__ import annotations
@@ -58,3 +59,31 @@ class Coalescer(Generic[T, R]):
         finally:
             self._inflight -= 1
             self._pump()
+
+
+K = TypeVar("K")
+
+
+class SharedLoads(Generic[K, R]):
+    """One load at a time per key: callers that ask for a key whose load is running wait
+    for that load and get its result (or its exception) instead of starting another."""
+
+    def __init__(self) -> None:
+        self._running: dict[K, asyncio.Future[R]] = {}
+
+    async def run(self, key: K, load: Callable[[], Awaitable[R]]) -> R:
+        running = self._running.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._running[key] = fut
+        try:
+            result = await load()
+            fut.set_result(result)
+            return result
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            del self._running[key]

@@ -51,7 +51,7 @@ from raymall.errors import (
     ValidationFailed,
 )
 from raymall.flash import sales as repo
-from raymall.flash.coalesce import Coalescer
+from raymall.flash.coalesce import Coalescer, SharedLoads
 from raymall.flash.limits import BatchLimiter
 from raymall.flash.returns import hold_key
 from raymall.ids import now_ms
@@ -64,6 +64,7 @@ T = TypeVar("T")
 MAX_INFLIGHT = 2
 CLIENT_KEY = "k:"  # prefix of the purchase keys that clients chose (Idempotency-Key)
 SNAPSHOT_MAX_RECORDS = 50_000  # bigger events are looked up key by key
+Snapshot = dict[tuple[int, str], dict[str, Any]]  # (user, client key) -> replay answer
 SNAPSHOT_KEEP_S = 60.0  # a snapshot is dropped this long after its event's last lease
 # a lease is ended this much early: two hosts' monotonic clocks may run at rates up to
 # 500 ppm apart (NTP slewing), so a replica's second can be a little longer than a shard's
@@ -100,12 +101,12 @@ class FlashService:
         self.ip_limit = _limit("flash_ip", s.flash_rate_ip_per_s, s.flash_rate_ip_per_s * 2)
         self.event_limit = _limit("flash_event", s.flash_rate_event_per_s, s.flash_rate_event_per_s)
         self._sales: dict[int, tuple[repo.Sale, float]] = {}
-        self._loading: dict[int, asyncio.Future[repo.Sale]] = {}
+        self._sale_loads: SharedLoads[int, repo.Sale] = SharedLoads()
         # sale -> (end of the sold-out lease on this replica's monotonic clock, records)
         self._leases: dict[int, tuple[float, int]] = {}
         # sale -> (records, client-keyed purchases by (user, key)) and the loads under way
-        self._snapshots: dict[int, tuple[int, dict[tuple[int, str], dict[str, Any]]]] = {}
-        self._snapshot_loads: dict[int, tuple[int, asyncio.Future[Any]]] = {}
+        self._snapshots: dict[int, tuple[int, Snapshot]] = {}
+        self._snapshot_loads: SharedLoads[tuple[int, int], Snapshot] = SharedLoads()
         self.snapshot_loads = 0  # snapshots read from the database by this replica
         self._queue: list[_Request] = []
         self._inflight = 0
@@ -146,21 +147,11 @@ class FlashService:
         hit = self._sales.get(sale_id)
         if hit is not None and hit[1] > time.monotonic():
             return hit[0]
-        running = self._loading.get(sale_id)
-        if running is not None:
-            return await asyncio.shield(running)
-        fut: asyncio.Future[repo.Sale] = asyncio.get_running_loop().create_future()
-        self._loading[sale_id] = fut
-        try:
-            sale = self.remember(await self._tx(lambda s: repo.get_sale(s, sale_id)))
-            fut.set_result(sale)
-            return sale
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()
-            raise
-        finally:
-            del self._loading[sale_id]
+
+        async def load() -> repo.Sale:
+            return self.remember(await self._tx(lambda s: repo.get_sale(s, sale_id)))
+
+        return await self._sale_loads.run(sale_id, load)
 
     async def warm(self, *, shards: bool = True) -> int:
         """Cache the running and upcoming events (and have their shards load them)."""
@@ -251,31 +242,20 @@ class FlashService:
             del self._leases[sid]
             self._snapshots.pop(sid, None)
 
-    async def _snapshot(self, sale_id: int, records: int) -> dict[tuple[int, str], dict[str, Any]]:
+    async def _snapshot(self, sale_id: int, records: int) -> Snapshot:
         """The sale's client-keyed purchases, read once per number of ``records`` (one read
         at a time per sale; callers of the same count share it)."""
         held = self._snapshots.get(sale_id)
         if held is not None and held[0] == records:
             return held[1]
-        loading = self._snapshot_loads.get(sale_id)
-        if loading is not None and loading[0] == records:
-            shared: dict[tuple[int, str], dict[str, Any]] = await asyncio.shield(loading[1])
-            return shared
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._snapshot_loads[sale_id] = (records, fut)
-        try:
+
+        async def load() -> Snapshot:
             found = await self._tx(lambda s: repo.client_keyed_purchases(s, sale_id, CLIENT_KEY))
             self.snapshot_loads += 1
             self._snapshots[sale_id] = (records, found)
-            fut.set_result(found)
             return found
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()
-            raise
-        finally:
-            if self._snapshot_loads.get(sale_id, (None, None))[1] is fut:
-                del self._snapshot_loads[sale_id]
+
+        return await self._snapshot_loads.run((sale_id, records), load)
 
     def _answer(self, sale: repo.Sale, qty: int, result: Any) -> dict[str, Any]:
         if not isinstance(result, tuple):

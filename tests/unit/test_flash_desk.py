@@ -7,6 +7,7 @@ import random
 
 from raymall.domain.ledger import Ledger, Stock
 from raymall.flash.desk import FlashDesk, Purchase, SaleInfo
+from tests.flash_helpers import ManualClock
 
 SKU = 7
 HOLD = "flash:1@0"
@@ -14,23 +15,10 @@ NOW = 1_000_000
 LEASE_MS = 1000
 
 
-class Clock:
-    """The desk's monotonic clock, moved by hand (seconds)."""
-
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def pass_lease(self) -> None:
-        self.t += LEASE_MS / 1000 + 0.001
-
-
 def make(
-    quantity: int = 5, limit: int = 1, total: int = 20, clock: Clock | None = None
+    quantity: int = 5, limit: int = 1, total: int = 20, clock: ManualClock | None = None
 ) -> tuple[Ledger, FlashDesk]:
-    clock = clock or Clock()
+    clock = clock or ManualClock()
     ledger = Ledger()
     ledger.load_stock(SKU, Stock(total, total, 0, 0))
     ledger.begin()
@@ -110,7 +98,7 @@ def test_not_started_and_ended_are_refused() -> None:
 
 
 def test_give_back_returns_to_the_hold_while_running_then_to_stock() -> None:
-    clock = Clock()
+    clock = ManualClock()
     ledger, desk = make(quantity=2, clock=clock)
     order = buy(desk, 1)[1]
     assert buy(desk, 2)[0] == "ok"
@@ -118,7 +106,7 @@ def test_give_back_returns_to_the_hold_while_running_then_to_stock() -> None:
     assert give_back(desk, order) == "ok"
     assert ledger.records[HOLD].items[SKU] == 1
     assert desk.books[1].live[1] == 0 and desk.books[1].info.sold == 1
-    clock.pass_lease()  # the sold-out leases granted above have lapsed
+    clock.t += LEASE_MS / 1000 + 0.001  # the sold-out leases granted above have lapsed
     assert buy(desk, 1, "again")[0] == "ok"  # the slot is free again
     # end the sale: the rest of the hold and later returns go to normal stock
     second = desk.books[1].by_key[(2, "k")].order_id
@@ -166,7 +154,7 @@ def test_random_histories_never_oversell_exceed_limits_or_sell_under_a_lease() -
     rng = random.Random(7)
     for _ in range(30):
         quantity, limit = rng.randint(1, 20), rng.randint(1, 3)
-        clock = Clock()
+        clock = ManualClock()
         ledger, desk = make(quantity=quantity, limit=limit, total=50, clock=clock)
         orders: list[int] = []
         leased_until = 0.0  # the end of the last lease answered (a replica may hold it)
@@ -215,7 +203,7 @@ def test_an_answer_that_leaves_nothing_carries_a_lease_and_the_record_count() ->
 
 
 def test_units_given_back_under_a_lease_sell_only_once_it_has_lapsed() -> None:
-    clock = Clock()
+    clock = ManualClock()
     _, desk = make(quantity=1, clock=clock)
     order = buy(desk, 1, "a")[1]
     clock.t += 0.5
@@ -231,23 +219,23 @@ def test_units_given_back_under_a_lease_sell_only_once_it_has_lapsed() -> None:
 
 
 def test_units_given_back_with_no_lease_running_sell_at_once() -> None:
-    clock = Clock()
+    clock = ManualClock()
     _, desk = make(quantity=2, clock=clock)
-    clock.pass_lease()  # the load's own guard has lapsed
+    clock.t += LEASE_MS / 1000 + 0.001  # the load's own guard has lapsed
     order = buy(desk, 1, "a")[1]  # one left: no lease granted
     assert give_back(desk, order) == "ok"
     assert buy(desk, 2, "b")[0] == "ok"
 
 
 def test_a_reloaded_sale_waits_out_leases_it_cannot_know_if_units_came_back() -> None:
-    clock = Clock()
+    clock = ManualClock()
     ledger, desk = make(quantity=2, clock=clock)
     info = desk.books[1].info
     # as after a restart: the sale has a purchase given back (its unit is in the hold)
     desk.books.clear()
     desk.load(info, [Purchase(55, 1, "k:x", 1, NOW + 5, NOW, state="returned")])
     assert buy(desk, 2, "k:y")[:2] == ("sold_out", None)
-    clock.pass_lease()
+    clock.t += LEASE_MS / 1000 + 0.001
     assert buy(desk, 2, "k:y")[0] == "ok"
     # with nothing ever given back, a reloaded sale sells at once
     desk.books.clear()

@@ -28,26 +28,17 @@ from raymall.flash.returns import hold_key
 from raymall.flash.service import FlashService
 from raymall.ids import now_ms
 from raymall.settings import Settings
+from tests.flash_helpers import ManualClock
 from tests.order_helpers import Shop
 
 LEASE_S = 1.0
-
-
-class Clock:
-    """One monotonic clock for the desk and the replicas, moved by hand (seconds)."""
-
-    def __init__(self) -> None:
-        self.t = 1_000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 class InProcessShard:
     """An ``InventoryClient`` stand-in for one shard: ledger + desk in memory, each batch
     written in one transaction by ``InventoryStore`` before it is answered."""
 
-    def __init__(self, url: str, settings: Settings, clock: Clock) -> None:
+    def __init__(self, url: str, settings: Settings, clock: ManualClock) -> None:
         self.store = InventoryStore(url, 0)
         self.ledger = Ledger()
         ids = itertools.count(10_000)
@@ -106,7 +97,7 @@ def world(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
         flash_rate_ip_per_s=0,
         flash_rate_event_per_s=0,
     )
-    clock = Clock()
+    clock = ManualClock()
     monkeypatch.setattr(service_module, "time", SimpleNamespace(monotonic=clock))
     engine = make_engine(sqlite_url, pool_size=2)
     shop = Shop(settings, engine=engine)
