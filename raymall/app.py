@@ -33,12 +33,18 @@ DRAIN_GRACE_S = 1.0  # > the replicas' drain-flag poll interval
 log = get_logger("app")
 
 
+def haproxy_dir(settings: Settings) -> Path:
+    """This instance's HAProxy files. HAProxy caps unix socket paths at 97 bytes and Ray
+    nests a 56-character directory in this base, so it is a short per-instance directory
+    under /tmp (removed by ``stop``)."""
+    var = Path(settings.var_dir).resolve()
+    return Path(tempfile.gettempdir()) / f"raymall-hap-{stable_hash(str(var)) % 16**8:08x}"
+
+
 def ray_env(settings: Settings) -> dict[str, str]:
     """Environment every Ray process of this app needs (set before ``ray.init``)."""
     var = Path(settings.var_dir).resolve()
-    # HAProxy caps unix socket paths at 97 bytes and Ray nests a 56-character directory in
-    # this base, so it lives in a short per-instance directory under /tmp.
-    haproxy = Path(tempfile.gettempdir()) / f"raymall-hap-{stable_hash(str(var)) % 16**8:08x}"
+    haproxy = haproxy_dir(settings)
     env = {
         metrics.MULTIPROC_ENV: str(var / "metrics"),
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
@@ -206,6 +212,7 @@ def stop(app: RunningApp) -> None:
     registry.stop_all(app.settings)
     app.stores.close()
     runtime_file(app.settings).unlink(missing_ok=True)
+    shutil.rmtree(haproxy_dir(app.settings), ignore_errors=True)  # Serve's HAProxy is gone
 
 
 def init_ray(settings: Settings, address: str | None = None, num_cpus: int | None = None) -> None:

@@ -22,6 +22,8 @@ import httpx
 import psutil
 import pytest
 
+from raymall.app import haproxy_dir
+from raymall.settings import Settings
 from tests.conftest import free_port_block
 
 STARTUP_TIMEOUT_S = 240
@@ -185,6 +187,10 @@ def test_sigint_drains_and_leaves_no_process_behind(served: dict[str, Any]) -> N
         psutil.Process(pid) for pid in runtime["embedded_pids"].values() if psutil.pid_exists(pid)
     ]
     assert family, "raymall serve should have started Ray processes"
+    haproxy = haproxy_dir(
+        Settings(var_dir=Path(served["var"]), database_url="sqlite://", redis_url="redis://x")
+    )
+    assert (haproxy / "haproxy.cfg").exists() or any(haproxy.rglob("haproxy.cfg"))
     os.kill(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=120) == 0
     time.sleep(2)
@@ -196,3 +202,4 @@ def test_sigint_drains_and_leaves_no_process_behind(served: dict[str, Any]) -> N
     names = [f"{p.pid}:{p.name()}" for p in alive]
     assert not alive, f"left behind: {names}"
     assert b"raymall: stopped" in Path(served["log"]).read_bytes()
+    assert not haproxy.exists(), "the instance's HAProxy directory was left behind"
