@@ -10,7 +10,7 @@ BENCH_RATE ?= 100
 BENCH_STORES ?= --mysql-server mysql+pymysql://root@127.0.0.1:3306/ --redis-url redis://127.0.0.1:6379/13
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint unit integration e2e bench migration clean
+.PHONY: install run test lint unit integration e2e bench bench-flash migration clean
 
 install: $(STAMP)
 
@@ -48,6 +48,12 @@ test: install
 bench: install
 	$(PY) bench/load_test.py --warmup-seconds 5 --duration $(BENCH_SECONDS) --rate $(BENCH_RATE) \
 		--capacity-seconds 15 --concurrency 32 --out bench/report $(BENCH_STORES)
+
+# the flash-sale benchmark drives its load with wrk (a Debian package, installed when missing)
+bench-flash: install
+	@command -v wrk >/dev/null || apt-get install -y -q wrk || \
+		{ echo "bench-flash needs wrk: apt-get install wrk" >&2; exit 1; }
+	$(PY) bench/flash_sale.py $(FLASH_BENCH_ARGS)
 
 migration: install
 	$(PY) scripts/regen_initial_migration.py
