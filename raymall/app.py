@@ -212,7 +212,23 @@ def stop(app: RunningApp) -> None:
     registry.stop_all(app.settings)
     app.stores.close()
     runtime_file(app.settings).unlink(missing_ok=True)
-    shutil.rmtree(haproxy_dir(app.settings), ignore_errors=True)  # Serve's HAProxy is gone
+    remove_haproxy_dir(app.settings)
+
+
+def remove_haproxy_dir(settings: Settings, wait_s: float = 3.0) -> bool:
+    """Remove this instance's HAProxy directory. Serve's shutdown returns while its HAProxy
+    may still be exiting and creating or removing files there (a removal that races with it
+    leaves the directory behind), so it is retried for up to ``wait_s``. True if it is gone."""
+    path = haproxy_dir(settings)
+    deadline = time.monotonic() + wait_s
+    while True:
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return True
+        if time.monotonic() >= deadline:
+            log.warning("could not remove %s", path)
+            return False
+        time.sleep(0.1)
 
 
 def init_ray(settings: Settings, address: str | None = None, num_cpus: int | None = None) -> None:
