@@ -18,19 +18,27 @@ CHILD = textwrap.dedent(
     import os, threading, time
     from raymall.priority import background
 
+    def priority(tid):
+        try:
+            return os.getpriority(os.PRIO_PROCESS, tid)
+        except ProcessLookupError:  # a thread that was ending (a joined one may linger)
+            return None
+
     started = threading.Event()
     stop = threading.Event()
-    before = threading.Thread(target=lambda: (started.set(), stop.wait()))
+    before = threading.Thread(target=lambda: (started.set(), stop.wait()), daemon=True)
     before.start()  # a thread that exists already, as a Ray worker's do
-    started.wait()
-    changed = background(7)
-    seen = {}
-    after = threading.Thread(target=lambda: seen.update(n=os.getpriority(os.PRIO_PROCESS, 0)))
-    after.start()
-    after.join()
-    values = {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}
-    print(changed, sorted(values), seen["n"], background(3))
-    stop.set()
+    try:
+        started.wait()
+        changed = background(7)
+        seen = {}
+        after = threading.Thread(target=lambda: seen.update(n=priority(0)))
+        after.start()
+        after.join()
+        values = {priority(int(t)) for t in os.listdir("/proc/self/task")} - {None}
+        print(changed, sorted(values), seen["n"], background(3))
+    finally:
+        stop.set()
     """
 )
 
