@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import BigInteger, Dialect, MetaData, Text, TypeDecorator
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import BigInteger, Dialect, MetaData, String, Text, TypeDecorator
+from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.types import TypeEngine
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -19,6 +20,14 @@ NAMING = {
 
 # BIGINT that autoincrements on SQLite too (SQLite only autoincrements INTEGER PRIMARY KEY).
 BigId = BigInteger().with_variant(sqlite.INTEGER(), "sqlite")
+
+
+def ExactKey(length: int) -> TypeEngine[str]:
+    """An idempotency or ledger key, compared byte for byte. MySQL's default collation is
+    case-insensitive ('Ab' = 'ab'), so a unique index there would refuse a key that the
+    shards' in-memory ledgers and SQLite hold as distinct, and fail the whole group commit
+    it is in; ``utf8mb4_bin`` makes MySQL agree with them."""
+    return String(length).with_variant(mysql.VARCHAR(length, collation="utf8mb4_bin"), "mysql")
 
 
 class Json(TypeDecorator[Any]):

@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId
+from models.base import Base, BigId, ExactKey
 
 FLASH_STATUSES = ("scheduled", "active", "ended")
 
@@ -41,7 +41,7 @@ class FlashPurchase(Base):
     sale_id: Mapped[int] = mapped_column(ForeignKey("flash_sales.id"))
     user_id: Mapped[int] = mapped_column(BigInteger)
     order_id: Mapped[int] = mapped_column(BigInteger, unique=True)
-    idempotency_key: Mapped[str] = mapped_column(String(128))
+    idempotency_key: Mapped[str] = mapped_column(ExactKey(128))
     quantity: Mapped[int] = mapped_column(Integer, default=1)
     status: Mapped[str] = mapped_column(String(16), default="reserved")
     created_ms: Mapped[int] = mapped_column(BigInteger)

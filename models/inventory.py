@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, Json
+from models.base import Base, BigId, ExactKey, Json
 
 
 class Inventory(Base):
@@ -35,7 +35,7 @@ class InventoryOp(Base):
 
     __tablename__ = "inventory_ops"
     __table_args__ = (Index("ix_inventory_ops_shard_state", "shard", "state", "expires_ms"),)
-    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    key: Mapped[str] = mapped_column(ExactKey(160), primary_key=True)
     shard: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16))
     state: Mapped[str] = mapped_column(String(16))
@@ -51,7 +51,7 @@ class InventoryAdjustment(Base):
 
     __tablename__ = "inventory_adjustments"
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    key: Mapped[str] = mapped_column(String(160), unique=True)
+    key: Mapped[str] = mapped_column(ExactKey(160), unique=True)
     sku_id: Mapped[int] = mapped_column(ForeignKey("skus.id"), index=True)
     delta: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(255))

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, Json
+from models.base import Base, BigId, ExactKey, Json
 
 ORDER_STATUSES = ("pending_payment", "paid", "shipped", "completed", "cancelled", "refunded")
 
@@ -32,8 +32,8 @@ class Order(Base):
     total_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     address: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
-    reservation_key: Mapped[str] = mapped_column(String(160))
-    idempotency_key: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    reservation_key: Mapped[str] = mapped_column(ExactKey(160))
+    idempotency_key: Mapped[str | None] = mapped_column(ExactKey(128), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     flash_sale_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
     expires_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
+from sqlalchemy.dialects import mysql
 
 revision: str = "0001"
 down_revision: str | None = None
@@ -57,7 +58,13 @@ def upgrade() -> None:
     op.create_index(op.f("ix_categories_parent_id"), "categories", ["parent_id"], unique=False)
     op.create_table(
         "inventory_ops",
-        sa.Column("key", sa.String(length=160), nullable=False),
+        sa.Column(
+            "key",
+            sa.String(length=160).with_variant(
+                mysql.VARCHAR(collation="utf8mb4_bin", length=160), "mysql"
+            ),
+            nullable=False,
+        ),
         sa.Column("shard", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("state", sa.String(length=16), nullable=False),
@@ -260,8 +267,20 @@ def upgrade() -> None:
         sa.Column("total_cents", sa.BigInteger(), nullable=False),
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("address", sa.Text(), nullable=False),
-        sa.Column("reservation_key", sa.String(length=160), nullable=False),
-        sa.Column("idempotency_key", sa.String(length=128), nullable=True),
+        sa.Column(
+            "reservation_key",
+            sa.String(length=160).with_variant(
+                mysql.VARCHAR(collation="utf8mb4_bin", length=160), "mysql"
+            ),
+            nullable=False,
+        ),
+        sa.Column(
+            "idempotency_key",
+            sa.String(length=128).with_variant(
+                mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"
+            ),
+            nullable=True,
+        ),
         sa.Column("request_hash", sa.String(length=64), nullable=True),
         sa.Column("flash_sale_id", sa.BigInteger(), nullable=True),
         sa.Column("expires_ms", sa.BigInteger(), nullable=True),
@@ -377,7 +396,13 @@ def upgrade() -> None:
             autoincrement=True,
             nullable=False,
         ),
-        sa.Column("key", sa.String(length=160), nullable=False),
+        sa.Column(
+            "key",
+            sa.String(length=160).with_variant(
+                mysql.VARCHAR(collation="utf8mb4_bin", length=160), "mysql"
+            ),
+            nullable=False,
+        ),
         sa.Column("sku_id", sa.BigInteger().with_variant(sa.INTEGER(), "sqlite"), nullable=False),
         sa.Column("delta", sa.BigInteger(), nullable=False),
         sa.Column("reason", sa.String(length=255), nullable=False),
@@ -468,7 +493,13 @@ def upgrade() -> None:
         sa.Column("sale_id", sa.BigInteger().with_variant(sa.INTEGER(), "sqlite"), nullable=False),
         sa.Column("user_id", sa.BigInteger(), nullable=False),
         sa.Column("order_id", sa.BigInteger(), nullable=False),
-        sa.Column("idempotency_key", sa.String(length=128), nullable=False),
+        sa.Column(
+            "idempotency_key",
+            sa.String(length=128).with_variant(
+                mysql.VARCHAR(collation="utf8mb4_bin", length=128), "mysql"
+            ),
+            nullable=False,
+        ),
         sa.Column("quantity", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("created_ms", sa.BigInteger(), nullable=False),
