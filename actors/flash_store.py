@@ -75,6 +75,14 @@ def load_sale(engine: Engine, ph: str, sale_id: int) -> tuple[SaleInfo, list[Pur
     return info, purchases
 
 
+def order_key(sale_id: int, purchase_key: str) -> str:
+    """The flash order's ``orders.idempotency_key``. It shares the unique
+    ``(user_id, idempotency_key)`` with the keys of ordinary orders, which are a client's
+    ``Idempotency-Key`` (printable ASCII, no space), so it holds spaces: no client key can
+    equal it and make the batch's commit fail. At most 6 + 19 + 1 + 102 = 128 characters."""
+    return f"flash {sale_id} {purchase_key}"
+
+
 def statements(changes: FlashChanges, ph: str, now_ms: int) -> list[Statement]:
     """Rows for one batch (see the module docstring), parents before children."""
     out: list[Statement] = []
@@ -97,7 +105,7 @@ def statements(changes: FlashChanges, ph: str, now_ms: int) -> list[Statement]:
                     CURRENCY,
                     "{}",
                     f"order:{p.order_id}",
-                    f"flash:{info.sale_id}:{p.key}"[:128],
+                    order_key(info.sale_id, p.key),
                     info.sale_id,
                     p.expires_ms,
                     p.created_ms,

@@ -264,6 +264,7 @@ class FlashDesk:
             return (code, None, None, False, left)
         if self.clock() < book.resume_at:  # given back under a lease: held until it ends
             return (SOLD_OUT, None, None, False, left)
+        order_shard = self.order_shard_of(user_id)  # before any change: it may raise
         order_id = self.next_id()
         code = self.ledger.transfer(hold_key, f"order:{order_id}@{self.shard}", info.sku_id, qty)
         if code != R_OK:  # the checks above make this unreachable; refuse, never oversell
@@ -273,7 +274,7 @@ class FlashDesk:
         book.add(p)
         info.sold += qty
         self._log(lambda: _unbuy(book, p))
-        self._changes.purchases.append((info, p, self.order_shard_of(user_id)))
+        self._changes.purchases.append((info, p, order_shard))
         self._changes.sales[info.sale_id] = info
         return (R_OK, order_id, p.expires_ms, False, left - qty)
 

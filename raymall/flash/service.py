@@ -192,10 +192,10 @@ class FlashService:
         if qty > sale.per_user_limit:
             raise ValidationFailed(f"at most {sale.per_user_limit} per customer")
         if sale.ended or now >= sale.ends_ms:
-            return await self._refused_locally(sale, user_id, key, "ended")
+            return await self._refused_locally(sale, user_id, key, qty, "ended")
         lease = self._leases.get(sale_id)
         if lease is not None and lease[0] > time.monotonic():
-            return await self._refused_locally(sale, user_id, key, "sold_out_local", lease[1])
+            return await self._refused_locally(sale, user_id, key, qty, "sold_out_local", lease[1])
         checks = []
         if self.user_limit is not None:
             checks.append((self.user_limit, f"{sale_id}:{user_id}"))
@@ -213,19 +213,31 @@ class FlashService:
         return self._answer(sale, qty, await fut)
 
     async def _refused_locally(
-        self, sale: repo.Sale, user_id: int, key: str, why: str, records: int | None = None
+        self,
+        sale: repo.Sale,
+        user_id: int,
+        key: str,
+        qty: int,
+        why: str,
+        records: int | None = None,
     ) -> dict[str, Any]:
         """Refuse (ended or sold out), unless the client's key is that of a purchase made:
-        then answer it again. ``records``: the purchase records of the lease in force."""
+        then answer it again, as the shard would (another quantity under the same key is
+        refused). ``records``: the purchase records of the lease in force."""
         if key:  # the client's key: maybe a retry of a purchase that succeeded
             if records is not None and records <= SNAPSHOT_MAX_RECORDS:
                 found = (await self._snapshot(sale.id, records)).get((user_id, key))
             else:
                 found = await self._lookups.submit((sale.id, user_id, key))
+            if found is not None and found["quantity"] != qty:
+                _outcome("key_reused")
+                raise IdempotencyMismatch(
+                    "this Idempotency-Key was used for a different purchase",
+                    details={"order_id": str(found["order_id"])},
+                )
             if found is not None:
                 _outcome("replayed")
-                qty, expires = found["quantity"], found["expires_ms"]
-                return _success(sale, found["order_id"], qty, expires, True)
+                return _success(sale, found["order_id"], qty, found["expires_ms"], True)
         _outcome(why)
         if why == "ended":
             raise SaleEnded("the sale has ended", details={"ends_at_ms": sale.ends_ms})

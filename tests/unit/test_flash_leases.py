@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +22,7 @@ from actors import flash_shard, flash_store
 from actors.inventory_store import InventoryStore
 from raymall.db import make_engine, session_factory
 from raymall.domain.ledger import Ledger
-from raymall.errors import SoldOut
+from raymall.errors import IdempotencyMismatch, SoldOut
 from raymall.flash import service as service_module
 from raymall.flash.desk import FlashDesk
 from raymall.flash.returns import hold_key
@@ -128,7 +129,7 @@ def world(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     engine.dispose()
 
 
-async def make_sale(world: Any, flash: FlashService, quantity: int) -> int:
+async def make_sale(world: Any, flash: FlashService, quantity: int, limit: int = 1) -> int:
     sku = world.shop.sku(stock=quantity + 5)
     now = now_ms()
     sale = await flash.create(
@@ -136,7 +137,7 @@ async def make_sale(world: Any, flash: FlashService, quantity: int) -> int:
         title="lease test",
         price_cents=990,
         quantity=quantity,
-        per_user_limit=1,
+        per_user_limit=limit,
         starts_ms=now - 1_000,
         ends_ms=now + 600_000,
     )
@@ -236,3 +237,54 @@ async def test_units_given_back_under_leases_sell_after_they_lapse_and_replay_an
     assert two.snapshot_loads == 1
     sold = world.shop.scalar("SELECT sold FROM flash_sales WHERE id = :s", s=sale)
     assert sold == 1
+
+
+async def test_no_client_key_of_an_ordinary_order_can_collide_with_a_flash_order(
+    world: Any,
+) -> None:
+    flash = world.replica()
+    sale = await make_sale(world, flash, 3)
+    buyer = world.shop.user()
+    # An ordinary order whose client key is what a flash order's key could look like
+    # (printable ASCII, as the order route accepts): it shares orders' unique (user, key).
+    clashing = [f"flash:{sale}:k:x", f"flash{sale}k:x", f"flash_{sale}_k:x"]
+    now = now_ms()
+    with world.shop.engine.begin() as conn:
+        for n, key in enumerate(clashing):
+            conn.exec_driver_sql(
+                "INSERT INTO orders (id, user_id, shard, kind, status, total_cents, currency,"
+                " address, reservation_key, idempotency_key, created_ms, updated_ms)"
+                " VALUES (?, ?, 0, 'normal', 'cancelled', 100, 'USD', '{}', ?, ?, ?, ?)",
+                (900_000 + n, buyer, f"order:{900_000 + n}", key, now, now),
+            )
+    order_id = await outcome(flash, buyer, sale, "x")
+    assert order_id != "sold_out"
+    stored = world.shop.rows(
+        "SELECT o.idempotency_key, p.idempotency_key FROM orders o"
+        " JOIN flash_purchases p ON p.order_id = o.id WHERE o.id = :id",
+        id=order_id,
+    )
+    assert stored == [(flash_store.order_key(sale, "k:x"), "k:x")]
+    assert not re.fullmatch(r"[\x21-\x7e]+", stored[0][0])  # never a client's key
+    long_key = "k:" + "~" * 100
+    assert len(flash_store.order_key(2**63 - 1, long_key)) <= 128
+
+
+async def test_a_key_retried_with_another_quantity_is_refused_under_a_lease_as_after_it(
+    world: Any,
+) -> None:
+    flash = world.replica()
+    sale = await make_sale(world, flash, 2, limit=2)
+    buyer, other = world.shop.user(), world.shop.user()
+    first = await outcome(flash, buyer, sale, "a")
+    await outcome(flash, other, sale, "b")  # the last unit: a lease comes with it
+    calls = world.shard.calls
+    with pytest.raises(IdempotencyMismatch) as under_lease:
+        await flash.purchase(buyer, sale, "a", None, 2)
+    assert world.shard.calls == calls  # answered by the replica
+    assert await outcome(flash, buyer, sale, "a") == first  # the same quantity: a replay
+    world.clock.t += LEASE_S * 1.1  # the lease has lapsed: the shard answers
+    with pytest.raises(IdempotencyMismatch) as from_shard:
+        await flash.purchase(buyer, sale, "a", None, 2)
+    assert world.shard.calls == calls + 1
+    assert under_lease.value.details == from_shard.value.details == {"order_id": str(first)}
