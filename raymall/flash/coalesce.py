@@ -66,24 +66,23 @@ K = TypeVar("K")
 
 class SharedLoads(Generic[K, R]):
     """One load at a time per key: callers that ask for a key whose load is running wait
-    for that load and get its result (or its exception) instead of starting another."""
+    for that load and get its result (or its exception) instead of starting another. The
+    load runs as its own task, so a caller that is cancelled (its client went away) stops
+    waiting without cancelling the load the others are waiting for."""
 
     def __init__(self) -> None:
         self._running: dict[K, asyncio.Future[R]] = {}
 
     async def run(self, key: K, load: Callable[[], Awaitable[R]]) -> R:
         running = self._running.get(key)
-        if running is not None:
-            return await asyncio.shield(running)
-        fut: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        self._running[key] = fut
-        try:
-            result = await load()
-            fut.set_result(result)
-            return result
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        finally:
+        if running is None:
+            running = asyncio.ensure_future(load())
+            self._running[key] = running
+            running.add_done_callback(lambda done: self._finished(key, done))
+        return await asyncio.shield(running)
+
+    def _finished(self, key: K, done: asyncio.Future[R]) -> None:
+        if self._running.get(key) is done:
             del self._running[key]
+        if not done.cancelled():
+            done.exception()  # retrieved: no "never retrieved" warning when nobody waits

@@ -51,3 +51,25 @@ async def test_a_failed_load_fails_every_caller_and_is_not_kept() -> None:
         with pytest.raises(RuntimeError, match="database down"):
             await caller
     assert await loads.run("k", fine) == 1
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_load_the_others_wait_for() -> None:
+    loads = SharedLoads[str, int]()
+    release = asyncio.Event()
+    runs = 0
+
+    async def load() -> int:
+        nonlocal runs
+        runs += 1
+        await release.wait()
+        return 5
+
+    first = asyncio.ensure_future(loads.run("k", load))  # starts the load
+    await asyncio.sleep(0)
+    others = [asyncio.ensure_future(loads.run("k", load)) for _ in range(3)]
+    await asyncio.sleep(0)
+    first.cancel()  # e.g. its client disconnected
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*others) == [5, 5, 5]
+    assert first.cancelled() and runs == 1
