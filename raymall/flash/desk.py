@@ -235,7 +235,7 @@ class FlashDesk:
             return R_INVALID
         code, order_id, expires_ms, replayed, left = self._buy(book, hold_key, user_id, key, qty)
         lease_ms = 0
-        if left == 0 and code != ENDED and self.lease_ms:
+        if left == 0 and code not in (ENDED, UNKNOWN_SALE) and self.lease_ms:
             book.lease_until = max(book.lease_until, self.clock() + self.lease_ms / 1000)
             lease_ms = self.lease_ms
         return (code, order_id, expires_ms, replayed, left, lease_ms, len(book.by_key))
@@ -260,7 +260,9 @@ class FlashDesk:
             return (LIMIT, None, None, False, left)
         if left < qty:
             rec = self.ledger.records.get(hold_key)
-            code = SOLD_OUT if rec is not None and rec.state == RESERVED else ENDED
+            if rec is None:  # the event's row is written, its quantity not set aside yet
+                return (UNKNOWN_SALE, None, None, False, left)
+            code = SOLD_OUT if rec.state == RESERVED else ENDED
             return (code, None, None, False, left)
         if self.clock() < book.resume_at:  # given back under a lease: held until it ends
             return (SOLD_OUT, None, None, False, left)

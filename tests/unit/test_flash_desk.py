@@ -251,3 +251,29 @@ def test_loaded_purchases_count_toward_the_limit() -> None:
     desk.load(info, [Purchase(55, 1, "k:x", 1, NOW + 5, NOW)])
     assert buy(desk, 1, "k:x")[:2] == ("ok", 55)
     assert buy(desk, 1, "k:y")[0] == "limit_reached"
+
+
+def test_an_event_whose_quantity_is_not_set_aside_yet_is_not_called_ended() -> None:
+    # The admin's create writes the event's row, then reserves its quantity in the shard: a
+    # purchase in between finds the event but no hold. It is not ended (a replica would
+    # then refuse the running sale as ended) and grants no sold-out lease.
+    ledger = Ledger()
+    ledger.load_stock(SKU, Stock(20, 20, 0, 0))
+    ids = itertools.count(100)
+    desk = FlashDesk(
+        ledger,
+        0,
+        next_id=lambda: next(ids),
+        order_shard_of=lambda u: 0,
+        order_timeout_ms=5,
+        lease_ms=LEASE_MS,
+        clock=ManualClock(),
+    )
+    info = SaleInfo(1, SKU, 99, 5, 1, NOW - 1, NOW + 60_000, False, 0, 3, "t", {})
+    desk.load(info, [])
+    early = buy(desk, 1, "a")
+    assert early[0] == "unknown_sale" and early[5] == 0  # no lease
+    ledger.begin()
+    assert ledger.reserve(HOLD, {SKU: 5}, NOW + 60_000) == "ok"
+    ledger.commit()
+    assert buy(desk, 1, "a")[0] == "ok"
