@@ -249,10 +249,15 @@ class FlashService:
         held = self._leases.get(sale_id)
         if held is None or until > held[0]:
             self._leases[sale_id] = (until, records)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Forget leases that ended over SNAPSHOT_KEEP_S ago, with their snapshots."""
         stale = time.monotonic() - SNAPSHOT_KEEP_S
         for sid in [sid for sid, (end, _) in self._leases.items() if end < stale]:
             del self._leases[sid]
-            self._snapshots.pop(sid, None)
+        for sid in [sid for sid in self._snapshots if sid not in self._leases]:
+            del self._snapshots[sid]
 
     async def _snapshot(self, sale_id: int, records: int) -> Snapshot:
         """The sale's client-keyed purchases, read once per number of ``records`` (one read
@@ -264,7 +269,9 @@ class FlashService:
         async def load() -> Snapshot:
             found = await self._tx(lambda s: repo.client_keyed_purchases(s, sale_id, CLIENT_KEY))
             self.snapshot_loads += 1
-            self._snapshots[sale_id] = (records, found)
+            if sale_id in self._leases:  # kept while its lease is (see _prune)
+                self._snapshots[sale_id] = (records, found)
+            self._prune()
             return found
 
         return await self._snapshot_loads.run((sale_id, records), load)

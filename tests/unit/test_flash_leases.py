@@ -288,3 +288,23 @@ async def test_a_key_retried_with_another_quantity_is_refused_under_a_lease_as_a
         await flash.purchase(buyer, sale, "a", None, 2)
     assert world.shard.calls == calls + 1
     assert under_lease.value.details == from_shard.value.details == {"order_id": str(first)}
+
+
+async def test_snapshots_are_dropped_with_their_lease_and_kept_only_under_one(
+    world: Any,
+) -> None:
+    flash = world.replica()
+    sale = await make_sale(world, flash, 1)
+    buyer = world.shop.user()
+    first = await outcome(flash, buyer, sale, "a")  # the last unit: a lease
+    assert await outcome(flash, buyer, sale, "a") == first  # from the snapshot
+    assert sale in flash._snapshots
+    world.clock.t += LEASE_S + service_module.SNAPSHOT_KEEP_S + 1
+    other = await make_sale(world, flash, 1)
+    await outcome(flash, world.shop.user(), other, "b")  # another lease: old ones pruned
+    assert sale not in flash._leases and sale not in flash._snapshots
+    assert other in flash._leases
+    loads = flash.snapshot_loads
+    flash._leases.pop(other)  # a snapshot read whose lease was dropped meanwhile
+    await flash._snapshot(other, 1)
+    assert flash.snapshot_loads == loads + 1 and other not in flash._snapshots
