@@ -52,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if running is not None:
             app_mod.stop(running)
         ray.shutdown()
+        app_mod.remove_haproxy_dir(settings)  # made by init_ray, even when start failed
         print("raymall: stopped", flush=True)
     return 0
 

@@ -99,7 +99,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """One Ray instance for the session; yields the base settings the app will use."""
     import ray
 
-    from raymall.app import init_ray
+    from raymall.app import init_ray, remove_haproxy_dir
 
     var_dir = tmp_path_factory.mktemp("var")
     overrides: dict[str, Any] = {
@@ -123,6 +123,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     init_ray(settings, num_cpus=2)
     yield settings
     ray.shutdown()
+    remove_haproxy_dir(settings)
     if drop:
         drop()
 
