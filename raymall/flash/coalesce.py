@@ -1,9 +1,8 @@
-"""Coalesce concurrent awaits: ``Coalescer`` into one async batch call, ``SharedLoads``
-into one load per key.
+"""Coalesce concurrent awaits into one async batch call.
 
-Coalescer: callers that arrive while ``max_inflight`` batches are running wait and go
-together in the next batch (at most ``max_batch`` items); when nothing is in flight a call
-is sent at once. Every caller gets its own result, or the batch's exception.
+Callers that arrive while ``max_inflight`` batches are running wait and go together in
+the next batch (at most ``max_batch`` items); when nothing is in flight a call is sent at
+once. Every caller gets its own result, or the batch's exception.
 """
 
 from __future__ import annotations
@@ -59,30 +58,3 @@ class Coalescer(Generic[T, R]):
         finally:
             self._inflight -= 1
             self._pump()
-
-
-K = TypeVar("K")
-
-
-class SharedLoads(Generic[K, R]):
-    """One load at a time per key: callers that ask for a key whose load is running wait
-    for that load and get its result (or its exception) instead of starting another. The
-    load runs as its own task, so a caller that is cancelled (its client went away) stops
-    waiting without cancelling the load the others are waiting for."""
-
-    def __init__(self) -> None:
-        self._running: dict[K, asyncio.Future[R]] = {}
-
-    async def run(self, key: K, load: Callable[[], Awaitable[R]]) -> R:
-        running = self._running.get(key)
-        if running is None:
-            running = asyncio.ensure_future(load())
-            self._running[key] = running
-            running.add_done_callback(lambda done: self._finished(key, done))
-        return await asyncio.shield(running)
-
-    def _finished(self, key: K, done: asyncio.Future[R]) -> None:
-        if self._running.get(key) is done:
-            del self._running[key]
-        if not done.cancelled():
-            done.exception()  # retrieved: no "never retrieved" warning when nobody waits

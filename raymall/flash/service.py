@@ -51,13 +51,14 @@ from raymall.errors import (
     ValidationFailed,
 )
 from raymall.flash import sales as repo
-from raymall.flash.coalesce import Coalescer, SharedLoads
+from raymall.flash.coalesce import Coalescer
 from raymall.flash.limits import BatchLimiter
 from raymall.flash.returns import hold_key
 from raymall.ids import now_ms
 from raymall.logs import get_logger
 from raymall.ratelimit import Limit
 from raymall.settings import Settings
+from raymall.singleflight import SingleFlight
 
 log = get_logger("flash")
 T = TypeVar("T")
@@ -101,12 +102,12 @@ class FlashService:
         self.ip_limit = _limit("flash_ip", s.flash_rate_ip_per_s, s.flash_rate_ip_per_s * 2)
         self.event_limit = _limit("flash_event", s.flash_rate_event_per_s, s.flash_rate_event_per_s)
         self._sales: dict[int, tuple[repo.Sale, float]] = {}
-        self._sale_loads: SharedLoads[int, repo.Sale] = SharedLoads()
+        self._sale_loads = SingleFlight()
         # sale -> (end of the sold-out lease on this replica's monotonic clock, records)
         self._leases: dict[int, tuple[float, int]] = {}
         # sale -> (records, client-keyed purchases by (user, key)) and the loads under way
         self._snapshots: dict[int, tuple[int, Snapshot]] = {}
-        self._snapshot_loads: SharedLoads[tuple[int, int], Snapshot] = SharedLoads()
+        self._snapshot_loads = SingleFlight()
         self.snapshot_loads = 0  # snapshots read from the database by this replica
         self._queue: list[_Request] = []
         self._inflight = 0
@@ -151,7 +152,7 @@ class FlashService:
         async def load() -> repo.Sale:
             return self.remember(await self._tx(lambda s: repo.get_sale(s, sale_id)))
 
-        return await self._sale_loads.run(sale_id, load)
+        return await self._sale_loads.do(sale_id, load)
 
     async def warm(self, *, shards: bool = True) -> int:
         """Cache the running and upcoming events (and have their shards load them)."""
@@ -274,7 +275,7 @@ class FlashService:
             self._prune()
             return found
 
-        return await self._snapshot_loads.run((sale_id, records), load)
+        return await self._snapshot_loads.do((sale_id, records), load)
 
     def _answer(self, sale: repo.Sale, qty: int, result: Any) -> dict[str, Any]:
         if not isinstance(result, tuple):

@@ -1,0 +1,46 @@
+"""Single-flight: concurrent callers with the same key share one execution of a load
+(the catalog's cache fills, the flash sales' event and purchase-snapshot reads)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class SingleFlight:
+    """Concurrent callers with the same key share one execution of ``fn``. The work runs
+    as its own task, so a cancelled caller does not cancel it for the others.
+
+    With ``linger_s`` a successful result stays joinable for that long after it
+    completes: a caller whose cache miss was decided just before the fill landed then
+    still shares the finished load instead of starting a second one. Only use it for
+    keys that change when the data does (here: product id + cache generation).
+    """
+
+    def __init__(self, linger_s: float = 0.0) -> None:
+        self.linger_s = linger_s
+        self._calls: dict[Hashable, asyncio.Task[Any]] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    async def do(self, key: Hashable, fn: Callable[[], Awaitable[T]]) -> T:
+        task = self._calls.get(key)
+        if task is None:
+            task = asyncio.ensure_future(fn())
+            self._calls[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        return await asyncio.shield(task)  # type: ignore[no-any-return]
+
+    def _done(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        if self.linger_s > 0 and not task.cancelled() and task.exception() is None:
+            asyncio.get_running_loop().call_later(self.linger_s, self._forget, key, task)
+        else:
+            self._forget(key, task)
+
+    def _forget(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+        if self._calls.get(key) is task:
+            del self._calls[key]
