@@ -36,7 +36,8 @@ log = get_logger("app")
 def haproxy_dir(settings: Settings) -> Path:
     """This instance's HAProxy files. HAProxy caps unix socket paths at 97 bytes and Ray
     nests a 56-character directory in this base, so it is a short per-instance directory
-    under /tmp (removed by ``stop``)."""
+    under /tmp, made by ``prepare_environment`` (``init_ray``) and removed by
+    ``remove_haproxy_dir`` once Ray is down."""
     var = Path(settings.var_dir).resolve()
     return Path(tempfile.gettempdir()) / f"raymall-hap-{stable_hash(str(var)) % 16**8:08x}"
 
@@ -212,13 +213,13 @@ def stop(app: RunningApp) -> None:
     registry.stop_all(app.settings)
     app.stores.close()
     runtime_file(app.settings).unlink(missing_ok=True)
-    remove_haproxy_dir(app.settings)
 
 
 def remove_haproxy_dir(settings: Settings, wait_s: float = 3.0) -> bool:
-    """Remove this instance's HAProxy directory. Serve's shutdown returns while its HAProxy
-    may still be exiting and creating or removing files there (a removal that races with it
-    leaves the directory behind), so it is retried for up to ``wait_s``. True if it is gone."""
+    """Remove this instance's HAProxy directory: whoever set up Ray for it does, after
+    ``ray.shutdown``. An HAProxy may still be exiting and creating or removing files there
+    (a removal that races with it leaves the directory behind), so it is retried for up to
+    ``wait_s``. True if it is gone."""
     path = haproxy_dir(settings)
     deadline = time.monotonic() + wait_s
     while True:

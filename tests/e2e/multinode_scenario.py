@@ -87,6 +87,7 @@ def main(out: Path, database_url: str, redis_url: str) -> None:
         app_mod.stop(running)
         ray.shutdown()
         cluster.shutdown()
+        app_mod.remove_haproxy_dir(settings)
 
 
 def run(running: Any, cluster: Cluster, workers: list[Any], result: dict[str, Any]) -> None:
