@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from actors import flash_store
 from raymall.domain.ledger import Ledger, Op
-from raymall.flash.desk import FLASH_KINDS, FlashDesk
+from raymall.domain.flash_desk import FLASH_KINDS, FlashDesk
 from raymall.hashing import shard_for
 from raymall.ids import MAX_WORKER, Snowflake
 from raymall.settings import Settings

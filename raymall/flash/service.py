@@ -5,7 +5,7 @@ Guarantees:
 - refusals that need no shard are decided in the replica: before the start
   (``sale_not_started``), after the end (``sale_ended``) from the cached event, and, once the
   shard has said the event is sold out, ``sold_out`` from a local flag: the shard's
-  sold-out *lease* (``raymall.flash.desk``), which runs ``flash_sold_out_ttl_s`` (less a
+  sold-out *lease* (``raymall.domain.flash_desk``), which runs ``flash_sold_out_ttl_s`` (less a
   small margin for clock rates) from the moment the request that earned it was sent, and
   during which the shard sells nothing of the event (then one request asks the shard
   again, so units given back by unpaid orders become purchasable);

@@ -6,7 +6,7 @@ import itertools
 import random
 
 from raymall.domain.ledger import Ledger, Stock
-from raymall.flash.desk import FlashDesk, Purchase, SaleInfo
+from raymall.domain.flash_desk import FlashDesk, Purchase, SaleInfo
 from tests.flash_helpers import ManualClock
 
 SKU = 7

@@ -24,7 +24,7 @@ from raymall.db import make_engine, session_factory
 from raymall.domain.ledger import Ledger
 from raymall.errors import IdempotencyMismatch, SoldOut
 from raymall.flash import service as service_module
-from raymall.flash.desk import FlashDesk
+from raymall.domain.flash_desk import FlashDesk
 from raymall.flash.returns import hold_key
 from raymall.flash.service import FlashService
 from raymall.ids import now_ms
