@@ -40,7 +40,7 @@ def prepare_database(url: str | None, tmp: Path) -> tuple[str, Any]:
     """A database holding the demo catalog; returns (url, cleanup)."""
     from sqlalchemy import create_engine
 
-    from raymall.seed import seed_demo
+    from raymall.launcher.seed import seed_demo
     from raymall.settings import Settings
 
     drop = None

@@ -69,7 +69,7 @@ from raymall.auth.tokens import TokenCodec  # noqa: E402
 from raymall.bootstrap import ensure_reference_data  # noqa: E402
 from raymall.hashing import shard_for  # noqa: E402
 from raymall.ids import now_ms  # noqa: E402
-from raymall.migrate import upgrade  # noqa: E402
+from raymall.launcher.migrate import upgrade  # noqa: E402
 from raymall.settings import Settings  # noqa: E402
 
 STOCK = 1_000_000_000

@@ -43,11 +43,11 @@ from peers.common import RoundResult, percentile  # noqa: E402
 from actors.inventory_client import InventoryClient, shard_name  # noqa: E402
 from actors.inventory_shard import InventoryShard  # noqa: E402
 from actors.registry import actor_options  # noqa: E402
-from raymall.app import ray_env  # noqa: E402
 from raymall.errors import OutOfStock  # noqa: E402
 from raymall.hashing import shard_for  # noqa: E402
 from raymall.ids import now_ms  # noqa: E402
-from raymall.migrate import upgrade  # noqa: E402
+from raymall.launcher.app import ray_env  # noqa: E402
+from raymall.launcher.migrate import upgrade  # noqa: E402
 from raymall.settings import Settings  # noqa: E402
 
 STOCK = 1_000_000_000
@@ -245,8 +245,9 @@ async def main_async(args: argparse.Namespace) -> int:
             inventory_client_max_batch=args.client_max_batch,
             actor_num_cpus=0.05,
         )
-        # the shards run as under raymall serve (raymall.app): its worker niceness, and Ray's
-        # own metrics collection as it sets it (read by the raylet too, so exported here)
+        # the shards run as under raymall serve (raymall.launcher.app): its worker niceness,
+        # and Ray's own metrics collection as it sets it (read by the raylet too, so exported
+        # here)
         served = ray_env(settings)
         nice = served["RAY_worker_niceness"]
         ray_metrics = served["RAY_enable_metrics_collection"]

@@ -124,19 +124,19 @@ def database(server_url: str | None, var: Path, drops: list[Callable[[], None]])
 def seed(url: str, var: Path, products: int | None) -> int:
     """Demo catalog (products=None) or a generated one of about ``products`` products."""
     from raymall.db import make_engine, session_factory, transaction
-    from raymall.migrate import upgrade
+    from raymall.launcher.migrate import upgrade
     from raymall.settings import Settings
 
     upgrade(url)
     if products is None:
-        from raymall.seed import seed_demo
+        from raymall.launcher.seed import seed_demo
 
         summary = seed_demo(Settings(var_dir=var, database_url=url))
         return int(summary["catalog"]["products"])
     from raymall.bootstrap import ensure_reference_data
     from raymall.catalog.demo_data import generate
     from raymall.catalog.demo_vocab import LEAVES
-    from raymall.seed import _load  # the demo loader, reused for a larger catalog
+    from raymall.launcher.seed import _load  # the demo loader, reused for a larger catalog
 
     ensure_reference_data(Settings(var_dir=var, database_url=url))
     catalog = generate(products_per_leaf=math.ceil(products / len(LEAVES)))

@@ -4,7 +4,7 @@
 polls the flag (an EXISTS every ``POLL_S``, never on the request path) and, once it is set,
 the edge answers new requests with 503 ``unavailable`` + ``Retry-After`` while requests
 already in flight complete. Only then is the app deleted, so no client sees a half-torn-down
-app: ``raymall.app.stop`` waits ``DRAIN_GRACE_S`` (at least twice ``POLL_S``, a unit test
+app: ``raymall.launcher.app.stop`` waits ``DRAIN_GRACE_S`` (at least twice ``POLL_S``, a unit test
 checks it) after raising the flag.
 """
 

@@ -1,7 +1,7 @@
 """ASGI middlewares that Ray Serve puts in front of its own HTTP handling, in every replica
 (direct ingress) and proxy, through Serve's HTTP proxy callback
 (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH=deployments.serve_http:proxy_middlewares``,
-set by ``raymall.app.ray_env``).
+set by ``raymall.launcher.app.ray_env``).
 
 ``NoDisconnectWatch``: by default Serve watches every request for a client disconnect, with
 a receive task and a request task awaited together, so that it can cancel the handler when

@@ -1,1 +1,1 @@
-"""Alembic migrations; ``raymall.migrate`` runs them programmatically."""
+"""Alembic migrations; ``raymall.launcher.migrate`` runs them programmatically."""

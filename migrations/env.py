@@ -1,5 +1,5 @@
 """Alembic environment. The URL comes from ``config.attributes['url']`` (set by
-``raymall.migrate``) or from the settings, so the CLI and the alembic command agree."""
+``raymall.launcher.migrate``) or from the settings, so the CLI and the alembic command agree."""
 
 from __future__ import annotations
 

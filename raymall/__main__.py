@@ -1,5 +1,5 @@
 import sys
 
-from raymall.cli import main
+from raymall.launcher.cli import main
 
 sys.exit(main())

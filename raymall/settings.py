@@ -1,6 +1,6 @@
 """One settings object, read once from ``RAYMALL_*`` variables and an optional ``.env``.
 
-The app builder (``raymall.app``) reads it, resolves the embedded defaults into concrete
+The app builder (``raymall.launcher.app``) reads it, resolves the embedded defaults into concrete
 URLs, and passes the resolved copy into every deployment and actor as a constructor
 argument. Actors never read the environment themselves.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from alembic import command
 from sqlalchemy import create_engine
 
-from raymall.migrate import SCRIPT_LOCATION, alembic_config
+from raymall.launcher.migrate import SCRIPT_LOCATION, alembic_config
 
 DB = "raymall_migration_gen"
 

@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from raymall.bootstrap import ensure_reference_data
-from raymall.migrate import upgrade
+from raymall.launcher.migrate import upgrade
 from raymall.ports import find_free_block
 from raymall.settings import Settings
 
@@ -99,7 +99,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """One Ray instance for the session; yields the base settings the app will use."""
     import ray
 
-    from raymall.app import init_ray, remove_haproxy_dir
+    from raymall.launcher.app import init_ray, remove_haproxy_dir
 
     var_dir = tmp_path_factory.mktemp("var")
     overrides: dict[str, Any] = {
@@ -130,7 +130,7 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
 
 @pytest.fixture(scope="session")
 def app(ray_session: Settings) -> Iterator[Any]:
-    from raymall import app as app_mod
+    from raymall.launcher import app as app_mod
 
     running = app_mod.start(ray_session)
     yield running

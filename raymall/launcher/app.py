@@ -23,8 +23,8 @@ from deployments.drain import set_draining
 from raymall import logs, metrics, ports
 from raymall.bootstrap import ensure_reference_data
 from raymall.hashing import stable_hash
+from raymall.launcher.migrate import upgrade
 from raymall.logs import get_logger
-from raymall.migrate import upgrade
 from raymall.settings import Settings
 from raymall.stores import EmbeddedStores, resolve
 

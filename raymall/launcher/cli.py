@@ -28,7 +28,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import ray
 
-    from raymall import app as app_mod
+    from raymall.launcher import app as app_mod
 
     settings = _settings(args)
     stop_event = threading.Event()
@@ -58,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from raymall.migrate import downgrade, upgrade
+    from raymall.launcher.migrate import downgrade, upgrade
 
     settings = _settings(args)
     url = settings.resolved_database_url
@@ -75,7 +75,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_seed(args: argparse.Namespace) -> int:
-    from raymall.seed import seed_demo
+    from raymall.launcher.seed import seed_demo
 
     if not args.demo:
         print("raymall seed: pass --demo to load the demo catalog", file=sys.stderr)
@@ -114,7 +114,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from raymall.status import collect
+    from raymall.launcher.status import collect
 
     report = collect(_settings(args), address=args.address)
     print(json.dumps(report, indent=2, default=str))

@@ -26,8 +26,8 @@ from raymall.catalog.text import build_search_text
 from raymall.db import make_engine, session_factory, transaction
 from raymall.hashing import shard_for
 from raymall.ids import now_ms
+from raymall.launcher.migrate import upgrade
 from raymall.logs import get_logger
-from raymall.migrate import upgrade
 from raymall.settings import Settings
 
 log = get_logger("seed")

@@ -24,8 +24,8 @@ import httpx
 import ray
 from ray.cluster_utils import Cluster
 
-from raymall import app as app_mod
 from raymall.hashing import shard_for
+from raymall.launcher import app as app_mod
 from raymall.settings import Settings
 from tests.auth_helpers import new_admin
 from tests.conftest import free_port_block

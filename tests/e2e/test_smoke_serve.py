@@ -22,7 +22,7 @@ import httpx
 import psutil
 import pytest
 
-from raymall.app import haproxy_dir
+from raymall.launcher.app import haproxy_dir
 from raymall.settings import Settings
 from tests.conftest import free_port_block
 

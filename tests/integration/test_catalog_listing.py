@@ -20,7 +20,7 @@ from raymall.catalog.search import keyword_search, search_ids, search_products
 from raymall.catalog.text import query_terms
 from raymall.db import make_engine, session_factory
 from raymall.errors import ValidationFailed
-from raymall.seed import seed_demo
+from raymall.launcher.seed import seed_demo
 from raymall.settings import Settings
 from tests.conftest import SERVER_DB, make_mysql_database
 

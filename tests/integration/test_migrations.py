@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, inspect
 
 import models
 from raymall.db import make_engine
-from raymall.migrate import downgrade, upgrade
+from raymall.launcher.migrate import downgrade, upgrade
 from tests.conftest import SERVER_DB
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from deployments.drain import POLL_S
-from raymall.app import DRAIN_GRACE_S
+from raymall.launcher.app import DRAIN_GRACE_S
 
 
 def test_the_drain_grace_outlasts_two_polls_of_the_flag() -> None:

@@ -81,7 +81,7 @@ def test_serve_haproxy_request_metrics_are_off_unless_asked_for(
 ) -> None:
     from pathlib import Path
 
-    from raymall.app import ray_env
+    from raymall.launcher.app import ray_env
     from raymall.settings import Settings
 
     settings = Settings(var_dir=Path("/tmp/raymall-env-test"))
@@ -104,7 +104,7 @@ def test_serve_logs_at_warning_in_the_replicas_unless_the_access_log_is_on() -> 
 
     from ray.serve.schema import LoggingConfig
 
-    from raymall.app import app_logging
+    from raymall.launcher.app import app_logging
     from raymall.settings import Settings
 
     quiet = LoggingConfig(**app_logging(Settings(var_dir=Path("/tmp/raymall-env-test"))))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from raymall.app import haproxy_dir, remove_haproxy_dir
+from raymall.launcher.app import haproxy_dir, remove_haproxy_dir
 from raymall.settings import Settings
 
 real_rmtree = shutil.rmtree
@@ -37,7 +37,7 @@ def test_a_removal_that_loses_a_race_is_retried(
             path.mkdir()
             (path / "server-state").write_text("1\n")
 
-    monkeypatch.setattr("raymall.app.shutil.rmtree", racing_rmtree)
+    monkeypatch.setattr("raymall.launcher.app.shutil.rmtree", racing_rmtree)
     assert remove_haproxy_dir(settings, wait_s=5.0)
     assert not path.exists()
     assert calls == [path, path]
@@ -47,7 +47,7 @@ def test_it_gives_up_after_its_time_and_says_so(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = _settings(tmp_path)
-    monkeypatch.setattr("raymall.app.shutil.rmtree", lambda *a, **k: None)  # never removed
+    monkeypatch.setattr("raymall.launcher.app.shutil.rmtree", lambda *a, **k: None)  # never removed
     started = time.monotonic()
     assert not remove_haproxy_dir(settings, wait_s=0.3)
     assert 0.3 <= time.monotonic() - started < 3

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from raymall import ports
-from raymall.app import ray_env
+from raymall.launcher.app import ray_env
 from raymall.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

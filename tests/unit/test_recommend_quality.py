@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from raymall.catalog.text import query_terms, words
-from raymall.migrate import upgrade
-from raymall.seed import seed_demo
+from raymall.launcher.migrate import upgrade
+from raymall.launcher.seed import seed_demo
 from raymall.settings import Settings
 from recommend import source
 from recommend.engine import RecommendEngine

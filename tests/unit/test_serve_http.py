@@ -10,7 +10,7 @@ from typing import Any
 from starlette.middleware import Middleware
 
 from deployments.serve_http import DISCONNECT_DISABLED, NoDisconnectWatch, proxy_middlewares
-from raymall.app import ray_env
+from raymall.launcher.app import ray_env
 from raymall.settings import Settings
 
 

@@ -1,0 +1,12 @@
+"""The composition root: the one place under ``raymall/`` that knows the actors, the Serve
+deployments and the recommender, and puts them together.
+
+- ``app``: resolve settings, prepare the stores, launch the actors, run Serve;
+- ``cli``: the ``raymall`` command (serve, migrate, seed, create-admin, reindex, status);
+- ``migrate``: Alembic run programmatically against a URL;
+- ``seed``: the demo catalog and accounts;
+- ``status``: the resolved configuration and whether each store answers.
+
+Nothing in the package imports it but the ``python -m raymall`` entry point
+(``tests/unit/test_import_rules.py``).
+"""
