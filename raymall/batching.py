@@ -31,13 +31,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from operator import methodcaller
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-_done = methodcaller("done")
+_done = asyncio.Future.done  # the C method: any(map(_done, futures)) costs ~15 ns a future
 
 
 class Batcher(Generic[T, R]):
@@ -134,17 +133,18 @@ class Batcher(Generic[T, R]):
             if not isinstance(exc, Exception):
                 raise
         else:
-            for fut, result in zip(futures, results, strict=True):
-                if fut.done():
-                    continue
-                if isinstance(result, BaseException):
-                    fut.set_exception(result)
-                else:
-                    fut.set_result(result)
+            for fut, result in zip(futures, results):
+                try:  # costs nothing unless the caller is gone (cheaper than fut.done())
+                    if isinstance(result, BaseException):
+                        fut.set_exception(result)
+                    else:
+                        fut.set_result(result)
+                except asyncio.InvalidStateError:
+                    pass  # cancelled while its batch ran
         finally:
             self.batches += 1
             self.items += len(items)
             self._inflight -= 1
             if self._timer is None:
                 # After the callers woken by this batch have queued their next items.
-                self._timer = asyncio.get_running_loop().call_soon(self._flush)
+                self._timer = asyncio.get_running_loop().call_later(0, self._flush)
