@@ -133,7 +133,7 @@ class Batcher(Generic[T, R]):
             if not isinstance(exc, Exception):
                 raise
         else:
-            for fut, result in zip(futures, results):
+            for fut, result in zip(futures, results, strict=False):  # counted above
                 try:  # costs nothing unless the caller is gone (cheaper than fut.done())
                     if isinstance(result, BaseException):
                         fut.set_exception(result)
