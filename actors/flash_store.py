@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from actors.inventory_store import Statement
 from raymall.domain import order_state as st
 from raymall.domain.flash_desk import LIVE, RETURNED, FlashChanges, Purchase, SaleInfo
-from raymall.orders.pricing import CURRENCY
+from raymall.domain.pricing import CURRENCY
 
 
 def _dumps(value: Any) -> str:

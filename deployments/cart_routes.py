@@ -34,9 +34,9 @@ from raymall.cart import (
     user_key,
 )
 from raymall.catalog.repository import db_availability
+from raymall.domain.pricing import SkuInfo
 from raymall.errors import Forbidden, Unauthorized, ValidationFailed
 from raymall.logs import get_logger
-from raymall.orders.pricing import SkuInfo
 from raymall.orders.repository import load_skus
 
 router = APIRouter(tags=["cart"])

@@ -28,8 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from raymall.domain.pricing import SkuInfo, check_sku
 from raymall.errors import CartLimitExceeded, NotFound
-from raymall.orders.pricing import SkuInfo, check_sku
 
 GUEST_TOKEN_RE = re.compile(r"^g\.[A-Za-z0-9_-]{24}\.[0-9a-f]{16}$")
 

@@ -22,9 +22,9 @@ from sqlalchemy import Engine, select, tuple_
 
 from models import Address, Order, Product, Sku
 from raymall.auth.addresses import FIELDS as ADDRESS_FIELDS
+from raymall.batching import Batcher
+from raymall.domain.pricing import SkuInfo
 from raymall.errors import NotFound, ValidationFailed
-from raymall.orders.batching import Batcher
-from raymall.orders.pricing import SkuInfo
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class QuoteReader:
     def __init__(self, engine: Engine, max_batch: int = 256) -> None:
         self.engine = engine
         self._batcher: Batcher[QuoteRead, QuoteData] = Batcher.in_thread(
-            self._read_batch, max_batch=max_batch
+            self._read_batch, max_batch=max_batch, max_inflight=2
         )
 
     async def read(

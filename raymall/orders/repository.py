@@ -26,8 +26,8 @@ from models import Order, OrderEvent, OrderItem, OutboxEvent, Product, Sku
 from raymall.auth.addresses import FIELDS as ADDRESS_FIELDS
 from raymall.auth.addresses import default_address, get_address
 from raymall.domain import order_state as st
+from raymall.domain.pricing import PricedLine, SkuInfo
 from raymall.errors import NotFound, ValidationFailed
-from raymall.orders.pricing import PricedLine, SkuInfo
 
 # Core tables for the multi-row inserts of the placement path (cheaper than ORM objects)
 ORDERS = cast(Table, Order.__table__)

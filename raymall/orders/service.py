@@ -32,6 +32,7 @@ from actors.order_client import OrderShardClient
 from raymall.cart import CartOwner, CartStore
 from raymall.db import transaction
 from raymall.domain import order_state as st
+from raymall.domain.pricing import CURRENCY, Quote, normalize_lines, price, request_hash
 from raymall.errors import (
     AmountMismatch,
     BadSignature,
@@ -46,7 +47,6 @@ from raymall.ids import now_ms
 from raymall.logs import get_logger
 from raymall.orders import payments as pay
 from raymall.orders import repository as repo
-from raymall.orders.pricing import CURRENCY, Quote, normalize_lines, price, request_hash
 from raymall.orders.quotes import QuoteReader
 from raymall.orders.signing import verify
 from raymall.orders.workflow import AUTO_KEY_PREFIX, PlaceOrder

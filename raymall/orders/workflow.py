@@ -33,8 +33,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Order, OrderItem
 from raymall import metrics
+from raymall.batching import Batcher
 from raymall.db import transaction
 from raymall.domain import order_state as st
+from raymall.domain.pricing import PricedLine
 from raymall.errors import (
     AmountMismatch,
     DomainError,
@@ -48,8 +50,6 @@ from raymall.ids import Snowflake, now_ms
 from raymall.logs import get_logger
 from raymall.orders import payments as pay
 from raymall.orders import repository as repo
-from raymall.orders.batching import Batcher
-from raymall.orders.pricing import PricedLine
 
 log = get_logger("orders")
 T = TypeVar("T")
@@ -118,10 +118,10 @@ class OrderWorkflow:
         self._inflight: dict[tuple[int, str], asyncio.Future[tuple[str, dict[str, Any]]]] = {}
         # placements arriving together share one lookup query and one insert transaction
         self._lookups: Batcher[tuple[int, str], tuple[str, dict[str, Any]] | None] = (
-            Batcher.in_thread(self._lookup_batch, max_batch=500)
+            Batcher.in_thread(self._lookup_batch, max_batch=500, max_inflight=2)
         )
         self._writes: Batcher[repo.NewOrder, None] = Batcher.in_thread(
-            self._write_batch, max_batch=200
+            self._write_batch, max_batch=200, max_inflight=2
         )
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
 

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine
 from actors.inventory_client import raise_for
 from raymall.db import session_factory
 from raymall.domain.ledger import Ledger, Stock
+from raymall.domain.pricing import price
 from raymall.errors import (
     AmountMismatch,
     IdempotencyMismatch,
@@ -23,7 +24,6 @@ from raymall.errors import (
 )
 from raymall.ids import now_ms
 from raymall.orders import payments as pay
-from raymall.orders.pricing import price
 from raymall.orders.repository import load_skus, shipping_address
 from raymall.orders.workflow import OrderWorkflow, PlaceOrder
 from raymall.settings import Settings

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from raymall.cart import cart_view, guest_token_ok, issue_guest_token
-from raymall.orders.pricing import SkuInfo
+from raymall.domain.pricing import SkuInfo
 
 SECRET = "k" * 48
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from raymall.domain.pricing import SkuInfo, normalize_lines, price, request_hash
 from raymall.errors import NotForSale, UnknownSku, ValidationFailed
-from raymall.orders.pricing import SkuInfo, normalize_lines, price, request_hash
 from raymall.orders.signing import sign, signed_headers, verify
 
 CATALOG = {
