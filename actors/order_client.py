@@ -22,9 +22,9 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from raymall.batching import Batcher
 from raymall.errors import DomainError, InvalidTransition, Unavailable
 from raymall.hashing import shard_for
-from raymall.orders.batching import Batcher
 from raymall.orders.workflow import Placed, PlaceOrder
 from raymall.settings import Settings
 
@@ -128,7 +128,7 @@ class OrderShardClient:
                 )
                 return results
 
-            lane = self._lanes[shard] = Batcher(send, max_batch=256)
+            lane = self._lanes[shard] = Batcher(send, max_batch=256, max_inflight=2)
         return await lane.submit(cmd)
 
     async def cancel(self, shard: int, order_id: int, **kw: Any) -> dict[str, Any]:

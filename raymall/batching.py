@@ -8,8 +8,9 @@ workflow's lookups and writes, quote reads, flash purchases and lookups, the rec
 reads and the replicas' rankers). Guarantees:
 
 - **idle = no wait**: with nothing in flight and ``window_s == 0`` a submit is sent at
-  once; with ``window_s > 0`` the first queued item starts a timer of ``window_s`` and
-  everything queued by then goes together;
+  once (with whatever else is submitted in the same loop iteration: the batch is formed
+  when its task starts); with ``window_s > 0`` the first queued item starts a timer of
+  ``window_s`` and everything queued by then goes together;
 - **pipelining**: at most ``max_inflight`` batches run at once; items arriving meanwhile
   form the next batch, sent as soon as one returns, on the next loop iteration (so that
   the callers woken by the batch that returned queue their next items first);
@@ -63,7 +64,7 @@ class Batcher(Generic[T, R]):
         self._items: list[T] = []
         self._futures: list[asyncio.Future[R]] = []
         self._inflight = 0
-        self._timer: asyncio.Handle | None = None
+        self._scheduled = False  # a send of the queue is due (a task, a timer or soon)
 
     @classmethod
     def in_thread(
@@ -87,18 +88,34 @@ class Batcher(Generic[T, R]):
         fut: asyncio.Future[R] = loop.create_future()
         self._items.append(item)
         self._futures.append(fut)
-        if self._timer is None and self._inflight < self.max_inflight:
+        if not self._scheduled and self._inflight < self.max_inflight:
+            self._scheduled = True
             if self.window_s:
-                self._timer = loop.call_later(self.window_s, self._flush)
+                loop.call_later(self.window_s, self._flush)
             else:
-                self._send_queued(loop)
+                loop.create_task(self._send_now())
         return fut
 
     def _flush(self) -> None:
-        self._timer = None
-        self._send_queued(asyncio.get_running_loop())
+        self._scheduled = False
+        loop = asyncio.get_running_loop()
+        for items, futures in self._take():
+            loop.create_task(self._send(items, futures))
 
-    def _send_queued(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def _send_now(self) -> None:
+        """Send the queue from this task (no timer): formed when the task first runs, so
+        everything submitted in the same loop iteration goes together."""
+        self._scheduled = False
+        batches = self._take()
+        if batches:
+            loop = asyncio.get_running_loop()
+            for items, futures in batches[1:]:
+                loop.create_task(self._send(items, futures))
+            await self._send(*batches[0])
+
+    def _take(self) -> list[tuple[list[T], list[asyncio.Future[R]]]]:
+        """The batches to send now (counted in flight), taken off the queue."""
+        batches = []
         while self._items and self._inflight < self.max_inflight:
             queued = len(self._items)
             size = self.max_batch
@@ -117,7 +134,8 @@ class Batcher(Generic[T, R]):
                 items = [items[i] for i in live]
                 futures = [futures[i] for i in live]
             self._inflight += 1
-            loop.create_task(self._send(items, futures))
+            batches.append((items, futures))
+        return batches
 
     async def _send(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
         try:
@@ -145,6 +163,7 @@ class Batcher(Generic[T, R]):
             self.batches += 1
             self.items += len(items)
             self._inflight -= 1
-            if self._timer is None:
+            if not self._scheduled:
                 # After the callers woken by this batch have queued their next items.
-                self._timer = asyncio.get_running_loop().call_later(0, self._flush)
+                self._scheduled = True
+                asyncio.get_running_loop().call_later(0, self._flush)

@@ -29,10 +29,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from raymall import logs, metrics
+from raymall.batching import Batcher
 from raymall.db import make_engine, session_factory
 from raymall.errors import Unavailable
 from raymall.ids import now_ms
@@ -61,12 +61,10 @@ def _pairs(hits: list[Hit]) -> Result:
     return [(h.id, round(h.score, 6)) for h in hits]
 
 
-@dataclass
-class _Read:
+class _Read(NamedTuple):
     kind: str  # "similar" | "search"
     key: Any  # product id | query text
     k: int
-    future: asyncio.Future[Any] = field(repr=False)
 
 
 def _open_index(settings: Settings) -> ProductIndex:
@@ -108,8 +106,10 @@ class Recommender:
             table_max_rows=settings.recommender_table_max_rows,
         )
         self._write_lock = asyncio.Lock()
-        self._reads: list[_Read] = []
-        self._wake = asyncio.Event()
+        # concurrent reads share one worker-thread call (one embedding and search batch)
+        self._reads: Batcher[_Read, Any] = Batcher.in_thread(
+            self._run_reads, max_batch=MAX_READ_BATCH
+        )
         self._stopping = False
         self._synced = asyncio.Event()
         self._table_loaded = False  # the start-up sync has built or loaded the table
@@ -120,7 +120,7 @@ class Recommender:
         self._last_poll_ms = 0
         self._rows = 0
         loop = asyncio.get_event_loop()
-        self._tasks = [loop.create_task(self._follow()), loop.create_task(self._serve_reads())]
+        self._tasks = [loop.create_task(self._follow())]
 
     def _grace_ms(self) -> int:
         return int(self.settings.recommender_outbox_grace_s * 1000)
@@ -280,11 +280,8 @@ class Recommender:
 
     # ---- reads ----------------------------------------------------------------------
     async def _enqueue(self, kind: str, key: Any, k: int) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._reads.append(_Read(kind, key, k, future))
-        self._wake.set()
         try:
-            return await asyncio.wait_for(future, READ_TIMEOUT_S)
+            return await asyncio.wait_for(self._reads.put(_Read(kind, key, k)), READ_TIMEOUT_S)
         except TimeoutError as exc:
             raise Unavailable("the recommender is busy; retry the request") from exc
 
@@ -313,36 +310,17 @@ class Recommender:
         metrics.RECOMMENDER_LATENCY.labels("recommend").observe(time.perf_counter() - started)
         return None if hits is None else _pairs(hits)
 
-    async def _serve_reads(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._reads:
-                batch, self._reads = self._reads[:MAX_READ_BATCH], self._reads[MAX_READ_BATCH:]
-                live = [r for r in batch if not r.future.done()]
-                if not live:
-                    continue
-                try:
-                    results = await asyncio.to_thread(self._run_reads, live)
-                except Exception as exc:  # hand the failure to every waiting caller
-                    for r in live:
-                        if not r.future.done():
-                            r.future.set_exception(exc)
-                    continue
-                for r, value in zip(live, results, strict=True):
-                    if not r.future.done():
-                        r.future.set_result(value)
-
     def _run_reads(self, batch: list[_Read]) -> list[Any]:
-        similar = [r for r in batch if r.kind == "similar"]
-        search = [r for r in batch if r.kind == "search"]
-        answers: dict[int, Any] = {}
-        run: list[tuple[list[_Read], Callable[[list[tuple[Any, int]]], list[Any]]]] = [
-            (similar, self.engine.similar),
-            (search, self.engine.search_text),
+        """One batch of reads (in a worker thread): the similar ones, then the searches."""
+        answers: list[Any] = [None] * len(batch)
+        run: list[tuple[str, Callable[[list[tuple[Any, int]]], list[Any]]]] = [
+            ("similar", self.engine.similar),
+            ("search", self.engine.search_text),
         ]
-        for reads, fn in run:
-            if reads:
-                for r, value in zip(reads, fn([(r.key, r.k) for r in reads]), strict=True):
-                    answers[id(r)] = value
-        return [answers[id(r)] for r in batch]
+        for kind, fn in run:
+            at = [i for i, r in enumerate(batch) if r.kind == kind]
+            if at:
+                values = fn([(batch[i].key, batch[i].k) for i in at])
+                for i, value in zip(at, values, strict=True):
+                    answers[i] = value
+        return answers

@@ -44,8 +44,8 @@ from typing import Any
 import numpy as np
 from prometheus_client import Counter
 
+from raymall.batching import Batcher
 from raymall.logs import get_logger
-from recommend.batching import Coalescer
 from recommend.vectors import Neighbours, VectorTable, single_threaded_blas
 
 log = get_logger("recommend.replica")
@@ -89,7 +89,7 @@ class ReplicaTable:
         self.refresh_s = refresh_s
         self.table: VectorTable | None = None
         self._task: asyncio.Task[None] | None = None
-        self._ranker: Coalescer[Ask, Neighbours] = Coalescer(_rank)
+        self._ranker: Batcher[Ask, Neighbours] = Batcher.in_thread(_rank)
         self._failing = False
         self._lists: dict[tuple[int, int], Neighbours] = {}  # for _lists_of only
         self._lists_of: VectorTable | None = None

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from raymall import metrics
+from raymall.batching import Batcher
 from raymall.catalog import repository
 from raymall.catalog.cache import CacheKeys
 from raymall.catalog.runtime import KEY_PREFIX
@@ -33,7 +34,6 @@ from raymall.errors import DomainError, NotFound, Unavailable, ValidationFailed
 from raymall.ids import now_ms
 from raymall.settings import Settings
 from recommend import history, source
-from recommend.batching import Coalescer
 from recommend.cards import CardCache
 from recommend.ranking import reciprocal_rank_fusion, signal_weights
 from recommend.replica import SIMILAR_READS, ReplicaTable
@@ -74,7 +74,7 @@ class RecommendService:
         self.redis = redis
         self._handle: Any = None
         # concurrent requests' card reads share one database round (see _load_summaries)
-        self._summaries: Coalescer[list[int], dict[int, dict[str, Any]]] = Coalescer(
+        self._summaries: Batcher[list[int], dict[int, dict[str, Any]]] = Batcher.in_thread(
             self._load_summaries
         )
         # ... and cards read once are kept for the catalog generation they were read under

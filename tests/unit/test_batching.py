@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from raymall.batching import Batcher
+from raymall.errors import OutOfStock
 
 
 class Recorder:
@@ -37,14 +38,17 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-async def test_an_idle_submit_is_sent_at_once() -> None:
+async def test_an_idle_submit_is_sent_at_once_with_what_came_in_the_same_iteration() -> None:
     fn = Recorder()
     batcher: Batcher[int, int] = Batcher(fn)
-    fut = batcher.put(1)
-    # sent before the loop turns: the batch is formed in put itself
-    assert batcher._inflight == 1 and not batcher._items
-    assert await fut == 10
-    assert fn.batches == [[1]]
+    first, second = batcher.put(1), batcher.put(2)
+    await asyncio.sleep(0)  # one loop iteration, no timer
+    assert fn.batches == [[1, 2]]
+    assert await asyncio.gather(first, second) == [10, 20]
+    later = batcher.put(3)
+    await asyncio.sleep(0)
+    assert fn.batches == [[1, 2], [3]]
+    assert await later == 30
 
 
 async def test_a_window_gathers_what_is_queued_until_it_ends() -> None:
@@ -73,8 +77,10 @@ async def test_a_batch_holds_at_most_max_batch_items() -> None:
 async def test_at_most_max_inflight_batches_run_and_the_next_goes_when_one_returns() -> None:
     fn = Recorder(hold=True)
     batcher: Batcher[int, int] = Batcher(fn, max_inflight=2)
-    futs = [asyncio.ensure_future(batcher.submit(i)) for i in range(5)]
-    await settle()
+    futs = []
+    for i in range(5):
+        futs.append(asyncio.ensure_future(batcher.submit(i)))
+        await settle()
     assert fn.batches == [[0], [1]]  # two at once, the others wait
     fn.release(1)
     assert await futs[1] == 10
@@ -211,3 +217,111 @@ def test_options_out_of_range_are_refused() -> None:
     for bad in ({"max_batch": 0}, {"max_inflight": 0}, {"window_s": -1}, {"split_min": -1}):
         with pytest.raises(ValueError):
             Batcher(fn, **bad)  # type: ignore[arg-type]
+
+
+# ---- the order paths' batcher (placements, lookups, quote reads) ----------------------
+async def test_order_placements_share_batches_and_each_gets_its_own_result() -> None:
+    seen: list[list[int]] = []
+
+    async def double(items: list[int]) -> Sequence[int | BaseException]:
+        seen.append(list(items))
+        await asyncio.sleep(0.01)
+        return [i * 2 if i % 7 else OutOfStock(f"no {i}") for i in items]
+
+    batcher: Batcher[int, int] = Batcher(double, max_batch=10, max_inflight=2)
+    results = await asyncio.gather(
+        *(batcher.submit(i) for i in range(1, 51)), return_exceptions=True
+    )
+    for i, result in zip(range(1, 51), results, strict=True):
+        if i % 7:
+            assert result == i * 2
+        else:
+            assert isinstance(result, OutOfStock) and str(result) == f"no {i}"
+    assert sorted(i for batch in seen for i in batch) == list(range(1, 51))
+    assert max(len(b) for b in seen) <= 10
+    assert len(seen) < 50  # coalesced
+    assert batcher.items == 50
+
+
+async def test_an_idle_call_goes_out_at_once_and_a_failed_batch_fails_its_callers() -> None:
+    calls = 0
+
+    async def boom(items: list[str]) -> Sequence[str | BaseException]:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("database down")
+
+    batcher: Batcher[str, str] = Batcher(boom)
+    with pytest.raises(ConnectionError):
+        await asyncio.wait_for(batcher.submit("a"), 1.0)
+    assert calls == 1
+    # the batcher keeps working after a failure
+    with pytest.raises(ConnectionError):
+        await batcher.submit("b")
+    assert calls == 2
+
+
+async def test_a_blocking_order_batch_function_runs_in_a_thread() -> None:
+    main = threading.get_ident()
+    threads: set[int] = set()
+
+    def blocking(items: list[int]) -> Sequence[int | BaseException]:
+        threads.add(threading.get_ident())
+        return [i + 1 for i in items]
+
+    batcher: Batcher[int, int] = Batcher.in_thread(blocking, max_batch=3)
+    assert await asyncio.gather(*(batcher.submit(i) for i in range(7))) == list(range(1, 8))
+    assert main not in threads
+
+
+# ---- the replicas' worker-thread batchers (ranking, listing cards) ---------------------
+def test_worker_thread_calls_share_batches_and_get_their_own_results() -> None:
+    calls: list[list[int]] = []
+    threads: set[int] = set()
+    gate = threading.Event()
+
+    def square(items: list[int]) -> list[int]:
+        threads.add(threading.get_ident())
+        calls.append(items)
+        gate.wait(5)  # the first batch is still running while the others queue up
+        return [i * i for i in items]
+
+    async def scenario() -> list[int]:
+        coalescer = Batcher.in_thread(square)
+        first = asyncio.ensure_future(coalescer.submit(0))
+        await asyncio.sleep(0.05)
+        rest = [asyncio.ensure_future(coalescer.submit(i)) for i in range(1, 40)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        out = await asyncio.gather(first, *rest)
+        assert coalescer.batches == 2 and coalescer.items == 40
+        return list(out)
+
+    assert asyncio.run(scenario()) == [i * i for i in range(40)]
+    assert calls == [[0], list(range(1, 40))]
+    assert threading.get_ident() not in threads  # never on the event loop's thread
+
+
+def test_a_failing_worker_thread_batch_fails_its_callers_only() -> None:
+    def fn(items: list[int]) -> list[int]:
+        if -1 in items:
+            raise ValueError("bad item")
+        return items
+
+    async def scenario() -> None:
+        coalescer = Batcher.in_thread(fn, max_batch=2)
+        bad = asyncio.gather(coalescer.submit(-1), coalescer.submit(5), return_exceptions=True)
+        results = await bad
+        assert all(isinstance(r, ValueError) for r in results)
+        assert await coalescer.submit(7) == 7
+
+    asyncio.run(scenario())
+
+
+def test_a_wrong_worker_thread_result_count_is_an_error_not_a_misdelivery() -> None:
+    async def scenario() -> None:
+        coalescer: Batcher[int, int] = Batcher.in_thread(lambda items: items[:-1])
+        with pytest.raises(RuntimeError):
+            await coalescer.submit(1)
+
+    asyncio.run(scenario())
