@@ -10,27 +10,24 @@ ack). Driver-level SQL with the driver's placeholders, like ``actors.inventory_s
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Engine
 
 from actors.inventory_store import Statement
-from raymall.domain import order_state as st
-from raymall.domain.flash_desk import LIVE, RETURNED, FlashChanges, Purchase, SaleInfo
+from raymall.domain.flash_desk import LIVE, RETURNED, FlashChanges, Purchase
 from raymall.domain.pricing import CURRENCY
+from raymall.domain.sale import Sale
+from raymall.orders import rows
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-def load_sale(engine: Engine, ph: str, sale_id: int) -> tuple[SaleInfo, list[Purchase]] | None:
+def load_sale(engine: Engine, ph: str, sale_id: int) -> tuple[Sale, list[Purchase]] | None:
     """A sale with its SKU's catalog fields and every purchase so far (None if unknown)."""
     sale_sql = (
         "SELECT f.id, f.sku_id, f.price_cents, f.quantity, f.per_user_limit, f.starts_ms, "
-        "f.ends_ms, f.status, f.sold, s.product_id, p.title, s.specs, f.payment_timeout_s "
+        "f.ends_ms, f.status, f.sold, s.product_id, p.title, s.specs, f.payment_timeout_s, "
+        "f.title "
         "FROM flash_sales f "
         "JOIN skus s ON s.id = f.sku_id JOIN products p ON p.id = s.product_id "
         f"WHERE f.id = {ph}"
@@ -45,8 +42,8 @@ def load_sale(engine: Engine, ph: str, sale_id: int) -> tuple[SaleInfo, list[Pur
         if row is None:
             return None
         rows = conn.exec_driver_sql(purchases_sql, (sale_id,)).all()
-    info = SaleInfo(
-        sale_id=int(row[0]),
+    info = Sale(
+        id=int(row[0]),
         sku_id=int(row[1]),
         price_cents=int(row[2]),
         quantity=int(row[3]),
@@ -56,9 +53,10 @@ def load_sale(engine: Engine, ph: str, sale_id: int) -> tuple[SaleInfo, list[Pur
         ended=row[7] == "ended",
         sold=int(row[8]),
         product_id=int(row[9]),
-        title=str(row[10]),
+        product_title=str(row[10]),
         specs=json.loads(row[11]) if isinstance(row[11], str) else dict(row[11] or {}),
         payment_timeout_ms=int(row[12]) * 1000 if row[12] is not None else None,
+        title=str(row[13]),
     )
     purchases = [
         Purchase(
@@ -94,105 +92,56 @@ def statements(changes: FlashChanges, ph: str, now_ms: int) -> list[Statement]:
         orders, items, events, outbox, purchases = [], [], [], [], []
         for info, p, order_shard in changes.purchases:
             total = info.price_cents * p.qty
+            oid = p.order_id
+            created = p.created_ms
             orders.append(
-                (
-                    p.order_id,
+                rows.order_row(
+                    oid,
                     p.user_id,
                     order_shard,
                     "flash",
-                    st.PENDING_PAYMENT,
                     total,
                     CURRENCY,
                     "{}",
-                    f"order:{p.order_id}",
-                    order_key(info.sale_id, p.key),
-                    info.sale_id,
+                    f"order:{oid}",
+                    order_key(info.id, p.key),
+                    None,
+                    info.id,
                     p.expires_ms,
-                    p.created_ms,
-                    p.created_ms,
+                    created,
                 )
             )
             items.append(
-                (
-                    p.order_id,
+                rows.item_row(
+                    oid,
                     info.sku_id,
                     info.product_id,
-                    info.title[:200],
-                    _dumps(info.specs),
+                    info.product_title,
+                    rows.dumps(info.specs),
                     info.price_cents,
                     p.qty,
                     total,
                 )
             )
-            events.append(
-                (p.order_id, None, st.PENDING_PAYMENT, "placed", f"user:{p.user_id}", p.created_ms)
-            )
-            payload = {
-                "order_id": str(p.order_id),
-                "user_id": p.user_id,
-                "status": st.PENDING_PAYMENT,
-                "total_cents": total,
-                "items": [{"sku_id": info.sku_id, "quantity": p.qty}],
-                "flash_sale_id": info.sale_id,
-            }
+            events.append(rows.placed_event_row(oid, f"user:{p.user_id}", created))
             outbox.append(
-                (
-                    uuid.uuid4().hex,
-                    st.topic_for(st.PENDING_PAYMENT),
-                    str(p.order_id),
-                    _dumps(payload),
-                    p.created_ms,
-                )
-            )
-            purchases.append(
-                (
-                    info.sale_id,
+                rows.placed_outbox_row(
+                    oid,
                     p.user_id,
-                    p.order_id,
-                    p.key,
-                    p.qty,
-                    LIVE,
-                    p.created_ms,
-                    p.created_ms,
+                    total,
+                    [{"sku_id": info.sku_id, "quantity": p.qty}],
+                    created,
+                    flash_sale_id=info.id,
                 )
             )
-        out.append(
-            (
-                "INSERT INTO orders (id, user_id, shard, kind, status, total_cents, currency, "
-                "address, reservation_key, idempotency_key, flash_sale_id, expires_ms, "
-                f"created_ms, updated_ms) VALUES ({values(14)})",
-                orders,
-                True,
-                None,
-            )
-        )
-        out.append(
-            (
-                "INSERT INTO order_items (order_id, sku_id, product_id, title, specs, "
-                f"unit_price_cents, quantity, line_total_cents) VALUES ({values(8)})",
-                items,
-                True,
-                None,
-            )
-        )
-        out.append(
-            (
-                "INSERT INTO order_events (order_id, from_status, to_status, reason, actor, "
-                f"created_ms) VALUES ({values(6)})",
-                events,
-                True,
-                None,
-            )
-        )
-        out.append(
-            (
-                "INSERT INTO outbox (event_id, topic, aggregate_id, payload, created_ms) "
-                f"VALUES ({values(5)})",
-                outbox,
-                True,
-                None,
-            )
-        )
+            purchases.append((info.id, p.user_id, oid, p.key, p.qty, LIVE, created, created))
+        for table, columns, batch in (
+            (rows.ORDERS, rows.ORDER_COLUMNS, orders),
+            (rows.ORDER_ITEMS, rows.ITEM_COLUMNS, items),
+            (rows.ORDER_EVENTS, rows.EVENT_COLUMNS, events),
+            (rows.OUTBOX, rows.OUTBOX_COLUMNS, outbox),
+        ):
+            out.append((rows.insert_sql(table, columns, ph), batch, True, None))
         out.append(
             (
                 "INSERT INTO flash_purchases (sale_id, user_id, order_id, idempotency_key, "
@@ -213,7 +162,7 @@ def statements(changes: FlashChanges, ph: str, now_ms: int) -> list[Statement]:
             )
         )
     if changes.sales:
-        rows: Sequence[tuple[Any, ...]] = [
+        changed: Sequence[tuple[Any, ...]] = [
             (info.sold, "ended" if info.ended else "scheduled", info.ends_ms, now_ms, sid)
             for sid, info in sorted(changes.sales.items())
         ]
@@ -221,7 +170,7 @@ def statements(changes: FlashChanges, ph: str, now_ms: int) -> list[Statement]:
             (
                 f"UPDATE flash_sales SET sold = {ph}, status = {ph}, ends_ms = {ph}, "
                 f"updated_ms = {ph} WHERE id = {ph}",
-                rows,
+                changed,
                 True,
                 None,
             )

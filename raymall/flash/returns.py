@@ -7,7 +7,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from raymall.errors import InvalidTransition
+from raymall.domain import outcomes
+from raymall.domain.shard_ops import FlashReturn
+from raymall.flash.ports import FlashShards
 
 
 def hold_key(sale_id: int) -> str:
@@ -17,25 +19,21 @@ def hold_key(sale_id: int) -> str:
 
 async def return_flash_units(stock: Any, order: Any, sku_ids: Sequence[int]) -> None:
     """Like ``stock.release`` for a flash order (same errors: InvalidTransition with
-    ``state = confirmed`` when the order was paid). ``stock`` is an InventoryClient."""
+    ``state = confirmed`` when the order was paid). ``stock`` has what ``FlashShards``
+    names (the order workflow's stock port is the InventoryClient)."""
+    shards: FlashShards = stock
     if order.flash_sale_id is None or len(sku_ids) != 1:
-        await stock.release(order.reservation_key, sku_ids)
+        await shards.release(order.reservation_key, sku_ids)
         return
     sale_id = int(order.flash_sale_id)
-    shard = stock.shard_of(int(sku_ids[0]))
-    op = (
-        "flash_return",
-        f"{order.reservation_key}@{shard}",
-        f"{hold_key(sale_id)}@{shard}",
-        sale_id,
-        int(order.id),
+    shard = shards.shard_of(int(sku_ids[0]))
+    op = FlashReturn(
+        f"{order.reservation_key}@{shard}", f"{hold_key(sale_id)}@{shard}", sale_id, int(order.id)
     )
-    code = await stock.submit(shard, op)
+    code = await shards.submit(shard, op)
     if code == "ok":
         return
     if code == "confirmed":
-        raise InvalidTransition(
-            "the reservation is confirmed", details={"key": order.reservation_key, "state": code}
-        )
+        outcomes.raise_for("confirmed", key=order.reservation_key)
     # no purchase record for this order (not a desk order): an ordinary release
-    await stock.release(order.reservation_key, sku_ids)
+    await shards.release(order.reservation_key, sku_ids)

@@ -2,70 +2,39 @@
 
 The shard owns ``sold`` and the end of a sale (``actors.flash_store``); replicas insert a
 new sale (then place its hold through the shard), delete a sale whose hold could not be
-placed, and read. ``status`` in answers is computed: ``scheduled`` before the start,
-``active``, ``sold_out`` while running with nothing left, ``ended`` after the end or an
-early end.
+placed, and read. A sale is ``raymall.domain.sale.Sale``, the model the shard's desk uses
+too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from models import FlashPurchase, FlashSale, Inventory, Order, Product, Sku
+from raymall.db import transaction
+from raymall.domain.sale import Sale
 from raymall.errors import NotFound, ValidationFailed
 
+T = TypeVar("T")
 
-@dataclass(frozen=True)
-class Sale:
-    """What a replica needs to decide locally (cached per replica)."""
 
-    id: int
-    sku_id: int
-    title: str
-    price_cents: int
-    quantity: int
-    per_user_limit: int
-    starts_ms: int
-    ends_ms: int
-    ended: bool
-    sold: int
-    payment_timeout_s: int | None = None
+async def in_tx(sessions: sessionmaker[Session], fn: Callable[[Session], T]) -> T:
+    """``fn`` in one transaction, in a worker thread (never on the event loop)."""
 
-    def status(self, now_ms: int) -> str:
-        if self.ended or now_ms >= self.ends_ms:
-            return "ended"
-        if now_ms < self.starts_ms:
-            return "scheduled"
-        return "sold_out" if self.remaining(now_ms) == 0 else "active"
+    def run() -> T:
+        with transaction(sessions) as session:
+            return fn(session)
 
-    def remaining(self, now_ms: int) -> int:
-        if self.ended or now_ms >= self.ends_ms:
-            return 0
-        return max(0, self.quantity - self.sold)
-
-    def view(self, now_ms: int) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "sku_id": self.sku_id,
-            "title": self.title,
-            "price_cents": self.price_cents,
-            "quantity": self.quantity,
-            "per_user_limit": self.per_user_limit,
-            "starts_at_ms": self.starts_ms,
-            "ends_at_ms": self.ends_ms,
-            "sold": self.sold,
-            "payment_timeout_s": self.payment_timeout_s,
-            "remaining": self.remaining(now_ms),
-            "status": self.status(now_ms),
-        }
+    return await asyncio.to_thread(run)
 
 
 def _sale(row: FlashSale) -> Sale:
+    timeout_s = row.payment_timeout_s
     return Sale(
         id=int(row.id),
         sku_id=int(row.sku_id),
@@ -77,7 +46,7 @@ def _sale(row: FlashSale) -> Sale:
         ends_ms=int(row.ends_ms),
         ended=row.status == "ended",
         sold=int(row.sold),
-        payment_timeout_s=row.payment_timeout_s,
+        payment_timeout_ms=None if timeout_s is None else int(timeout_s) * 1000,
     )
 
 

@@ -1,24 +1,27 @@
 """FlashService: a replica's side of flash sales (built once per replica).
 
-Guarantees:
+Purchases are decided here as far as they can be without the shard, and otherwise sent
+to it in batches; creating, ending and reading sales is ``raymall.flash.admin``'s, and the
+replica's copy of the sales ``raymall.flash.cache``'s. Guarantees:
 
 - refusals that need no shard are decided in the replica: before the start
-  (``sale_not_started``), after the end (``sale_ended``) from the cached event, and, once the
-  shard has said the event is sold out, ``sold_out`` from a local flag: the shard's
+  (``sale_not_started``), after the end (``sale_ended``) from the cached sale, and, once the
+  shard has said the sale is sold out, ``sold_out`` from a local flag: the shard's
   sold-out *lease* (``raymall.domain.flash_desk``), which runs ``flash_sold_out_ttl_s`` (less a
   small margin for clock rates) from the moment the request that earned it was sent, and
-  during which the shard sells nothing of the event (then one request asks the shard
+  during which the shard sells nothing of the sale (then one request asks the shard
   again, so units given back by unpaid orders become purchasable);
 - a request that carries its own ``Idempotency-Key`` and is refused locally is checked
-  against the event's purchases first, so a retry of a successful purchase still gets its
-  order: under a lease, from this replica's snapshot of the event's client-keyed purchase
+  against the sale's purchases first, so a retry of a successful purchase still gets its
+  order: under a lease, from this replica's snapshot of the sale's client-keyed purchase
   records, read from the database once per number of records the shard reports (they are
   all committed before the lease is granted, and no new one can appear while it runs);
-  after the end, or for events with more than ``SNAPSHOT_MAX_RECORDS`` records, by a
-  database lookup (coalesced);
-- concurrent purchases are coalesced: one Redis call decides the rate limits of a whole
-  batch (``raymall.flash.limits``) and one actor call per shard carries its purchases; the
-  shard commits them in one transaction before answering (durable before ack);
+  after the end, or for sales with more than ``SNAPSHOT_MAX_RECORDS`` records, by a
+  database lookup (batched);
+- concurrent purchases are batched (``raymall.batching.Batcher``): one Redis call decides
+  the rate limits of a whole batch (``raymall.flash.limits``) and one call per shard
+  carries its purchases; the shard commits them in one transaction before answering
+  (durable before ack);
 - every purchase carries a key: the client's ``Idempotency-Key`` or, without one, a key
   made up per request, so the internal retries of a shard call (actor restart) take effect
   exactly once; a 503 is retriable with the same ``Idempotency-Key``.
@@ -30,56 +33,45 @@ import asyncio
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.inventory_client import InventoryClient, raise_for
 from raymall import metrics
-from raymall.db import transaction
-from raymall.errors import (
-    DomainError,
-    IdempotencyMismatch,
-    LimitExceeded,
-    NotFound,
-    RateLimited,
-    SaleEnded,
-    SaleNotStarted,
-    SoldOut,
-    Unavailable,
-    ValidationFailed,
-)
+from raymall.batching import Batcher
+from raymall.domain import outcomes
+from raymall.domain.outcomes import BUY, UNREAD
+from raymall.domain.sale import Sale
+from raymall.domain.shard_ops import BuyResult, FlashBuy, Result
+from raymall.errors import DomainError, RateLimited, Unavailable, ValidationFailed
 from raymall.flash import sales as repo
-from raymall.flash.coalesce import Coalescer
+from raymall.flash.admin import SaleAdmin
+from raymall.flash.cache import SaleCache
 from raymall.flash.limits import BatchLimiter
+from raymall.flash.ports import FlashShards
 from raymall.flash.returns import hold_key
 from raymall.ids import now_ms
-from raymall.logs import get_logger
 from raymall.ratelimit import Limit
 from raymall.settings import Settings
 from raymall.singleflight import SingleFlight
 
-log = get_logger("flash")
-T = TypeVar("T")
-MAX_INFLIGHT = 2
+MAX_INFLIGHT = 2  # purchase batches in flight per replica
 CLIENT_KEY = "k:"  # prefix of the purchase keys that clients chose (Idempotency-Key)
-SNAPSHOT_MAX_RECORDS = 50_000  # bigger events are looked up key by key
+SNAPSHOT_MAX_RECORDS = 50_000  # bigger sales are looked up key by key
 Snapshot = dict[tuple[int, str], dict[str, Any]]  # (user, client key) -> replay answer
-SNAPSHOT_KEEP_S = 60.0  # a snapshot is dropped this long after its event's last lease
+SNAPSHOT_KEEP_S = 60.0  # a snapshot is dropped this long after its sale's last lease
 # a lease is ended this much early: two hosts' monotonic clocks may run at rates up to
 # 500 ppm apart (NTP slewing), so a replica's second can be a little longer than a shard's
 LEASE_MARGIN_S, LEASE_MARGIN_RATE = 0.001, 0.002
+Answer = Result | BaseException
 
 
-@dataclass
-class _Request:
-    sale: repo.Sale
+class _Request(NamedTuple):
+    sale: Sale
     user_id: int
     key: str
     qty: int
     checks: list[tuple[Limit, str]]
-    fut: asyncio.Future[Any] = field(repr=False)
 
 
 class FlashService:
@@ -88,42 +80,41 @@ class FlashService:
         settings: Settings,
         sessions: sessionmaker[Session],
         redis: Any,
-        inventory: InventoryClient,
+        inventory: FlashShards,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.settings = settings
         self.sessions = sessions
         self.inventory = inventory
+        self.clock = clock if clock is not None else time.monotonic  # monotonic seconds
         self.limiter = BatchLimiter(redis)
-        self.cache_ttl_s = settings.flash_sale_cache_ttl_s
-        self.window_s = settings.flash_batch_window_ms / 1000
-        self.max_batch = settings.flash_batch_max
         s = settings
         self.user_limit = _limit("flash_user", s.flash_rate_user_per_s, s.flash_rate_user_burst)
         self.ip_limit = _limit("flash_ip", s.flash_rate_ip_per_s, s.flash_rate_ip_per_s * 2)
         self.event_limit = _limit("flash_event", s.flash_rate_event_per_s, s.flash_rate_event_per_s)
-        self._sales: dict[int, tuple[repo.Sale, float]] = {}
-        self._sale_loads = SingleFlight()
+        self.cache = SaleCache(sessions, inventory, s.flash_sale_cache_ttl_s, self.clock)
+        self.admin = SaleAdmin(sessions, inventory, self.cache)
+        # the cache's and the administration's, as this service's
+        self.sale, self.remember = self.cache.get, self.cache.remember
+        self.warm, self.keep_warm = self.cache.warm, self.cache.keep_warm
+        self.create, self.end, self.view = self.admin.create, self.admin.end, self.admin.view
+        self.list, self.mine = self.admin.list, self.admin.mine
         # sale -> (end of the sold-out lease on this replica's monotonic clock, records)
         self._leases: dict[int, tuple[float, int]] = {}
         # sale -> (records, client-keyed purchases by (user, key)) and the loads under way
         self._snapshots: dict[int, tuple[int, Snapshot]] = {}
         self._snapshot_loads = SingleFlight()
         self.snapshot_loads = 0  # snapshots read from the database by this replica
-        self._queue: list[_Request] = []
-        self._inflight = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self._buys: Batcher[_Request, Result] = Batcher(
+            self._decide,
+            max_batch=s.flash_batch_max,
+            max_inflight=MAX_INFLIGHT,
+            window_s=s.flash_batch_window_ms / 1000,
+        )
         self.shard_calls = 0  # purchase batches sent to shards by this replica
-        self._lookups: Coalescer[tuple[int, int, str], dict[str, Any] | None] = Coalescer(
+        self._lookups: Batcher[tuple[int, int, str], dict[str, Any] | None] = Batcher(
             self._lookup_batch, max_batch=500, max_inflight=2
         )
-
-    # ---- plumbing -----------------------------------------------------------------------
-    async def _tx(self, fn: Callable[[Session], T]) -> T:
-        def run() -> T:
-            with transaction(self.sessions) as session:
-                return fn(session)
-
-        return await asyncio.to_thread(run)
 
     async def _lookup_batch(
         self, keys: Sequence[tuple[int, int, str]]
@@ -134,68 +125,22 @@ class FlashService:
 
         return await asyncio.to_thread(run)
 
-    def _shard_hold(self, sale: repo.Sale) -> tuple[int, str]:
-        shard = self.inventory.shard_of(sale.sku_id)
-        return shard, f"{hold_key(sale.id)}@{shard}"
-
-    # ---- the event cache ----------------------------------------------------------------
-    def remember(self, sale: repo.Sale) -> repo.Sale:
-        self._sales[sale.id] = (sale, time.monotonic() + self.cache_ttl_s)
-        return sale
-
-    async def sale(self, sale_id: int) -> repo.Sale:
-        """The event from this replica's cache (loaded once per TTL, one load at a time)."""
-        hit = self._sales.get(sale_id)
-        if hit is not None and hit[1] > time.monotonic():
-            return hit[0]
-
-        async def load() -> repo.Sale:
-            return self.remember(await self._tx(lambda s: repo.get_sale(s, sale_id)))
-
-        return await self._sale_loads.do(sale_id, load)
-
-    async def warm(self, *, shards: bool = True) -> int:
-        """Cache the running and upcoming events (and have their shards load them)."""
-        sales = await self._tx(lambda s: repo.running_or_upcoming(s, now_ms()))
-        for sale in sales:
-            known = sale.id in self._sales
-            self.remember(sale)
-            if shards and not known:
-                shard, hold = self._shard_hold(sale)
-                await self.inventory.submit(shard, ("flash_warm", hold, sale.id))
-        return len(sales)
-
-    async def keep_warm(self) -> None:
-        """Every cache TTL, re-read the running and upcoming events, so an event created
-        through another replica is cached here before it starts. Runs until cancelled."""
-        while True:
-            try:
-                await self.warm()
-            except Exception:  # first use loads an event anyway
-                log.warning("could not refresh the flash sales", exc_info=True)
-            await asyncio.sleep(self.cache_ttl_s)
-
-    def _mark_ended(self, sale: repo.Sale) -> None:
-        self.remember(replace(sale, ended=True))
-
     # ---- purchase -------------------------------------------------------------------------
     async def purchase(
         self, user_id: int, sale_id: int, client_key: str | None, ip: str | None, qty: int = 1
     ) -> dict[str, Any]:
-        sale = await self.sale(sale_id)
+        sale = await self.cache.get(sale_id)
         now = now_ms()
         key = f"k:{client_key}" if client_key is not None else ""  # "": none given
         if now < sale.starts_ms:
             _outcome("not_started")
-            raise SaleNotStarted(
-                "the sale has not started", details={"starts_at_ms": sale.starts_ms}
-            )
+            raise outcomes.error_for("not_started", BUY, starts_at_ms=sale.starts_ms)
         if qty > sale.per_user_limit:
             raise ValidationFailed(f"at most {sale.per_user_limit} per customer")
         if sale.ended or now >= sale.ends_ms:
             return await self._refused_locally(sale, user_id, key, qty, "ended")
         lease = self._leases.get(sale_id)
-        if lease is not None and lease[0] > time.monotonic():
+        if lease is not None and lease[0] > self.clock():
             return await self._refused_locally(sale, user_id, key, qty, "sold_out_local", lease[1])
         checks = []
         if self.user_limit is not None:
@@ -204,18 +149,13 @@ class FlashService:
             checks.append((self.ip_limit, ip))
         if self.event_limit is not None:
             checks.append((self.event_limit, str(sale_id)))
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         key = key or f"a:{secrets.token_hex(8)}"  # no client key: this attempt's own
-        self._queue.append(_Request(sale, user_id, key, qty, checks, fut))
-        if len(self._queue) >= self.max_batch:
-            self._flush()
-        elif self._timer is None and self._inflight < MAX_INFLIGHT:
-            self._timer = asyncio.get_running_loop().call_later(self.window_s, self._flush)
-        return self._answer(sale, qty, await fut)
+        result = await self._buys.put(_Request(sale, user_id, key, qty, checks))
+        return self._answer(sale, qty, result)
 
     async def _refused_locally(
         self,
-        sale: repo.Sale,
+        sale: Sale,
         user_id: int,
         key: str,
         qty: int,
@@ -232,17 +172,33 @@ class FlashService:
                 found = await self._lookups.submit((sale.id, user_id, key))
             if found is not None and found["quantity"] != qty:
                 _outcome("key_reused")
-                raise IdempotencyMismatch(
-                    "this Idempotency-Key was used for a different purchase",
-                    details={"order_id": str(found["order_id"])},
-                )
+                raise outcomes.error_for("key_reused", BUY, order_id=str(found["order_id"]))
             if found is not None:
                 _outcome("replayed")
                 return _success(sale, found["order_id"], qty, found["expires_ms"], True)
         _outcome(why)
         if why == "ended":
-            raise SaleEnded("the sale has ended", details={"ends_at_ms": sale.ends_ms})
-        raise SoldOut("sold out")
+            raise outcomes.error_for("ended", BUY, ends_at_ms=sale.ends_ms)
+        raise outcomes.error_for("sold_out", BUY)
+
+    def _answer(self, sale: Sale, qty: int, result: Result) -> dict[str, Any]:
+        if type(result) is not BuyResult:  # a bare code: the shard could not read it
+            _outcome("invalid")
+            raise outcomes.error_for(str(result), UNREAD)
+        code = result.code
+        if code == "ok":
+            _outcome("replayed" if result.replayed else "ok")
+            return _success(sale, result.order_id, qty, result.expires_ms, result.replayed)
+        _outcome(code)
+        if code == "ended":
+            self.cache.mark_ended(sale)
+        raise outcomes.error_for(
+            code,
+            BUY,
+            sale_id=sale.id,
+            per_user_limit=sale.per_user_limit,
+            order_id=str(result.order_id),
+        )
 
     # ---- sold-out leases and purchase snapshots --------------------------------------------
     def _grant(self, sale_id: int, until: float, records: int) -> None:
@@ -254,7 +210,7 @@ class FlashService:
 
     def _prune(self) -> None:
         """Forget leases that ended over SNAPSHOT_KEEP_S ago, with their snapshots."""
-        stale = time.monotonic() - SNAPSHOT_KEEP_S
+        stale = self.clock() - SNAPSHOT_KEEP_S
         for sid in [sid for sid, (end, _) in self._leases.items() if end < stale]:
             del self._leases[sid]
         for sid in [sid for sid in self._snapshots if sid not in self._leases]:
@@ -268,7 +224,9 @@ class FlashService:
             return held[1]
 
         async def load() -> Snapshot:
-            found = await self._tx(lambda s: repo.client_keyed_purchases(s, sale_id, CLIENT_KEY))
+            found = await repo.in_tx(
+                self.sessions, lambda s: repo.client_keyed_purchases(s, sale_id, CLIENT_KEY)
+            )
             self.snapshot_loads += 1
             if sale_id in self._leases:  # kept while its lease is (see _prune)
                 self._snapshots[sale_id] = (records, found)
@@ -277,191 +235,70 @@ class FlashService:
 
         return await self._snapshot_loads.do((sale_id, records), load)
 
-    def _answer(self, sale: repo.Sale, qty: int, result: Any) -> dict[str, Any]:
-        if not isinstance(result, tuple):
-            _outcome("invalid")
-            raise ValidationFailed(f"the purchase was refused ({result})")
-        code, order_id, expires_ms, replayed = result[:4]
-        if code == "ok":
-            _outcome("replayed" if replayed else "ok")
-            return _success(sale, order_id, qty, expires_ms, replayed)
-        _outcome(code)
-        if code == "sold_out":
-            raise SoldOut("sold out")
-        if code == "limit_reached":
-            raise LimitExceeded(
-                f"at most {sale.per_user_limit} per customer",
-                details={"per_user_limit": sale.per_user_limit},
-            )
-        if code == "not_started":
-            raise SaleNotStarted("the sale has not started")
-        if code == "ended":
-            self._mark_ended(sale)
-            raise SaleEnded("the sale has ended")
-        if code == "key_reused":
-            raise IdempotencyMismatch(
-                "this Idempotency-Key was used for a different purchase",
-                details={"order_id": str(order_id)},
-            )
-        if code == "unknown_sale":
-            raise NotFound(f"flash sale {sale.id} not found")
-        raise Unavailable(f"the purchase could not be decided ({code})")
-
-    # ---- the batcher ----------------------------------------------------------------------
-    def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        loop = asyncio.get_running_loop()
-        while self._queue and self._inflight < MAX_INFLIGHT:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
-            self._inflight += 1
-            loop.create_task(self._send(batch))
-
-    async def _send(self, batch: list[_Request]) -> None:
+    # ---- one batch of purchases -------------------------------------------------------------
+    async def _decide(self, batch: list[_Request]) -> list[Answer]:
+        """The rate limits of the whole batch in one Redis call, then one call per shard;
+        one answer per request (a refusal is its own error). A failure of the batch as a
+        whole reaches every request as a domain error (Unavailable if it is none)."""
         try:
-            await self._decide(batch)
-        except BaseException as exc:
-            err = exc if isinstance(exc, DomainError) else _unavailable(exc)
-            for req in batch:
-                if not req.fut.done():
-                    req.fut.set_exception(err)
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self._inflight -= 1
-            if self._queue and self._timer is None:
-                self._timer = asyncio.get_running_loop().call_later(0, self._flush)
+            return await self._decide_batch(batch)
+        except Exception as exc:
+            raise (exc if isinstance(exc, DomainError) else _unavailable(exc)) from None
 
-    async def _decide(self, batch: list[_Request]) -> None:
-        admitted = batch
-        if any(req.checks for req in batch):
+    async def _decide_batch(self, batch: list[_Request]) -> list[Answer]:
+        answers: list[Answer] = [_NO_ANSWER] * len(batch)  # each is set below
+        if not any(req.checks for req in batch):
+            admitted = list(range(len(batch)))
+        else:
             decisions = await self.limiter.check([req.checks for req in batch])
             admitted = []
-            for req, decision in zip(batch, decisions, strict=True):
+            for i, decision in enumerate(decisions):
                 if decision.allowed:
-                    admitted.append(req)
+                    admitted.append(i)
                 else:
                     _outcome("rate_limited")
-                    req.fut.set_exception(
-                        RateLimited(
-                            f"rate limit '{decision.refused_by}' exceeded; retry later",
-                            retry_after=decision.retry_after_header,
-                        )
+                    answers[i] = RateLimited(
+                        f"rate limit '{decision.refused_by}' exceeded; retry later",
+                        retry_after=decision.retry_after_header,
                     )
-        by_shard: dict[int, list[_Request]] = {}
-        for req in admitted:
-            by_shard.setdefault(self.inventory.shard_of(req.sale.sku_id), []).append(req)
-        await asyncio.gather(*(self._call(shard, reqs) for shard, reqs in by_shard.items()))
+        by_shard: dict[int, list[int]] = {}
+        shard_of = self.inventory.shard_of
+        for i in admitted:
+            by_shard.setdefault(shard_of(batch[i].sale.sku_id), []).append(i)
+        await asyncio.gather(
+            *(self._call(shard, batch, idx, answers) for shard, idx in by_shard.items())
+        )
+        return answers
 
-    async def _call(self, shard: int, reqs: list[_Request]) -> None:
-        ops = [
-            ("flash_buy", f"{hold_key(r.sale.id)}@{shard}", r.sale.id, r.user_id, r.key, r.qty)
+    async def _call(
+        self, shard: int, batch: list[_Request], idx: list[int], answers: list[Answer]
+    ) -> None:
+        """One shard's purchases of a batch, as one call; their answers go to ``answers``."""
+        reqs = [batch[i] for i in idx]
+        ops: list[Any] = [
+            FlashBuy(f"{hold_key(r.sale.id)}@{shard}", r.sale.id, r.user_id, r.key, r.qty)
             for r in reqs
         ]
         self.shard_calls += 1
-        sent = time.monotonic()  # a lease in the answer runs from here (see desk)
+        sent = self.clock()  # a lease in the answer runs from here (see the desk)
         try:
             results = await self.inventory.send_batch(shard, ops)
-        except BaseException as exc:
+        except Exception as exc:
             err = exc if isinstance(exc, DomainError) else _unavailable(exc)
             if isinstance(err, Unavailable):
                 _outcome("unavailable", len(reqs))
-            for req in reqs:
-                if not req.fut.done():
-                    req.fut.set_exception(err)
-            if not isinstance(exc, Exception):
-                raise
+            for i in idx:
+                answers[i] = err
             return
-        for req, result in zip(reqs, results, strict=True):
-            if isinstance(result, tuple) and len(result) >= 7 and result[5] > 0:
-                lease_s = result[5] / 1000
+        for i, req, result in zip(idx, reqs, results, strict=True):
+            if type(result) is BuyResult and result.lease_ms > 0:
+                lease_s = result.lease_ms / 1000
                 until = sent + lease_s - LEASE_MARGIN_S - lease_s * LEASE_MARGIN_RATE
-                self._grant(req.sale.id, until, int(result[6]))
-            if not req.fut.done():
-                req.fut.set_result(result)
+                self._grant(req.sale.id, until, result.records)
+            answers[i] = result
 
-    # ---- administration -------------------------------------------------------------------
-    async def create(
-        self,
-        *,
-        sku_id: int,
-        title: str,
-        price_cents: int,
-        quantity: int,
-        per_user_limit: int,
-        starts_ms: int,
-        ends_ms: int,
-        payment_timeout_s: int | None = None,
-    ) -> dict[str, Any]:
-        """Write the event and set its quantity aside in the SKU's shard (OutOfStock, and
-        no event, if not enough is available)."""
-        now = now_ms()
-        if ends_ms <= starts_ms:
-            raise ValidationFailed("ends_at_ms must be after starts_at_ms")
-        if ends_ms <= now:
-            raise ValidationFailed("ends_at_ms must be in the future")
-        sale = await self._tx(
-            lambda s: repo.insert_sale(
-                s,
-                sku_id=sku_id,
-                title=title,
-                price_cents=price_cents,
-                quantity=quantity,
-                per_user_limit=per_user_limit,
-                starts_ms=starts_ms,
-                ends_ms=ends_ms,
-                now_ms=now,
-                payment_timeout_s=payment_timeout_s,
-            )
-        )
-        shard, hold = self._shard_hold(sale)
-        try:
-            op = ("reserve", hold, {sku_id: quantity}, ends_ms)
-            code = await self.inventory.submit(shard, op)
-            raise_for(code, key=hold, skus=[sku_id])
-        except BaseException:
-            await self._undo_create(sale, shard, hold)
-            raise
-        await self.inventory.submit(shard, ("flash_warm", hold, sale.id))
-        return self.remember(sale).view(now_ms())
 
-    async def _undo_create(self, sale: repo.Sale, shard: int, hold: str) -> None:
-        """Tombstone the hold's key (a late reserve cannot take stock), then drop the row.
-        If the shard cannot be reached the row stays: the shard alone decides whether the
-        hold exists, and an event without one sells nothing."""
-        try:
-            await self.inventory.submit(shard, ("release", hold))
-        except Exception:
-            log.warning("flash sale %s: could not release %s", sale.id, hold, exc_info=True)
-            return
-        await self._tx(lambda s: repo.delete_sale(s, sale.id))
-
-    async def end(self, sale_id: int) -> dict[str, Any]:
-        """End the event now; the rest of its hold goes back to normal stock."""
-        sale = await self._tx(lambda s: repo.get_sale(s, sale_id))
-        shard, hold = self._shard_hold(sale)
-        code = await self.inventory.submit(shard, ("flash_end", hold, sale_id))
-        if code != "ok":
-            raise Unavailable(f"the sale could not be ended ({code})")
-        return await self.view(sale_id)
-
-    # ---- reads ----------------------------------------------------------------------------
-    async def view(self, sale_id: int) -> dict[str, Any]:
-        sale = self.remember(await self._tx(lambda s: repo.get_sale(s, sale_id)))
-        return sale.view(now_ms())
-
-    async def list(self, limit: int, before_id: int | None) -> dict[str, Any]:
-        sales = await self._tx(lambda s: repo.list_sales(s, limit=limit, before_id=before_id))
-        now = now_ms()
-        items = [s.view(now) for s in sales]
-        return {"items": items, "next_cursor": items[-1]["id"] if len(items) == limit else None}
-
-    async def mine(self, sale_id: int, user_id: int) -> dict[str, Any]:
-        await self.sale(sale_id)  # 404 for an unknown sale
-        items = await self._tx(lambda s: repo.my_purchases(s, sale_id, user_id))
-        return {"sale_id": sale_id, "items": items}
+_NO_ANSWER: Answer = Unavailable("the purchase was not answered")
 
 
 def _limit(name: str, per_s: int, burst: int) -> Limit | None:
@@ -477,7 +314,7 @@ def _unavailable(exc: BaseException) -> Unavailable:
 
 
 def _success(
-    sale: repo.Sale, order_id: int, qty: int, expires_ms: int | None, replayed: bool
+    sale: Sale, order_id: Any, qty: int, expires_ms: int | None, replayed: bool
 ) -> dict[str, Any]:
     return {
         "order_id": str(order_id),

@@ -14,26 +14,20 @@ Guarantees:
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, func, insert, select, tuple_, update
+from sqlalchemy import func, select, tuple_, update
 from sqlalchemy.orm import Session
 
-from models import Order, OrderEvent, OrderItem, OutboxEvent, Product, Sku
+from models import Order, OrderEvent, OrderItem, Product, Sku
 from raymall.auth.addresses import FIELDS as ADDRESS_FIELDS
 from raymall.auth.addresses import default_address, get_address
 from raymall.domain import order_state as st
 from raymall.domain.pricing import PricedLine, SkuInfo
 from raymall.errors import NotFound, ValidationFailed
-
-# Core tables for the multi-row inserts of the placement path (cheaper than ORM objects)
-ORDERS = cast(Table, Order.__table__)
-ORDER_ITEMS = cast(Table, OrderItem.__table__)
-ORDER_EVENTS = cast(Table, OrderEvent.__table__)
-OUTBOX = cast(Table, OutboxEvent.__table__)
+from raymall.orders import rows
 
 
 @dataclass(frozen=True)
@@ -91,17 +85,6 @@ def shipping_address(session: Session, user_id: int, address_id: int | None) -> 
 
 
 # ---- creation ---------------------------------------------------------------------------
-def outbox_row(topic: str, aggregate_id: int | str, payload: dict[str, Any], now: int) -> dict:
-    return {
-        "event_id": uuid.uuid4().hex,
-        "topic": topic,
-        "aggregate_id": str(aggregate_id),
-        "payload": payload,
-        "created_ms": now,
-        "published_ms": None,
-    }
-
-
 def event_payload(order: NewOrder | Order, status: str, **extra: Any) -> dict[str, Any]:
     oid = order.order_id if isinstance(order, NewOrder) else order.id
     return {"order_id": str(oid), "user_id": int(order.user_id), "status": status, **extra}
@@ -114,102 +97,61 @@ def insert_order(session: Session, new: NewOrder, actor: str) -> None:
 
 def insert_orders(session: Session, news: Sequence[NewOrder], actors: Sequence[str]) -> None:
     """Many orders with their items, first events and outbox events: one multi-row
-    statement per table (the caller's transaction)."""
-    session.execute(
-        insert(ORDERS),
-        [
-            {
-                "id": new.order_id,
-                "user_id": new.user_id,
-                "shard": new.shard,
-                "kind": new.kind,
-                "status": st.PENDING_PAYMENT,
-                "total_cents": new.total_cents,
-                "currency": new.currency,
-                "address": new.address,
-                "reservation_key": new.reservation_key,
-                "idempotency_key": new.idempotency_key,
-                "request_hash": new.request_hash,
-                "expires_ms": new.expires_ms,
-                "cancel_reason": None,
-                "created_ms": new.created_ms,
-                "updated_ms": new.created_ms,
-            }
-            for new in news
-        ],
-    )
-    session.execute(
-        insert(ORDER_ITEMS),
-        [
-            {
-                "order_id": new.order_id,
-                "sku_id": line.sku_id,
-                "product_id": line.product_id,
-                "title": line.title[:200],
-                "specs": line.specs,
-                "unit_price_cents": line.unit_price_cents,
-                "quantity": line.quantity,
-                "line_total_cents": line.line_total_cents,
-            }
-            for new in news
-            for line in new.lines
-        ],
-    )
-    session.execute(
-        insert(ORDER_EVENTS),
-        [
-            {
-                "order_id": new.order_id,
-                "from_status": None,
-                "to_status": st.PENDING_PAYMENT,
-                "reason": "placed",
-                "actor": actor[:64],
-                "created_ms": new.created_ms,
-            }
-            for new, actor in zip(news, actors, strict=True)
-        ],
-    )
-    session.execute(
-        insert(OUTBOX),
-        [
-            outbox_row(
-                st.topic_for(st.PENDING_PAYMENT),
+    statement per table (the caller's transaction), rows from ``raymall.orders.rows``."""
+    orders, items, events, outbox = [], [], [], []
+    for new, actor in zip(news, actors, strict=True):
+        orders.append(
+            rows.order_row(
                 new.order_id,
-                event_payload(
-                    new,
-                    st.PENDING_PAYMENT,
-                    total_cents=new.total_cents,
-                    items=[{"sku_id": ln.sku_id, "quantity": ln.quantity} for ln in new.lines],
-                ),
+                new.user_id,
+                new.shard,
+                new.kind,
+                new.total_cents,
+                new.currency,
+                rows.dumps(new.address),
+                new.reservation_key,
+                new.idempotency_key,
+                new.request_hash,
+                None,
+                new.expires_ms,
                 new.created_ms,
             )
-            for new in news
-        ],
-    )
+        )
+        for line in new.lines:
+            items.append(
+                rows.item_row(
+                    new.order_id,
+                    line.sku_id,
+                    line.product_id,
+                    line.title,
+                    rows.dumps(line.specs),
+                    line.unit_price_cents,
+                    line.quantity,
+                    line.line_total_cents,
+                )
+            )
+        events.append(rows.placed_event_row(new.order_id, actor, new.created_ms))
+        outbox.append(
+            rows.placed_outbox_row(
+                new.order_id,
+                int(new.user_id),
+                new.total_cents,
+                [{"sku_id": ln.sku_id, "quantity": ln.quantity} for ln in new.lines],
+                new.created_ms,
+            )
+        )
+    _insert(session, rows.ORDERS, rows.ORDER_COLUMNS, orders)
+    _insert(session, rows.ORDER_ITEMS, rows.ITEM_COLUMNS, items)
+    _insert(session, rows.ORDER_EVENTS, rows.EVENT_COLUMNS, events)
+    _insert(session, rows.OUTBOX, rows.OUTBOX_COLUMNS, outbox)
 
 
-def _history(
-    session: Session,
-    order_id: int,
-    frm: str | None,
-    to: str,
-    reason: str,
-    actor: str,
-    now: int,
-) -> None:
-    session.execute(
-        insert(OrderEvent),
-        [
-            {
-                "order_id": order_id,
-                "from_status": frm,
-                "to_status": to,
-                "reason": reason[:64],
-                "actor": actor[:64],
-                "created_ms": now,
-            }
-        ],
-    )
+def _insert(session: Session, table: str, columns: Sequence[str], values: list[Any]) -> None:
+    """One multi-row INSERT of ``raymall.orders.rows`` rows, in the session's transaction."""
+    if values:
+        conn = session.connection()
+        ph = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
+        conn.exec_driver_sql(rows.insert_sql(table, columns, ph), values)
 
 
 # ---- transitions ------------------------------------------------------------------------
@@ -237,13 +179,17 @@ def transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    _history(session, int(order.id), frm, to, reason, actor, now)
+    event = rows.event_row(int(order.id), frm, to, reason, actor, now)
+    _insert(session, rows.ORDER_EVENTS, rows.EVENT_COLUMNS, [event])
     extra: dict[str, Any] = {"from_status": frm, "reason": reason, "total_cents": order.total_cents}
     if items is not None:
         extra["items"] = items
-    session.execute(
-        insert(OutboxEvent),
-        [outbox_row(st.topic_for(to), order.id, event_payload(order, to, **extra), now)],
+    payload = event_payload(order, to, **extra)
+    _insert(
+        session,
+        rows.OUTBOX,
+        rows.OUTBOX_COLUMNS,
+        [rows.outbox_row(st.topic_for(to), order.id, payload, now)],
     )
     return True
 
