@@ -1,7 +1,7 @@
 """InventoryClient: the one way processes talk to the inventory shards.
 
-One per process (a Serve replica builds it in its ``startup`` hook; benches and tests build
-their own). Guarantees:
+One per process (a Serve replica builds it in ``deployments.services.build_services``;
+benches and tests build their own). Guarantees:
 
 - **coalescing**: concurrent operations for the same shard travel in one actor call (sent
   when a previous call to that shard returns, or after ``inventory_client_window_ms``; at

@@ -25,7 +25,8 @@ from raymall.db import make_engine, session_factory
 from raymall.errors import DomainError, Unavailable
 from raymall.ids import MAX_WORKER, now_ms
 from raymall.logs import get_logger
-from raymall.orders.workflow import OrderWorkflow, Placed, PlaceOrder
+from raymall.orders.ports import Placed, PlaceOrder
+from raymall.orders.workflow import OrderWorkflow
 from raymall.settings import Settings
 
 log = get_logger("orders.shard")

@@ -2,17 +2,15 @@
 
 Public (no token): register, login, refresh. Everything else needs an access token; the
 profile routes need ``profile:manage`` and the admin routes ``users:read`` /
-``users:block``. ``startup`` builds the per-replica ``AuthService`` and installs the
-token verifier and permission check that ``deployments.security`` calls on every request.
+``users:block``. ``install`` puts the token verifier and permission check that
+``deployments.security`` calls on every request on the app (``deployments.ingress``).
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
-from sqlalchemy.exc import IntegrityError
 
 from deployments.auth_schemas import (
     AddressIn,
@@ -24,15 +22,12 @@ from deployments.auth_schemas import (
     RegisterIn,
 )
 from deployments.cart_routes import merge_at_login
-from deployments.context import AppContext, ctx
 from deployments.security import Principal, client_ip, current_user, public, require
+from deployments.services import services
 from raymall.auth.profile import ProfileService
 from raymall.auth.service import AuthService
-from raymall.bootstrap import ensure_reference_data
-from raymall.logs import get_logger
 
 router = APIRouter()
-log = get_logger("auth")
 
 public("POST", "/auth/register")
 public("POST", "/auth/login")
@@ -43,11 +38,11 @@ Profile = Annotated[Principal, Depends(require("profile", "manage"))]
 
 
 def _auth(request: Request) -> AuthService:
-    return ctx(request).service("auth")  # type: ignore[no-any-return]
+    return services(request).auth
 
 
 def _profile(request: Request) -> ProfileService:
-    return ctx(request).service("profile")  # type: ignore[no-any-return]
+    return services(request).profile
 
 
 # ---- sign-up, sign-in, sessions -------------------------------------------------------
@@ -168,19 +163,7 @@ async def unblock_user(
     return await _auth(request).set_blocked(admin.user_id, user_id, False)
 
 
-# ---- per-replica wiring ---------------------------------------------------------------
-async def _ensure_roles(app_ctx: AppContext) -> None:
-    """Roles and grants must exist before anyone registers (``raymall serve`` on a fresh
-    database). Idempotent; replicas starting together may race, so one retry."""
-    for attempt in range(2):
-        try:
-            await asyncio.to_thread(ensure_reference_data, app_ctx.settings)
-            return
-        except IntegrityError:
-            if attempt:
-                raise
-
-
+# ---- per-request hooks -----------------------------------------------------------------
 def install(app: FastAPI, service: AuthService) -> None:
     """Install the hooks ``deployments.security`` calls on every request."""
 
@@ -193,30 +176,3 @@ def install(app: FastAPI, service: AuthService) -> None:
 
     app.state.verify_token = verify_token
     app.state.check_permission = check_permission
-
-
-async def startup(app_ctx: AppContext) -> None:
-    await _ensure_roles(app_ctx)
-    service = AuthService(
-        app_ctx.settings, app_ctx.sessions, app_ctx.redis, hot_redis=app_ctx.hot_redis
-    )
-    app_ctx.services["auth"] = service
-    app_ctx.services["profile"] = ProfileService(app_ctx.sessions)
-    install(app_ctx.services["app"], service)
-    if app_ctx.settings.ha_proxy and app_ctx.settings.trusted_proxy_hops == 0:
-        log.warning(
-            "per-IP sign-in limits are off: behind Serve's HAProxy ingress client addresses "
-            "are unknown; set RAYMALL_TRUSTED_PROXY_HOPS behind a proxy that appends "
-            "X-Forwarded-For (per-account limits still apply)"
-        )
-    try:
-        await service.permissions.reload()
-    except Exception as exc:  # the first check retries; readiness reports it meanwhile
-        log.warning("could not load the permission table at start-up: %s", exc)
-
-    async def ready() -> dict[str, Any]:
-        if not service.permissions.grants:
-            await service.permissions.reload()
-        return {"ok": bool(service.permissions.grants), "grants": len(service.permissions.grants)}
-
-    app_ctx.readiness["auth"] = ready

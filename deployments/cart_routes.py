@@ -13,31 +13,24 @@ login route), as does ``POST /cart/merge``.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.context import AppContext, ctx
 from deployments.security import Principal, public
+from deployments.services import services
 from raymall.cart import (
-    CartLimits,
     CartOwner,
-    CartStore,
-    cart_view,
+    CartService,
     check_on_sale,
     guest_key,
     guest_token_ok,
     issue_guest_token,
     user_key,
 )
-from raymall.catalog.repository import db_availability
-from raymall.domain.pricing import SkuInfo
 from raymall.errors import Forbidden, Unauthorized, ValidationFailed
 from raymall.logs import get_logger
-from raymall.orders.repository import load_skus
 
 router = APIRouter(tags=["cart"])
 log = get_logger("cart")
@@ -68,44 +61,8 @@ class QuantityIn(BaseModel):
     quantity: int = Field(ge=1, le=1_000_000)
 
 
-class CartServices:
-    """The replica's cart dependencies."""
-
-    def __init__(self, app_ctx: AppContext) -> None:
-        s = app_ctx.settings
-        self.app_ctx = app_ctx
-        self.store = CartStore(app_ctx.redis, CartLimits(s.cart_max_qty_per_line, s.cart_max_lines))
-        self.secret = s.secret("jwt_secret")
-        self.guest_ttl_s = s.cart_guest_ttl_s
-
-    async def skus(self, sku_ids: Sequence[int]) -> dict[int, SkuInfo]:
-        def read() -> dict[int, SkuInfo]:
-            with self.app_ctx.sessions() as session:
-                return load_skus(session, list(sku_ids))
-
-        return await asyncio.to_thread(read)
-
-    async def availability(self, sku_ids: Sequence[int]) -> dict[int, int]:
-        inventory = self.app_ctx.services.get("inventory")
-        if inventory is not None:
-            try:
-                return dict(await inventory.availability(list(sku_ids)))
-            except Exception as exc:  # a listing degrades to the committed value
-                log.warning("live availability failed, using the database: %s", exc)
-
-        def read() -> dict[int, int]:
-            with self.app_ctx.sessions() as session:
-                return db_availability(session, list(sku_ids))
-
-        return await asyncio.to_thread(read)
-
-
-async def startup(app_ctx: AppContext) -> None:
-    app_ctx.services["cart"] = CartServices(app_ctx)
-
-
-def _svc(request: Request) -> CartServices:
-    return ctx(request).service("cart")  # type: ignore[no-any-return]
+def _svc(request: Request) -> CartService:
+    return services(request).cart
 
 
 async def _owner(request: Request, token: str | None) -> CartOwner:
@@ -124,14 +81,6 @@ async def _owner(request: Request, token: str | None) -> CartOwner:
     return CartOwner(guest_key(token), ttl_s=svc.guest_ttl_s)
 
 
-async def _view(svc: CartServices, owner: CartOwner) -> dict[str, Any]:
-    lines = await svc.store.lines(owner)
-    if not lines:
-        return cart_view({}, {}, {})
-    catalog, stock = await asyncio.gather(svc.skus(list(lines)), svc.availability(list(lines)))
-    return cart_view(lines, catalog, stock)
-
-
 @router.post("/cart/guest", status_code=201)
 async def new_guest_cart(request: Request) -> dict[str, Any]:
     svc = _svc(request)
@@ -141,7 +90,7 @@ async def new_guest_cart(request: Request) -> dict[str, Any]:
 @router.get("/cart")
 async def get_cart(request: Request, token: CartToken = None) -> dict[str, Any]:
     svc = _svc(request)
-    return await _view(svc, await _owner(request, token))
+    return await svc.view(await _owner(request, token))
 
 
 @router.post("/cart/items")
@@ -150,7 +99,7 @@ async def add_line(request: Request, body: LineIn, token: CartToken = None) -> d
     owner = await _owner(request, token)
     await check_on_sale(svc.skus, body.sku_id)
     await svc.store.put(owner, body.sku_id, body.quantity, add=True)
-    return await _view(svc, owner)
+    return await svc.view(owner)
 
 
 @router.put("/cart/items/{sku_id}")
@@ -161,7 +110,7 @@ async def set_line(
     owner = await _owner(request, token)
     await check_on_sale(svc.skus, sku_id)
     await svc.store.put(owner, sku_id, body.quantity, add=False)
-    return await _view(svc, owner)
+    return await svc.view(owner)
 
 
 @router.delete("/cart/items/{sku_id}", status_code=204)
@@ -185,7 +134,7 @@ async def merge_cart(request: Request, token: CartToken = None) -> dict[str, Any
         raise ValidationFailed(f"send a valid guest cart token in {CART_TOKEN_HEADER}")
     assert owner.user_id is not None and token is not None
     merged = await svc.store.merge_guest(token, owner.user_id)
-    return {"merged_lines": merged, **(await _view(svc, owner))}
+    return {"merged_lines": merged, **(await svc.view(owner))}
 
 
 async def merge_at_login(request: Request, user_id: int) -> None:

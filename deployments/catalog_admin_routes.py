@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
-from deployments.context import ctx
 from deployments.security import Principal, require
-from raymall.catalog.listing import MAX_PAGE, MAX_PAGE_SIZE, list_products
+from deployments.services import services
+from raymall.catalog.listing import MAX_PAGE, MAX_PAGE_SIZE
 from raymall.catalog.repository import ProductFilters
 from raymall.catalog.runtime import CatalogRuntime
 from raymall.catalog.schemas import (
@@ -34,7 +34,7 @@ Id = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def _rt(request: Request) -> CatalogRuntime:
-    return ctx(request).service("catalog")  # type: ignore[no-any-return]
+    return services(request).catalog
 
 
 def _svc(request: Request) -> CatalogService:
@@ -100,13 +100,7 @@ async def admin_products(
     """Products in any status (or one status)."""
     statuses = (status,) if status else ("draft", "published", "unpublished")
     f = ProductFilters(category_id=category_id, brand_id=brand_id, statuses=statuses)
-    sessions = _rt(request).sessions
-
-    def run() -> dict[str, Any]:
-        with sessions() as s:
-            return list_products(s, f, sort=sort, page=page, size=size, cursor=cursor).to_dict()
-
-    return await asyncio.to_thread(run)
+    return await _rt(request).admin_listing(f, sort=sort, page=page, size=size, cursor=cursor)
 
 
 @router.get("/products/{product_id}")

@@ -1,29 +1,25 @@
 """HTTP routes: the public catalog (listing, search, detail, categories, brands, images).
 
 Thin shell: parse and bound the query, call ``raymall.catalog``, answer. The admin routes
-live in ``deployments.catalog_admin_routes`` and are included here. ``startup`` builds the
-replica's ``CatalogRuntime`` (``app_ctx.services["catalog"]``) and starts the Bloom
-filter upkeep.
+live in ``deployments.catalog_admin_routes`` and are included here. The replica's
+``CatalogRuntime`` is ``Services.catalog``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from deployments import catalog_admin_routes
-from deployments.context import AppContext, ctx
 from deployments.security import public
-from raymall.catalog.listing import MAX_PAGE, MAX_PAGE_SIZE, list_products
+from deployments.services import services
+from raymall.catalog.listing import MAX_PAGE, MAX_PAGE_SIZE
 from raymall.catalog.media import CONTENT_TYPES
-from raymall.catalog.repository import ProductFilters, category_tree, list_brands
+from raymall.catalog.repository import ProductFilters
 from raymall.catalog.runtime import CatalogRuntime
-from raymall.catalog.search import search_products
 from raymall.errors import NotFound, ValidationFailed
 
 router = APIRouter(tags=["catalog"])
@@ -50,7 +46,7 @@ SearchSort = Literal["relevance", "newest", "sales", "price_asc", "price_desc"]
 
 
 def catalog(request: Request) -> CatalogRuntime:
-    return ctx(request).service("catalog")  # type: ignore[no-any-return]
+    return services(request).catalog
 
 
 def make_filters(
@@ -97,11 +93,7 @@ async def products(
     (``RAYMALL_LISTING_CACHE_TTL_S``, 30 s); a catalog write invalidates them at once,
     while the ``in_stock`` filter may lag stock changes by up to that long."""
     f = make_filters(category_id, brand_id, min_price_cents, max_price_cents, in_stock)
-    query = {"filters": asdict(f), "sort": sort, "page": page, "size": size, "cursor": cursor}
-    body = await catalog(request).listing(
-        query,
-        lambda s: list_products(s, f, sort=sort, page=page, size=size, cursor=cursor).to_dict(),
-    )
+    body = await catalog(request).listing(f, sort=sort, page=page, size=size, cursor=cursor)
     return Response(body, media_type="application/json")
 
 
@@ -122,14 +114,7 @@ async def search(
     """Keyword search over title, description, brand and category names; every word of
     ``q`` (3+ letters, stopwords ignored) must match the start of a word."""
     f = make_filters(category_id, brand_id, min_price_cents, max_price_cents, in_stock)
-    sessions = catalog(request).sessions
-
-    def run() -> dict[str, Any]:
-        with sessions() as s:
-            page_ = search_products(s, q, f, sort=sort, page=page, size=size, cursor=cursor)
-            return page_.to_dict()
-
-    return await asyncio.to_thread(run)
+    return await catalog(request).search(q, f, sort=sort, page=page, size=size, cursor=cursor)
 
 
 @router.get("/products/{product_id}", response_class=Response)
@@ -142,24 +127,12 @@ async def product_detail(request: Request, product_id: ProductId) -> Response:
 
 @router.get("/categories")
 async def categories(request: Request) -> dict[str, Any]:
-    sessions = catalog(request).sessions
-
-    def run() -> dict[str, Any]:
-        with sessions() as s:
-            return {"items": category_tree(s)}
-
-    return await asyncio.to_thread(run)
+    return {"items": await catalog(request).categories()}
 
 
 @router.get("/brands")
 async def brands(request: Request) -> dict[str, Any]:
-    sessions = catalog(request).sessions
-
-    def run() -> dict[str, Any]:
-        with sessions() as s:
-            return {"items": list_brands(s)}
-
-    return await asyncio.to_thread(run)
+    return {"items": await catalog(request).brands()}
 
 
 @router.get("/media/images/{name}")
@@ -172,9 +145,3 @@ async def image(request: Request, name: Annotated[str, Path(max_length=80)]) -> 
         media_type=CONTENT_TYPES[path.suffix.lstrip(".")],
         headers={"Cache-Control": "public, max-age=31536000, immutable"},
     )
-
-
-async def startup(app_ctx: AppContext) -> None:
-    runtime = CatalogRuntime(app_ctx.settings, app_ctx.sessions, app_ctx.redis, app_ctx.services)
-    app_ctx.services["catalog"] = runtime
-    runtime.start()

@@ -1,12 +1,12 @@
-"""Per-replica resources, built once in the ingress constructor from the resolved settings
-and reached by routes through ``ctx(request)``. Each area's router module may define
-``async def startup(app_ctx)`` to add its own service; it is called once per replica."""
+"""Per-replica resources (settings, database, Redis), built once in the ingress constructor
+from the resolved settings. The areas' services are built over them by
+``deployments.services.build_services``."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -29,10 +29,6 @@ class AppContext:
     redis: aioredis.Redis
     # the same Redis for hot, simple commands on the request path (see raymall.resp)
     hot_redis: RespClient
-    # name -> async check returning {"ok": bool, ...}; areas register their own
-    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
-    # area services registered by router modules' startup hooks (e.g. "catalog", "auth")
-    services: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -57,9 +53,6 @@ class AppContext:
             redis=redis,
             hot_redis=RespClient(settings.redis_url, timeout_s=5, connect_timeout_s=2),
         )
-
-    def service(self, name: str) -> Any:
-        return self.services[name]
 
     async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run blocking work (SQLAlchemy, hashing) off the event loop."""

@@ -16,15 +16,12 @@ The plainest purchases (no body, no query) are answered below FastAPI by
 
 from __future__ import annotations
 
-import asyncio
 import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from actors.inventory_client import InventoryClient
-from deployments.context import AppContext, ctx
 from deployments.edge import Scope, Send, Shortcut, send_json_body
 from deployments.errors import domain_error_json, json_bytes, map_fault
 from deployments.security import (
@@ -35,6 +32,7 @@ from deployments.security import (
     require,
     scope_client_ip,
 )
+from deployments.services import Services, services
 from raymall.auth.service import AuthService
 from raymall.flash.service import FlashService
 
@@ -71,16 +69,8 @@ class PurchaseIn(BaseModel):
     quantity: int = Field(1, ge=1, le=10**6)
 
 
-async def startup(app_ctx: AppContext) -> None:
-    inventory = app_ctx.services.get("inventory") or InventoryClient(app_ctx.settings)
-    service = FlashService(app_ctx.settings, app_ctx.sessions, app_ctx.redis, inventory)
-    app_ctx.services["flash"] = service
-
-    app_ctx.services["flash_warmup"] = asyncio.get_running_loop().create_task(service.keep_warm())
-
-
 def _svc(request: Request) -> FlashService:
-    return ctx(request).service("flash")  # type: ignore[no-any-return]
+    return services(request).flash
 
 
 @router.get("/flash-sales/{sale_id}")
@@ -226,6 +216,6 @@ class PurchaseShortcut:
         return True
 
 
-def shortcuts(app_ctx: AppContext) -> list[Shortcut]:
-    """This module's shortcuts for ``deployments.edge.Edge`` (after the startup hooks)."""
-    return [PurchaseShortcut(app_ctx.services["auth"], app_ctx.services["flash"], app_ctx.settings)]
+def shortcuts(svc: Services) -> list[Shortcut]:
+    """This module's shortcuts for ``deployments.edge.Edge``."""
+    return [PurchaseShortcut(svc.auth, svc.flash, svc.settings)]

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from actors import registry
 from deployments.context import AppContext, ReadinessCheck, ctx
 from deployments.errors import request_id
+from deployments.services import services
 from raymall import metrics
 
 router = APIRouter(tags=["health"])
@@ -51,7 +52,7 @@ async def readyz(request: Request) -> JSONResponse:
         "redis": lambda: check_redis(app_ctx),
         "actors": lambda: registry.check_all(app_ctx.settings),
     }
-    checks.update(app_ctx.readiness)
+    checks.update(services(request).readiness)
     results = dict(await asyncio.gather(*(_run(n, c) for n, c in checks.items())))
     if all(r["ok"] for r in results.values()):
         return JSONResponse({"status": "ready", "checks": results})

@@ -1,9 +1,9 @@
 """The ingress deployment: one FastAPI app per replica behind the pure-ASGI edge.
 
-Routes live in one module per area (``ROUTER_MODULES``); a module may define
-``async def startup(app_ctx)`` to build its service once per replica, and
-``shortcuts(app_ctx)`` to answer the plainest requests of a hot public route below FastAPI
-(``deployments.edge``).
+Routes live in one module per area (``ROUTER_MODULES``). The replica's services are built
+once, before the app, by ``deployments.services.build_services`` and handed to the routes
+through the app; a module may define ``shortcuts(services)`` to answer the plainest
+requests of a hot public route below FastAPI (``deployments.edge``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from ray import serve
 
-from deployments import errors
+from deployments import auth_routes, errors
 from deployments.context import AppContext
 from deployments.drain import DrainWatch, drain_key
 from deployments.edge import Edge, Shortcut
 from deployments.security import authenticate
+from deployments.services import Services, build_services
 from raymall import __version__, logs
 from raymall.settings import Settings
 
@@ -44,36 +45,37 @@ def router_modules() -> list[ModuleType]:
     return [importlib.import_module(name) for name in ROUTER_MODULES]
 
 
-def build_app(app_ctx: AppContext) -> FastAPI:
+def routed_app() -> FastAPI:
+    """The app's routes, error handlers and authentication, with no services yet."""
     app = FastAPI(
         title="raymall",
         version=__version__,
         description="E-commerce backend for flash-sale traffic, on Ray Serve.",
         dependencies=[Depends(authenticate)],
     )
-    app.state.ctx = app_ctx
-    app_ctx.services["app"] = app  # startup hooks install app-level hooks (e.g. auth)
     errors.install(app)
     for module in router_modules():
         app.include_router(module.router)
     return app
 
 
-async def start_areas(app_ctx: AppContext) -> None:
-    for module in router_modules():
-        hook = getattr(module, "startup", None)
-        if hook is not None:
-            await hook(app_ctx)
+def build_app(services: Services) -> FastAPI:
+    """The replica's app over its services."""
+    app = routed_app()
+    app.state.ctx = services.ctx
+    app.state.services = services
+    auth_routes.install(app, services.auth)  # what deployments.security calls per request
+    return app
 
 
-def area_shortcuts(app_ctx: AppContext) -> list[Shortcut]:
+def area_shortcuts(services: Services) -> list[Shortcut]:
     """The shortcuts (``deployments.edge.Shortcut``) that area modules offer through a
-    ``shortcuts(app_ctx)`` function, after their startup hooks have run."""
+    ``shortcuts(services)`` function."""
     found: list[Shortcut] = []
     for module in router_modules():
         offer = getattr(module, "shortcuts", None)
         if offer is not None:
-            found.extend(offer(app_ctx))
+            found.extend(offer(services))
     return found
 
 
@@ -87,18 +89,18 @@ class Ingress:
         self.settings = settings
         self.ctx = AppContext.build(settings)
         # handle of the simulated payment provider deployment (deployments.payment_provider)
-        self.ctx.services["payment_provider"] = payment_provider
+        self.payment_provider = payment_provider
 
     async def __serve_build_asgi_app__(self) -> Any:
-        app = build_app(self.ctx)
-        await start_areas(self.ctx)
+        self.services = await build_services(self.ctx, self.payment_provider)
+        app = build_app(self.services)
         self.drain = DrainWatch(self.ctx.redis, drain_key(self.settings))
         self.drain.start()
         return Edge(
             app,
             echo_request_id=False,
             draining=self.drain.is_draining,
-            shortcuts=area_shortcuts(self.ctx),
+            shortcuts=area_shortcuts(self.services),
         )
 
     async def check_health(self) -> None:

@@ -13,18 +13,15 @@ Order ids are strings in bodies (64-bit) and integers in paths.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from actors.order_client import OrderShardClient
-from deployments.context import AppContext, ctx
 from deployments.security import Principal, current_user, require
+from deployments.services import services
 from raymall.domain import order_state as st
-from raymall.orders.consumers import list_notifications
-from raymall.orders.queries import OrderFilters, list_orders
+from raymall.orders.queries import OrderFilters
 from raymall.orders.service import OrderRequest, OrderService
 
 router = APIRouter(tags=["orders"])
@@ -79,31 +76,8 @@ class OrderIn(BaseModel):
         )
 
 
-async def startup(app_ctx: AppContext) -> None:
-    shards = OrderShardClient(app_ctx.settings)
-    app_ctx.services["orders"] = OrderService(
-        app_ctx.settings,
-        app_ctx.sessions,
-        shards,
-        app_ctx.service("cart").store,
-        app_ctx.services.get("payment_provider"),
-        app_ctx.engine,
-    )
-    app_ctx.readiness["orders"] = shards.check
-
-
 def _svc(request: Request) -> OrderService:
-    return ctx(request).service("orders")  # type: ignore[no-any-return]
-
-
-async def _read(request: Request, fn: Any, *args: Any) -> Any:
-    app_ctx = ctx(request)
-
-    def run() -> Any:
-        with app_ctx.sessions() as session:
-            return fn(session, *args)
-
-    return await asyncio.to_thread(run)
+    return services(request).orders
 
 
 # ---- users ----------------------------------------------------------------------------
@@ -122,9 +96,7 @@ async def my_orders(
     request: Request, me: Reader, status: Status = None, limit: Limit = 20, cursor: Cursor = None
 ) -> dict[str, Any]:
     filters = OrderFilters(user_id=me.user_id, status=status)
-    return await _read(  # type: ignore[no-any-return]
-        request, lambda s: list_orders(s, filters, limit=limit, before_id=cursor, with_items=True)
-    )
+    return await _svc(request).orders(filters, limit=limit, before_id=cursor, with_items=True)
 
 
 @router.get("/orders/{order_id}")
@@ -156,9 +128,7 @@ async def my_notifications(
     limit: Limit = 20,
     cursor: Cursor = None,
 ) -> dict[str, Any]:
-    return await _read(  # type: ignore[no-any-return]
-        request, lambda s: list_notifications(s, me.user_id, limit=limit, before_id=cursor)
-    )
+    return await _svc(request).notifications(me.user_id, limit=limit, before_id=cursor)
 
 
 # ---- administration -------------------------------------------------------------------
@@ -174,9 +144,7 @@ async def all_orders(
     cursor: Cursor = None,
 ) -> dict[str, Any]:
     filters = OrderFilters(user_id=user_id, status=status, from_ms=from_ms, to_ms=to_ms)
-    return await _read(  # type: ignore[no-any-return]
-        request, lambda s: list_orders(s, filters, limit=limit, before_id=cursor)
-    )
+    return await _svc(request).orders(filters, limit=limit, before_id=cursor)
 
 
 @router.get("/admin/orders/{order_id}", tags=["admin"])

@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict
 
-from deployments.context import ctx
 from deployments.security import Principal, client_ip, public, require
+from deployments.services import services
 from raymall.errors import PayloadTooLarge
 from raymall.orders.service import OrderService
 from raymall.orders.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -36,7 +36,7 @@ class PayIn(BaseModel):
 
 
 def _svc(request: Request) -> OrderService:
-    return ctx(request).service("orders")  # type: ignore[no-any-return]
+    return services(request).orders
 
 
 @router.post("/orders/{order_id}/pay", status_code=202)

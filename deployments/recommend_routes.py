@@ -1,9 +1,8 @@
 """HTTP routes: similar products, recommendations and semantic search.
 
-Thin shell over ``recommend.service.RecommendService`` (``app_ctx.services["recommend"]``),
-which calls the ``Recommender`` actor. ``startup`` registers the service and, when the
-recommender is on, the ``milvus`` readiness check, and starts the replica's copy of the
-index that similar-product reads are answered from.
+Thin shell over ``recommend.service.RecommendService`` (``Services.recommend``), which
+calls the ``Recommender`` actor; with the recommender on, the replica's copy of the index
+answers similar-product reads.
 """
 
 from __future__ import annotations
@@ -14,9 +13,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from deployments.context import AppContext, ctx
 from deployments.edge import Scope, Send, Shortcut, send_json_body
 from deployments.security import PUBLIC_ROUTES, Principal, current_user, optional_user, public
+from deployments.services import Services, services
 from raymall.errors import ValidationFailed
 from recommend.service import RecommendService
 
@@ -30,17 +29,7 @@ K = Annotated[int, Query(ge=1, le=50)]
 
 
 def service(request: Request) -> RecommendService:
-    return ctx(request).service("recommend")  # type: ignore[no-any-return]
-
-
-async def startup(app_ctx: AppContext) -> None:
-    svc = RecommendService(
-        app_ctx.settings, app_ctx.sessions, app_ctx.redis, hot_redis=app_ctx.hot_redis
-    )
-    app_ctx.services["recommend"] = svc
-    if app_ctx.settings.recommender:
-        app_ctx.readiness["milvus"] = svc.ping
-        svc.start()  # this replica's copy of the index, for similar-product reads
+    return services(request).recommend
 
 
 @router.get(SIMILAR_PATH, response_class=Response)
@@ -133,9 +122,9 @@ class SimilarShortcut:
         return True
 
 
-def shortcuts(app_ctx: AppContext) -> list[Shortcut]:
-    """This module's shortcuts for ``deployments.edge.Edge`` (after ``startup``)."""
-    return [SimilarShortcut(app_ctx.services["recommend"])]
+def shortcuts(svc: Services) -> list[Shortcut]:
+    """This module's shortcuts for ``deployments.edge.Edge``."""
+    return [SimilarShortcut(svc.recommend)]
 
 
 class ViewIn(BaseModel):

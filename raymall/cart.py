@@ -20,6 +20,7 @@ so only issued tokens open a cart. Guarantees:
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
@@ -28,8 +29,12 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from raymall.domain.pricing import SkuInfo, check_sku
 from raymall.errors import CartLimitExceeded, NotFound
+from raymall.orders.repository import load_skus
+from raymall.settings import Settings
 
 GUEST_TOKEN_RE = re.compile(r"^g\.[A-Za-z0-9_-]{24}\.[0-9a-f]{16}$")
 
@@ -222,3 +227,41 @@ class CartStore:
 async def check_on_sale(load: SkuLoader, sku_id: int) -> SkuInfo:
     """The SKU, if it exists and is on sale; UnknownSku / NotForSale otherwise."""
     return check_sku(sku_id, (await load([sku_id])).get(sku_id))
+
+
+class CartService:
+    """A replica's carts: the Redis store, guest tokens, and what a listing shows next to
+    the lines (live prices from the catalog rows; ``availability`` is the catalog's, live
+    from the inventory owner with the last committed value as its fallback)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        sessions: sessionmaker[Session],
+        redis: Any,
+        availability: Availability,
+    ) -> None:
+        self.store = CartStore(
+            redis, CartLimits(settings.cart_max_qty_per_line, settings.cart_max_lines)
+        )
+        self.secret = settings.secret("jwt_secret")
+        self.guest_ttl_s = settings.cart_guest_ttl_s
+        self.sessions = sessions
+        self.availability = availability
+
+    async def skus(self, sku_ids: Sequence[int]) -> dict[int, SkuInfo]:
+        def read() -> dict[int, SkuInfo]:
+            with self.sessions() as session:
+                return load_skus(session, list(sku_ids))
+
+        return await asyncio.to_thread(read)
+
+    async def view(self, owner: CartOwner) -> dict[str, Any]:
+        """The cart's lines with live prices and availability, and its total."""
+        lines = await self.store.lines(owner)
+        if not lines:
+            return cart_view({}, {}, {})
+        catalog, stock = await asyncio.gather(
+            self.skus(list(lines)), self.availability(list(lines))
+        )
+        return cart_view(lines, catalog, stock)

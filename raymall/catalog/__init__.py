@@ -14,5 +14,6 @@ Modules, each with one job:
   caching, TTL jitter) guarded by a shared Bloom filter of product ids;
 - ``media``: image uploads checked by size, declared type and magic bytes;
 - ``demo_data``/``demo_vocab``: the deterministic demo catalog;
-- ``runtime``: all of the above wired for one Serve replica (``services["catalog"]``).
+- ``stock_admin``: stock as admins see and adjust it, through the inventory owner;
+- ``runtime``: all of the above wired for one Serve replica (``Services.catalog``).
 """

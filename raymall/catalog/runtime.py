@@ -1,13 +1,16 @@
 """The catalog as one replica runs it: service, detail cache, Bloom filter upkeep, media,
-wired from the resolved settings. The HTTP routes call this and nothing deeper."""
+and the public reads (listing, search, categories, brands), wired from the resolved
+settings. The HTTP routes call this and nothing deeper; live availability comes from the
+inventory owner through the ``LiveStock`` port."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import random
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, Protocol
 
 import redis as redis_sync
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,8 +18,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from raymall.catalog.bloom import BloomSpec
 from raymall.catalog.cache import CacheKeys, DetailCache, ListingCache
 from raymall.catalog.effects import RedisCacheHooks
+from raymall.catalog.listing import list_products
 from raymall.catalog.media import MediaStore
-from raymall.catalog.repository import db_availability, iter_product_ids, load_product_doc
+from raymall.catalog.repository import (
+    ProductFilters,
+    category_tree,
+    db_availability,
+    iter_product_ids,
+    list_brands,
+    load_product_doc,
+)
+from raymall.catalog.search import search_products
 from raymall.catalog.service import CatalogService
 from raymall.errors import NotFound
 from raymall.logs import get_logger
@@ -25,6 +37,12 @@ from raymall.tasks import stop_tasks
 
 log = get_logger("catalog")
 KEY_PREFIX = "catalog"
+
+
+class LiveStock(Protocol):
+    """The inventory owner's live availability per SKU (``InventoryClient``)."""
+
+    async def availability(self, sku_ids: list[int]) -> Mapping[int, int]: ...
 
 
 def bloom_spec(settings: Settings) -> BloomSpec:
@@ -43,19 +61,20 @@ def cache_hooks(settings: Settings, client: Any) -> RedisCacheHooks:
 
 
 class CatalogRuntime:
-    """Per-replica catalog: ``app_ctx.services["catalog"]``."""
+    """Per-replica catalog (``Services.catalog``). Without ``inventory``, availability is
+    the last committed value."""
 
     def __init__(
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
         redis: Any,
-        services: dict[str, Any] | None = None,
+        inventory: LiveStock | None = None,
     ) -> None:
         assert settings.redis_url, "settings must be resolved"
         self.settings = settings
         self.sessions = sessions
-        self.services = services if services is not None else {}
+        self.inventory = inventory
         self.sync_redis = redis_sync.Redis.from_url(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=2
         )
@@ -93,25 +112,76 @@ class CatalogRuntime:
     async def _load(self, product_id: int) -> dict[str, Any] | None:
         return await asyncio.to_thread(self._load_sync, product_id)
 
-    async def listing(self, query: dict[str, Any], read: Callable[[Session], Any]) -> str:
-        """A listing page as JSON text, through the listing cache; ``read`` builds it from
-        a session (``query`` must name everything the page depends on)."""
+    async def _read(self, read: Any, *args: Any, **kw: Any) -> Any:
+        def run() -> Any:
+            with self.sessions() as session:
+                return read(session, *args, **kw)
+
+        return await asyncio.to_thread(run)
+
+    async def listing(
+        self, filters: ProductFilters, *, sort: str, page: int, size: int, cursor: str | None
+    ) -> str:
+        """A page of published products as JSON text, through the listing cache."""
+        # everything the page depends on: the cache key
+        query = {
+            "filters": asdict(filters),
+            "sort": sort,
+            "page": page,
+            "size": size,
+            "cursor": cursor,
+        }
 
         def run() -> str:
             with self.sessions() as session:
-                return json.dumps(read(session), separators=(",", ":"))
+                found = list_products(
+                    session, filters, sort=sort, page=page, size=size, cursor=cursor
+                )
+                return json.dumps(found.to_dict(), separators=(",", ":"))
 
         return await self.listings.get(query, lambda: asyncio.to_thread(run))
+
+    async def admin_listing(
+        self, filters: ProductFilters, *, sort: str, page: int, size: int, cursor: str | None
+    ) -> dict[str, Any]:
+        """Products in any status, read from the database (not the listing cache)."""
+        return await self._read(  # type: ignore[no-any-return]
+            lambda s: list_products(
+                s, filters, sort=sort, page=page, size=size, cursor=cursor
+            ).to_dict()
+        )
+
+    async def search(
+        self,
+        query: str,
+        filters: ProductFilters,
+        *,
+        sort: str,
+        page: int,
+        size: int,
+        cursor: str | None,
+    ) -> dict[str, Any]:
+        """Keyword search (``raymall.catalog.search``)."""
+        return await self._read(  # type: ignore[no-any-return]
+            lambda s: search_products(
+                s, query, filters, sort=sort, page=page, size=size, cursor=cursor
+            ).to_dict()
+        )
+
+    async def categories(self) -> list[dict[str, Any]]:
+        return await self._read(category_tree)  # type: ignore[no-any-return]
+
+    async def brands(self) -> list[dict[str, Any]]:
+        return await self._read(list_brands)  # type: ignore[no-any-return]
 
     async def availability(self, sku_ids: Sequence[int]) -> dict[int, int]:
         """Live availability from the inventory owner; the last committed value from the
         database when the inventory service is absent or failing."""
         if not sku_ids:
             return {}
-        inventory = self.services.get("inventory")
-        if inventory is not None:
+        if self.inventory is not None:
             try:
-                live = await inventory.availability(list(sku_ids))
+                live = await self.inventory.availability(list(sku_ids))
                 return {int(k): int(v) for k, v in live.items()}
             except Exception as exc:  # degrade to the committed value, never fail the page
                 log.warning("live availability failed, using the database: %s", exc)

@@ -26,8 +26,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Notification
 from raymall.db import transaction
 from raymall.ids import now_ms
+from raymall.orders.ports import StockPort
 from raymall.orders.stream import Event
-from raymall.orders.workflow import StockPort, restock_refund
+from raymall.orders.workflow import restock_refund
 
 MESSAGES: dict[str, tuple[str, str]] = {
     "order.placed": (

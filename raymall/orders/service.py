@@ -1,7 +1,8 @@
 """OrderService: the per-replica side of orders and payments.
 
 Routes call it; it validates, prices on the server, and hands every state change to the
-OrderShard that owns the order (``actors.order_client``). Guarantees:
+OrderShard that owns the order, through the ``OrderShards`` port
+(``raymall.orders.ports``). Guarantees:
 
 - prices come from the catalog rows read here, never from the request;
 - the shipping address is one of the caller's (404 otherwise) and is copied into the
@@ -28,7 +29,6 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from actors.order_client import OrderShardClient
 from raymall.cart import CartOwner, CartStore
 from raymall.db import transaction
 from raymall.domain import order_state as st
@@ -47,9 +47,11 @@ from raymall.ids import now_ms
 from raymall.logs import get_logger
 from raymall.orders import payments as pay
 from raymall.orders import repository as repo
+from raymall.orders.consumers import list_notifications
+from raymall.orders.ports import AUTO_KEY_PREFIX, OrderShards, PaymentGateway, PlaceOrder
+from raymall.orders.queries import OrderFilters, list_orders
 from raymall.orders.quotes import QuoteReader
 from raymall.orders.signing import verify
-from raymall.orders.workflow import AUTO_KEY_PREFIX, PlaceOrder
 from raymall.settings import Settings
 
 log = get_logger("orders.service")
@@ -71,9 +73,9 @@ class OrderService:
         self,
         settings: Settings,
         sessions: sessionmaker[Session],
-        shards: OrderShardClient,
+        shards: OrderShards,
         cart: CartStore,
-        provider: Any,
+        provider: PaymentGateway | None,
         engine: Engine,
     ) -> None:
         self.settings = settings
@@ -189,6 +191,28 @@ class OrderService:
         )
 
     # ---- reads ----------------------------------------------------------------------
+    async def orders(
+        self,
+        filters: OrderFilters,
+        *,
+        limit: int,
+        before_id: int | None,
+        with_items: bool = False,
+    ) -> dict[str, Any]:
+        """A keyset page of orders, newest first (``raymall.orders.queries``)."""
+        return await self._read(
+            lambda s: list_orders(
+                s, filters, limit=limit, before_id=before_id, with_items=with_items
+            )
+        )
+
+    async def notifications(
+        self, user_id: int, *, limit: int, before_id: int | None
+    ) -> dict[str, Any]:
+        return await self._read(
+            lambda s: list_notifications(s, user_id, limit=limit, before_id=before_id)
+        )
+
     async def get(self, user_id: int | None, order_id: int) -> dict[str, Any]:
         """One order with items and payments; another user's order is NotFound."""
 
@@ -289,7 +313,7 @@ class OrderService:
             "outcome": payment.pop("outcome"),
         }
         try:
-            await self.provider.charge.remote(charge)
+            await self.provider.charge(charge)
         except Exception as exc:  # paying again re-sends the same pending payment
             raise Unavailable("the payment provider is unavailable; pay again") from exc
         return payment

@@ -2,15 +2,10 @@
 
 ``OrderWorkflow`` is plain async Python over a session factory and a stock port (the
 inventory client); ``actors.order_shard`` wraps it in an actor with a deadline sweeper.
-Guarantees:
+Placement (idempotent, never leaking stock) is ``raymall.orders.placement``. Guarantees
+of the transitions:
 
-- **idempotent placement**: one order per ``(user, Idempotency-Key)``. Concurrent
-  duplicates share one attempt in memory (the shard owns the user); across restarts the
-  unique key in the database decides, and the loser releases only its own reservation.
-  Same key with another body: ``IdempotencyMismatch`` (409);
-- **no leaked stock**: an order's stock is reserved under ``order:{id}`` before the order
-  is written; if the write fails the reservation is released (and, should that fail too,
-  its deadline, set ``order_reservation_grace_s`` after the order's, returns it);
+- **one operation at a time per order** in its shard;
 - **stock decides pay against cancel**: paying confirms the reservation first, cancelling
   releases it first. The inventory ledger moves a reservation out of ``reserved`` exactly
   once, so of a racing payment and timeout exactly one gets the stock, and the order's
@@ -25,65 +20,29 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Order, OrderItem
 from raymall import metrics
-from raymall.batching import Batcher
 from raymall.db import transaction
 from raymall.domain import order_state as st
-from raymall.domain.pricing import PricedLine
 from raymall.errors import (
     AmountMismatch,
-    DomainError,
-    IdempotencyMismatch,
     InvalidTransition,
     NotFound,
-    Unavailable,
 )
 from raymall.flash.returns import return_flash_units
 from raymall.ids import Snowflake, now_ms
 from raymall.logs import get_logger
 from raymall.orders import payments as pay
 from raymall.orders import repository as repo
+from raymall.orders.placement import Placement
+from raymall.orders.ports import Placed, PlaceOrder, StockPort
 
 log = get_logger("orders")
 T = TypeVar("T")
-AUTO_KEY_PREFIX = "auto:"  # keys the replica makes up when the client sent none
-
-
-class StockPort(Protocol):
-    async def reserve(self, key: str, items: dict[int, int], ttl_s: float | None) -> None: ...
-    async def release(self, key: str, sku_ids: Sequence[int]) -> None: ...
-    async def confirm(self, key: str, sku_ids: Sequence[int]) -> None: ...
-    async def adjust(
-        self, key: str, sku_id: int, delta: int, reason: str, actor_id: int | None = None
-    ) -> None: ...
-
-
-@dataclass(frozen=True)
-class PlaceOrder:
-    """A priced, validated order request (built by the replica; picklable)."""
-
-    user_id: int
-    idempotency_key: str
-    request_hash: str
-    lines: tuple[PricedLine, ...]
-    currency: str
-    address: dict[str, Any]
-    # the replica found no order under the key just before (or made the key up), so the
-    # lookup before reserving is skipped; a retry after a shard fault sends False
-    checked: bool = False
-
-
-@dataclass(frozen=True)
-class Placed:
-    order: dict[str, Any]
-    created: bool
 
 
 async def restock_refund(stock: StockPort, order_id: int, items: Sequence[dict[str, int]]) -> None:
@@ -112,16 +71,13 @@ class OrderWorkflow:
         self.sessions = sessions
         self.stock = stock
         self.shard = shard
-        self.timeout_s = timeout_s
-        self.grace_s = grace_s
-        self.ids = Snowflake(worker_id)
-        self._inflight: dict[tuple[int, str], asyncio.Future[tuple[str, dict[str, Any]]]] = {}
-        # placements arriving together share one lookup query and one insert transaction
-        self._lookups: Batcher[tuple[int, str], tuple[str, dict[str, Any]] | None] = (
-            Batcher.in_thread(self._lookup_batch, max_batch=500, max_inflight=2)
-        )
-        self._writes: Batcher[repo.NewOrder, None] = Batcher.in_thread(
-            self._write_batch, max_batch=200, max_inflight=2
+        self.placement = Placement(
+            sessions,
+            stock,
+            shard=shard,
+            timeout_s=timeout_s,
+            grace_s=grace_s,
+            ids=Snowflake(worker_id),
         )
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
 
@@ -159,116 +115,7 @@ class OrderWorkflow:
 
     # ---- placement ------------------------------------------------------------------
     async def place(self, cmd: PlaceOrder) -> Placed:
-        key = (cmd.user_id, cmd.idempotency_key)
-        running = self._inflight.get(key)
-        if running is not None:
-            first_hash, view = await asyncio.shield(running)
-            return _replay(cmd, first_hash, view)
-        fut: asyncio.Future[tuple[str, dict[str, Any]]] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = fut
-        try:
-            placed, stored_hash = await self._place(cmd)
-            fut.set_result((stored_hash, placed.order))
-            return placed
-        except BaseException as exc:
-            fut.set_exception(exc)
-            fut.exception()  # retrieved: no warning when nobody else was waiting
-            raise
-        finally:
-            del self._inflight[key]
-
-    async def _existing(self, cmd: PlaceOrder) -> tuple[str, dict[str, Any]] | None:
-        return await self._lookups.submit((cmd.user_id, cmd.idempotency_key))
-
-    def _lookup_batch(self, keys: list[tuple[int, str]]) -> list[tuple[str, dict[str, Any]] | None]:
-        with self.sessions() as session:
-            found = repo.find_by_keys(session, keys)
-            items = repo.items_of(session, [int(o.id) for o in found.values()])
-            out: list[tuple[str, dict[str, Any]] | None] = []
-            for key in keys:
-                order = found.get(key)
-                out.append(
-                    None
-                    if order is None
-                    else (order.request_hash or "", repo.order_view(order, items[int(order.id)]))
-                )
-            return out
-
-    def _write_batch(self, news: list[repo.NewOrder]) -> list[None | BaseException]:
-        """One transaction for the batch; after a constraint error, one per order, so a
-        duplicate key fails only its own order."""
-        actors = [f"user:{n.user_id}" for n in news]
-        try:
-            with transaction(self.sessions) as session:
-                repo.insert_orders(session, news, actors)
-            return [None] * len(news)
-        except IntegrityError as exc:
-            if len(news) == 1:
-                return [exc]
-        out: list[None | BaseException] = []
-        for new, actor in zip(news, actors, strict=True):
-            try:
-                with transaction(self.sessions) as session:
-                    repo.insert_orders(session, [new], [actor])
-                out.append(None)
-            except Exception as exc:
-                out.append(exc)
-        return out
-
-    async def _place(self, cmd: PlaceOrder) -> tuple[Placed, str]:
-        if not cmd.checked:
-            found = await self._existing(cmd)
-            if found is not None:
-                return _replay(cmd, *found), found[0]
-        order_id = self.ids.next_id()
-        now = now_ms()
-        new = repo.NewOrder(
-            order_id=order_id,
-            user_id=cmd.user_id,
-            shard=self.shard,
-            total_cents=sum(line.line_total_cents for line in cmd.lines),
-            currency=cmd.currency,
-            address=cmd.address,
-            reservation_key=f"order:{order_id}",
-            idempotency_key=cmd.idempotency_key,
-            request_hash=cmd.request_hash,
-            expires_ms=now + int(self.timeout_s * 1000),
-            created_ms=now,
-            lines=cmd.lines,
-        )
-        items = {line.sku_id: line.quantity for line in cmd.lines}
-        try:
-            await self.stock.reserve(new.reservation_key, items, self.timeout_s + self.grace_s)
-        except DomainError:
-            # e.g. out of stock because an order under this key, stored after the
-            # replica's check, took the last units: that order is the answer
-            if cmd.checked and not cmd.idempotency_key.startswith(AUTO_KEY_PREFIX):
-                found = await self._existing(cmd)
-                if found is not None:
-                    return _replay(cmd, *found), found[0]
-            raise
-        try:
-            await self._writes.submit(new)
-            view = repo.new_order_view(new)
-        except IntegrityError:
-            await self._release_quietly(new.reservation_key, list(items))
-            found = await self._existing(cmd)
-            if found is None:
-                raise Unavailable("the order could not be stored; retry") from None
-            return _replay(cmd, *found), found[0]
-        except BaseException as exc:
-            await self._release_quietly(new.reservation_key, list(items))
-            if isinstance(exc, DomainError) or not isinstance(exc, Exception):
-                raise
-            raise Unavailable("the order could not be stored; retry") from exc
-        metrics.ORDER_TRANSITIONS.labels("none", st.PENDING_PAYMENT, "placed").inc()
-        return Placed(view, True), cmd.request_hash
-
-    async def _release_quietly(self, key: str, sku_ids: list[int]) -> None:
-        try:
-            await self.stock.release(key, sku_ids)
-        except Exception:  # the reservation's own deadline returns the stock
-            log.warning("could not release %s; its deadline will", key, exc_info=True)
+        return await self.placement.place(cmd)
 
     # ---- cancellation ---------------------------------------------------------------
     async def cancel(
@@ -463,15 +310,6 @@ class OrderWorkflow:
                 return False
             await self._cancel_locked(order, items, reason="timeout", actor="system")
             return True
-
-
-def _replay(cmd: PlaceOrder, first_hash: str, view: dict[str, Any]) -> Placed:
-    if first_hash != cmd.request_hash:
-        raise IdempotencyMismatch(
-            "this Idempotency-Key was used for a different request",
-            details={"order_id": view["id"]},
-        )
-    return Placed(view, False)
 
 
 def _settled(payment_id: str, payment: str, order: str, duplicate: bool = False) -> dict:

@@ -24,8 +24,9 @@ from raymall.errors import (
 )
 from raymall.ids import now_ms
 from raymall.orders import payments as pay
+from raymall.orders.ports import PlaceOrder
 from raymall.orders.repository import load_skus, shipping_address
-from raymall.orders.workflow import OrderWorkflow, PlaceOrder
+from raymall.orders.workflow import OrderWorkflow
 from raymall.settings import Settings
 from tests.conftest import needs_servers
 from tests.order_helpers import Shop

@@ -173,7 +173,7 @@ def make_recommend_client(shortcut: bool) -> tuple[TestClient, _FakeRecommend]:
     fake = _FakeRecommend()
     app = FastAPI()
     errors.install(app)
-    app.state.ctx = SimpleNamespace(service=lambda name: fake)
+    app.state.services = SimpleNamespace(recommend=fake)
     app.include_router(recommend_routes.router)
     cuts = [recommend_routes.SimilarShortcut(fake)] if shortcut else []  # type: ignore[arg-type]
     return TestClient(Edge(app, shortcuts=cuts), raise_server_exceptions=False), fake
@@ -312,7 +312,8 @@ def make_flash_client(shortcut: bool) -> tuple[TestClient, _FakeFlash, _Answered
     settings = SimpleNamespace(ha_proxy=False, trusted_proxy_hops=0)
     app = FastAPI(dependencies=[Depends(authenticate)])
     errors.install(app)
-    app.state.ctx = SimpleNamespace(service=lambda name: flash, settings=settings)
+    app.state.ctx = SimpleNamespace(settings=settings)
+    app.state.services = SimpleNamespace(flash=flash, settings=settings)
 
     auth_routes.install(app, auth)  # type: ignore[arg-type]
     app.include_router(flash_routes.router)

@@ -1,0 +1,156 @@
+"""The replica's services: one typed ``Services`` object, built once, in one place.
+
+``build_services(ctx)`` runs in the ingress before the app is built, and is the only code
+that decides which implementation each area gets. The app holds the result
+(``request.app.state.services``); each route module reads its own service through a
+typed accessor (``services(request).cart``). Guarantees:
+
+- one ``InventoryClient`` per replica, shared by flash sales, catalog and cart
+  availability and the inventory routes, so its per-shard lanes batch everyone's
+  operations together;
+- the roles and grants exist before any area serves (``raymall serve`` on a fresh
+  database);
+- what the areas need of actors reaches them through their ports: ``OrderShardClient``
+  is ``raymall.orders.ports.OrderShards``, the payment provider deployment is wrapped as
+  a ``PaymentGateway``, the inventory client is the catalog's ``LiveStock`` and
+  ``StockOwner``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy.exc import IntegrityError
+
+from actors import registry
+from actors.inventory_client import InventoryClient
+from actors.order_client import OrderShardClient
+from deployments.context import AppContext, ReadinessCheck
+from raymall.auth.profile import ProfileService
+from raymall.auth.service import AuthService
+from raymall.bootstrap import ensure_reference_data
+from raymall.cart import CartService
+from raymall.catalog.runtime import CatalogRuntime
+from raymall.catalog.stock_admin import StockAdmin
+from raymall.flash.service import FlashService
+from raymall.logs import get_logger
+from raymall.orders.service import OrderService
+from raymall.settings import Settings
+from recommend.service import RecommendService
+
+log = get_logger("services")
+
+
+@dataclass
+class Services:
+    """Everything a replica's routes call, by area."""
+
+    ctx: AppContext
+    inventory: InventoryClient
+    auth: AuthService
+    profile: ProfileService
+    catalog: CatalogRuntime
+    stock: StockAdmin
+    cart: CartService
+    orders: OrderService
+    flash: FlashService
+    recommend: RecommendService
+    # name -> async check answering {"ok": bool, ...}, shown by /readyz after its own
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    # background work started with the services (kept referenced so it is not collected)
+    tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.ctx.settings
+
+
+class ServeGateway:
+    """The payment provider deployment (a Serve handle) as a ``PaymentGateway``."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def charge(self, charge: dict[str, Any]) -> None:
+        await self.handle.charge.remote(charge)
+
+
+async def ensure_roles(ctx: AppContext) -> None:
+    """Roles and grants must exist before anyone registers. Idempotent; replicas starting
+    together may race, so one retry."""
+    for attempt in range(2):
+        try:
+            await asyncio.to_thread(ensure_reference_data, ctx.settings)
+            return
+        except IntegrityError:
+            if attempt:
+                raise
+
+
+async def build_services(ctx: AppContext, payment_provider: Any = None) -> Services:
+    """The replica's services, on its event loop. ``payment_provider``: the handle of the
+    payment provider deployment (``deployments.payment_provider``), if deployed."""
+    s = ctx.settings
+    await ensure_roles(ctx)
+    inventory = InventoryClient(s)
+
+    catalog = CatalogRuntime(s, ctx.sessions, ctx.redis, inventory)
+    catalog.start()  # Bloom filter upkeep
+
+    recommend = RecommendService(s, ctx.sessions, ctx.redis, hot_redis=ctx.hot_redis)
+    if s.recommender:
+        recommend.start()  # this replica's copy of the index, for similar-product reads
+
+    flash = FlashService(s, ctx.sessions, ctx.redis, inventory)
+    warmup = asyncio.get_running_loop().create_task(flash.keep_warm())
+
+    cart = CartService(s, ctx.sessions, ctx.redis, catalog.availability)
+    gateway = ServeGateway(payment_provider) if payment_provider is not None else None
+    orders = OrderService(s, ctx.sessions, OrderShardClient(s), cart.store, gateway, ctx.engine)
+
+    auth = AuthService(s, ctx.sessions, ctx.redis, hot_redis=ctx.hot_redis)
+    if s.ha_proxy and s.trusted_proxy_hops == 0:
+        log.warning(
+            "per-IP sign-in limits are off: behind Serve's HAProxy ingress client addresses "
+            "are unknown; set RAYMALL_TRUSTED_PROXY_HOPS behind a proxy that appends "
+            "X-Forwarded-For (per-account limits still apply)"
+        )
+    try:
+        await auth.permissions.reload()
+    except Exception as exc:  # the first check retries; readiness reports it meanwhile
+        log.warning("could not load the permission table at start-up: %s", exc)
+
+    async def permissions_ready() -> dict[str, Any]:
+        if not auth.permissions.grants:
+            await auth.permissions.reload()
+        return {"ok": bool(auth.permissions.grants), "grants": len(auth.permissions.grants)}
+
+    readiness: dict[str, ReadinessCheck] = {}
+    if s.recommender:
+        readiness["milvus"] = recommend.ping
+    readiness["orders"] = lambda: registry.check_all(s, kinds=("order",))
+    readiness["auth"] = permissions_ready
+    readiness["inventory"] = lambda: registry.check_all(s, kinds=("inventory",))
+
+    return Services(
+        ctx=ctx,
+        inventory=inventory,
+        auth=auth,
+        profile=ProfileService(ctx.sessions),
+        catalog=catalog,
+        stock=StockAdmin(ctx.sessions, inventory),
+        cart=cart,
+        orders=orders,
+        flash=flash,
+        recommend=recommend,
+        readiness=readiness,
+        tasks=[warmup],
+    )
+
+
+def services(request: Request) -> Services:
+    """The replica's services, for a route."""
+    return request.app.state.services  # type: ignore[no-any-return]

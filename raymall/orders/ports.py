@@ -1,0 +1,72 @@
+"""What orders need of the world outside ``raymall/``, as Protocols that orders own.
+
+- ``OrderShards``: the OrderShard actors that own order state (``actors.order_client``
+  implements it for a Serve replica): placement by the user's shard, transitions and
+  payment settlement by the order's owner;
+- ``StockPort``: the inventory owner (``actors.inventory_client.InventoryClient``):
+  reserve, release and confirm an order's stock, adjust it for refunds;
+- ``PaymentGateway``: the payment provider a payment is handed to.
+
+``PlaceOrder`` and ``Placed`` are what a replica sends an order shard and gets back; they
+travel through Ray, so they are plain picklable values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from raymall.domain.pricing import PricedLine
+
+AUTO_KEY_PREFIX = "auto:"  # keys the replica makes up when the client sent none
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    """A priced, validated order request (built by the replica; picklable)."""
+
+    user_id: int
+    idempotency_key: str
+    request_hash: str
+    lines: tuple[PricedLine, ...]
+    currency: str
+    address: dict[str, Any]
+    # the replica found no order under the key just before (or made the key up), so the
+    # lookup before reserving is skipped; a retry after a shard fault sends False
+    checked: bool = False
+
+
+@dataclass(frozen=True)
+class Placed:
+    order: dict[str, Any]
+    created: bool
+
+
+class StockPort(Protocol):
+    async def reserve(self, key: str, items: dict[int, int], ttl_s: float | None) -> None: ...
+    async def release(self, key: str, sku_ids: Sequence[int]) -> None: ...
+    async def confirm(self, key: str, sku_ids: Sequence[int]) -> None: ...
+    async def adjust(
+        self, key: str, sku_id: int, delta: int, reason: str, actor_id: int | None = None
+    ) -> None: ...
+
+
+class OrderShards(Protocol):
+    """The order shards as a replica reaches them. Transitions take the owning shard
+    (``owner``) and keyword details (reason, actor, role, user_id); a transition retried
+    after a shard fault that finds the order already moved answers ``{"status", "retried"}``.
+    Failures are domain errors (``Unavailable`` once the owner stays unreachable)."""
+
+    def owner(self, stored_shard: int, user_id: int) -> int: ...
+    async def place(self, cmd: PlaceOrder) -> Placed: ...
+    async def cancel(self, shard: int, order_id: int, **kw: Any) -> dict[str, Any]: ...
+    async def move(self, shard: int, order_id: int, to: str, **kw: Any) -> dict[str, Any]: ...
+    async def settle(self, shard: int, payment_id: str, **kw: Any) -> dict[str, Any]: ...
+
+
+class PaymentGateway(Protocol):
+    """Takes a pending payment (``payment_id``, ``order_id``, ``amount_cents``,
+    ``outcome``); the result arrives later by the signed callback."""
+
+    async def charge(self, charge: dict[str, Any]) -> None: ...
