@@ -27,7 +27,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from raymall.domain.ledger import pack_batch, unpack_batch
+from actors.wire import pack_batch, unpack_results
 from raymall.errors import (
     Conflict,
     DomainError,
@@ -179,7 +179,7 @@ class InventoryClient:
     async def send_batch(self, shard: int, ops: list[Op]) -> list[Any]:
         """One batch of keyed operations to ``shard`` as one packed call (retried as
         ``call`` retries); one result per operation."""
-        results = unpack_batch(await self.call(shard, "submit_packed", pack_batch(ops)))
+        results = unpack_results(await self.call(shard, "submit_packed", pack_batch(ops)))
         if len(results) != len(ops):
             raise Unavailable(f"inventory shard {shard} answered {len(results)} of {len(ops)}")
         return results

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from raymall.db import is_mysql, make_engine
-from raymall.domain.ledger import Changes, Record, Stock
+from raymall.domain.stock import Changes, Record, Stock
 
 LOW_STOCK_TOPIC = "inventory.low_stock"
 _CHUNK = 500

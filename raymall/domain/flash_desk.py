@@ -30,13 +30,9 @@ Guarantees (tests/unit/test_flash_desk.py):
   request's sending (replica) and the answer's making (desk), so the replica's lease ends
   first without synchronized clocks.
 
-Wire format (tuples, as for the ledger)::
-
-    ("flash_buy", hold_key, sale_id, user_id, key | None, qty)
-        -> (code, order_id | None, expires_ms | None, replayed, remaining, lease_ms, records)
-    ("flash_return", order_reservation_key, hold_key, sale_id, order_id) -> code
-    ("flash_end", hold_key, sale_id) -> code
-    ("flash_warm", hold_key, sale_id) -> code  # load the sale before it starts; no effect
+``apply`` takes the flash operations of ``raymall.domain.shard_ops``, dispatched on their
+type: ``FlashBuy`` answers a ``BuyResult`` (or ``invalid``), ``FlashReturn``, ``FlashEnd``
+and ``FlashWarm`` (load the sale before it starts; no effect) a code.
 """
 
 from __future__ import annotations
@@ -46,7 +42,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from raymall.domain.ledger import R_INVALID, R_OK, R_RELEASED, RESERVED, Ledger
+from raymall.domain.ledger import Ledger
+from raymall.domain.shard_ops import BuyResult, FlashBuy, FlashEnd, FlashReturn, FlashWarm
+from raymall.domain.stock import R_INVALID, R_OK, R_RELEASED, RESERVED
 
 # flash_buy outcomes (besides "ok")
 SOLD_OUT = "sold_out"
@@ -59,8 +57,6 @@ NOT_FOUND = "not_found"
 
 LIVE = "reserved"
 RETURNED = "returned"
-FLASH_KINDS = frozenset({"flash_buy", "flash_return", "flash_end", "flash_warm"})
-BuyResult = tuple[str, int | None, int | None, bool, int, int, int]
 
 
 @dataclass
@@ -157,6 +153,12 @@ class FlashDesk:
         self._changes = FlashChanges()
         # open batches, oldest first (see Ledger.begin: they stack the same way)
         self._segments: list[tuple[list[Callable[[], None]], FlashChanges]] = []
+        self._handlers: dict[type[Any], Callable[..., Any]] = {
+            FlashBuy: self.buy,
+            FlashReturn: self.give_back,
+            FlashEnd: self.end,
+            FlashWarm: self.warm,
+        }
 
     # ---- loading -----------------------------------------------------------------------
     def load(self, info: SaleInfo, purchases: list[Purchase]) -> None:
@@ -203,20 +205,16 @@ class FlashDesk:
         if self._undo is not None:
             self._undo.append(undo)
 
-    def apply(self, op: tuple[Any, ...]) -> Any:
+    def apply(self, op: Any) -> BuyResult | str:
+        """Apply one flash operation of ``raymall.domain.shard_ops`` (dispatched on its
+        type); anything else, or fields of the wrong kind, answers ``invalid``."""
+        handler = self._handlers.get(type(op))
+        if handler is None:
+            return R_INVALID
         try:
-            kind = op[0]
-            if kind == "flash_buy":
-                return self.buy(*op[1:])
-            if kind == "flash_return":
-                return self.give_back(*op[1:])
-            if kind == "flash_end":
-                return self.end(*op[1:])
-            if kind == "flash_warm":
-                return R_OK if op[2] in self.books else UNKNOWN_SALE
+            return handler(*op)  # type: ignore[no-any-return]
         except (TypeError, ValueError, IndexError):
-            pass
-        return R_INVALID
+            return R_INVALID
 
     # ---- operations --------------------------------------------------------------------
     def remaining(self, hold_key: str, sku_id: int) -> int:
@@ -230,7 +228,7 @@ class FlashDesk:
     ) -> BuyResult | str:
         book = self.books.get(sale_id)
         if book is None:
-            return (UNKNOWN_SALE, None, None, False, 0, 0, 0)
+            return BuyResult(UNKNOWN_SALE, None, None, False, 0, 0, 0)
         if type(user_id) is not int or type(qty) is not int or qty <= 0:
             return R_INVALID
         code, order_id, expires_ms, replayed, left = self._buy(book, hold_key, user_id, key, qty)
@@ -238,7 +236,7 @@ class FlashDesk:
         if left == 0 and code not in (ENDED, UNKNOWN_SALE) and self.lease_ms:
             book.lease_until = max(book.lease_until, self.clock() + self.lease_ms / 1000)
             lease_ms = self.lease_ms
-        return (code, order_id, expires_ms, replayed, left, lease_ms, len(book.by_key))
+        return BuyResult(code, order_id, expires_ms, replayed, left, lease_ms, len(book.by_key))
 
     def _buy(
         self, book: SaleBook, hold_key: str, user_id: int, key: str | None, qty: int
@@ -279,6 +277,11 @@ class FlashDesk:
         self._changes.purchases.append((info, p, order_shard))
         self._changes.sales[info.sale_id] = info
         return (R_OK, order_id, p.expires_ms, False, left - qty)
+
+    def warm(self, hold_key: str, sale_id: int) -> str:
+        """Nothing to do: the shard loaded the sale before this batch (``unknown_sale`` if
+        there is none)."""
+        return R_OK if sale_id in self.books else UNKNOWN_SALE
 
     def give_back(self, res_key: str, hold_key: str, sale_id: int, order_id: int) -> str:
         """An unpaid order is cancelled: its units go back (see the module docstring)."""

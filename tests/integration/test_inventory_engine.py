@@ -22,6 +22,7 @@ from sqlalchemy import Engine, create_engine, text
 from actors.inventory_client import InventoryClient, shard_name
 from actors.inventory_shard import InventoryShard
 from actors.registry import actor_options
+from raymall.domain.shard_ops import Reserve
 from raymall.errors import InvalidTransition, OutOfStock, Unavailable
 from raymall.hashing import shard_for
 from raymall.ids import now_ms
@@ -318,7 +319,7 @@ async def test_a_failed_group_commit_rolls_memory_back_and_acks_nothing(env: Env
     shard = env.handle(client.shard_of(sku))
     before = await client.snapshot([sku])
     await shard.inject_commit_failures.remote(1)
-    op = ("reserve", f"fail-1@{client.shard_of(sku)}", {sku: 2}, None)
+    op = Reserve(f"fail-1@{client.shard_of(sku)}", {sku: 2}, None)
     with pytest.raises(Unavailable):
         await shard.submit.remote([op])
     assert await client.snapshot([sku]) == before
@@ -341,8 +342,8 @@ async def test_a_batch_staged_on_a_failing_one_is_undone_then_committed(env: Env
         before = (await shard.stats.remote())["requeued"]
         await shard.inject_commit_failures.remote(1)
         tag = f"pipe{attempt}-"
-        first = [("reserve", f"{tag}a{i}@{index}", {sku: 1}, None) for i in range(3)]
-        second = [("reserve", f"{tag}b{i}@{index}", {sku: 1}, None) for i in range(3)]
+        first = [Reserve(f"{tag}a{i}@{index}", {sku: 1}, None) for i in range(3)]
+        second = [Reserve(f"{tag}b{i}@{index}", {sku: 1}, None) for i in range(3)]
         results = await asyncio.gather(
             shard.submit.remote(first), shard.submit.remote(second), return_exceptions=True
         )

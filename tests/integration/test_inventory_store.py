@@ -13,7 +13,9 @@ from sqlalchemy import create_engine, text
 
 from actors.inventory_shard import InventoryShard
 from actors.inventory_store import DuplicateKey, InjectedFault, InventoryStore, StaleStock
+from actors.shard_book import load_ledger
 from raymall.domain.ledger import Ledger
+from raymall.domain.shard_ops import Adjust, Confirm, Release, Reserve
 from raymall.errors import Unavailable
 from raymall.ids import now_ms
 from raymall.settings import Settings
@@ -83,12 +85,7 @@ def counters(url: str, sku: int) -> tuple[int, ...]:
 
 
 def loaded(store: InventoryStore) -> Ledger:
-    ledger = Ledger()
-    for sku, stock in store.load_stock().items():
-        ledger.load_stock(sku, stock)
-    for key, rec in store.load_open().items():
-        ledger.load_record(key, rec)
-    return ledger
+    return load_ledger(store)  # what a shard loads when it starts
 
 
 def test_a_batch_round_trips_through_the_database(db_url: str) -> None:
@@ -235,23 +232,23 @@ async def test_the_shard_rebuilds_its_state_after_a_restart_on_either_database(
     )
     shard = InventoryShard(settings, 0)
     ops = [
-        ("reserve", "x@0", {sku: 2}, None),
-        ("reserve", "y@0", {sku: 2}, None),
-        ("reserve", "z@0", {sku: 2}, None),
-        ("confirm", "y@0"),
-        ("adjust", "restock", sku, 3, "delivery", None),
+        Reserve("x@0", {sku: 2}, None),
+        Reserve("y@0", {sku: 2}, None),
+        Reserve("z@0", {sku: 2}, None),
+        Confirm("y@0"),
+        Adjust("restock", sku, 3, "delivery", None),
     ]
     assert await shard.submit(ops) == ["ok", "ok", "out_of_stock", "ok", "ok"]
     await shard.inject_commit_failures(1)
     with pytest.raises(Unavailable):
-        await shard.submit([("release", "x@0")])
+        await shard.submit([Release("x@0")])
     assert (await shard.snapshot([sku]))[sku]["reserved"] == 2
     for task in shard._tasks:  # the process dies
         task.cancel()
     restarted = InventoryShard(settings, 0)
     assert await restarted.snapshot([sku]) == await shard.snapshot([sku])
     assert await restarted.submit(ops) == ["ok", "ok", "out_of_stock", "ok", "ok"]
-    assert await restarted.submit([("release", "x@0")]) == ["ok"]
+    assert await restarted.submit([Release("x@0")]) == ["ok"]
     assert counters(db_url, sku)[:4] == (8, 6, 0, 2)
     for task in restarted._tasks:
         task.cancel()

@@ -13,8 +13,10 @@ from sqlalchemy import create_engine
 
 from actors.inventory_client import raise_for
 from raymall.db import session_factory
-from raymall.domain.ledger import Ledger, Stock
+from raymall.domain.ledger import Ledger
 from raymall.domain.pricing import price
+from raymall.domain.shard_ops import Adjust, Confirm, Release, Reserve
+from raymall.domain.stock import Stock
 from raymall.errors import (
     AmountMismatch,
     IdempotencyMismatch,
@@ -45,18 +47,18 @@ class LedgerStock:
         self.ledger.load_stock(sku_id, Stock(total=units, available=units))
 
     async def reserve(self, key: str, items: dict[int, int], ttl_s: float | None) -> None:
-        raise_for(self.ledger.apply(("reserve", key, dict(items), None)), key=key, skus=items)
+        raise_for(self.ledger.apply(Reserve(key, dict(items), None)), key=key, skus=items)
 
     async def release(self, key: str, sku_ids: Sequence[int]) -> None:
-        raise_for(self.ledger.apply(("release", key)), key=key)
+        raise_for(self.ledger.apply(Release(key)), key=key)
 
     async def confirm(self, key: str, sku_ids: Sequence[int]) -> None:
-        raise_for(self.ledger.apply(("confirm", key)), key=key)
+        raise_for(self.ledger.apply(Confirm(key)), key=key)
 
     async def adjust(
         self, key: str, sku_id: int, delta: int, reason: str, actor_id: int | None = None
     ) -> None:
-        raise_for(self.ledger.apply(("adjust", key, sku_id, delta, reason, actor_id)), key=key)
+        raise_for(self.ledger.apply(Adjust(key, sku_id, delta, reason, actor_id)), key=key)
 
     def of(self, sku_id: int) -> dict[str, int]:
         s = self.ledger.stock[sku_id]

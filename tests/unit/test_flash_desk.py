@@ -5,8 +5,10 @@ from __future__ import annotations
 import itertools
 import random
 
-from raymall.domain.ledger import Ledger, Stock
 from raymall.domain.flash_desk import FlashDesk, Purchase, SaleInfo
+from raymall.domain.ledger import Ledger
+from raymall.domain.shard_ops import BuyResult, FlashBuy, FlashEnd, FlashReturn
+from raymall.domain.stock import Stock
 from tests.flash_helpers import ManualClock
 
 SKU = 7
@@ -42,18 +44,19 @@ def make(
 def give_back(desk: FlashDesk, order: int) -> str:
     desk.ledger.begin()
     desk.begin(NOW)
-    code = desk.apply(("flash_return", f"order:{order}@0", HOLD, 1, order))
+    code = desk.apply(FlashReturn(f"order:{order}@0", HOLD, 1, order))
     desk.ledger.commit()
     desk.commit()
     return str(code)
 
 
-def buy(desk: FlashDesk, user: int, key: str | None = "k", qty: int = 1) -> tuple:
+def buy(desk: FlashDesk, user: int, key: str | None = "k", qty: int = 1) -> BuyResult:
     desk.ledger.begin()
     desk.begin(NOW)
-    result = desk.apply(("flash_buy", HOLD, 1, user, key, qty))
+    result = desk.apply(FlashBuy(HOLD, 1, user, key, qty))
     desk.ledger.commit()
     desk.commit()
+    assert type(result) is BuyResult
     return result
 
 
@@ -112,8 +115,8 @@ def test_give_back_returns_to_the_hold_while_running_then_to_stock() -> None:
     second = desk.books[1].by_key[(2, "k")].order_id
     ledger.begin()
     desk.begin(NOW)
-    assert desk.apply(("flash_end", HOLD, 1)) == "ok"
-    assert desk.apply(("flash_return", f"order:{second}@0", HOLD, 1, second)) == "ok"
+    assert desk.apply(FlashEnd(HOLD, 1)) == "ok"
+    assert desk.apply(FlashReturn(f"order:{second}@0", HOLD, 1, second)) == "ok"
     ledger.commit()
     desk.commit()
     s = ledger.stock[SKU]
@@ -130,7 +133,7 @@ def test_a_paid_order_is_not_given_back() -> None:
     ledger.commit()
     ledger.begin()
     desk.begin(NOW)
-    assert desk.apply(("flash_return", f"order:{order}@0", HOLD, 1, order)) == "confirmed"
+    assert desk.apply(FlashReturn(f"order:{order}@0", HOLD, 1, order)) == "confirmed"
     ledger.commit()
     desk.commit()
     assert ledger.stock[SKU].sold == 1 and desk.books[1].live[1] == 1
@@ -141,7 +144,7 @@ def test_rollback_restores_ledger_and_desk() -> None:
     ledger.begin()
     desk.begin(NOW)
     for user in (1, 2):
-        assert desk.apply(("flash_buy", HOLD, 1, user, "k", 1))[0] == "ok"
+        assert desk.apply(FlashBuy(HOLD, 1, user, "k", 1))[0] == "ok"
     assert len(desk.changes().purchases) == 2
     ledger.rollback()
     desk.rollback()
@@ -164,11 +167,11 @@ def test_random_histories_never_oversell_exceed_limits_or_sell_under_a_lease() -
             desk.begin(NOW)
             if orders and rng.random() < 0.2:
                 o = orders.pop(rng.randrange(len(orders)))
-                desk.apply(("flash_return", f"order:{o}@0", HOLD, 1, o))
+                desk.apply(FlashReturn(f"order:{o}@0", HOLD, 1, o))
                 r, bought = None, False
             else:
                 user = rng.randint(1, 10)
-                r = desk.apply(("flash_buy", HOLD, 1, user, f"k{rng.randint(1, 6)}", 1))
+                r = desk.apply(FlashBuy(HOLD, 1, user, f"k{rng.randint(1, 6)}", 1))
                 bought = r[0] == "ok" and not r[3]
                 if bought:
                     orders.append(r[1])

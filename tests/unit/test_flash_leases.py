@@ -1,6 +1,7 @@
 """Sold-out leases between FlashService (the replica side) and the shard's desk, with no Ray:
-the desk runs in-process over a ledger and writes each batch to SQLite through the shard's
-own store before answering (durable before ack), as ``InventoryShard`` does.
+the shard's own core runs in-process (``ShardBook`` committed by ``GroupCommitter``, each
+batch written to SQLite through the shard's own store before it is answered: durable before
+ack), and batches travel in the shard's wire format, as ``InventoryShard`` receives them.
 
 What is checked: under a lease the replica refuses by itself and answers retries of the
 purchases made (``Idempotency-Key``) from one snapshot of the sale's records, with no shard
@@ -11,20 +12,24 @@ made afterwards through another replica is replayed to its retry."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import re
+from collections.abc import Iterable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from actors import flash_shard, flash_store
+from actors import flash_store
+from actors.group_commit import GroupCommitter
 from actors.inventory_store import InventoryStore
+from actors.shard_book import ShardBook, load_ledger
+from actors.wire import pack_batch, pack_results, unpack_batch, unpack_results
 from raymall.db import make_engine, session_factory
-from raymall.domain.ledger import Ledger
+from raymall.domain.flash_desk import FlashDesk
+from raymall.domain.outcomes import raise_for
+from raymall.domain.shard_ops import FlashReturn, Op, Release, Result
 from raymall.errors import IdempotencyMismatch, SoldOut
 from raymall.flash import service as service_module
-from raymall.domain.flash_desk import FlashDesk
 from raymall.flash.returns import hold_key
 from raymall.flash.service import FlashService
 from raymall.ids import now_ms
@@ -36,54 +41,52 @@ LEASE_S = 1.0
 
 
 class InProcessShard:
-    """An ``InventoryClient`` stand-in for one shard: ledger + desk in memory, each batch
-    written in one transaction by ``InventoryStore`` before it is answered."""
+    """An ``InventoryClient`` stand-in for shard 0: the shard's ``ShardBook`` over its
+    ``InventoryStore`` (SQLite), committed by its ``GroupCommitter``; each call is packed
+    and unpacked as on the wire."""
 
     def __init__(self, url: str, settings: Settings, clock: ManualClock) -> None:
+        self.settings = settings
         self.store = InventoryStore(url, 0)
-        self.ledger = Ledger()
-        ids = itertools.count(10_000)
-        self.desk = FlashDesk(
-            self.ledger,
-            0,
-            next_id=lambda: next(ids),
-            order_shard_of=lambda user: 0,
-            order_timeout_ms=600_000,
-            lease_ms=int(settings.flash_sold_out_ttl_s * 1000),
-            clock=clock,
+        self.book = ShardBook(
+            settings, 0, self.store, load_ledger(self.store), run=asyncio.to_thread, clock=clock
         )
+        self._committer: GroupCommitter[Op, Result] | None = None
         self.calls = 0
+
+    @property
+    def desk(self) -> FlashDesk:
+        return self.book.desk
+
+    def committer(self) -> GroupCommitter[Op, Result]:
+        if self._committer is None:  # needs the test's running loop
+            self._committer = GroupCommitter(
+                self.book,
+                lambda statements, fail: self.store.write_statements(statements, fail=fail),
+                window_s=self.settings.group_commit_window_ms / 1000,
+                max_ops=self.settings.group_commit_max_ops,
+            )
+        return self._committer
 
     def shard_of(self, sku_id: int) -> int:
         return 0
 
-    async def send_batch(self, shard: int, ops: list[Any]) -> list[Any]:
+    async def send_batch(self, shard: int, ops: list[Op]) -> list[Result]:
         self.calls += 1
-        for op in ops:
-            if op[0] == "reserve":
-                for sku, stock in self.store.load_stock(list(op[2])).items():
-                    self.ledger.load_stock(sku, stock)
-            elif flash_shard.is_flash(op):
-                sale = op[3] if op[0] == "flash_return" else op[2]
-                if sale not in self.desk.books:
-                    found = flash_store.load_sale(self.store.engine, self.store.ph, sale)
-                    if found is not None:
-                        self.desk.load(*found)
-        now = now_ms()
-        self.ledger.begin()
-        self.desk.begin(now)
-        results = [
-            self.desk.apply(op) if flash_shard.is_flash(op) else self.ledger.apply(op) for op in ops
-        ]
-        statements = self.store.statements(self.ledger.changes(), now)
-        statements += flash_store.statements(self.desk.changes(), self.store.ph, now)
-        self.store.write_statements(statements)
-        self.ledger.commit()
-        self.desk.commit()
-        return results
+        results = await self.committer().submit(unpack_batch(pack_batch(ops)))
+        return unpack_results(pack_results(results))
 
-    async def submit(self, shard: int, op: Any) -> Any:
+    async def submit(self, shard: int, op: Op) -> Result:
         return (await self.send_batch(shard, [op]))[0]
+
+    async def release(self, key: str, sku_ids: Iterable[int]) -> None:
+        code = await self.submit(0, Release(f"{key}@0"))
+        raise_for(str(code), key=key)
+
+    def close(self) -> None:
+        if self._committer is not None:
+            self._committer.task.cancel()
+        self.store.dispose()
 
 
 @pytest.fixture()
@@ -125,7 +128,7 @@ def world(sqlite_url: str, monkeypatch: pytest.MonkeyPatch) -> Any:
         return flash
 
     yield SimpleNamespace(shop=shop, shard=shard, clock=clock, replica=replica)
-    shard.store.dispose()
+    shard.close()
     engine.dispose()
 
 
@@ -209,7 +212,7 @@ async def test_units_given_back_under_leases_sell_after_they_lapse_and_replay_an
     lease_two = two._leases[sale][0]
     world.clock.t += 0.3
     hold = f"{hold_key(sale)}@0"
-    op = ("flash_return", f"order:{order}@0", hold, sale, int(order))
+    op = FlashReturn(f"order:{order}@0", hold, sale, int(order))
     back = await world.shard.submit(0, op)
     assert back == "ok"
     # the unit is back in the hold, but leases run: a request that reaches the shard is

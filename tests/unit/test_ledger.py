@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from raymall.domain.ledger import (
+from raymall.domain.ledger import Ledger
+from raymall.domain.shard_ops import Adjust, Malformed, Release, Reserve
+from raymall.domain.stock import (
     R_CONFIRMED,
     R_INVALID,
     R_KEY_REUSED,
@@ -15,10 +17,7 @@ from raymall.domain.ledger import (
     R_RELEASED,
     R_SKIPPED,
     R_UNKNOWN_SKU,
-    Ledger,
     Stock,
-    pack_batch,
-    unpack_batch,
 )
 
 
@@ -122,15 +121,17 @@ def test_adjust_never_takes_available_below_zero_and_replays_its_first_answer() 
 @pytest.mark.parametrize(
     "op",
     [
-        ("reserve", "k", {}, None),
-        ("reserve", "k", {1: 0}, None),
-        ("reserve", "k", {1: -1}, None),
-        ("reserve", "k", {"1": 1}, None),
-        ("reserve", "", {1: 1}, None),
-        ("reserve", "k"),
-        ("adjust", "k", 1, 0, "r", None),
-        ("adjust", "k", 1, 1.5, "r", None),
-        ("nonsense", "k"),
+        Reserve("k", {}, None),
+        Reserve("k", {1: 0}, None),
+        Reserve("k", {1: -1}, None),
+        Reserve("k", {"1": 1}, None),  # type: ignore[dict-item]
+        Reserve("", {1: 1}, None),
+        Reserve("k", None),  # type: ignore[arg-type]
+        Adjust("k", 1, 0, "r", None),
+        Adjust("k", 1, 1.5, "r", None),  # type: ignore[arg-type]
+        Release(["unhashable"]),  # type: ignore[arg-type]
+        Malformed(("nonsense", "k")),
+        ("reserve", "k", {1: 1}, None),  # a plain tuple is no operation
         (),
     ],
 )
@@ -214,18 +215,3 @@ def test_evict_forgets_old_finished_records_but_never_open_ones() -> None:
     assert ledger.evict(keep=2) == 3
     assert sorted(ledger.records) == ["k0", "k2", "k4", "k6", "k7", "k8", "k9"]
     assert ledger.violations(full_history=False) == []
-
-
-def test_a_packed_batch_comes_back_as_sent() -> None:
-    ops = [
-        ("reserve", "k@0", {12: 1, 7: 3}, None),
-        ("adjust", "a", 5, -2, "restock \u00e9", 9),
-        ("flash_buy", "h@1", 3, 4, "key", 1),
-        ("expire", "k@0", 2**62),
-    ]
-    results = [R_OK, ("ok", 2**63 - 1, None, True, 5), R_OUT_OF_STOCK]
-    assert unpack_batch(pack_batch(ops)) == ops
-    assert unpack_batch(pack_batch(results)) == results
-    assert unpack_batch(pack_batch([])) == []
-    with pytest.raises(TypeError):
-        unpack_batch(pack_batch({"not": "a batch"}))  # type: ignore[arg-type]

@@ -20,13 +20,14 @@ from hypothesis.stateful import (
     rule,
 )
 
-from raymall.domain.ledger import (
+from raymall.domain.ledger import Ledger
+from raymall.domain.shard_ops import Adjust, Confirm, Expire, Release, Reserve
+from raymall.domain.stock import (
     R_INVALID,
     R_NOT_FOUND,
     R_OK,
     RELEASED,
     Changes,
-    Ledger,
     Stock,
 )
 
@@ -104,65 +105,65 @@ class LedgerMachine(RuleBasedStateMachine):
 
     # ---- operations (always inside a batch) -------------------------------------------
     def do(self, op: tuple[Any, ...]) -> str:
-        created = op[0] in ("reserve", "adjust") and op[1] not in self.ledger.records
+        created = type(op) in (Reserve, Adjust) and op[0] not in self.ledger.records
         result = self.ledger.apply(op)
         self.history.append((op, result))
         if created and result != R_INVALID:
-            self.first[op[1]] = result  # the answer of the op that created the record
+            self.first[op[0]] = result  # the answer of the op that created the record
         return result
 
     @precondition(lambda self: self.ledger.in_batch)
     @rule(key=keys, items=items, expires=deadline)
     def reserve(self, key: str, items: dict[int, int], expires: int | None) -> None:
-        self.do(("reserve", key, items, expires))
+        self.do(Reserve(key, items, expires))
 
     @precondition(lambda self: self.ledger.in_batch)
     @rule(key=keys)
     def release(self, key: str) -> None:
-        self.do(("release", key))
+        self.do(Release(key))
 
     @precondition(lambda self: self.ledger.in_batch)
     @rule(key=keys)
     def confirm(self, key: str) -> None:
-        self.do(("confirm", key))
+        self.do(Confirm(key))
 
     @precondition(lambda self: self.ledger.in_batch)
     @rule(key=st.sampled_from([f"a{i}" for i in range(4)]) | keys, s=sku, delta=st.integers(-6, 12))
     def adjust(self, key: str, s: int, delta: int) -> None:
-        self.do(("adjust", key, s, delta, "test", None))
+        self.do(Adjust(key, s, delta, "test", None))
 
     @precondition(lambda self: self.ledger.in_batch)
     @rule(now=st.integers(0, 120))
     def sweep(self, now: int) -> None:
         for key in self.ledger.due(now):
-            assert self.ledger.apply(("expire", key, now)) == R_OK
+            assert self.ledger.apply(Expire(key, now)) == R_OK
 
     @precondition(lambda self: self.ledger.in_batch and (self.history or self.committed_history))
     @rule(data=st.data())
     def replay(self, data: st.DataObject) -> None:
         past = self.committed_history + self.history
         op, first_result = data.draw(st.sampled_from(past))
-        if first_result == R_INVALID or (op[0] == "confirm" and first_result == R_NOT_FOUND):
+        if first_result == R_INVALID or (type(op) is Confirm and first_result == R_NOT_FOUND):
             return  # nothing was recorded under this key: not a replay
         before = state_of(self.ledger)
         result = self.ledger.apply(op)
         assert state_of(self.ledger) == before, f"replay of {op} changed state"
-        if op[0] == "reserve":
-            first = self.first.get(op[1], "released")  # else a release left a tombstone
-            rec = self.ledger.records[op[1]]
-            if rec.kind != "reserve" or (rec.items and rec.items != op[2]):
+        if type(op) is Reserve:
+            first = self.first.get(op.key, "released")  # else a release left a tombstone
+            rec = self.ledger.records[op.key]
+            if rec.kind != "reserve" or (rec.items and rec.items != op.items):
                 assert result == "key_reused"
             elif first == R_OK and rec.state == RELEASED:
                 assert result == "released"
             else:
                 assert result == first
-        elif op[0] == "adjust":
-            rec = self.ledger.records[op[1]]
-            if rec.kind == "adjust" and rec.items == {op[2]: op[3]}:
-                assert result == self.first[op[1]]
+        elif type(op) is Adjust:
+            rec = self.ledger.records[op.key]
+            if rec.kind == "adjust" and rec.items == {op.sku_id: op.delta}:
+                assert result == self.first[op.key]
             else:
                 assert result == "key_reused"
-        elif op[0] in ("release", "confirm"):
+        elif type(op) in (Release, Confirm):
             assert result == first_result
 
     # ---- invariants -------------------------------------------------------------------

@@ -1,0 +1,334 @@
+"""ShardBook: what one inventory shard knows and decides, with no Ray and no I/O of its own.
+
+It owns the shard's stock ``Ledger`` and its ``FlashDesk`` and keeps them in step: a batch
+begins, commits and rolls back in both together (batches stack two deep, as the
+``GroupCommitter`` stages them). For a batch of ``raymall.domain.shard_ops`` operations:
+
+- ``prepare(ops)`` loads what they touch and memory lacks: SKUs created after the shard
+  started, records of keys it does not hold (a release, a confirm, a hold), and flash sales
+  with their purchases and SKU. Memory is newer than any read: nothing held is replaced;
+- ``stage(ops)`` (after ``prepare``) applies them in arrival order as a new open batch and
+  answers ``(results, statements)``: one result per operation, and the SQL of the batch's
+  one transaction (ledger rows by ``actors.inventory_store``, flash rows by
+  ``actors.flash_store``), bound now so that its values are fixed while memory moves on;
+- ``commit()`` (the oldest open batch is durable) and ``rollback()`` (undo the newest).
+
+Everything read from the database goes through ``run(fn, *args)``, injected: the shard
+passes ``asyncio.to_thread``, so loads run in a thread while the book stays on the event
+loop. The book is also the ``GroupCommitter``'s ``CommitBook``: its failure policy after a
+failed write is here (``failed``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NamedTuple
+
+from actors import flash_store
+from actors.inventory_store import (
+    DuplicateKey,
+    InjectedFault,
+    InventoryStore,
+    StaleStock,
+    Statement,
+)
+from raymall.domain.flash_desk import FlashDesk, Purchase
+from raymall.domain.ledger import Ledger
+from raymall.domain.sale import Sale
+from raymall.domain.shard_ops import (
+    FLASH_OPS,
+    Adjust,
+    Confirm,
+    FlashBuy,
+    FlashEnd,
+    FlashReturn,
+    FlashWarm,
+    Op,
+    Release,
+    Reserve,
+    Result,
+)
+from raymall.domain.stock import Record, Stock
+from raymall.errors import DomainError, Unavailable
+from raymall.hashing import shard_for
+from raymall.ids import MAX_WORKER, Snowflake, now_ms
+from raymall.logs import get_logger
+from raymall.settings import Settings
+
+log = get_logger("inventory")
+
+INVENTORY_WORKER_BASE = 2048  # snowflake worker ids 2048..3071 belong to inventory shards
+_FLASH = frozenset(FLASH_OPS)
+Run = Callable[..., Awaitable[Any]]  # run(fn, *args): the result of fn(*args), awaited
+
+
+def worker_id(index: int) -> int:
+    return INVENTORY_WORKER_BASE + index % 1024
+
+
+_IDS: dict[int, Snowflake] = {}  # one generator per shard per process, kept across reloads
+
+
+def new_desk(
+    settings: Settings,
+    index: int,
+    ledger: Ledger,
+    clock: Callable[[], float] = time.monotonic,
+) -> FlashDesk:
+    ids = _IDS.get(index)
+    if ids is None:
+        ids = _IDS[index] = Snowflake(min(MAX_WORKER, worker_id(index)))
+    shards = settings.order_shards
+    return FlashDesk(
+        ledger,
+        index,
+        next_id=ids.next_id,
+        order_shard_of=lambda user_id: shard_for(user_id, shards),
+        order_timeout_ms=int(settings.flash_order_timeout_s * 1000),
+        lease_ms=int(settings.flash_sold_out_ttl_s * 1000),
+        clock=clock,
+    )
+
+
+class Needs(NamedTuple):
+    """What a batch touches that memory does not hold."""
+
+    skus: list[int]
+    keys: list[str]
+    sales: list[int]
+
+
+class Found(NamedTuple):
+    stock: dict[int, Stock]
+    records: dict[str, Record]
+    sales: list[tuple[Sale, list[Purchase]]]
+
+
+class Stage(NamedTuple):
+    """One staged batch: its results, its statements (empty: nothing to write) and the keys
+    it inserts (looked up after a duplicate-key refusal)."""
+
+    results: list[Result]
+    statements: list[Statement]
+    created: list[str]
+    attempt: int = 0
+
+    @property
+    def work(self) -> list[Statement]:
+        """What the ``GroupCommitter``'s writer writes."""
+        return self.statements
+
+
+# ---- the loads (blocking: run in a thread through ``run``) ------------------------------
+def load_ledger(store: InventoryStore) -> Ledger:
+    """The shard's ledger as the database holds it: its rows and open reservations."""
+    ledger = Ledger()
+    for sku_id, stock in store.load_stock().items():
+        ledger.load_stock(sku_id, stock)
+    for key, rec in store.load_open().items():
+        ledger.load_record(key, rec)
+    problems = ledger.violations(full_history=False)
+    if problems:
+        log.warning("shard %s loaded inconsistent stock: %s", store.shard, problems[:5])
+    log.info(
+        "shard %s loaded %s SKUs and %s open reservations",
+        store.shard,
+        len(ledger.stock),
+        sum(1 for _ in ledger.open_reservations()),
+    )
+    return ledger
+
+
+def fetch(store: InventoryStore, needs: Needs) -> Found:
+    stock = store.load_stock(needs.skus) if needs.skus else {}
+    records = store.lookup(needs.keys) if needs.keys else {}
+    sales = []
+    for sale_id in needs.sales:
+        found = flash_store.load_sale(store.engine, store.ph, sale_id)
+        if found is not None:
+            sales.append(found)
+    return Found(stock, records, sales)
+
+
+class ShardBook:
+    """Ledger + flash desk of shard ``index`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        index: int,
+        store: InventoryStore,
+        ledger: Ledger,
+        *,
+        run: Run,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.index = index
+        self.store = store
+        self._run = run
+        self._clock = clock
+        self._key_cache = settings.inventory_key_cache
+        self.ledger = ledger
+        self.desk = new_desk(settings, index, ledger, clock)
+        self._needs_reload = False
+
+    # ---- loading ------------------------------------------------------------------------
+    def _needs(self, ops: Sequence[Any]) -> Needs | None:
+        stock, records, books = self.ledger.stock, self.ledger.records, self.desk.books
+        skus: set[Any] = set()
+        keys: set[Any] = set()
+        sales: set[Any] = set()
+        for op in ops:
+            kind = type(op)
+            try:
+                if kind is FlashBuy:
+                    if op.sale_id not in books:
+                        sales.add(op.sale_id)
+                    if op.hold_key not in records:
+                        keys.add(op.hold_key)
+                elif kind is Reserve:
+                    skus.update(s for s in op.items if s not in stock)
+                elif kind is Release or kind is Confirm:
+                    if op.key not in records:
+                        keys.add(op.key)
+                elif kind is Adjust:
+                    if op.sku_id not in stock:
+                        skus.add(op.sku_id)
+                elif kind is FlashReturn or kind is FlashEnd or kind is FlashWarm:
+                    if op.sale_id not in books:
+                        sales.add(op.sale_id)
+                    if op.hold_key not in records:
+                        keys.add(op.hold_key)
+                    if kind is FlashReturn and op.reservation_key not in records:
+                        keys.add(op.reservation_key)
+            except (TypeError, AttributeError):
+                continue  # malformed fields: the ledger or desk answers "invalid"
+        if not (skus or keys or sales):
+            return None
+        return Needs(
+            sorted(s for s in skus if type(s) is int),
+            sorted(k for k in keys if isinstance(k, str)),
+            sorted(s for s in sales if type(s) is int),
+        )
+
+    def _load(self, found: Found) -> Needs | None:
+        """Hand memory what was read; the SKUs of newly loaded sales still to read."""
+        ledger = self.ledger
+        for sku_id, stock in found.stock.items():
+            ledger.load_stock(sku_id, stock)
+        for key, rec in found.records.items():
+            ledger.load_record(key, rec)
+        for info, purchases in found.sales:
+            self.desk.load(info, purchases)
+        skus = sorted({info.sku_id for info, _ in found.sales} - ledger.stock.keys())
+        return Needs(skus, [], []) if skus else None
+
+    async def prepare(self, ops: Sequence[Op]) -> None:
+        """Load what ``ops`` touch and memory does not hold (see the module docstring)."""
+        needs = self._needs(ops)
+        while needs is not None:
+            needs = self._load(await self._run(fetch, self.store, needs))
+
+    async def ensure_stock(self, sku_ids: list[int]) -> None:
+        """Load the given SKUs if they are not held (reads of SKUs created after start)."""
+        missing = [s for s in sku_ids if type(s) is int and s not in self.ledger.stock]
+        if missing:
+            for sku_id, stock in (await self._run(self.store.load_stock, missing)).items():
+                self.ledger.load_stock(sku_id, stock)
+
+    async def ready(self) -> None:
+        """Before a batch with none open: rebuild memory from the database if it may be
+        behind it (after a failure whose outcome is unknown)."""
+        if self._needs_reload:
+            self.reset(await self._run(load_ledger, self.store))
+
+    def reset(self, ledger: Ledger) -> None:
+        """Take ``ledger`` (freshly loaded) as memory, with a new desk (sales load again)."""
+        self.ledger = ledger
+        self.desk = new_desk(self.settings, self.index, ledger, self._clock)
+        self._needs_reload = False
+
+    # ---- batches --------------------------------------------------------------------------
+    def apply(self, ops: Sequence[Op], attempt: int = 0) -> Stage:
+        """Apply ``ops`` (prepared) as a new open batch: one result per op, and the
+        batch's statements, bound. Raises (having undone the batch) if it cannot."""
+        now = now_ms()
+        ledger, desk = self.ledger, self.desk
+        ledger.begin()
+        desk.begin(now)
+        try:
+            flash, to_desk, to_ledger = _FLASH, desk.apply, ledger.apply
+            results = [to_desk(op) if type(op) in flash else to_ledger(op) for op in ops]
+            changes = ledger.changes()
+            flash_changes = desk.changes()
+            statements: list[Statement] = []
+            if changes or flash_changes:
+                store = self.store
+                statements = store.statements(changes, now)
+                statements += flash_store.statements(flash_changes, store.ph, now)
+                statements = store.render(statements)
+        except Exception:
+            ledger.rollback()
+            desk.rollback()
+            raise
+        return Stage(results, statements, [k for k, _ in changes.created], attempt)
+
+    async def stage(self, ops: list[Op], attempt: int = 0) -> Stage:
+        """``prepare`` then ``apply``, with the shard's errors: a load that fails is
+        ``Unavailable`` (a domain error passes as it is), and so is a batch that cannot be
+        applied."""
+        try:
+            await self.prepare(ops)
+        except DomainError:
+            raise
+        except Exception as exc:
+            raise Unavailable(str(exc)) from exc
+        try:
+            return self.apply(ops, attempt)
+        except Exception as exc:
+            raise Unavailable(f"inventory shard {self.index}: {exc!r}") from exc
+
+    def commit(self, staged: Any = None) -> None:
+        """The oldest open batch is durable (in ledger and desk alike)."""
+        self.ledger.commit()
+        self.desk.commit()
+        self.ledger.evict(self._key_cache)
+
+    def rollback(self) -> None:
+        """Undo the newest open batch (in ledger and desk alike)."""
+        self.ledger.rollback()
+        self.desk.rollback()
+
+    async def failed(self, staged: Stage, exc: BaseException) -> BaseException | None:
+        """After ``staged``'s transaction failed (memory already undone): the error for its
+        callers, or None to stage it again (replays of keys stored earlier, now loaded)."""
+        if isinstance(exc, DuplicateKey):
+            found: dict[str, Record] = {}
+            if staged.attempt == 0:
+                try:
+                    found = await self._run(self.store.lookup, staged.created)
+                except Exception:  # no answer: reload, below
+                    found = {}
+            if found:
+                for key, rec in found.items():
+                    self.ledger.load_record(key, rec)
+                return None
+            self._needs_reload = True
+            return Unavailable(f"inventory shard {self.index} write refused")
+        if isinstance(exc, InjectedFault):
+            return Unavailable(f"inventory shard {self.index}: {exc}")
+        if isinstance(exc, StaleStock):
+            log.error("shard %s: %s; reloading from the database", self.index, exc)
+            self._needs_reload = True
+            return Unavailable(f"inventory shard {self.index} is reloading")
+        # The commit's outcome may be unknown: reload before the next batch.
+        self._needs_reload = True
+        log.warning("shard %s commit failed: %r", self.index, exc)
+        return Unavailable(f"inventory shard {self.index} commit failed")
+
+    def lost(self) -> BaseException:
+        """What was written is unknown: reload before the next batch."""
+        self._needs_reload = True
+        return Unavailable(f"inventory shard {self.index} failed")

@@ -1,0 +1,63 @@
+"""The inventory shard's wire format: a batch of operations, or of their results, as one
+msgpack blob per actor call.
+
+Ray pickles arguments with cloudpickle, whose per-object hook costs about as much per small
+tuple as the shard's own work on it; msgpack packs a batch of 500 operations in a small
+fraction of that. It carries only plain values (no code):
+
+- an operation of ``raymall.domain.shard_ops`` travels as ``(kind, *fields)`` (``kind``
+  from ``KINDS``) and comes back as its type; one that cannot be rebuilt (unknown kind,
+  wrong number of fields) comes back as ``Malformed(raw)``, which every shard answers
+  ``invalid``. Only typed operations can be packed;
+- a result travels as its code (a str), or a ``BuyResult`` as an array, rebuilt as a
+  ``BuyResult``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from raymall.domain.shard_ops import KIND_OF, KINDS, BuyResult, Malformed, Op, Result
+
+
+def pack_batch(ops: Sequence[Op]) -> bytes:
+    """Operations as one blob (``KeyError`` for anything but a ``shard_ops`` type)."""
+    kind = KIND_OF
+    return msgpack.packb([(kind[type(op)], *op) for op in ops], use_bin_type=True)
+
+
+def _values(blob: bytes) -> tuple[Any, ...]:
+    values = msgpack.unpackb(blob, use_list=False, raw=False, strict_map_key=False)
+    if not isinstance(values, tuple):
+        raise TypeError("a packed batch holds a sequence")
+    return values
+
+
+def unpack_batch(blob: bytes) -> list[Op]:
+    """The operations of ``pack_batch``, each as its type (``Malformed`` if it is not one)."""
+    values = _values(blob)
+    kinds = KINDS
+    try:  # every op well formed: one pass, no call per op
+        return [kinds[v[0]](*v[1:]) for v in values]
+    except (KeyError, TypeError, IndexError):
+        return [_op(v) for v in values]
+
+
+def _op(value: Any) -> Op:
+    try:
+        return KINDS[value[0]](*value[1:])  # type: ignore[no-any-return]
+    except (KeyError, TypeError, IndexError):
+        return Malformed(value)
+
+
+def pack_results(results: Sequence[Result]) -> bytes:
+    """One result per operation: codes, and ``BuyResult``s packed as arrays."""
+    return msgpack.packb(results, use_bin_type=True)
+
+
+def unpack_results(blob: bytes) -> list[Result]:
+    """The results of ``pack_results``: codes as str, arrays rebuilt as ``BuyResult``."""
+    return [BuyResult(*v) if type(v) is tuple else v for v in _values(blob)]
