@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol
 
 from raymall import metrics
+from raymall.errors import error_body
 from raymall.logs import get_logger, request_id_var
 
 Scope = MutableMapping[str, Any]
@@ -99,13 +100,7 @@ class Edge:
                 scope["route"] = _Liveness
                 await _send_json(send_wrapper, 200, {"status": "ok"})
             elif self.draining():
-                body = {
-                    "error": {
-                        "code": "unavailable",
-                        "request_id": rid,
-                        "message": "shutting down: retry on another instance",
-                    }
-                }
+                body = error_body(rid, "unavailable", "shutting down: retry on another instance")
                 await _send_json(
                     send_wrapper, 503, body, [(b"retry-after", b"1"), (b"connection", b"close")]
                 )
@@ -119,11 +114,10 @@ class Edge:
         except Exception:  # the app failed before answering: answer in the one shape
             log.exception("unhandled error")
             status_box[0] = 500
-            body = {
-                "error": {"code": "internal_error", "message": "internal error", "request_id": rid}
-            }
             try:
-                await _send_json(send_wrapper, 500, body)
+                await _send_json(
+                    send_wrapper, 500, error_body(rid, "internal_error", "internal error")
+                )
             except Exception:  # response already started; nothing more can be sent
                 log.warning("could not send the error response", exc_info=True)
         finally:

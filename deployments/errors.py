@@ -1,6 +1,7 @@
-"""Map every failure to the one JSON error body: ``{"error": {"code", "message",
-"request_id"}}``. Domain errors carry their own code and status; framework errors
-(validation, unknown route, wrong method) and Ray faults are converted here, once."""
+"""Map every failure to the one JSON error body (``raymall.errors.error_body``):
+``{"error": {"code", "message", "request_id"}}``. Domain errors carry their own code and
+status; framework errors (validation, unknown route, wrong method) are converted here, and
+Ray, database and Redis faults by the one fault table (``raymall.faults``), once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raymall import metrics
-from raymall.errors import DomainError, RateLimited
+from raymall.errors import DomainError, RateLimited, error_body
+from raymall.faults import to_domain
 from raymall.logs import get_logger
 
 log = get_logger("errors")
@@ -36,16 +38,6 @@ _HTTP_CODES = {
 
 def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
-
-
-def error_body(
-    rid: str, code: str, message: str, details: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The one error shape."""
-    body: dict[str, Any] = {"code": code, "message": message, "request_id": rid}
-    if details:
-        body["details"] = details
-    return {"error": body}
 
 
 def error_response(
@@ -139,26 +131,7 @@ def install(app: FastAPI) -> None:
 
 
 def map_fault(exc: BaseException) -> DomainError | None:
-    """Convert Ray and connection faults into retriable 503s; unwrap domain errors that a
-    Ray task raised (Ray wraps them in RayTaskError)."""
-    from raymall.errors import Unavailable
-
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, DomainError):
-        return cause
-    if isinstance(exc, DomainError):
-        return exc
-    name = type(exc).__name__
-    if name in {
-        "RayActorError",
-        "ActorDiedError",
-        "ActorUnavailableError",
-        "GetTimeoutError",
-        "BackPressureError",
-        "OperationalError",
-        "ConnectionError",
-        "TimeoutError",
-        "RedisConnectionError",
-    } or isinstance(exc, ConnectionError | TimeoutError):
-        return Unavailable(f"a backing service is unavailable ({name}); retry the request")
-    return None
+    """The domain error an escaped exception stands for: its own, the one a Ray task
+    raised, or the fault table's (Ray, database and Redis faults are retriable 503s);
+    None for a bug (500)."""
+    return to_domain(exc)

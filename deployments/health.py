@@ -8,24 +8,20 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from actors import registry
 from deployments.context import AppContext, ReadinessCheck, ctx
 from deployments.errors import request_id
 from deployments.services import services
-from raymall import metrics
+from raymall import db, metrics
+from raymall.errors import error_body
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 2.0
 
 
 async def check_database(app_ctx: AppContext) -> dict[str, Any]:
-    def ping() -> None:
-        with app_ctx.engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-
-    await asyncio.to_thread(ping)
+    await asyncio.to_thread(db.ping, app_ctx.engine)
     return {"ok": True, "dialect": app_ctx.engine.dialect.name}
 
 
@@ -57,14 +53,9 @@ async def readyz(request: Request) -> JSONResponse:
     if all(r["ok"] for r in results.values()):
         return JSONResponse({"status": "ready", "checks": results})
     down = sorted(n for n, r in results.items() if not r["ok"])
-    body = {
-        "error": {
-            "code": "not_ready",
-            "message": f"not ready: {', '.join(down)}",
-            "request_id": request_id(request),
-            "details": {"checks": results},
-        }
-    }
+    body = error_body(
+        request_id(request), "not_ready", f"not ready: {', '.join(down)}", {"checks": results}
+    )
     return JSONResponse(body, status_code=503)
 
 

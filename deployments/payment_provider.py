@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +27,7 @@ from ray import serve
 from raymall import logs
 from raymall.logs import get_logger
 from raymall.orders.signing import signed_headers
+from raymall.retry import Backoff
 from raymall.settings import Settings
 
 log = get_logger("payment.provider")
@@ -90,7 +90,7 @@ class PaymentProvider:
 
     async def _deliver(self, charge: dict[str, Any]) -> None:
         await asyncio.sleep(self.settings.payment_callback_delay_s)
-        delay = 0.2
+        backoff = Backoff(first_s=0.2, max_s=5.0)
         for attempt in range(1, self.settings.payment_callback_attempts + 1):
             body = callback_body(charge)
             headers = signed_headers(self.secret, int(time.time()), body)
@@ -111,8 +111,7 @@ class PaymentProvider:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 log.warning("callback for %s failed: %r", charge["payment_id"], exc)
             if attempt < self.settings.payment_callback_attempts:
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 5.0)
+                await backoff.wait()
         self.failed += 1
         log.error("gave up delivering the callback for %s", charge["payment_id"])
 

@@ -60,14 +60,18 @@ class DomainError(Exception):
         return (_rebuild, (type(self), self.message, self.details))
 
     def to_body(self, request_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "code": self.code,
-            "message": self.message,
-            "request_id": request_id,
-        }
-        if self.details:
-            body["details"] = self.details
-        return {"error": body}
+        return error_body(request_id, self.code, self.message, self.details or None)
+
+
+def error_body(
+    request_id: str, code: str, message: str, details: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The one error body: ``{"error": {"code", "message", "request_id"}}``, plus
+    ``details`` when there are any. Every error answer of the HTTP API is rendered here."""
+    body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
+    if details:
+        body["details"] = details
+    return {"error": body}
 
 
 def _rebuild(cls: type[DomainError], message: str, details: dict[str, Any]) -> DomainError:

@@ -24,13 +24,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from actors.caller import ActorCaller
 from raymall import metrics
 from raymall.batching import Batcher
 from raymall.catalog import repository
 from raymall.catalog.cache import CacheKeys
 from raymall.catalog.runtime import KEY_PREFIX
 from raymall.catalog.search import keyword_search
-from raymall.errors import DomainError, NotFound, Unavailable, ValidationFailed
+from raymall.errors import NotFound, Unavailable, ValidationFailed
 from raymall.ids import now_ms
 from raymall.settings import Settings
 from recommend import history, source
@@ -72,7 +73,10 @@ class RecommendService:
         self.settings = settings
         self.sessions = sessions
         self.redis = redis
-        self._handle: Any = None
+        # reads only, so no retry: a page does not wait out a restart
+        self.caller = ActorCaller(
+            settings.namespace, lambda _: ACTOR_NAME, timeout_s=CALL_TIMEOUT_S, retry_s=0.0
+        )
         # concurrent requests' card reads share one database round (see _load_summaries)
         self._summaries: Batcher[list[int], dict[int, dict[str, Any]]] = Batcher.in_thread(
             self._load_summaries
@@ -98,33 +102,18 @@ class RecommendService:
             self.replica.start()
 
     # ---- the actor -------------------------------------------------------------------
-    def _actor(self) -> Any:
-        if not self.settings.recommender:
-            raise Unavailable("recommendations are turned off (RAYMALL_RECOMMENDER=0)")
-        if self._handle is None:
-            import ray
-
-            try:
-                self._handle = ray.get_actor(ACTOR_NAME, namespace=self.settings.namespace)
-            except ValueError as exc:
-                raise Unavailable("the recommender is not running; retry shortly") from exc
-        return self._handle
-
     async def call(self, method: str, *args: Any) -> Any:
         """One actor call. A domain error raised in the actor comes back as itself; the
         actor being down, restarting or slow is ``Unavailable`` (503, retriable)."""
+        if not self.settings.recommender:
+            raise Unavailable("recommendations are turned off (RAYMALL_RECOMMENDER=0)")
         from ray.exceptions import RayError, RayTaskError
 
         try:
-            ref = getattr(self._actor(), method).remote(*args)
-            return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise Unavailable("the recommender did not answer in time; retry") from exc
-        except RayTaskError as exc:
-            if isinstance(exc.cause, DomainError):
-                raise exc.cause from None
-            raise
-        except RayError as exc:
+            return await self.caller.call(0, method, *args)
+        except RayError as exc:  # any other Ray fault of a read: 503 as well
+            if isinstance(exc, RayTaskError):
+                raise
             raise Unavailable(f"the recommender is unavailable ({type(exc).__name__})") from exc
 
     async def ping(self) -> dict[str, Any]:
