@@ -58,18 +58,17 @@ from typing import Any
 import httpx
 import psutil
 import redis
-from sqlalchemy import create_engine, insert, text
+from sqlalchemy import create_engine, text
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _harness import free_port, raymall_server  # noqa: E402
 
-from models import Category, Inventory, Product, Sku, User  # noqa: E402
 from raymall.auth.tokens import TokenCodec  # noqa: E402
 from raymall.bootstrap import ensure_reference_data  # noqa: E402
-from raymall.hashing import shard_for  # noqa: E402
 from raymall.ids import now_ms  # noqa: E402
 from raymall.launcher.migrate import upgrade  # noqa: E402
+from raymall.launcher.shop import SkuSpec, add_category, add_product, add_users  # noqa: E402
 from raymall.settings import Settings  # noqa: E402
 
 STOCK = 1_000_000_000
@@ -111,80 +110,14 @@ def seed(url: str, users: int, shards: int) -> tuple[list[int], list[int], int]:
     """Two SKUs holding STOCK units (written before the shards start), ``users`` users and
     one admin. Returns (sku ids, user ids, admin id)."""
     engine = create_engine(url)
-    now = now_ms()
     tag = secrets.token_hex(3)
     with engine.begin() as conn:
-        cat = conn.execute(
-            insert(Category).values(
-                name="Bench", slug=f"bench-{tag}", sort_order=0, created_ms=now, updated_ms=now
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
+        cat = add_category(conn, "Bench", f"bench-{tag}")
         skus = []
         for i in range(2):
-            product = conn.execute(
-                insert(Product).values(
-                    title=f"Flash kettle {i}",
-                    description="",
-                    category_id=cat,
-                    attributes={},
-                    images=[],
-                    status="published",
-                    min_price_cents=5000,
-                    max_price_cents=5000,
-                    sales_count=0,
-                    search_text="",
-                    created_ms=now,
-                    updated_ms=now,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-            sku = int(
-                conn.execute(
-                    insert(Sku).values(
-                        product_id=product,
-                        code=f"FL-{tag}-{i}",
-                        specs={},
-                        price_cents=5000,
-                        low_stock_threshold=0,
-                        created_ms=now,
-                        updated_ms=now,
-                    )
-                ).inserted_primary_key[0]  # type: ignore[index]
-            )
-            conn.execute(
-                insert(Inventory).values(
-                    sku_id=sku,
-                    shard=shard_for(sku, shards),
-                    total=STOCK,
-                    available=STOCK,
-                    reserved=0,
-                    sold=0,
-                    version=0,
-                    updated_ms=now,
-                )
-            )
-            skus.append(sku)
-        rows = [
-            {
-                "email": f"b{tag}-{i}@example.com",
-                "username": f"b{tag}{i}",
-                "password_hash": "!unusable",
-                "role": "admin" if i == 0 else "user",
-                "display_name": "",
-                "phone": "",
-                "is_blocked": False,
-                "password_changed_ms": 0,
-                "created_ms": now,
-                "updated_ms": now,
-            }
-            for i in range(users + 1)
-        ]
-        conn.execute(insert(User), rows)
-        ids = [
-            int(r[0])
-            for r in conn.execute(
-                text("SELECT id FROM users WHERE username LIKE :p ORDER BY id"), {"p": f"b{tag}%"}
-            )
-        ]
+            spec = SkuSpec(f"FL-{tag}-{i}", 5000, STOCK)
+            skus += add_product(conn, cat, f"Flash kettle {i}", [spec], shards=shards)[1]
+        ids = add_users(conn, users + 1, tag=f"b{tag}", roles=["admin"])
     engine.dispose()
     return skus, ids[1:], ids[0]
 

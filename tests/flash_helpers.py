@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, text
+from sqlalchemy import text
 
-from models import User
 from raymall.auth.tokens import TokenCodec
 from raymall.ids import now_ms
+from raymall.launcher.shop import add_users
 from tests.order_helpers import Shop
 
 
@@ -29,30 +29,8 @@ def bulk_users(shop: Shop, count: int) -> list[tuple[int, str]]:
     """``count`` users in one multi-row insert (one unusable password hash: they never sign
     in) with access tokens minted by the auth code's own codec."""
     tag = secrets.token_hex(4)
-    now = now_ms()
-    rows = [
-        {
-            "email": f"f{tag}-{i}@example.com",
-            "username": f"f{tag}{i}",
-            "password_hash": "!unusable",
-            "role": "user",
-            "display_name": "",
-            "phone": "",
-            "is_blocked": False,
-            "password_changed_ms": 0,
-            "created_ms": now,
-            "updated_ms": now,
-        }
-        for i in range(count)
-    ]
     with shop.engine.begin() as conn:
-        conn.execute(insert(User), rows)
-        ids = [
-            int(r[0])
-            for r in conn.execute(
-                text("SELECT id FROM users WHERE username LIKE :p ORDER BY id"), {"p": f"f{tag}%"}
-            )
-        ]
+        ids = add_users(conn, count, tag=f"f{tag}")
     s = shop.settings
     codec = TokenCodec(
         s.secret("jwt_secret"),

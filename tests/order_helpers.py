@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, create_engine, insert, select, text
 
-from models import Address, Category, Inventory, Product, Sku, User
+from models import Address, Sku, User
 from raymall.auth.tokens import TokenCodec
-from raymall.hashing import shard_for
 from raymall.ids import now_ms
+from raymall.launcher.shop import SkuSpec, add_category, add_product, user_values
 from raymall.orders.signing import signed_headers
 from raymall.settings import Settings
 
@@ -36,22 +36,9 @@ class Shop:
     # ---- setup --------------------------------------------------------------------------
     def user(self, role: str = "user") -> int:
         name = f"o{secrets.token_hex(6)}"
-        now = now_ms()
         with self.engine.begin() as conn:
-            res = conn.execute(
-                insert(User).values(
-                    email=f"{name}@example.com",
-                    username=name,
-                    password_hash="!unusable",
-                    role=role,
-                    display_name=name,
-                    phone="",
-                    is_blocked=False,
-                    password_changed_ms=0,
-                    created_ms=now,
-                    updated_ms=now,
-                )
-            )
+            values = user_values(name, role=role, display_name=name, now=now_ms())
+            res = conn.execute(insert(User).values(**values))
             return int(res.inserted_primary_key[0])  # type: ignore[index]
 
     def address(self, user_id: int, *, default: bool = True) -> int:
@@ -96,57 +83,15 @@ class Shop:
         """A product with one SKU and its (empty) inventory row; ``stock`` is only for
         tests without inventory shards (otherwise restock through the shard)."""
         tag = secrets.token_hex(5)
-        now = now_ms()
         with self.engine.begin() as conn:
-            cat = conn.execute(
-                insert(Category).values(
-                    name=f"Cat {tag}",
-                    slug=f"cat-{tag}",
-                    sort_order=0,
-                    created_ms=now,
-                    updated_ms=now,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-            product = conn.execute(
-                insert(Product).values(
-                    title=f"Test kettle {tag}",
-                    description="",
-                    category_id=cat,
-                    attributes={},
-                    images=[],
-                    status="published" if published else "draft",
-                    min_price_cents=price_cents,
-                    max_price_cents=price_cents,
-                    sales_count=0,
-                    search_text="",
-                    created_ms=now,
-                    updated_ms=now,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-            sku = int(
-                conn.execute(
-                    insert(Sku).values(
-                        product_id=product,
-                        code=f"T-{tag}",
-                        specs={"size": "1l"},
-                        price_cents=price_cents,
-                        low_stock_threshold=0,
-                        created_ms=now,
-                        updated_ms=now,
-                    )
-                ).inserted_primary_key[0]  # type: ignore[index]
-            )
-            conn.execute(
-                insert(Inventory).values(
-                    sku_id=sku,
-                    shard=shard_for(sku, self.settings.inventory_shards),
-                    total=stock,
-                    available=stock,
-                    reserved=0,
-                    sold=0,
-                    version=0,
-                    updated_ms=now,
-                )
+            category = add_category(conn, f"Cat {tag}", f"cat-{tag}")
+            _, (sku,) = add_product(
+                conn,
+                category,
+                f"Test kettle {tag}",
+                [SkuSpec(f"T-{tag}", price_cents, stock, {"size": "1l"})],
+                shards=self.settings.inventory_shards,
+                status="published" if published else "draft",
             )
         return sku
 

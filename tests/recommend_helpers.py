@@ -53,55 +53,41 @@ def add_product(
     from sqlalchemy import select
 
     from models import Category, Inventory, Product, Sku
+    from raymall.launcher.shop import (
+        SkuSpec,
+        category_values,
+        product_values,
+        sku_values,
+        stock_values,
+    )
 
     with transaction(sessions) as s:
         cat = s.scalar(select(Category).where(Category.name == category))
         now = now_ms()
         if cat is None:
             slug = "t-" + "-".join(category.lower().split()) + f"-{now}"
-            cat = Category(name=category, slug=slug, sort_order=0, created_ms=now, updated_ms=now)
+            cat = Category(**category_values(category, slug, now=now))
             s.add(cat)
             s.flush()
         p = Product(
-            title=title,
-            description=description,
-            category_id=cat.id,
-            brand_id=None,
-            attributes={},
-            images=[],
-            status=status,
-            min_price_cents=price_cents,
-            max_price_cents=price_cents,
-            sales_count=sales,
-            search_text=title.lower(),
-            created_ms=now,
-            updated_ms=now,
+            **product_values(
+                title,
+                cat.id,
+                [price_cents],
+                status=status,
+                description=description,
+                sales_count=sales,
+                search_text=title.lower(),
+                now=now,
+            )
         )
         s.add(p)
         s.flush()
-        sku = Sku(
-            product_id=p.id,
-            code=f"T-{p.id}-{now}",
-            specs={},
-            price_cents=price_cents,
-            low_stock_threshold=1,
-            created_ms=now,
-            updated_ms=now,
-        )
+        spec = SkuSpec(f"T-{p.id}-{now}", price_cents, stock, low_stock_threshold=1)
+        sku = Sku(**sku_values(p.id, spec, now=now))
         s.add(sku)
         s.flush()
-        s.add(
-            Inventory(
-                sku_id=sku.id,
-                shard=0,
-                total=stock,
-                available=stock,
-                reserved=0,
-                sold=0,
-                version=0,
-                updated_ms=now,
-            )
-        )
+        s.add(Inventory(**stock_values(int(sku.id), stock, 1, now=now)))  # one shard: 0
         if outbox:
             s.add(product_event(int(p.id), "product.upserted", now))
         return int(p.id)

@@ -24,9 +24,15 @@ from raymall.catalog.demo_data import DemoCatalog, generate
 from raymall.catalog.effects import emit
 from raymall.catalog.text import build_search_text
 from raymall.db import make_engine, session_factory, transaction
-from raymall.hashing import shard_for
 from raymall.ids import now_ms
 from raymall.launcher.migrate import upgrade
+from raymall.launcher.shop import (
+    SkuSpec,
+    category_values,
+    product_values,
+    sku_values,
+    stock_values,
+)
 from raymall.logs import get_logger
 from raymall.settings import Settings
 
@@ -68,12 +74,9 @@ def _load(session: Session, catalog: DemoCatalog, shards: int) -> dict[str, Any]
         if dc.slug not in cats:
             parent = cats[dc.parent_slug].id if dc.parent_slug else None
             row = Category(
-                name=dc.name,
-                slug=dc.slug,
-                parent_id=parent,
-                sort_order=dc.sort_order,
-                created_ms=now,
-                updated_ms=now,
+                **category_values(
+                    dc.name, dc.slug, parent_id=parent, sort_order=dc.sort_order, now=now
+                )
             )
             session.add(row)
             session.flush()
@@ -102,22 +105,19 @@ def _load(session: Session, catalog: DemoCatalog, shards: int) -> dict[str, Any]
         while slug is not None:
             path.insert(0, by_slug[slug].name)
             slug = by_slug[slug].parent_slug
-        prices = [s.price_cents for s in dp.skus]
         products.append(
             Product(
-                title=dp.title,
-                description=dp.description,
-                category_id=cats[dp.category_slug].id,
-                brand_id=brand.id,
-                attributes=dp.attributes,
-                images=[],
-                status="published",
-                min_price_cents=min(prices),
-                max_price_cents=max(prices),
-                sales_count=dp.sales_count,
-                search_text=build_search_text(dp.title, brand.name, path, dp.description),
-                created_ms=dp.created_ms,
-                updated_ms=dp.created_ms,
+                **product_values(
+                    dp.title,
+                    cats[dp.category_slug].id,
+                    [s.price_cents for s in dp.skus],
+                    description=dp.description,
+                    brand_id=brand.id,
+                    attributes=dp.attributes,
+                    sales_count=dp.sales_count,
+                    search_text=build_search_text(dp.title, brand.name, path, dp.description),
+                    now=dp.created_ms,
+                )
             )
         )
     session.add_all(products)
@@ -125,33 +125,14 @@ def _load(session: Session, catalog: DemoCatalog, shards: int) -> dict[str, Any]
     skus: list[tuple[Sku, int]] = []
     for dp, product in zip(todo, products, strict=True):
         for ds in dp.skus:
-            sku = Sku(
-                product_id=product.id,
-                code=ds.code,
-                specs=ds.specs,
-                price_cents=ds.price_cents,
-                low_stock_threshold=10,
-                created_ms=dp.created_ms,
-                updated_ms=dp.created_ms,
-            )
+            spec = SkuSpec(ds.code, ds.price_cents, ds.stock, ds.specs, low_stock_threshold=10)
+            sku = Sku(**sku_values(product.id, spec, now=dp.created_ms))
             skus.append((sku, ds.stock))
         emit(session, "product.upserted", product.id, {"product_id": product.id, "reason": "seed"})
     session.add_all([s for s, _ in skus])
     session.flush()
     session.add_all(
-        [
-            Inventory(
-                sku_id=sku.id,
-                shard=shard_for(int(sku.id), shards),
-                total=stock,
-                available=stock,
-                reserved=0,
-                sold=0,
-                version=0,
-                updated_ms=now,
-            )
-            for sku, stock in skus
-        ]
+        [Inventory(**stock_values(int(sku.id), stock, shards, now=now)) for sku, stock in skus]
     )
     return {
         "categories": new_categories,
