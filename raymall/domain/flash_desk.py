@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raymall.domain.ledger import Ledger
+from raymall.domain.sale import Sale
 from raymall.domain.shard_ops import BuyResult, FlashBuy, FlashEnd, FlashReturn, FlashWarm
 from raymall.domain.stock import R_INVALID, R_OK, R_RELEASED, RESERVED
 
@@ -59,23 +60,7 @@ LIVE = "reserved"
 RETURNED = "returned"
 
 
-@dataclass
-class SaleInfo:
-    """One sale and what its orders need to know about the SKU (loaded from the database)."""
-
-    sale_id: int
-    sku_id: int
-    price_cents: int
-    quantity: int
-    per_user_limit: int
-    starts_ms: int
-    ends_ms: int
-    ended: bool
-    sold: int
-    product_id: int
-    title: str
-    specs: dict[str, Any]
-    payment_timeout_ms: int | None = None  # None: the shard's default
+SaleInfo = Sale  # the desk's older name for the one sale model
 
 
 @dataclass
@@ -91,7 +76,7 @@ class Purchase:
 
 @dataclass
 class SaleBook:
-    info: SaleInfo
+    info: Sale
     by_key: dict[tuple[int, str], Purchase] = field(default_factory=dict)
     by_order: dict[int, Purchase] = field(default_factory=dict)
     live: dict[int, int] = field(default_factory=dict)  # user -> units not given back
@@ -118,9 +103,9 @@ class SaleBook:
 class FlashChanges:
     """What one batch changed, for persistence."""
 
-    purchases: list[tuple[SaleInfo, Purchase, int]] = field(default_factory=list)  # +order shard
+    purchases: list[tuple[Sale, Purchase, int]] = field(default_factory=list)  # +order shard
     returned: list[Purchase] = field(default_factory=list)
-    sales: dict[int, SaleInfo] = field(default_factory=dict)  # sold / end changed
+    sales: dict[int, Sale] = field(default_factory=dict)  # sold / end changed
 
     def __bool__(self) -> bool:
         return bool(self.purchases or self.returned or self.sales)
@@ -161,8 +146,8 @@ class FlashDesk:
         }
 
     # ---- loading -----------------------------------------------------------------------
-    def load(self, info: SaleInfo, purchases: list[Purchase]) -> None:
-        if info.sale_id in self.books:
+    def load(self, info: Sale, purchases: list[Purchase]) -> None:
+        if info.id in self.books:
             return
         book = SaleBook(info)
         for p in purchases:
@@ -171,7 +156,7 @@ class FlashDesk:
         book.lease_until = self.clock() + self.lease_ms / 1000
         if any(p.state == RETURNED for p in purchases):  # units may have come back under one
             book.resume_at = book.lease_until
-        self.books[info.sale_id] = book
+        self.books[info.id] = book
 
     # ---- batches -----------------------------------------------------------------------
     def begin(self, now_ms: int) -> None:
@@ -275,7 +260,7 @@ class FlashDesk:
         info.sold += qty
         self._log(lambda: _unbuy(book, p))
         self._changes.purchases.append((info, p, order_shard))
-        self._changes.sales[info.sale_id] = info
+        self._changes.sales[info.id] = info
         return (R_OK, order_id, p.expires_ms, False, left - qty)
 
     def warm(self, hold_key: str, sale_id: int) -> str:
@@ -332,6 +317,6 @@ def _unreturn(book: SaleBook, p: Purchase) -> None:
     book.info.sold += p.qty
 
 
-def _unend(info: SaleInfo, ends_ms: int) -> None:
+def _unend(info: Sale, ends_ms: int) -> None:
     info.ended = False
     info.ends_ms = ends_ms

@@ -11,9 +11,9 @@ from collections.abc import Iterator, Sequence
 import pytest
 from sqlalchemy import create_engine
 
-from actors.inventory_client import raise_for
 from raymall.db import session_factory
 from raymall.domain.ledger import Ledger
+from raymall.domain.outcomes import raise_for
 from raymall.domain.pricing import price
 from raymall.domain.shard_ops import Adjust, Confirm, Release, Reserve
 from raymall.domain.stock import Stock
