@@ -60,9 +60,6 @@ LIVE = "reserved"
 RETURNED = "returned"
 
 
-SaleInfo = Sale  # the desk's older name for the one sale model
-
-
 @dataclass
 class Purchase:
     order_id: int

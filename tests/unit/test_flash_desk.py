@@ -5,8 +5,9 @@ from __future__ import annotations
 import itertools
 import random
 
-from raymall.domain.flash_desk import FlashDesk, Purchase, SaleInfo
+from raymall.domain.flash_desk import FlashDesk, Purchase
 from raymall.domain.ledger import Ledger
+from raymall.domain.sale import Sale
 from raymall.domain.shard_ops import BuyResult, FlashBuy, FlashEnd, FlashReturn
 from raymall.domain.stock import Stock
 from tests.flash_helpers import ManualClock
@@ -36,7 +37,7 @@ def make(
         lease_ms=LEASE_MS,
         clock=clock,
     )
-    info = SaleInfo(1, SKU, 99, quantity, limit, NOW - 1, NOW + 60_000, False, 0, 3, "t", {})
+    info = Sale(1, SKU, 99, quantity, limit, NOW - 1, NOW + 60_000, False, 0, 3, "t", {})
     desk.load(info, [])
     return ledger, desk
 
@@ -250,7 +251,7 @@ def test_a_reloaded_sale_waits_out_leases_it_cannot_know_if_units_came_back() ->
 def test_loaded_purchases_count_toward_the_limit() -> None:
     ledger, desk = make()
     desk.books.clear()
-    info = SaleInfo(1, SKU, 99, 5, 1, NOW - 1, NOW + 60_000, False, 1, 3, "t", {})
+    info = Sale(1, SKU, 99, 5, 1, NOW - 1, NOW + 60_000, False, 1, 3, "t", {})
     desk.load(info, [Purchase(55, 1, "k:x", 1, NOW + 5, NOW)])
     assert buy(desk, 1, "k:x")[:2] == ("ok", 55)
     assert buy(desk, 1, "k:y")[0] == "limit_reached"
@@ -272,7 +273,7 @@ def test_an_event_whose_quantity_is_not_set_aside_yet_is_not_called_ended() -> N
         lease_ms=LEASE_MS,
         clock=ManualClock(),
     )
-    info = SaleInfo(1, SKU, 99, 5, 1, NOW - 1, NOW + 60_000, False, 0, 3, "t", {})
+    info = Sale(1, SKU, 99, 5, 1, NOW - 1, NOW + 60_000, False, 0, 3, "t", {})
     desk.load(info, [])
     early = buy(desk, 1, "a")
     assert early[0] == "unknown_sale" and early[5] == 0  # no lease
