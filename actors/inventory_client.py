@@ -19,18 +19,15 @@ benches and tests build their own). Guarantees:
 from __future__ import annotations
 
 import asyncio
-import random
-import time
 from collections.abc import Iterable
+from functools import partial
 from typing import Any
 
-import ray
-from ray.exceptions import GetTimeoutError, RayActorError
-
+from actors.caller import ActorCaller
 from actors.wire import pack_batch, unpack_results
+from raymall.batching import Batcher
 from raymall.errors import (
     Conflict,
-    DomainError,
     IdempotencyMismatch,
     InvalidTransition,
     NotFound,
@@ -80,71 +77,6 @@ def raise_for(code: str, *, key: str, skus: Iterable[int] = ()) -> None:
     raise Conflict(f"inventory refused the operation ({code})", details=details)
 
 
-def _retriable(exc: BaseException) -> bool:
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, DomainError):
-        return cause.retriable
-    if isinstance(exc, DomainError):
-        return exc.retriable
-    return isinstance(exc, RayActorError | GetTimeoutError | TimeoutError | ValueError)
-
-
-def _domain_cause(exc: BaseException) -> DomainError | None:
-    cause = getattr(exc, "cause", None)
-    if isinstance(cause, DomainError):
-        return cause
-    return exc if isinstance(exc, DomainError) else None
-
-
-class _Lane:
-    """The batcher for one shard."""
-
-    def __init__(self, client: InventoryClient, shard: int) -> None:
-        self.client = client
-        self.shard = shard
-        self.queue: list[tuple[Op, asyncio.Future[str]]] = []
-        self.inflight = 0
-        self.timer: asyncio.TimerHandle | None = None
-
-    def put(self, op: Op) -> asyncio.Future[str]:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[str] = loop.create_future()
-        self.queue.append((op, fut))
-        if self.timer is None and self.inflight < MAX_INFLIGHT_PER_SHARD:
-            self.timer = loop.call_later(self.client.window_s, self.flush)
-        return fut
-
-    def flush(self) -> None:
-        self.timer = None
-        while self.queue and self.inflight < MAX_INFLIGHT_PER_SHARD:
-            size = self.client.max_batch
-            if self.inflight == 0 and len(self.queue) >= 2 * SPLIT_MIN:
-                # Two calls, so that the shard stages the second while the first commits.
-                size = min(size, (len(self.queue) + 1) // 2)
-            batch, self.queue = self.queue[:size], self.queue[size:]
-            self.inflight += 1
-            asyncio.get_running_loop().create_task(self._send(batch))
-
-    async def _send(self, batch: list[tuple[Op, asyncio.Future[str]]]) -> None:
-        try:
-            results = await self.client.send_batch(self.shard, [op for op, _ in batch])
-        except BaseException as exc:
-            for _, fut in batch:
-                if not fut.done():
-                    fut.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            for (_, fut), result in zip(batch, results, strict=True):
-                if not fut.done():
-                    fut.set_result(result)
-        finally:
-            self.inflight -= 1
-            if self.timer is None:
-                # After the callers woken by this batch have queued their next operations.
-                self.timer = asyncio.get_running_loop().call_later(0, self.flush)
-
-
 class InventoryClient:
     """Async client of the inventory shards (see the module docstring)."""
 
@@ -154,8 +86,10 @@ class InventoryClient:
         self.window_s = settings.inventory_client_window_ms / 1000
         self.max_batch = settings.inventory_client_max_batch
         self.retry_s = settings.inventory_retry_s
-        self._lanes: dict[int, _Lane] = {}
-        self._handles: dict[int, Any] = {}
+        self._lanes: dict[int, Batcher[Op, Any]] = {}
+        self.caller = ActorCaller(
+            settings.namespace, shard_name, timeout_s=CALL_TIMEOUT_S, retry_s=self.retry_s
+        )
         self._shard_cache: dict[int, int] = {}
 
     def shard_of(self, sku_id: int) -> int:
@@ -167,15 +101,6 @@ class InventoryClient:
         return shard
 
     # ---- transport --------------------------------------------------------------------
-    async def _handle(self, shard: int) -> Any:
-        handle = self._handles.get(shard)
-        if handle is None:
-            handle = await asyncio.to_thread(
-                ray.get_actor, shard_name(shard), namespace=self.settings.namespace
-            )
-            self._handles[shard] = handle
-        return handle
-
     async def send_batch(self, shard: int, ops: list[Op]) -> list[Any]:
         """One batch of keyed operations to ``shard`` as one packed call (retried as
         ``call`` retries); one result per operation."""
@@ -188,34 +113,20 @@ class InventoryClient:
         """Call a shard method, retrying actor faults and retriable errors for at most
         ``budget_s`` (default ``inventory_retry_s``). Safe only for keyed (idempotent)
         operations and reads."""
-        deadline = time.monotonic() + (self.retry_s if budget_s is None else budget_s)
-        delay = 0.05
-        while True:
-            try:
-                handle = await self._handle(shard)
-                ref = getattr(handle, method).remote(*args)
-                return await asyncio.wait_for(ref, CALL_TIMEOUT_S)
-            except Exception as exc:
-                domain = _domain_cause(exc)
-                if domain is not None and not domain.retriable:
-                    raise domain from None
-                if not _retriable(exc):
-                    raise
-                if isinstance(exc, ValueError | RayActorError):
-                    self._handles.pop(shard, None)  # look the name up again
-                if time.monotonic() + delay > deadline:
-                    raise Unavailable(
-                        f"inventory shard {shard} is unavailable ({type(exc).__name__})"
-                    ) from exc
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 1.0)
+        return await self.caller.call(shard, method, *args, budget_s=budget_s)
 
     async def submit(self, shard: int, op: Op) -> str:
         """Send one wire-format op (see ``raymall.domain.ledger``) through the shard's
         batcher; answer its result code."""
         lane = self._lanes.get(shard)
         if lane is None:
-            lane = self._lanes[shard] = _Lane(self, shard)
+            lane = self._lanes[shard] = Batcher(
+                partial(self.send_batch, shard),
+                max_batch=self.max_batch,
+                max_inflight=MAX_INFLIGHT_PER_SHARD,
+                window_s=self.window_s,
+                split_min=SPLIT_MIN,
+            )
         return await lane.put(op)
 
     # ---- operations -------------------------------------------------------------------
@@ -321,12 +232,6 @@ class InventoryClient:
         for part in parts:
             out.update(part)
         return out
-
-    async def check(self) -> dict[str, Any]:
-        """Readiness of the inventory shards."""
-        from actors import registry
-
-        return await registry.check_all(self.settings, kinds=("inventory",))
 
 
 def _check_key(key: str) -> None:
