@@ -6,9 +6,10 @@ tuple as the shard's own work on it; msgpack packs a batch of 500 operations in 
 fraction of that. It carries only plain values (no code):
 
 - an operation of ``raymall.domain.shard_ops`` travels as ``(kind, *fields)`` (``kind``
-  from ``KINDS``) and comes back as its type; one that cannot be rebuilt (unknown kind,
-  wrong number of fields) comes back as ``Malformed(raw)``, which every shard answers
-  ``invalid``. Only typed operations can be packed;
+  from ``KINDS``, every field, defaults included) and comes back as its type; one that
+  cannot be rebuilt (unknown kind, another number of fields) comes back as
+  ``Malformed(raw)``, which every shard answers ``invalid``. Only typed operations can be
+  packed. Values are not checked here: the ledger and the desk check them;
 - a result travels as its code (a str), or a ``BuyResult`` as an array, rebuilt as a
   ``BuyResult``.
 """
@@ -21,6 +22,9 @@ from typing import Any
 import msgpack
 
 from raymall.domain.shard_ops import KIND_OF, KINDS, BuyResult, Malformed, Op, Result
+
+_CLS = KINDS
+_SIZE = {kind: len(cls._fields) + 1 for kind, cls in KINDS.items()}  # kind + every field
 
 
 def pack_batch(ops: Sequence[Op]) -> bytes:
@@ -37,20 +41,27 @@ def _values(blob: bytes) -> tuple[Any, ...]:
 
 
 def unpack_batch(blob: bytes) -> list[Op]:
-    """The operations of ``pack_batch``, each as its type (``Malformed`` if it is not one)."""
+    """The operations of ``pack_batch``, each as its type: an array whose kind is known and
+    which holds every field of it (``pack_batch`` always sends them all); anything else
+    comes back as ``Malformed``."""
     values = _values(blob)
-    kinds = KINDS
-    try:  # every op well formed: one pass, no call per op
-        return [kinds[v[0]](*v[1:]) for v in values]
+    cls, size, new = _CLS, _SIZE, tuple.__new__
+    try:  # every op well formed: one pass, no Python call per op
+        ops = [new(cls[v[0]], v[1:]) for v in values if len(v) == size[v[0]]]
     except (KeyError, TypeError, IndexError):
-        return [_op(v) for v in values]
+        ops = []
+    if len(ops) == len(values):
+        return ops
+    return [_op(v) for v in values]
 
 
 def _op(value: Any) -> Op:
     try:
-        return KINDS[value[0]](*value[1:])  # type: ignore[no-any-return]
+        if len(value) == _SIZE[value[0]]:
+            return tuple.__new__(_CLS[value[0]], value[1:])  # type: ignore[no-any-return]
     except (KeyError, TypeError, IndexError):
-        return Malformed(value)
+        pass
+    return Malformed(value)
 
 
 def pack_results(results: Sequence[Result]) -> bytes:
@@ -60,4 +71,5 @@ def pack_results(results: Sequence[Result]) -> bytes:
 
 def unpack_results(blob: bytes) -> list[Result]:
     """The results of ``pack_results``: codes as str, arrays rebuilt as ``BuyResult``."""
-    return [BuyResult(*v) if type(v) is tuple else v for v in _values(blob)]
+    new, buy = tuple.__new__, BuyResult
+    return [new(buy, v) if type(v) is tuple else v for v in _values(blob)]

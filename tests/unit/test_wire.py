@@ -70,6 +70,7 @@ def test_only_typed_operations_are_packed() -> None:
     "raw",
     [
         ("reserve", "k"),  # too few fields
+        ("reserve", "k", {1: 1}),  # every field travels, defaults included
         ("release", "k", "extra"),  # too many
         ("nonsense", "k"),
         (),
