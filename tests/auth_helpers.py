@@ -40,8 +40,11 @@ def fresh_password() -> str:
     return f"Pw-{secrets.token_hex(6)}-xY9!"
 
 
-def login(client: httpx.Client, user: TestUser) -> TestUser:
-    resp = client.post("/auth/login", json={"username": user.username, "password": user.password})
+def login(client: httpx.Client, user: TestUser, headers: dict[str, str] | None = None) -> TestUser:
+    """Sign ``user`` in by username (with extra request ``headers``, e.g. a guest cart
+    token); the user now holds the new token pair."""
+    body = {"username": user.username, "password": user.password}
+    resp = client.post("/auth/login", json=body, headers=headers)
     assert resp.status_code == 200, resp.text
     return user.adopt(resp.json())
 

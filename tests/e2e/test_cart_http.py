@@ -11,7 +11,7 @@ import httpx
 import pytest
 import redis
 
-from tests.auth_helpers import TestUser, new_admin, new_user
+from tests.auth_helpers import TestUser, login, new_user
 from tests.order_helpers import Shop, restock
 
 pytestmark = pytest.mark.e2e
@@ -22,18 +22,6 @@ def _error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
     body = resp.json()
     assert set(body) == {"error"} and body["error"]["code"] == code, body
     return dict(body["error"])
-
-
-@pytest.fixture(scope="module")
-def admin(app: Any, client: httpx.Client) -> TestUser:
-    return new_admin(app, client)
-
-
-@pytest.fixture(scope="module")
-def shop(app: Any) -> Iterator[Shop]:
-    s = Shop(app.settings)
-    yield s
-    s.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -142,17 +130,13 @@ def test_a_guest_cart_merges_into_the_user_cart_at_login(
     user = new_user(client, sign_in=False)
     # the user already has one `a` in their cart from another device
     rds.hset(f"cart:{user.user_id}", str(a), "1")
-    resp = client.post(
-        "/auth/login", json={"username": user.username, "password": user.password}, headers=g
-    )
-    assert resp.status_code == 200, resp.text
+    login(client, user, headers=g)  # signing in with the guest token merges its cart
     assert rds.hgetall(f"cart:{user.user_id}") == {str(a): "3", str(b): "1"}
     assert not rds.exists(f"cart:guest:{token}")
     # merging is capped at the per-line maximum
     token2 = client.post("/cart/guest").json()["cart_token"]
     top = app.settings.cart_max_qty_per_line
     client.put(f"/cart/items/{a}", json={"quantity": top}, headers={"X-Cart-Token": token2})
-    user.adopt(resp.json())
     merged = client.post("/cart/merge", headers={**user.headers, "X-Cart-Token": token2})
     assert merged.status_code == 200, merged.text
     assert rds.hget(f"cart:{user.user_id}", str(a)) == str(top)

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.auth_helpers import TestUser, new_admin, new_user
+from tests.auth_helpers import TestUser
 
 pytestmark = pytest.mark.e2e
 
@@ -36,16 +36,6 @@ def _png() -> bytes:
     ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
     idat = zlib.compress(b"\x00" + secrets.token_bytes(3))  # unique content per call
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-@pytest.fixture(scope="module")
-def admin(app: Any, client: httpx.Client) -> TestUser:
-    return new_admin(app, client)
-
-
-@pytest.fixture(scope="module")
-def shopper(client: httpx.Client) -> TestUser:
-    return new_user(client)
 
 
 def _product(client: httpx.Client, admin: TestUser, word: str, publish: bool = True) -> dict:  # type: ignore[type-arg]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,7 +17,7 @@ import ray
 
 from actors.inventory_client import shard_name
 from raymall.hashing import shard_for
-from tests.auth_helpers import TestUser, new_admin
+from tests.auth_helpers import TestUser
 from tests.flash_helpers import Job, bulk_users, check_sale, create_sale, drive
 from tests.order_helpers import Shop, restock
 
@@ -28,18 +27,6 @@ USERS = 10_000
 DUPLICATES = 1_000
 QUANTITY = 1_000
 CONCURRENCY = 64
-
-
-@pytest.fixture(scope="module")
-def admin(app: Any, client: httpx.Client) -> TestUser:
-    return new_admin(app, client)
-
-
-@pytest.fixture(scope="module")
-def shop(app: Any) -> Iterator[Shop]:
-    s = Shop(app.settings)
-    yield s
-    s.dispose()
 
 
 def run_sale(

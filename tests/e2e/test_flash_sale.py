@@ -5,30 +5,17 @@ bad input. Every purchase test checks the database (tests.flash_helpers.check_sa
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.auth_helpers import TestUser, new_admin
+from tests.auth_helpers import TestUser
 from tests.flash_helpers import bulk_users, check_sale, create_sale
 from tests.order_helpers import Shop, restock, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def admin(app: Any, client: httpx.Client) -> TestUser:
-    return new_admin(app, client)
-
-
-@pytest.fixture(scope="module")
-def shop(app: Any) -> Iterator[Shop]:
-    s = Shop(app.settings)
-    yield s
-    s.dispose()
 
 
 def stocked(shop: Shop, client: httpx.Client, admin: TestUser, units: int) -> int:

@@ -22,6 +22,7 @@ import pytest
 from sqlalchemy import text
 
 from raymall.db import make_engine
+from tests.auth_helpers import new_user
 from tests.conftest import (
     SERVER_DB,
     SERVER_REDIS,
@@ -96,18 +97,8 @@ def _ready(base: str) -> bool:
 
 
 def _shopper(base: str) -> dict[str, str]:
-    name = f"gs{secrets.token_hex(5)}"
-    password = f"Pw-{secrets.token_hex(6)}-xY9!"
     with httpx.Client(base_url=base, timeout=60) as c:
-        assert (
-            c.post(
-                "/auth/register",
-                json={"email": f"{name}@example.com", "username": name, "password": password},
-            ).status_code
-            == 201
-        )
-        token = c.post("/auth/login", json={"username": name, "password": password}).json()
-        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        headers = new_user(c, prefix="gs").headers
         address = c.post(
             "/me/addresses",
             headers=headers,

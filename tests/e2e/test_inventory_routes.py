@@ -9,19 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.auth_helpers import TestUser, new_admin, new_user
+from tests.auth_helpers import TestUser
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def admin(app: Any, client: httpx.Client) -> TestUser:
-    return new_admin(app, client)
-
-
-@pytest.fixture(scope="module")
-def shopper(client: httpx.Client) -> TestUser:
-    return new_user(client)
 
 
 @pytest.fixture(scope="module")

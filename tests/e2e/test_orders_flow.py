@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.auth_helpers import TestUser, login, new_admin, new_user
+from tests.auth_helpers import TestUser, login, new_user
 from tests.order_helpers import Shop, restock, signed_callback, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -24,18 +23,6 @@ def _error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
     assert set(body) == {"error"} and body["error"]["code"] == code, body
     assert {"code", "message", "request_id"} <= set(body["error"])
     return dict(body["error"])
-
-
-@pytest.fixture(scope="module")
-def admin(app: Any, client: httpx.Client) -> TestUser:
-    return new_admin(app, client)
-
-
-@pytest.fixture(scope="module")
-def shop(app: Any) -> Iterator[Shop]:
-    s = Shop(app.settings)
-    yield s
-    s.dispose()
 
 
 def product(client: httpx.Client, admin: TestUser, price_cents: int, stock: int) -> dict:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import secrets
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,22 +16,10 @@ import ray
 
 from actors.order_client import shard_name
 from raymall.hashing import shard_for
-from tests.auth_helpers import TestUser, new_admin
+from tests.auth_helpers import TestUser
 from tests.order_helpers import Shop, restock, wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-def admin(app: Any, client: httpx.Client) -> TestUser:
-    return new_admin(app, client)
-
-
-@pytest.fixture(scope="module")
-def shop(app: Any) -> Iterator[Shop]:
-    s = Shop(app.settings)
-    yield s
-    s.dispose()
 
 
 def stocked_sku(shop: Shop, client: httpx.Client, admin: TestUser, units: int, price: int) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.auth_helpers import TestUser, new_admin, new_user
+from tests.auth_helpers import TestUser, new_user
 from tests.order_helpers import restock, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -23,11 +23,6 @@ REPLICA_READS = 8  # consecutive reads that reach every ingress replica (request
 def _needs_recommender(app: Any) -> None:
     if not app.settings.recommender:
         pytest.skip("the recommender is off (RAYMALL_TEST_RECOMMENDER=0)")
-
-
-@pytest.fixture(scope="module")
-def admin(app: Any, client: httpx.Client) -> TestUser:
-    return new_admin(app, client)
 
 
 def _error(resp: httpx.Response, status: int, code: str) -> dict[str, Any]:
