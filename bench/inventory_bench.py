@@ -45,9 +45,9 @@ from actors.inventory_shard import InventoryShard  # noqa: E402
 from actors.registry import actor_options  # noqa: E402
 from raymall.errors import OutOfStock  # noqa: E402
 from raymall.hashing import shard_for  # noqa: E402
-from raymall.ids import now_ms  # noqa: E402
 from raymall.launcher.app import ray_env  # noqa: E402
 from raymall.launcher.migrate import upgrade  # noqa: E402
+from raymall.launcher.shop import SkuSpec, add_category, add_product  # noqa: E402
 from raymall.settings import Settings  # noqa: E402
 
 STOCK = 1_000_000_000
@@ -72,42 +72,10 @@ def make_database(server_url: str) -> tuple[str, Any]:
 def create_skus(url: str, count: int, shards: int) -> list[int]:
     """``count`` SKUs holding STOCK units each (written offline, before the shards start)."""
     engine = create_engine(url)
-    now = now_ms()
-    ids = []
     with engine.begin() as conn:
-        cat = conn.execute(
-            text(
-                "INSERT INTO categories (name, slug, sort_order, created_ms, updated_ms) "
-                "VALUES ('bench', 'bench', 0, :t, :t)"
-            ),
-            {"t": now},
-        ).lastrowid
-        prod = conn.execute(
-            text(
-                "INSERT INTO products (title, description, category_id, attributes, images, "
-                "status, min_price_cents, max_price_cents, sales_count, search_text, "
-                "created_ms, updated_ms) VALUES ('bench', '', :c, '{}', '[]', 'published', "
-                "100, 100, 0, '', :t, :t)"
-            ),
-            {"c": cat, "t": now},
-        ).lastrowid
-        for i in range(count):
-            sku = conn.execute(
-                text(
-                    "INSERT INTO skus (product_id, code, specs, price_cents, "
-                    "low_stock_threshold, created_ms, updated_ms) "
-                    "VALUES (:p, :c, '{}', 100, 0, :t, :t)"
-                ),
-                {"p": prod, "c": f"bench-{i}", "t": now},
-            ).lastrowid
-            conn.execute(
-                text(
-                    "INSERT INTO inventory (sku_id, shard, total, available, reserved, sold, "
-                    "version, updated_ms) VALUES (:s, :sh, :q, :q, 0, 0, 0, :t)"
-                ),
-                {"s": sku, "sh": shard_for(sku, shards), "q": STOCK, "t": now},
-            )
-            ids.append(int(sku))
+        cat = add_category(conn, "bench", "bench")
+        specs = [SkuSpec(f"bench-{i}", 100, STOCK) for i in range(count)]
+        ids = add_product(conn, cat, "bench", specs, shards=shards)[1]
     engine.dispose()
     return ids
 
