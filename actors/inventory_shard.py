@@ -38,7 +38,7 @@ from actors.inventory_store import InventoryStore, Statement
 from actors.shard_book import ShardBook, Stage, load_ledger
 from actors.wire import pack_results, unpack_batch
 from raymall import logs, metrics
-from raymall.domain.shard_ops import Expire, Op, Result, kind_of, result_code
+from raymall.domain.shard_ops import Expire, Op, Result, kinds_of, result_code
 from raymall.ids import now_ms
 from raymall.logs import get_logger
 from raymall.settings import Settings
@@ -95,7 +95,7 @@ class InventoryShard:
             metrics.INVENTORY_COMMIT_LATENCY.labels(self._label).observe(elapsed)
             metrics.INVENTORY_BATCH_SIZE.labels(self._label).observe(len(ops))
         codes = map(result_code, stage.results)
-        counts = Counter(zip(map(kind_of, ops), codes, strict=True))
+        counts = Counter(zip(kinds_of(ops), codes, strict=True))
         for (kind, result), n in counts.items():
             metrics.INVENTORY_OPS.labels(kind, result).inc(n)
 

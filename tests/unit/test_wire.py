@@ -26,6 +26,8 @@ from raymall.domain.shard_ops import (
     Release,
     Reserve,
     Transfer,
+    kind_of,
+    kinds_of,
 )
 from raymall.domain.stock import R_INVALID, R_OK, R_OUT_OF_STOCK, Stock
 
@@ -99,3 +101,9 @@ def test_a_blob_that_is_not_a_sequence_is_refused() -> None:
         unpack_batch(msgpack.packb({"not": "a batch"}))
     with pytest.raises(TypeError):
         unpack_results(msgpack.packb({"not": "a batch"}))
+
+
+def test_metrics_label_each_operation_by_its_kind() -> None:
+    ops: list[Any] = [Reserve("k", {1: 1}), FlashBuy("h", 1, 2, None, 1), Malformed(7), ("x",)]
+    assert list(kinds_of(ops)) == ["reserve", "flash_buy", "malformed", "malformed"]
+    assert list(kinds_of(ops)) == [kind_of(op) for op in ops]
