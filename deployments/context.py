@@ -4,7 +4,6 @@ from the resolved settings. The areas' services are built over them by
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,10 +52,6 @@ class AppContext:
             redis=redis,
             hot_redis=RespClient(settings.redis_url, timeout_s=5, connect_timeout_s=2),
         )
-
-    async def in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run blocking work (SQLAlchemy, hashing) off the event loop."""
-        return await asyncio.to_thread(fn, *args)
 
     async def close(self) -> None:
         await self.redis.aclose()
