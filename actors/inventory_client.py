@@ -13,7 +13,8 @@ benches and tests build their own). Guarantees:
   shards are reserved one at a time in ascending shard order, and whatever was taken is
   released if a later shard refuses or fails. A release that cannot reach its shard is
   still covered by the reservation's deadline;
-- domain outcomes come back as ``raymall.errors`` exceptions (OutOfStock, NotFound, ...).
+- domain outcomes come back as ``raymall.errors`` exceptions (OutOfStock, NotFound, ...),
+  by the one table of ``raymall.domain.outcomes``.
 """
 
 from __future__ import annotations
@@ -26,15 +27,9 @@ from typing import Any
 from actors.caller import ActorCaller
 from actors.wire import pack_batch, unpack_results
 from raymall.batching import Batcher
-from raymall.errors import (
-    Conflict,
-    IdempotencyMismatch,
-    InvalidTransition,
-    NotFound,
-    OutOfStock,
-    Unavailable,
-    ValidationFailed,
-)
+from raymall.domain.outcomes import raise_for
+from raymall.domain.shard_ops import Adjust, Confirm, Op, Release, Reserve
+from raymall.errors import Unavailable, ValidationFailed
 from raymall.hashing import shard_for
 from raymall.ids import now_ms
 from raymall.logs import get_logger
@@ -47,34 +42,10 @@ MAX_INFLIGHT_PER_SHARD = 2  # the shard commits one batch while it stages the ne
 SPLIT_MIN = 8  # a lane with nothing in flight splits a queue of 2 * SPLIT_MIN or more
 CALL_TIMEOUT_S = 20.0
 READ_RETRY_S = 3.0
-Op = tuple[Any, ...]
 
 
 def shard_name(index: int) -> str:
     return f"inventory-{index}"
-
-
-def raise_for(code: str, *, key: str, skus: Iterable[int] = ()) -> None:
-    """Map a shard's result code to the error tree (``ok`` and ``skipped`` pass)."""
-    if code == "ok" or code == "skipped":
-        return
-    details: dict[str, Any] = {"key": key}
-    sku_ids = sorted(skus)
-    if sku_ids:
-        details["sku_ids"] = sku_ids
-    if code == "out_of_stock":
-        raise OutOfStock("not enough stock", details=details)
-    if code == "unknown_sku":
-        raise NotFound("unknown SKU", details=details)
-    if code == "not_found":
-        raise NotFound("no reservation under this key", details=details)
-    if code == "key_reused":
-        raise IdempotencyMismatch("this key was used for a different operation", details=details)
-    if code in ("released", "confirmed", "rejected"):
-        raise InvalidTransition(f"the reservation is {code}", details={**details, "state": code})
-    if code == "invalid":
-        raise ValidationFailed("invalid inventory operation", details=details)
-    raise Conflict(f"inventory refused the operation ({code})", details=details)
 
 
 class InventoryClient:
@@ -116,8 +87,8 @@ class InventoryClient:
         return await self.caller.call(shard, method, *args, budget_s=budget_s)
 
     async def submit(self, shard: int, op: Op) -> str:
-        """Send one wire-format op (see ``raymall.domain.ledger``) through the shard's
-        batcher; answer its result code."""
+        """Send one operation (``raymall.domain.shard_ops``) through the shard's batcher;
+        answer its result."""
         lane = self._lanes.get(shard)
         if lane is None:
             lane = self._lanes[shard] = Batcher(
@@ -151,7 +122,7 @@ class InventoryClient:
         if len(items) == 1:  # the common case: one shard, nothing to undo
             (sku_id,) = items
             shard = self.shard_of(sku_id)
-            code = await self.submit(shard, ("reserve", f"{key}@{shard}", items, expires_ms))
+            code = await self.submit(shard, Reserve(f"{key}@{shard}", items, expires_ms))
             raise_for(code, key=key, skus=items)
             return
         by_shard = self._split(items)
@@ -159,7 +130,7 @@ class InventoryClient:
         for shard in sorted(by_shard):
             part = by_shard[shard]
             try:
-                code = await self.submit(shard, ("reserve", f"{key}@{shard}", part, expires_ms))
+                code = await self.submit(shard, Reserve(f"{key}@{shard}", part, expires_ms))
             except BaseException:
                 await self._undo(key, [*taken, shard])
                 raise
@@ -173,26 +144,28 @@ class InventoryClient:
         cannot be reached keeps the hold until its deadline)."""
         for shard in shards:
             try:
-                await self.submit(shard, ("release", f"{key}@{shard}"))
+                await self.submit(shard, Release(f"{key}@{shard}"))
             except Exception:
                 log.warning("could not release %s@%s; its deadline will", key, shard)
 
     async def release(self, key: str, sku_ids: Iterable[int]) -> None:
         """Return the stock held under ``key``. Idempotent; InvalidTransition if confirmed."""
-        await self._each_shard(key, sku_ids, "release")
+        await self._each_shard(key, sku_ids, Release)
 
     async def confirm(self, key: str, sku_ids: Iterable[int]) -> None:
         """Reserved becomes sold (on payment). Idempotent; InvalidTransition if the
         reservation was released or expired, NotFound if there is none."""
-        await self._each_shard(key, sku_ids, "confirm")
+        await self._each_shard(key, sku_ids, Confirm)
 
-    async def _each_shard(self, key: str, sku_ids: Iterable[int], kind: str) -> None:
+    async def _each_shard(
+        self, key: str, sku_ids: Iterable[int], kind: type[Release] | type[Confirm]
+    ) -> None:
         _check_key(key)
         shards = sorted({self.shard_of(s) for s in sku_ids})
         if not shards:
             raise ValidationFailed("sku_ids must name the reserved SKUs")
         codes = await asyncio.gather(
-            *(self.submit(s, (kind, f"{key}@{s}")) for s in shards), return_exceptions=True
+            *(self.submit(s, kind(f"{key}@{s}")) for s in shards), return_exceptions=True
         )
         for code in codes:
             if isinstance(code, BaseException):
@@ -208,7 +181,7 @@ class InventoryClient:
         _check_key(key)
         if type(sku_id) is not int or type(delta) is not int or delta == 0:
             raise ValidationFailed("delta must be a non-zero integer")
-        op = ("adjust", key, sku_id, delta, reason[:255], actor_id)
+        op = Adjust(key, sku_id, delta, reason[:255], actor_id)
         raise_for(await self.submit(self.shard_of(sku_id), op), key=key, skus=[sku_id])
 
     async def availability(self, sku_ids: Iterable[int]) -> dict[int, int]:
