@@ -7,9 +7,11 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis.exceptions
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field
+from ray.exceptions import RayTaskError
 
 from deployments import errors
 from deployments.edge import Edge
@@ -39,6 +41,23 @@ def make_client() -> TestClient:
     @router.get("/sold-out")
     async def sold_out() -> None:
         raise OutOfStock("no stock", details={"sku_id": 1})
+
+    @router.get("/redis-down")
+    async def redis_down() -> None:
+        raise redis.exceptions.ConnectionError("refused")
+
+    @router.get("/actor-refused")
+    async def actor_refused() -> None:  # as Ray raises what an actor method raised
+        raise RayTaskError(
+            "m", "tb", OutOfStock("none", details={"sku_id": 2})
+        ).as_instanceof_cause()
+
+    @router.get("/look-alike")
+    async def look_alike() -> None:
+        class RayActorError(Exception):  # the name of a fault, not its type
+            pass
+
+        raise RayActorError("bug")
 
     app.include_router(router)
     public("POST", "/echo")
@@ -97,6 +116,14 @@ def test_domain_error_keeps_its_code_and_details(client: TestClient) -> None:
 
 def test_unhandled_exception_is_500_in_the_shape(client: TestClient) -> None:
     assert_error_shape(client.get("/boom"), 500, "internal_error")
+
+
+def test_faults_are_mapped_by_type_and_actor_errors_unwrapped(client: TestClient) -> None:
+    err = assert_error_shape(client.get("/redis-down"), 503, "unavailable")
+    assert "ConnectionError" in err["message"]
+    err = assert_error_shape(client.get("/actor-refused"), 409, "out_of_stock")
+    assert err["details"] == {"sku_id": 2}
+    assert_error_shape(client.get("/look-alike"), 500, "internal_error")
 
 
 def test_request_id_is_echoed_when_given(client: TestClient) -> None:
