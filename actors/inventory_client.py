@@ -3,12 +3,14 @@
 One per process (a Serve replica builds it in ``deployments.services.build_services``;
 benches and tests build their own). Guarantees:
 
-- **coalescing**: concurrent operations for the same shard travel in one actor call (sent
-  when a previous call to that shard returns, or after ``inventory_client_window_ms``; at
-  most ``inventory_client_max_batch`` operations and two calls in flight per shard);
+- **coalescing**: concurrent operations for the same shard travel in one actor call (a
+  ``raymall.batching.Batcher`` per shard: sent when a previous call to that shard returns,
+  or after ``inventory_client_window_ms``; at most ``inventory_client_max_batch``
+  operations and two calls in flight per shard; a long queue goes as two calls);
 - **keyed retries**: when a shard dies, restarts or fails a commit, the batch is re-sent
-  with the same keys (backoff, for at most ``inventory_retry_s``), so each operation takes
-  effect exactly once; after that, ``Unavailable`` (503, retriable with the same key);
+  with the same keys (``actors.caller.ActorCaller``: backoff, for at most
+  ``inventory_retry_s``), so each operation takes effect exactly once; after that,
+  ``Unavailable`` (503, retriable with the same key);
 - **multi-shard reservations**: a reservation is stored per shard under ``f"{key}@{shard}"``;
   shards are reserved one at a time in ascending shard order, and whatever was taken is
   released if a later shard refuses or fails. A release that cannot reach its shard is
