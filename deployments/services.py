@@ -58,6 +58,8 @@ class Services:
     orders: OrderService
     flash: FlashService
     recommend: RecommendService
+    # the payment provider deployment, as orders reach it (None: not deployed)
+    payments: ServeGateway | None
     # name -> async check answering {"ok": bool, ...}, shown by /readyz after its own
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     # background work started with the services (kept referenced so it is not collected)
@@ -146,6 +148,7 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         orders=orders,
         flash=flash,
         recommend=recommend,
+        payments=gateway,
         readiness=readiness,
         tasks=[warmup],
     )
