@@ -19,9 +19,14 @@ that write has returned (durable before ack). Guarantees:
   the book's failure policy (``failed``) gives its callers their error, or has N staged
   again (a replay of keys the book had to look up). A batch the book refuses to stage
   (``stage`` raises) answers each of its callers that exception;
-- an unexpected error in the committer itself: every write in flight is waited for, every
-  staged batch undone and answered ``book.lost()``'s error; the book rebuilds its memory
-  before the next batch.
+- an unexpected error in the committer itself (the book's ``commit`` or ``failed``
+  raising, say) or its task cancelled: every write in flight is waited for (a cancel does
+  not reach it), every staged batch undone, newest first, and every caller not answered
+  yet gets ``book.lost()``'s error (retriable: a retry with the same keys replays), the
+  batch being staged or retried included; the book rebuilds its memory before the next
+  batch. A batch whose write returned keeps its results even if ``book.commit`` raises;
+- a stopped committer (its task cancelled, e.g. at shutdown) answers everything still
+  queued, and every later ``submit``, ``book.lost()``'s error.
 
 The book (``CommitBook``) is single-threaded state: the committer calls it only from the
 event loop; only the writer runs in a thread, on values the book fixed at ``stage``.
@@ -84,7 +89,7 @@ class CommitBook(Protocol[T, R]):
 
     def lost(self) -> BaseException:
         """What was written is unknown: rebuild memory before the next ``stage``. The
-        error for the callers of every batch undone."""
+        error for the callers of every batch undone, and of a stopped committer."""
         ...
 
 
@@ -140,18 +145,22 @@ class GroupCommitter(Generic[T, R]):
         self.batches = 0  # batches written
         self.commit_s = 0.0  # time spent in their writes
         self._fail_writes = 0
+        self._closed = False  # the committer's task has ended: nobody would answer
         self._first_at = 0.0
         self._wake = asyncio.Event()
         self._full = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.task = asyncio.get_running_loop().create_task(self._commit_loop())
+        self.task.add_done_callback(self._close)  # even if cancelled before it ever ran
 
     async def submit(self, ops: list[T]) -> list[R]:
         """Queue ``ops`` for the next group commit; their results, in order, once the write
         holding them has returned (or the batch's error)."""
         if not ops:
             return []
+        if self._closed:
+            raise self.book.lost()
         fut: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
         if not self._pending:
             self._first_at = time.monotonic()
@@ -194,6 +203,17 @@ class GroupCommitter(Generic[T, R]):
                 if not self._pending:
                     self._idle.set()
 
+    def _close(self, task: object = None) -> None:
+        """The committer's task has ended (cancelled): answer what is queued, and refuse
+        what comes."""
+        self._closed = True
+        if self._pending:
+            queued = list(self._pending)
+            self._pending.clear()
+            self.pending_ops = 0
+            _fail(queued, self.book.lost())
+        self._idle.set()
+
     def _take(self) -> list[Waiter]:
         batch: list[Waiter] = []
         n = 0
@@ -223,12 +243,15 @@ class GroupCommitter(Generic[T, R]):
     async def _pipeline(self) -> None:
         """Commit what is pending, two batches deep (see the module docstring)."""
         staged = self._staged  # open batches, oldest first: [head (writing), next]
+        loose: list[Waiter] = []  # off the queue and out of ``staged``, not answered yet
         try:
             while True:
                 if self._pending and len(staged) < 2:
                     if not staged:
                         await self.book.ready()
-                    stage = await self._stage(self._take())
+                    loose = self._take()
+                    stage = await self._stage(loose)
+                    loose = []
                     if stage is not None:
                         staged.append(stage)
                         if len(staged) == 1:
@@ -242,25 +265,31 @@ class GroupCommitter(Generic[T, R]):
                     # Stage newcomers as soon as they arrive, not after the commit.
                     waiter: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
                     writing: asyncio.Future[Any] = head.write
-                    await asyncio.wait({writing, waiter}, return_when=asyncio.FIRST_COMPLETED)
-                    waiter.cancel()
+                    try:
+                        await asyncio.wait({writing, waiter}, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        waiter.cancel()
                     if not head.write.done():
                         continue
                 try:
-                    await head.write
+                    # shielded: a cancel of the committer must not cancel the write's task
+                    # (the thread goes on writing; the handler below waits for it)
+                    await asyncio.shield(head.write)
                 except Exception as exc:
                     if len(staged) == 2:  # newest first
                         self.book.rollback()
                         self._requeue(staged.pop().batch)
                     self.book.rollback()
-                    staged.pop()
+                    loose = staged.pop().batch
                     err = await self.book.failed(head.staged, exc)
-                    if err is not None:
-                        _fail(head.batch, err)
-                        continue
-                    again = await self._stage(head.batch, head.attempt + 1)
-                    if again is not None:
-                        staged.append(self._start(again))
+                    if err is None:  # stage it again
+                        await self.book.ready()
+                        again = await self._stage(loose, head.attempt + 1)
+                        if again is not None:
+                            staged.append(self._start(again))
+                    else:
+                        _fail(loose, err)
+                    loose = []
                     continue
                 staged.pop(0)
                 self._committed(head)
@@ -268,14 +297,18 @@ class GroupCommitter(Generic[T, R]):
                     self._start(staged[0])
         except BaseException:
             # Unexpected: the outcome of a write in flight is unknown. Let it finish, undo
-            # everything staged, answer its callers; the book reloads before the next batch.
+            # everything staged, answer every caller not answered yet; the book reloads
+            # before the next batch.
+            err = self.book.lost()
+            _fail(loose, err)
             for stage in staged:
                 if stage.write is not None:
                     with contextlib.suppress(BaseException):
                         await asyncio.shield(stage.write)
             while staged:
-                self.book.rollback()
-                _fail(staged.pop().batch, self.book.lost())
+                with contextlib.suppress(Exception):  # memory is rebuilt anyway
+                    self.book.rollback()
+                _fail(staged.pop().batch, err)
             raise
 
     async def _stage(self, batch: list[Waiter], attempt: int = 0) -> _Stage | None:
@@ -305,17 +338,22 @@ class GroupCommitter(Generic[T, R]):
         return stage
 
     def _committed(self, stage: _Stage) -> None:
-        self.book.commit(stage.staged)
+        try:
+            self.book.commit(stage.staged)
+        finally:  # written: its callers get their results even if memory cannot follow
+            results = stage.staged.results
+            i = 0
+            for ops, fut in stage.batch:
+                if not fut.done():
+                    fut.set_result(results[i : i + len(ops)])
+                i += len(ops)
         elapsed = None
         if stage.staged.work:
             elapsed = time.perf_counter() - stage.started
             self.batches += 1
             self.commit_s += elapsed
-        results = stage.staged.results
-        i = 0
-        for ops, fut in stage.batch:
-            if not fut.done():
-                fut.set_result(results[i : i + len(ops)])
-            i += len(ops)
         if self._observe is not None:
-            self._observe(stage.ops, stage.staged, elapsed)
+            try:
+                self._observe(stage.ops, stage.staged, elapsed)
+            except Exception:  # metrics must not undo the batch staged on top
+                log.exception("%s observer error", self._name)

@@ -1,6 +1,8 @@
 """GroupCommitter with a fake book and a fake writer (a thread held at a gate): answers in
 order and only after their write, two batches deep, a failing head undoes the batch on top
-first and requeues it unanswered, the window for single callers, max ops, drain."""
+first and requeues it unanswered, the window for single callers, max ops, drain; and every
+caller answered exactly once when the committer itself fails or is stopped (cancelled while
+staging, writing or waiting, the book's commit or failure policy raising)."""
 
 from __future__ import annotations
 
@@ -24,12 +26,21 @@ class Book:
         self.committed: list[list[str]] = []
         self.events: list[tuple[Any, ...]] = []
         self.policy: Callable[[Any, BaseException], BaseException | None] = lambda s, e: e
+        self.gate: asyncio.Event | None = None  # stage waits here (a load) when set
+        self.fail_commit = False
+        self.reload = False  # set by lost(): memory is rebuilt before the next batch
 
     async def ready(self) -> None:
+        if self.reload:  # memory rebuilt from the database: no batch is open any more
+            self.events.append(("reload",))
+            self.open.clear()
+            self.reload = False
         assert not self.open, "ready is called with no batch open"
 
     async def stage(self, ops: list[str], attempt: int) -> Any:
         self.events.append(("stage", tuple(ops), attempt))
+        if self.gate is not None:
+            await self.gate.wait()
         if "refuse" in ops:
             raise ValueError("refused")
         self.open.append(list(ops))
@@ -38,6 +49,8 @@ class Book:
         return SimpleNamespace(results=[f"{op}@{depth}" for op in ops], work=work, ops=ops)
 
     def commit(self, staged: Any) -> None:
+        if self.fail_commit:
+            raise RuntimeError("commit broke")
         assert self.open[0] == list(staged.ops), "commits go oldest first"
         self.committed.append(self.open.pop(0))
         self.events.append(("commit", tuple(staged.ops)))
@@ -50,6 +63,8 @@ class Book:
         return self.policy(staged, exc)
 
     def lost(self) -> BaseException:
+        self.events.append(("lost",))
+        self.reload = True
         return RuntimeError("lost")
 
 
@@ -221,3 +236,117 @@ async def test_drain_waits_until_everything_queued_is_answered() -> None:
     await asyncio.wait_for(drained, 5)
     assert all(f.done() for f in futs) and c.pending_ops == 0
     c.task.cancel()
+
+
+async def test_a_committer_stopped_while_staging_answers_that_batch_and_the_queue() -> None:
+    c, book, writer = make()
+    book.gate = asyncio.Event()  # the batch's load never returns
+    staging = asyncio.ensure_future(c.submit(["a"]))
+    await until(lambda: len(book.events) == 1)
+    queued = asyncio.ensure_future(c.submit(["b"]))
+    await asyncio.sleep(0.01)
+    c.task.cancel()
+    for fut in (staging, queued):
+        with pytest.raises(RuntimeError, match="lost"):
+            await asyncio.wait_for(fut, 1)
+    with pytest.raises(RuntimeError, match="lost"):  # nobody would ever answer it
+        await asyncio.wait_for(c.submit(["late"]), 1)
+    await asyncio.wait_for(c.drain(), 1)
+    assert c.pending_ops == 0 and writer.gates == [] and book.open == []
+
+
+async def test_a_committer_stopped_while_writing_waits_for_the_write_then_answers_all() -> None:
+    c, book, writer = make()
+    head = asyncio.ensure_future(c.submit(["a"]))
+    await until(lambda: len(writer.gates) == 1)
+    top = asyncio.ensure_future(c.submit(["b"]))
+    await until(lambda: len(book.open) == 2)
+    queued = asyncio.ensure_future(c.submit(["c"]))  # waits: two batches are open
+    await asyncio.sleep(0.01)
+    c.task.cancel()
+    await asyncio.sleep(0.02)
+    assert not head.done() and not top.done()  # the write's outcome is not known yet
+    writer.gates[0].set()
+    for fut in (head, top, queued):  # retriable: a retry with the same key replays
+        with pytest.raises(RuntimeError, match="lost"):
+            await asyncio.wait_for(fut, 1)
+    assert [e for e in book.events if e[0] == "rollback"] == [
+        ("rollback", ("b",)),  # newest first
+        ("rollback", ("a",)),
+    ]
+    assert book.open == [] and writer.written == [["a"]] and len(writer.gates) == 1
+
+
+async def test_a_committer_stopped_in_its_window_answers_the_callers_it_held() -> None:
+    c, book, writer = make(window_s=5.0)
+    held = [asyncio.ensure_future(c.submit([x])) for x in "ab"]
+    await asyncio.sleep(0.02)
+    c.task.cancel()
+    for fut in held:
+        with pytest.raises(RuntimeError, match="lost"):
+            await asyncio.wait_for(fut, 1)
+    assert writer.gates == [] and c.pending_ops == 0
+
+
+async def test_when_the_books_commit_raises_the_written_batch_keeps_its_results() -> None:
+    c, book, writer = make()
+    head = asyncio.ensure_future(c.submit(["a"]))
+    await until(lambda: len(writer.gates) == 1)
+    top = asyncio.ensure_future(c.submit(["b"]))
+    await until(lambda: len(book.open) == 2)
+    book.fail_commit = True
+    writer.gates[0].set()
+    assert await asyncio.wait_for(head, 1) == ["a@1"]  # written: its results stand
+    with pytest.raises(RuntimeError, match="lost"):  # undone, never written: retriable
+        await asyncio.wait_for(top, 1)
+    book.fail_commit = False
+    writer.auto = True
+    assert await asyncio.wait_for(c.submit(["c"]), 2) == ["c@1"]
+    assert book.events[-3:] == [("reload",), ("stage", ("c",), 0), ("commit", ("c",))]
+    assert writer.written == [["a"], ["c"]]
+    c.task.cancel()
+
+
+async def test_when_the_failure_policy_raises_the_failed_batch_is_still_answered() -> None:
+    c, book, writer = make()
+    writer.auto = True
+
+    def broken(staged: Any, exc: BaseException) -> BaseException | None:
+        raise RuntimeError("policy broke")
+
+    book.policy = broken
+    c.fail_next(1)
+    with pytest.raises(RuntimeError, match="lost"):
+        await asyncio.wait_for(c.submit(["a"]), 1)
+    book.policy = lambda staged, exc: exc
+    assert await asyncio.wait_for(c.submit(["b"]), 2) == ["b@1"]
+    assert ("reload",) in book.events
+    c.task.cancel()
+
+
+async def test_an_observer_that_raises_undoes_nothing() -> None:
+    book, writer = Book(), Writer()
+
+    def observe(ops: list[Any], staged: Any, elapsed: float | None) -> None:
+        raise RuntimeError("metrics broke")
+
+    c: GroupCommitter = GroupCommitter(book, writer, window_s=0, max_ops=100, observe=observe)
+    head = asyncio.ensure_future(c.submit(["a"]))
+    await until(lambda: len(writer.gates) == 1)
+    top = asyncio.ensure_future(c.submit(["b"]))
+    await until(lambda: len(book.open) == 2)
+    writer.auto = True
+    writer.gates[0].set()
+    assert await asyncio.wait_for(head, 1) == ["a@1"]
+    assert await asyncio.wait_for(top, 1) == ["b@2"]  # staged on top, kept, written
+    assert ("lost",) not in book.events and book.committed == [["a"], ["b"]]
+    c.task.cancel()
+
+
+async def test_a_committer_stopped_before_it_ever_ran_answers_its_callers() -> None:
+    c, book, writer = make()
+    c.task.cancel()
+    early = asyncio.ensure_future(c.submit(["a"]))
+    with pytest.raises(RuntimeError, match="lost"):
+        await asyncio.wait_for(early, 1)
+    assert writer.gates == []
