@@ -1,0 +1,126 @@
+"""deployments.services.build_services: one InventoryClient per replica, shared by every
+area that reaches the inventory shards; readiness checks in their order; the routes'
+accessor reads the app's Services. Every class it wires is replaced by a recorder (no
+Ray, no database)."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from deployments import services as wiring
+
+
+class Recorder:
+    """Stands in for a wired class: keeps its arguments."""
+
+    made: list[Recorder]
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self.args, self.kw = args, kw
+        self.started = False
+        self.store = SimpleNamespace(name="cart store")
+        self.permissions = SimpleNamespace(grants={"user": 1}, reload=self._reload)
+        type(self).made.append(self)
+
+    async def _reload(self) -> None:
+        return None
+
+    def start(self) -> None:
+        self.started = True
+
+    async def keep_warm(self) -> None:
+        await asyncio.sleep(3600)
+
+    async def availability(self, sku_ids: list[int]) -> dict[int, int]:
+        return {}
+
+    async def ping(self) -> dict[str, Any]:
+        return {"ok": True}
+
+
+def recorder(name: str) -> type[Recorder]:
+    return type(name, (Recorder,), {"made": []})
+
+
+@pytest.fixture()
+def wired(monkeypatch: pytest.MonkeyPatch) -> dict[str, type[Recorder]]:
+    classes = {
+        name: recorder(name)
+        for name in (
+            "InventoryClient",
+            "OrderShardClient",
+            "AuthService",
+            "ProfileService",
+            "CatalogRuntime",
+            "StockAdmin",
+            "CartService",
+            "OrderService",
+            "FlashService",
+            "RecommendService",
+        )
+    }
+    for name, cls in classes.items():
+        monkeypatch.setattr(wiring, name, cls)
+
+    async def no_roles(ctx: Any) -> None:
+        return None
+
+    monkeypatch.setattr(wiring, "ensure_roles", no_roles)
+    return classes
+
+
+def context(recommender: bool) -> Any:
+    settings = SimpleNamespace(recommender=recommender, ha_proxy=False, trusted_proxy_hops=0)
+    return SimpleNamespace(
+        settings=settings, sessions="sessions", redis="redis", hot_redis="hot", engine="engine"
+    )
+
+
+async def test_one_inventory_client_serves_flash_catalog_cart_and_the_stock_routes(
+    wired: dict[str, type[Recorder]],
+) -> None:
+    svc = await wiring.build_services(context(recommender=True), payment_provider="handle")
+    try:
+        (inventory,) = wired["InventoryClient"].made
+        assert svc.inventory is inventory
+        (flash,) = wired["FlashService"].made
+        assert flash.args[3] is inventory
+        (catalog,) = wired["CatalogRuntime"].made
+        assert catalog.args[3] is inventory and catalog.started
+        (stock,) = wired["StockAdmin"].made
+        assert stock.args[1] is inventory
+        (cart,) = wired["CartService"].made
+        assert cart.args[3] == catalog.availability  # the cart's availability is the catalog's
+        (orders,) = wired["OrderService"].made
+        assert orders.args[3] is cart.store
+        assert isinstance(orders.args[4], wiring.ServeGateway)
+        assert orders.args[4].handle == "handle" and svc.payments is orders.args[4]
+        assert wired["RecommendService"].made[0].started
+        assert list(svc.readiness) == ["milvus", "orders", "auth", "inventory"]
+        assert await svc.readiness["auth"]() == {"ok": True, "grants": 1}
+    finally:
+        for task in svc.tasks:
+            task.cancel()
+
+
+async def test_without_the_recommender_or_a_provider_nothing_of_them_is_wired(
+    wired: dict[str, type[Recorder]],
+) -> None:
+    svc = await wiring.build_services(context(recommender=False))
+    try:
+        assert list(svc.readiness) == ["orders", "auth", "inventory"]
+        assert not wired["RecommendService"].made[0].started
+        assert wired["OrderService"].made[0].args[4] is None and svc.payments is None
+    finally:
+        for task in svc.tasks:
+            task.cancel()
+
+
+def test_routes_reach_the_services_the_app_holds() -> None:
+    held = object()
+    request = SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(services=held)))
+    assert wiring.services(request) is held  # type: ignore[arg-type]
