@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 from sqlalchemy import text
 
-from raymall.auth.tokens import TokenCodec
 from raymall.ids import now_ms
 from raymall.launcher.shop import add_users
 from tests.order_helpers import Shop
@@ -31,13 +30,7 @@ def bulk_users(shop: Shop, count: int) -> list[tuple[int, str]]:
     tag = secrets.token_hex(4)
     with shop.engine.begin() as conn:
         ids = add_users(conn, count, tag=f"f{tag}")
-    s = shop.settings
-    codec = TokenCodec(
-        s.secret("jwt_secret"),
-        access_ttl_s=s.access_token_ttl_s,
-        refresh_ttl_s=s.refresh_token_ttl_s,
-        leeway_s=s.jwt_leeway_s,
-    )
+    codec = shop.codec()
     return [(uid, codec.issue_access(uid, "user", f"fam-{tag}-{uid}")[0]) for uid in ids]
 
 

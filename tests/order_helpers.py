@@ -62,15 +62,18 @@ class Shop:
             )
             return int(res.inserted_primary_key[0])  # type: ignore[index]
 
-    def token(self, user_id: int, role: str = "user") -> str:
+    def codec(self) -> TokenCodec:
+        """The auth code's own token codec, with the app's secret and lifetimes."""
         s = self.settings
-        codec = TokenCodec(
+        return TokenCodec(
             s.secret("jwt_secret"),
             access_ttl_s=s.access_token_ttl_s,
             refresh_ttl_s=s.refresh_token_ttl_s,
             leeway_s=s.jwt_leeway_s,
         )
-        token, _ = codec.issue_access(user_id, role, f"fam-{secrets.token_hex(8)}")
+
+    def token(self, user_id: int, role: str = "user") -> str:
+        token, _ = self.codec().issue_access(user_id, role, f"fam-{secrets.token_hex(8)}")
         return token
 
     def customer(self) -> tuple[int, dict[str, str]]:
