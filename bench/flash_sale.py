@@ -65,11 +65,9 @@ sys.path.insert(0, str(HERE))
 from _harness import free_port, raymall_server  # noqa: E402
 
 from raymall.auth.tokens import TokenCodec  # noqa: E402
-from raymall.bootstrap import ensure_reference_data  # noqa: E402
 from raymall.ids import now_ms  # noqa: E402
-from raymall.launcher.migrate import upgrade  # noqa: E402
+from raymall.launcher.scratch import make_mysql_database, private_redis_db  # noqa: E402
 from raymall.launcher.shop import SkuSpec, add_category, add_product, add_users  # noqa: E402
-from raymall.settings import Settings  # noqa: E402
 
 STOCK = 1_000_000_000
 BIG = 100_000_000
@@ -77,35 +75,6 @@ PEER = HERE / "peers" / "flash_http.py"
 
 
 # ---- fixtures ------------------------------------------------------------------------------
-def make_database(server_url: str) -> tuple[str, Any]:
-    name = f"rm_flash_{secrets.token_hex(4)}"
-    admin = create_engine(server_url.rstrip("/") + "/")
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    url = server_url.rstrip("/") + f"/{name}"
-    upgrade(url)
-    ensure_reference_data(Settings(database_url=url, redis_url="redis://unused"))  # roles
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
-        admin.dispose()
-
-    return url, drop
-
-
-def private_redis(server_url: str) -> str:
-    """A Redis db index of its own (the scheme the tests use), emptied."""
-    base = server_url.rstrip("/")
-    if base.count("/") > 2:
-        base = base.rsplit("/", 1)[0]
-    r0 = redis.Redis.from_url(base + "/0")
-    url = f"{base}/{int(r0.incr('raymall:test:dbseq')) % 15 + 1}"
-    r0.close()
-    redis.Redis.from_url(url).flushdb()
-    return url
-
-
 def seed(url: str, users: int, shards: int) -> tuple[list[int], list[int], int]:
     """Two SKUs holding STOCK units (written before the shards start), ``users`` users and
     one admin. Returns (sku ids, user ids, admin id)."""
@@ -648,8 +617,8 @@ def main() -> None:
         f"shared by client, servers, MariaDB and Redis; load average {load[0]:.1f}; "
         f"Python {platform.python_version()}"
     )
-    db, drop = make_database(a.mysql)
-    rurl = private_redis(a.redis)
+    db, drop = make_mysql_database(a.mysql, "rm_flash")
+    rurl = private_redis_db(a.redis)
     secret = secrets.token_urlsafe(48)
     tokens = Path(tempfile.mkstemp(prefix="flash_tokens_", suffix=".txt")[1])
     rounds: list[Path] = []

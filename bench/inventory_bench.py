@@ -46,27 +46,11 @@ from actors.registry import actor_options  # noqa: E402
 from raymall.errors import OutOfStock  # noqa: E402
 from raymall.hashing import shard_for  # noqa: E402
 from raymall.launcher.app import ray_env  # noqa: E402
-from raymall.launcher.migrate import upgrade  # noqa: E402
+from raymall.launcher.scratch import make_mysql_database  # noqa: E402
 from raymall.launcher.shop import SkuSpec, add_category, add_product  # noqa: E402
 from raymall.settings import Settings  # noqa: E402
 
 STOCK = 1_000_000_000
-
-
-def make_database(server_url: str) -> tuple[str, Any]:
-    name = f"rm_bench_{secrets.token_hex(4)}"
-    admin = create_engine(server_url.rstrip("/") + "/")
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    url = server_url.rstrip("/") + f"/{name}"
-    upgrade(url)
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
-        admin.dispose()
-
-    return url, drop
 
 
 def create_skus(url: str, count: int, shards: int) -> list[int]:
@@ -194,7 +178,7 @@ def verify(
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    url, drop = make_database(args.database_url)
+    url, drop = make_mysql_database(args.database_url, "rm_bench")
     prefix = f"raymall:bench:{secrets.token_hex(3)}"
     namespace = f"inv-bench-{secrets.token_hex(3)}"
     try:

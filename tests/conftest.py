@@ -21,6 +21,7 @@ import pytest
 
 from raymall.bootstrap import ensure_reference_data
 from raymall.launcher.migrate import upgrade
+from raymall.launcher.scratch import make_mysql_database, private_redis_db
 from raymall.ports import find_free_block
 from raymall.settings import Settings
 
@@ -35,39 +36,6 @@ needs_servers = pytest.mark.skipif(
 def free_port_block() -> int:
     """An HTTP port whose whole block (``raymall.ports``) is free."""
     return find_free_block()
-
-
-def make_mysql_database(server_url: str) -> tuple[str, Any]:
-    from sqlalchemy import create_engine
-
-    name = f"rm_test_{secrets.token_hex(4)}"
-    admin = create_engine(server_url.rstrip("/") + "/")
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
-    url = server_url.rstrip("/") + f"/{name}"
-    upgrade(url)
-    ensure_reference_data(Settings(database_url=url, redis_url="redis://unused"))
-
-    def drop() -> None:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name}")
-        admin.dispose()
-
-    return url, drop
-
-
-def private_redis_db(server_url: str) -> str:
-    """Claim a Redis db index (1-15) for this session and empty it."""
-    import redis
-
-    base = server_url.rstrip("/")
-    if base.count("/") > 2:  # strip a db index that was given
-        base = base.rsplit("/", 1)[0]
-    r0 = redis.Redis.from_url(base + "/0")
-    index = int(r0.incr("raymall:test:dbseq")) % 15 + 1
-    url = f"{base}/{index}"
-    redis.Redis.from_url(url).flushdb()
-    return url
 
 
 @pytest.fixture(scope="session")
