@@ -204,14 +204,14 @@ def test_the_package_modules_import_each_other_without_a_cycle() -> None:
 
 
 # ---- the walker itself ----------------------------------------------------------------
-KNOWN = {"raymall", "raymall.orders", "raymall.orders.pricing", "raymall.orders.service",
+KNOWN = {"raymall", "raymall.orders", "raymall.orders.ports", "raymall.orders.service",
          "actors", "actors.order_client", "raymall.errors"}  # fmt: skip
 
 
 def test_imports_in_functions_under_type_checking_and_relative_ones_are_all_seen() -> None:
     source = (
         "from typing import TYPE_CHECKING\n"
-        "from . import pricing\n"
+        "from . import ports\n"
         "from ..errors import NotFound\n"
         "if TYPE_CHECKING:\n"
         "    from actors.order_client import OrderShardClient\n"
@@ -223,7 +223,7 @@ def test_imports_in_functions_under_type_checking_and_relative_ones_are_all_seen
     )
     found = imports_of("raymall.orders.service", source, KNOWN)
     assert found == [
-        Import("raymall.orders.pricing", 2),
+        Import("raymall.orders.ports", 2),
         Import("raymall.errors", 3),
         Import("actors.order_client", 5),
         Import("actors.order_client", 7),
@@ -232,8 +232,8 @@ def test_imports_in_functions_under_type_checking_and_relative_ones_are_all_seen
 
 
 def test_a_package_resolves_its_relative_imports_from_itself() -> None:
-    found = imports_of("raymall.orders", "from .pricing import x\n", KNOWN, is_package=True)
-    assert found == [Import("raymall.orders.pricing", 1)]
+    found = imports_of("raymall.orders", "from .ports import x\n", KNOWN, is_package=True)
+    assert found == [Import("raymall.orders.ports", 1)]
 
 
 def test_a_cycle_is_reported_as_a_path_and_an_acyclic_graph_passes() -> None:
