@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections import deque
 from collections.abc import Callable
@@ -334,7 +335,11 @@ class GroupCommitter(Generic[T, R]):
         if fail:
             self._fail_writes -= 1
         stage.started = time.perf_counter()
-        stage.write = asyncio.ensure_future(asyncio.to_thread(self._write, work, fail))
+        # asyncio.to_thread without its task: awaited through a shield (see _pipeline), the
+        # executor's future itself wakes the committer one loop turn sooner
+        run = contextvars.copy_context().run
+        loop = asyncio.get_running_loop()
+        stage.write = loop.run_in_executor(None, run, self._write, work, fail)
         return stage
 
     def _committed(self, stage: _Stage) -> None:

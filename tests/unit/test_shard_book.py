@@ -122,6 +122,33 @@ async def test_ledger_and_desk_stage_two_deep_and_roll_back_together(world: Worl
     assert stored == 1 and book.ledger.violations(full_history=False) == []
 
 
+async def test_a_batch_that_cannot_be_applied_is_undone_in_ledger_and_desk_alike(
+    world: World,
+) -> None:
+    sku = world.shop.sku(stock=10)
+    sale = world.sale(sku, 4)
+    hold = f"{hold_key(sale)}@0"
+    book = world.book()
+    await world.commit(book, [Reserve(hold, {sku: 4}, None), FlashWarm(hold, sale)])
+    users = [world.shop.user() for _ in range(2)]
+    under = await book.stage([FlashBuy(hold, sale, users[0], "k", 1)])  # stays open
+
+    def broken(user_id: int) -> int:
+        raise ZeroDivisionError("no order shards")
+
+    book.desk.order_shard_of = broken  # raises inside the desk, after the ledger applied
+    with pytest.raises(Unavailable):
+        await book.stage([Reserve("r@0", {sku: 2}), FlashBuy(hold, sale, users[1], "k", 1)])
+    assert book.ledger.open_batches == 1 and len(book.desk._segments) == 1
+    assert "r@0" not in book.ledger.records and book.ledger.stock[sku].available == 6
+    assert book.desk.books[sale].info.sold == 1 and book.ledger.records[hold].items == {sku: 3}
+    world.store.write_statements(under.statements)
+    book.commit(under)  # the batch under it is intact
+    assert book.ledger.open_batches == 0 and book.desk._segments == []
+    assert world.shop.stock(sku)["reserved"] == 4
+    assert book.ledger.violations(full_history=False) == []
+
+
 async def test_a_batch_of_replays_writes_nothing(world: World) -> None:
     sku = world.shop.sku(stock=3)
     book = world.book()
