@@ -11,7 +11,7 @@ from sqlalchemy import create_engine
 
 from raymall.bootstrap import ensure_reference_data
 from raymall.launcher.migrate import upgrade
-from raymall.settings import Settings
+from raymall.settings import load_settings
 
 
 def make_mysql_database(server_url: str, prefix: str = "rm_test") -> tuple[str, Callable[[], None]]:
@@ -23,7 +23,7 @@ def make_mysql_database(server_url: str, prefix: str = "rm_test") -> tuple[str, 
         conn.exec_driver_sql(f"CREATE DATABASE {name} CHARACTER SET utf8mb4")
     url = server_url.rstrip("/") + f"/{name}"
     upgrade(url)
-    ensure_reference_data(Settings(database_url=url, redis_url="redis://unused"))
+    ensure_reference_data(load_settings(database_url=url, redis_url="redis://unused"))
 
     def drop() -> None:
         with admin.begin() as conn:
