@@ -67,7 +67,8 @@ class CommitBook(Protocol[T, R]):
 
     async def ready(self) -> None:
         """Called before a batch is staged with no batch open (e.g. to rebuild memory); an
-        error leaves the batch queued, and the committer tries again shortly."""
+        error leaves queued batches queued, and the committer tries again shortly (a batch
+        being staged again after a failed write gets ``lost()``'s error)."""
         ...
 
     async def stage(self, ops: list[T], attempt: int) -> Staged[R]:

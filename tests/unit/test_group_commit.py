@@ -350,3 +350,31 @@ async def test_a_committer_stopped_before_it_ever_ran_answers_its_callers() -> N
     with pytest.raises(RuntimeError, match="lost"):
         await asyncio.wait_for(early, 1)
     assert writer.gates == []
+
+
+async def test_a_repairable_head_is_staged_again_before_the_batch_requeued_from_on_top() -> None:
+    c, book, writer = make()
+    book.policy = lambda staged, exc: None  # e.g. replays of stored keys, now loaded
+    c.fail_next(1)
+    head = asyncio.ensure_future(c.submit(["a"]))
+    await until(lambda: len(writer.gates) == 1)
+    top = asyncio.ensure_future(c.submit(["b"]))
+    await until(lambda: len(book.open) == 2)
+    writer.auto = True
+    writer.gates[0].set()
+    assert await asyncio.wait_for(head, 2) == ["a@1"]
+    assert await asyncio.wait_for(top, 2) == ["b@2"]
+    assert book.events == [
+        ("stage", ("a",), 0),
+        ("stage", ("b",), 0),
+        ("rollback", ("b",)),  # newest first, requeued unanswered
+        ("rollback", ("a",)),
+        ("failed", ("a",)),
+        ("stage", ("a",), 1),
+        ("stage", ("b",), 0),
+        ("commit", ("a",)),
+        ("commit", ("b",)),
+    ]
+    assert writer.written == [["a"], ["a"], ["b"]] and writer.fails == [True, False, False]
+    assert c.requeued == 1 and c.batches == 2
+    c.task.cancel()
