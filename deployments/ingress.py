@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from ray import serve
 
-from deployments import auth_routes, errors
+from deployments import auth_routes, errors, openapi
 from deployments.context import AppContext
 from deployments.drain import DrainWatch, drain_key
 from deployments.edge import Edge, Shortcut
@@ -54,6 +54,7 @@ def routed_app() -> FastAPI:
         dependencies=[Depends(authenticate)],
     )
     errors.install(app)
+    openapi.install(app)  # the one error body and every error status
     for module in router_modules():
         app.include_router(module.router)
     return app
