@@ -1,6 +1,9 @@
 """The outermost ASGI layer, in pure ASGI (no Starlette middleware) because it runs on
-every request: it assigns and echoes ``X-Request-ID``, records per-route metrics, turns
-any escaped exception into the one error body, and answers the liveness probe itself.
+every request: it assigns and echoes ``X-Request-ID`` (a client's own only if it is safe:
+``deployments.serve_http.client_request_id``), records per-route metrics, turns any escaped
+exception into the one error body, and answers the liveness probe itself. Through its
+``HttpPolicy`` (``deployments.headers``) it puts the security and CORS headers on every
+response, answers CORS preflights, and refuses the operations routes closed in prod.
 
 It also offers each request to the app's *shortcuts* before the app: a shortcut answers
 the plainest requests of one hot public route without FastAPI's routing, dependencies
@@ -13,10 +16,11 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any, Protocol
 
+from deployments.headers import HttpPolicy
+from deployments.serve_http import client_request_id, new_request_id
 from raymall import metrics
 from raymall.errors import error_body
 from raymall.logs import get_logger, request_id_var
@@ -38,7 +42,6 @@ class Shortcut(Protocol):
 
 
 LIVENESS_PATH = "/healthz"
-MAX_REQUEST_ID = 128
 MAX_BOUND_SERIES = 1_000  # (route, method, status) series kept bound
 log = get_logger("http")
 
@@ -46,11 +49,8 @@ log = get_logger("http")
 def _request_id(scope: Scope) -> str:
     for name, value in scope.get("headers", ()):
         if name == b"x-request-id":
-            rid = value.decode("latin-1").strip()
-            if 0 < len(rid) <= MAX_REQUEST_ID and rid.isprintable():
-                return rid
-            break
-    return uuid.uuid4().hex
+            return client_request_id(value) or new_request_id()
+    return new_request_id()
 
 
 def _route_label(scope: Scope) -> str:
@@ -70,8 +70,10 @@ class Edge:
         echo_request_id: bool = True,
         draining: Callable[[], bool] | None = None,
         shortcuts: Sequence[Shortcut] = (),
+        policy: HttpPolicy | None = None,
     ) -> None:
         self.app = app
+        self.policy = policy or HttpPolicy()
         self.shortcuts = tuple(shortcuts)
         self.echo_request_id = echo_request_id
         self.draining = draining or (lambda: False)
@@ -83,22 +85,32 @@ class Edge:
             return
         rid = _request_id(scope)
         token = request_id_var.set(rid)
-        scope.setdefault("state", {})["request_id"] = rid
+        policy = self.policy
+        state = scope.setdefault("state", {})
+        state["request_id"] = rid
+        state["ops"] = policy.is_ops(scope)  # operations details (/readyz) for this caller
         rid_header = (b"x-request-id", rid.encode("latin-1"))
+        added = policy.response_headers(scope)
         status_box = [500]
         started = time.perf_counter()
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
-                if self.echo_request_id:
-                    message["headers"] = [*message.get("headers", ()), rid_header]
+                extra = [*added, rid_header] if self.echo_request_id else added
+                message["headers"] = [*message.get("headers", ()), *extra]
             await send(message)
 
         try:
             if scope["path"] == LIVENESS_PATH and scope["method"] in ("GET", "HEAD"):
                 scope["route"] = _Liveness
                 await _send_json(send_wrapper, 200, {"status": "ok"})
+            elif (preflight := policy.preflight(scope)) is not None:
+                scope["route"] = _Preflight
+                await send_json_body(send_wrapper, 204, b"", preflight, content_type=False)
+            elif policy.refuses(scope):
+                body = error_body(rid, "unauthorized", "this route needs the operations token")
+                await _send_json(send_wrapper, 401, body, [(b"www-authenticate", b"Bearer")])
             elif self.draining():
                 body = error_body(rid, "unavailable", "shutting down: retry on another instance")
                 await _send_json(
@@ -144,15 +156,25 @@ class _LivenessRoute:
     path = LIVENESS_PATH
 
 
+class _PreflightRoute:
+    path = "cors_preflight"
+
+
 _Liveness = _LivenessRoute()
+_Preflight = _PreflightRoute()
 
 
 async def send_json_body(
-    send: Send, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] | None = None
+    send: Send,
+    status: int,
+    body: bytes,
+    extra_headers: list[tuple[bytes, bytes]] | None = None,
+    *,
+    content_type: bool = True,
 ) -> None:
     """A complete JSON response whose body is already encoded."""
     headers = [
-        (b"content-type", b"application/json"),
+        *([(b"content-type", b"application/json")] if content_type else []),
         (b"content-length", str(len(body)).encode()),
         *(extra_headers or []),
     ]

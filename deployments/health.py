@@ -1,4 +1,9 @@
-"""Liveness (answered by the edge), readiness and metrics."""
+"""Liveness (answered by the edge), readiness and metrics.
+
+``/readyz`` names each check and its error only to a caller the edge marked as operations
+(``deployments.headers``: everyone outside prod, the ops token's holder in prod); anyone
+else learns ready (200) or not (503) and nothing of the internals. ``/metrics`` in prod is
+refused by the edge without the ops token."""
 
 from __future__ import annotations
 
@@ -50,8 +55,13 @@ async def readyz(request: Request) -> JSONResponse:
     }
     checks.update(services(request).readiness)
     results = dict(await asyncio.gather(*(_run(n, c) for n, c in checks.items())))
+    details = getattr(request.state, "ops", True)
     if all(r["ok"] for r in results.values()):
-        return JSONResponse({"status": "ready", "checks": results})
+        return JSONResponse(
+            {"status": "ready", "checks": results} if details else {"status": "ready"}
+        )
+    if not details:
+        return JSONResponse(error_body(request_id(request), "not_ready", "not ready"), 503)
     down = sorted(n for n, r in results.items() if not r["ok"])
     body = error_body(
         request_id(request), "not_ready", f"not ready: {', '.join(down)}", {"checks": results}

@@ -19,6 +19,7 @@ from deployments import auth_routes, errors, openapi
 from deployments.context import AppContext
 from deployments.drain import DrainWatch, drain_key
 from deployments.edge import Edge, Shortcut
+from deployments.headers import HttpPolicy
 from deployments.security import authenticate
 from deployments.services import Services, build_services
 from raymall import __version__, logs
@@ -52,6 +53,7 @@ def routed_app() -> FastAPI:
         version=__version__,
         description="E-commerce backend for flash-sale traffic, on Ray Serve.",
         dependencies=[Depends(authenticate)],
+        redirect_slashes=False,  # a redirect would echo the Host header; 404 instead
     )
     errors.install(app)
     openapi.install(app)  # the one error body and every error status
@@ -102,6 +104,7 @@ class Ingress:
             echo_request_id=False,
             draining=self.drain.is_draining,
             shortcuts=area_shortcuts(self.services),
+            policy=HttpPolicy.from_settings(self.settings),
         )
 
     async def check_health(self) -> None:

@@ -111,7 +111,15 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
 
     cart = CartService(s, ctx.sessions, ctx.redis, catalog.availability)
     gateway = ServeGateway(payment_provider) if payment_provider is not None else None
-    orders = OrderService(s, ctx.sessions, OrderShardClient(s), cart.store, gateway, ctx.engine)
+    orders = OrderService(
+        s,
+        ctx.sessions,
+        OrderShardClient(s),
+        cart.store,
+        gateway,
+        ctx.engine,
+        redis=ctx.redis,  # rate limits of refused payment callbacks
+    )
 
     auth = AuthService(s, ctx.sessions, ctx.redis, hot_redis=ctx.hot_redis)
     if s.ha_proxy and s.trusted_proxy_hops == 0:

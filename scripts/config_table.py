@@ -34,16 +34,6 @@ DOCS = {
     "login_max_failures_per_account": "failed logins per account per window before 429",
     "login_max_failures_per_ip": "failed logins per client address per window before 429",
     "login_failure_window_s": "window of the failed-login limits",
-    "login_max_failures_per_account_total": "failed logins per account per window from every "
-    "client without a device token together",
-    "login_max_unknown_names_per_client": "sign-ins per client per window for names with no "
-    "account that cost a hash (more are answered alike, without one)",
-    "login_device_ttl_s": "lifetime of the device token a sign-in returns (its own failed-login "
-    "bucket)",
-    "register_max_per_client": "registrations per client address per register window",
-    "register_max_unknown_clients": "registrations per register window from every client whose "
-    "address is unknown, together",
-    "register_window_s": "window of the registration limits",
     "demo_admin_password": "password of the demo admin made by `seed --demo` (else generated)",
     "demo_user_password": "password of the demo user made by `seed --demo` (else generated)",
     "password_hasher": "`argon2id` or `bcrypt` for new hashes (both verify; old hashes are "
@@ -53,8 +43,6 @@ DOCS = {
     "argon2_parallelism": "Argon2id lanes",
     "bcrypt_rounds": "bcrypt cost factor (when `RAYMALL_PASSWORD_HASHER=bcrypt`)",
     "password_hash_threads": "threads per replica that hash passwords (off the event loop)",
-    "password_hash_queue": "password hashes waiting per replica before a newcomer gets 503 "
-    "with `Retry-After` (registrations and unknown names: half of it)",
     "permission_cache_ttl_s": "how long a replica caches the RBAC permission table",
     "trusted_proxy_hops": "proxies in front that append `X-Forwarded-For` (enables per-IP limits)",
     "http_host": "address Serve listens on",
@@ -67,6 +55,10 @@ DOCS = {
     "proxy_location": "`EveryNode` or `HeadOnly`: where Serve runs HTTP proxies",
     "ingress_resources": "custom Ray resources per ingress replica (JSON)",
     "media_dir": "where uploaded images are stored (default `var/media`)",
+    "cors_origins": "browser origins allowed by CORS (JSON list); empty: no CORS headers",
+    "behind_tls": "clients reach the API over HTTPS only: send Strict-Transport-Security",
+    "ops_token": "bearer token for `/metrics`, `/docs`, `/redoc`, `/openapi.json` and `/readyz`"
+    " details in prod (unset: closed); dev/test: open",
     "max_upload_bytes": "largest accepted image upload",
     "inventory_shards": "InventoryShard actors (owner = stable_hash(sku) % N)",
     "order_shards": "OrderShard actors (owner = stable_hash(user) % M)",
@@ -84,6 +76,10 @@ DOCS = {
     "payment_callback_window_s": "accepted age of a signed payment callback",
     "payment_callback_delay_s": "simulated provider's delay before calling back",
     "payment_callback_attempts": "simulated provider's callback attempts",
+    "payment_callback_refusals_per_min": "refused payment callbacks audited per minute in all;"
+    " past it 429 (a good signature is never limited)",
+    "payment_callback_refusals_per_ip_per_min": "refused payment callbacks audited per minute"
+    " per client address",
     "payment_callback_url": "where the provider calls back (default: this app)",
     "order_sweep_interval_s": "how often order shards look for overdue orders",
     "order_reservation_grace_s": "reservations outlive the order timeout by this much",

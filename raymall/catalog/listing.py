@@ -3,13 +3,17 @@
 Guarantees: ``total`` counts every product matching the filters (not just the page);
 pages and cursors walk the same order, which is total (ties broken by id), so no product
 is skipped or repeated while the catalog is unchanged. A cursor names its sort and is
-refused (422) with another sort or when it cannot be decoded.
+refused (422) with another sort, when it cannot be decoded, or when its values do not fit
+the 64-bit columns they are compared with. ``sign_cursor``/``verified_cursor`` add an HMAC
+for cursors whose contents the server must be able to trust (search offsets).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -18,6 +22,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from models import Product
+from raymall import jsonin
 from raymall.catalog.repository import ProductFilters, filter_clauses, product_summaries
 from raymall.errors import ValidationFailed
 
@@ -31,6 +36,8 @@ SORTS: dict[str, tuple[InstrumentedAttribute[int], bool]] = {
 }
 MAX_PAGE_SIZE = 100
 MAX_PAGE = 10_000
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+CURSOR_MAC_BYTES = 16
 
 
 @dataclass(frozen=True)
@@ -59,12 +66,31 @@ def encode_cursor(data: dict[str, Any]) -> str:
 def decode_cursor(cursor: str) -> dict[str, Any]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
-        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+        data = jsonin.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
         raise ValidationFailed("cursor is not valid", details={"field": "cursor"}) from exc
     if not isinstance(data, dict):
         raise ValidationFailed("cursor is not valid", details={"field": "cursor"})
     return data
+
+
+def _mac(key: bytes, body: str) -> str:
+    digest = hmac.new(key, body.encode(), hashlib.sha256).digest()[:CURSOR_MAC_BYTES]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def sign_cursor(data: dict[str, Any], key: bytes) -> str:
+    """An opaque cursor whose contents only a holder of ``key`` can have written."""
+    body = encode_cursor(data)
+    return f"{body}.{_mac(key, body)}"
+
+
+def verified_cursor(cursor: str, key: bytes) -> dict[str, Any]:
+    """The contents of a ``sign_cursor`` cursor; 422 if it was not signed with ``key``."""
+    body, _, mac = cursor.partition(".")
+    if not mac or not hmac.compare_digest(mac.encode(), _mac(key, body).encode()):
+        raise ValidationFailed("cursor is not valid", details={"field": "cursor"})
+    return decode_cursor(body)
 
 
 def _after(sort: str, cursor: dict[str, Any]) -> ColumnElement[bool]:
@@ -78,7 +104,8 @@ def _after(sort: str, cursor: dict[str, Any]) -> ColumnElement[bool]:
 
 
 def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """A JSON integer that fits a 64-bit column (a larger one cannot be bound: 500)."""
+    return isinstance(v, int) and not isinstance(v, bool) and INT64_MIN <= v <= INT64_MAX
 
 
 def list_products(

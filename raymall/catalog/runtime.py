@@ -6,6 +6,8 @@ inventory owner through the ``LiveStock`` port."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import random
 from collections.abc import Mapping, Sequence
@@ -164,9 +166,23 @@ class CatalogRuntime:
         """Keyword search (``raymall.catalog.search``)."""
         return await self._read(  # type: ignore[no-any-return]
             lambda s: search_products(
-                s, query, filters, sort=sort, page=page, size=size, cursor=cursor
+                s,
+                query,
+                filters,
+                sort=sort,
+                page=page,
+                size=size,
+                cursor=cursor,
+                cursor_key=self.cursor_key,
             ).to_dict()
         )
+
+    @property
+    def cursor_key(self) -> bytes:
+        """The key that signs search cursors, derived from the JWT secret (no new secret
+        to manage; another purpose string, so neither key reveals the other)."""
+        secret = self.settings.secret("jwt_secret").encode()
+        return hmac.new(secret, b"raymall:search-cursor", hashlib.sha256).digest()
 
     async def categories(self) -> list[dict[str, Any]]:
         return await self._read(category_tree)  # type: ignore[no-any-return]

@@ -28,8 +28,8 @@ from raymall.catalog.listing import (
     MAX_PAGE_SIZE,
     SORTS,
     Page,
-    decode_cursor,
-    encode_cursor,
+    sign_cursor,
+    verified_cursor,
 )
 from raymall.catalog.repository import ProductFilters, filter_clauses, product_summaries
 from raymall.catalog.text import query_terms, words
@@ -38,6 +38,7 @@ from raymall.errors import ValidationFailed
 
 SEARCH_SORTS = ("relevance", *SORTS)
 TITLE_WEIGHT = 3.0
+MAX_SEARCH_OFFSET = (MAX_PAGE - 1) * MAX_PAGE_SIZE  # as deep as page numbers reach
 
 
 @dataclass(frozen=True)
@@ -155,24 +156,33 @@ def search_products(
     page: int = 1,
     size: int = 20,
     cursor: str | None = None,
+    cursor_key: bytes,
 ) -> Page:
     """One page of search results as listing summaries. A search cursor is an opaque
-    position in the ranked results, bound to the query and sort it came from."""
+    position in the ranked results, bound to the query and sort it came from and signed
+    with ``cursor_key`` (a server secret), so its offset is one this server handed out,
+    and never past what page numbers can reach."""
     if not 1 <= size <= MAX_PAGE_SIZE or not 1 <= page <= MAX_PAGE:
         raise ValidationFailed("page or size out of range", details={"field": "size"})
     tag = _query_tag(query, sort)
     offset = (page - 1) * size
     if cursor is not None:
-        data = decode_cursor(cursor)
+        data = verified_cursor(cursor, cursor_key)
         pos = data.get("o")
-        if data.get("t") != tag or not isinstance(pos, int) or isinstance(pos, bool) or pos < 0:
+        if (
+            data.get("t") != tag
+            or not isinstance(pos, int)
+            or isinstance(pos, bool)
+            or not 0 <= pos <= MAX_SEARCH_OFFSET
+        ):
             raise ValidationFailed(
                 "cursor does not belong to this query", details={"field": "cursor"}
             )
         offset = pos
     hits = search_ids(session, query, filters, offset=offset, limit=size, sort=sort)
     end = offset + len(hits.ids)
-    next_cursor = encode_cursor({"t": tag, "o": end}) if end < hits.total else None
+    more = end < hits.total and end <= MAX_SEARCH_OFFSET
+    next_cursor = sign_cursor({"t": tag, "o": end}, cursor_key) if more else None
     return Page(
         items=product_summaries(session, hits.ids),
         total=hits.total,

@@ -1,8 +1,9 @@
 """Creating, ending and reading flash sales (a replica's administrative side).
 
 A sale's quantity is set aside in its SKU's shard (the *hold*, a reservation under
-``flash:{sale}@{shard}``) right after its row is written; if that fails, the row is
-removed again, so a sale exists for buyers only with its hold. Ending a sale gives the
+``flash:{sale}@{shard}``) right after its row is written; if that fails, the sale is
+ended at once (its row stays, so its id and hold key are never used again), so a sale is
+open to buyers only with its hold. Ending a sale gives the
 rest of the hold back to normal stock. Reads come from the database and refresh this
 replica's cached copy.
 """
@@ -79,7 +80,7 @@ class SaleAdmin:
         return self.cache.remember(sale).view(now_ms())
 
     async def _undo_create(self, sale: Sale, shard: int, hold: str) -> None:
-        """Tombstone the hold's key (a late reserve cannot take stock), then drop the row.
+        """Tombstone the hold's key (a late reserve cannot take stock), then end the sale.
         If the shard cannot be reached the row stays: the shard alone decides whether the
         hold exists, and a sale without one sells nothing."""
         try:
@@ -87,7 +88,7 @@ class SaleAdmin:
         except Exception:
             log.warning("flash sale %s: could not release %s", sale.id, hold, exc_info=True)
             return
-        await repo.in_tx(self.sessions, lambda s: repo.delete_sale(s, sale.id))
+        await repo.in_tx(self.sessions, lambda s: repo.void_sale(s, sale.id, now_ms()))
 
     async def end(self, sale_id: int) -> dict[str, Any]:
         """End the sale now; the rest of its hold goes back to normal stock."""

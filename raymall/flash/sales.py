@@ -1,9 +1,10 @@
 """Flash-sale rows as the replicas read and write them (plain functions over a Session).
 
 The shard owns ``sold`` and the end of a sale (``actors.flash_store``); replicas insert a
-new sale (then place its hold through the shard), delete a sale whose hold could not be
-placed, and read. A sale is ``raymall.domain.sale.Sale``, the model the shard's desk uses
-too.
+new sale (then place its hold through the shard), end a sale whose hold could not be
+placed (never delete it: its id names its hold's key, which the shard has tombstoned, and
+a deleted row's id could be handed out again), and read. A sale is
+``raymall.domain.sale.Sale``, the model the shard's desk uses too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import FlashPurchase, FlashSale, Inventory, Order, Product, Sku
@@ -118,9 +119,14 @@ def insert_sale(
     return get_sale(session, int(sale_id))
 
 
-def delete_sale(session: Session, sale_id: int) -> None:
-    """Remove a sale whose hold could not be placed (it never sold anything)."""
-    session.execute(delete(FlashSale).where(FlashSale.id == sale_id, FlashSale.sold == 0))
+def void_sale(session: Session, sale_id: int, now_ms: int) -> None:
+    """End a sale whose hold could not be placed (it never sold anything). The row stays,
+    so its id, which names the hold's key, is never given to another sale."""
+    session.execute(
+        update(FlashSale)
+        .where(FlashSale.id == sale_id, FlashSale.sold == 0)
+        .values(status="ended", updated_ms=now_ms)
+    )
 
 
 def _replay(order_id: Any, quantity: Any, expires_ms: Any) -> dict[str, Any]:

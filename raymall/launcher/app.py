@@ -80,11 +80,11 @@ def ray_env(settings: Settings) -> dict[str, str]:
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
     }
-    if not settings.serve_watch_disconnects:
-        # Serve's own switch, set on every request (deployments/serve_http.py)
-        env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = (
-            "deployments.serve_http:proxy_middlewares"
-        )
+    # request ids checked before Serve reads them, and (unless disconnects are watched)
+    # Serve's own switch set on every request (deployments/serve_http.py)
+    watching = settings.serve_watch_disconnects
+    callback = "proxy_middlewares_watching" if watching else "proxy_middlewares"
+    env["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"] = f"deployments.serve_http:{callback}"
     return env
 
 

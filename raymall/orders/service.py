@@ -13,14 +13,17 @@ OrderShard that owns the order, through the ``OrderShards`` port
   create a second order;
 - ordered cart lines leave the cart only after the order is stored;
 - payment callbacks are believed only after the signature, the timestamp window and the
-  amount check out; anything else is refused and written to ``payment_audit``.
+  amount check out; anything else is refused and written to ``payment_audit`` (a body
+  nested too deeply included: it is ``malformed``, never a 500). Refusals of callbacks
+  that are not signed and fresh are rate-limited per client address and in all before
+  they are audited (429, no row past the limit); a callback whose signature and
+  timestamp check out is never limited, so forgeries cannot crowd out the provider's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +32,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from raymall import jsonin
 from raymall.cart import CartOwner, CartStore
 from raymall.db import transaction
 from raymall.domain import order_state as st
@@ -40,6 +44,7 @@ from raymall.errors import (
     IdempotencyMismatch,
     InvalidTransition,
     NotFound,
+    RateLimited,
     Unavailable,
     ValidationFailed,
 )
@@ -52,6 +57,7 @@ from raymall.orders.ports import AUTO_KEY_PREFIX, OrderShards, PaymentGateway, P
 from raymall.orders.queries import OrderFilters, list_orders
 from raymall.orders.quotes import QuoteReader
 from raymall.orders.signing import verify
+from raymall.ratelimit import Limit, RateLimiter
 from raymall.settings import Settings
 
 log = get_logger("orders.service")
@@ -77,8 +83,11 @@ class OrderService:
         cart: CartStore,
         provider: PaymentGateway | None,
         engine: Engine,
+        redis: Any = None,
     ) -> None:
         self.settings = settings
+        # refused payment callbacks (None without Redis: not limited)
+        self.limiter = RateLimiter(redis) if redis is not None else None
         self.sessions = sessions
         self.shards = shards
         self.cart = cart
@@ -331,10 +340,13 @@ class OrderService:
             window_s=s.payment_callback_window_s,
         )
         if reason is not None:
+            await self._limit_refusals(remote)
             await self._audit(raw, reason, remote)
             raise BadSignature(f"payment callback refused: {reason.replace('_', ' ')}")
         try:
-            body = json.loads(raw)
+            body = jsonin.loads(raw)
+            if not isinstance(body, dict):
+                raise TypeError("not an object")
             payment_id = str(body["payment_id"])
             amount = body["amount_cents"]
             status = body["status"]
@@ -366,12 +378,29 @@ class OrderService:
             await self._audit(raw, exc.code, remote, payment_id)
             raise
 
+    async def _limit_refusals(self, remote: str) -> None:
+        """429 past the refused-callback limits (per address, when known, and in all)."""
+        s = self.settings
+        if self.limiter is None:
+            return
+        checks = [(Limit("callback_refused", s.payment_callback_refusals_per_min, 60), "all")]
+        if remote != "unknown":
+            per_ip = s.payment_callback_refusals_per_ip_per_min
+            checks.append((Limit("callback_refused_ip", per_ip, 60), remote))
+        decision = await self.limiter.check(*checks)
+        if not decision.allowed:
+            log.warning("refused payment callbacks from %s are over the limit", remote)
+            raise RateLimited(
+                "too many refused payment callbacks; retry later",
+                retry_after=decision.retry_after_header,
+            )
+
     async def _audit(
         self, raw: bytes, reason: str, remote: str, payment_id: str | None = None
     ) -> None:
         if payment_id is None:
             try:
-                payment_id = str(json.loads(raw).get("payment_id"))[:64]
+                payment_id = str(jsonin.loads(raw).get("payment_id"))[:64]
             except (ValueError, AttributeError):
                 payment_id = None
         digest = hashlib.sha256(raw).hexdigest()

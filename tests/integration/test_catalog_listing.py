@@ -14,7 +14,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Brand, Category, Inventory, Product, Sku
-from raymall.catalog.listing import SORTS, list_products
+from raymall.catalog.listing import (
+    SORTS,
+    decode_cursor,
+    encode_cursor,
+    list_products,
+    sign_cursor,
+)
 from raymall.catalog.repository import ProductFilters
 from raymall.catalog.search import keyword_search, search_ids, search_products
 from raymall.catalog.text import query_terms
@@ -23,6 +29,8 @@ from raymall.errors import ValidationFailed
 from raymall.launcher.seed import seed_demo
 from raymall.settings import Settings
 from tests.conftest import SERVER_DB, make_mysql_database
+
+KEY = b"search-cursor-test-key-0123456789"
 
 
 @dataclass
@@ -215,6 +223,40 @@ def test_listing_refuses_bad_arguments(demo_db: sessionmaker[Session]) -> None:
             list_products(s, ProductFilters(), sort="newest", cursor=cursor)
 
 
+def test_a_forged_listing_cursor_outside_64_bits_is_refused(
+    demo_db: sessionmaker[Session],
+) -> None:
+    with demo_db() as s:
+        for value, last_id in ((2**63, 1), (-(2**63) - 1, 1), (1, 2**63), (10**40, 10**40)):
+            forged = encode_cursor({"s": "newest", "v": value, "i": last_id})
+            with pytest.raises(ValidationFailed):
+                list_products(s, ProductFilters(), sort="newest", cursor=forged)
+        edge = encode_cursor({"s": "newest", "v": 2**63 - 1, "i": 2**63 - 1})
+        assert list_products(s, ProductFilters(), sort="newest", cursor=edge).items
+
+
+def test_search_cursors_are_signed_and_their_offset_bounded(
+    demo_db: sessionmaker[Session],
+) -> None:
+    with demo_db() as s:
+        cursor = search_products(s, "steel", ProductFilters(), size=3, cursor_key=KEY).next_cursor
+        assert cursor
+        body, _, mac = cursor.partition(".")
+        forged = [
+            body,  # unsigned
+            body + "." + mac[::-1],  # signature of something else
+            sign_cursor({"t": "x", "o": 3}, b"another key"),
+        ]
+        for bad in forged:
+            with pytest.raises(ValidationFailed):
+                search_products(s, "steel", ProductFilters(), cursor=bad, cursor_key=KEY)
+        data = decode_cursor(body)
+        for offset in (10**6, 2**63, 10**30):
+            deep = sign_cursor({"t": data["t"], "o": offset}, KEY)
+            with pytest.raises(ValidationFailed):
+                search_products(s, "steel", ProductFilters(), cursor=deep, cursor_key=KEY)
+
+
 QUERIES = [
     "thermos",
     "Noise cancelling",
@@ -254,15 +296,18 @@ def test_search_matches_every_term_as_a_word_prefix_with_filters_and_pages(
                 assert set(hits.ids) == want, (q, f)
                 assert hits.scores == sorted(hits.scores, reverse=True)
                 paged: list[int] = []
-                page = search_products(s, q, f, size=7)
+                page = search_products(s, q, f, size=7, cursor_key=KEY)
                 paged += [i["id"] for i in page.items]
                 while page.next_cursor:
-                    page = search_products(s, q, f, size=7, cursor=page.next_cursor)
+                    page = search_products(s, q, f, size=7, cursor=page.next_cursor, cursor_key=KEY)
                     paged += [i["id"] for i in page.items]
                 assert paged == hits.ids, (q, f)
                 by_number = []
                 for n in range(1, math.ceil(hits.total / 7) + 1):
-                    by_number += [i["id"] for i in search_products(s, q, f, page=n, size=7).items]
+                    by_number += [
+                        i["id"]
+                        for i in search_products(s, q, f, page=n, size=7, cursor_key=KEY).items
+                    ]
                 assert by_number == hits.ids
 
 
@@ -286,10 +331,10 @@ def test_search_ranks_title_matches_first(demo_db: sessionmaker[Session]) -> Non
 
 def test_search_cursor_is_bound_to_its_query(demo_db: sessionmaker[Session]) -> None:
     with demo_db() as s:
-        cursor = search_products(s, "steel", ProductFilters(), size=3).next_cursor
+        cursor = search_products(s, "steel", ProductFilters(), size=3, cursor_key=KEY).next_cursor
         assert cursor
         with pytest.raises(ValidationFailed):
-            search_products(s, "kettle", ProductFilters(), cursor=cursor)
+            search_products(s, "kettle", ProductFilters(), cursor=cursor, cursor_key=KEY)
 
 
 async def test_keyword_search_runs_off_the_event_loop(demo_db: sessionmaker[Session]) -> None:

@@ -9,7 +9,14 @@ from typing import Any
 
 from starlette.middleware import Middleware
 
-from deployments.serve_http import DISCONNECT_DISABLED, NoDisconnectWatch, proxy_middlewares
+from deployments.serve_http import (
+    DISCONNECT_DISABLED,
+    NoDisconnectWatch,
+    RequestIdCheck,
+    client_request_id,
+    proxy_middlewares,
+    proxy_middlewares_watching,
+)
 from raymall.launcher.app import ray_env
 from raymall.settings import Settings
 
@@ -46,12 +53,48 @@ def test_serve_reads_the_header_and_the_callback_yields_starlette_middleware() -
     assert "parse_disconnect_disabled_header(" in source
     assert "receive_task = None" in source
     middlewares = proxy_middlewares()
-    assert [m.cls for m in middlewares] == [NoDisconnectWatch]
+    assert [m.cls for m in middlewares] == [NoDisconnectWatch, RequestIdCheck]
     assert all(isinstance(m, Middleware) for m in middlewares)
+    assert [m.cls for m in proxy_middlewares_watching()] == [RequestIdCheck]
 
 
 def test_the_callback_is_set_unless_disconnects_are_watched(tmp_path: Any) -> None:
     key = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
     base = {"database_url": "sqlite://", "redis_url": "redis://x", "var_dir": str(tmp_path)}
     assert ray_env(Settings(**base))[key] == "deployments.serve_http:proxy_middlewares"
-    assert key not in ray_env(Settings(**base, serve_watch_disconnects=True))
+    watching = ray_env(Settings(**base, serve_watch_disconnects=True))
+    assert watching[key] == "deployments.serve_http:proxy_middlewares_watching"
+
+
+def serve_stack(headers: list[tuple[bytes, bytes]]) -> tuple[str, list[Any], list[Any]]:
+    """One request through Serve's own middleware stack with raymall's callback, to an app
+    that reads the request id as Serve's replica does (UTF-8)."""
+    from ray.serve._private.http_util import _apply_middlewares
+
+    seen: dict[str, Any] = {}
+    sent: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        found = dict(scope["headers"]).get(b"x-request-id", b"").decode("utf-8")
+        seen["rid"], seen["headers"] = found, scope["headers"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    stack = _apply_middlewares(app, proxy_middlewares())
+    asyncio.run(stack({"type": "http", "headers": headers}, None, send))
+    return seen["rid"], seen["headers"], sent[0]["headers"]
+
+
+def test_a_request_id_that_is_not_safe_is_replaced_before_serve_reads_it() -> None:
+    for bad in (b"\xff\xfe", b"a b", b"x" * 65, b"", b"<script>", "é".encode()):
+        rid, headers, answer = serve_stack([(b"x-request-id", bad), (b"host", b"x")])
+        assert client_request_id(rid.encode()) == rid and len(rid) == 32
+        assert [v for k, v in headers if k == b"x-request-id"] == [rid.encode()]
+        assert (b"x-request-id", rid.encode()) in answer
+    rid, _, answer = serve_stack([(b"x-request-id", b"abc-1.2:3_Z")])
+    assert rid == "abc-1.2:3_Z" and (b"x-request-id", b"abc-1.2:3_Z") in answer
+    _, headers, _ = serve_stack([(b"serve-multiplexed-model-id", b"\xff"), (b"x-session-id", b"")])
+    assert {k for k, _ in headers} == {b"x-request-id", DISCONNECT_DISABLED[0]}
