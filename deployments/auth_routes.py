@@ -53,6 +53,7 @@ async def register(body: RegisterIn, request: Request) -> dict[str, Any]:
         username=body.username,
         password=body.password,
         display_name=body.display_name or "",
+        ip=client_ip(request),
     )
 
 
@@ -63,6 +64,7 @@ async def login(body: LoginIn, request: Request) -> dict[str, Any]:
         username=body.username,
         password=body.password,
         ip=client_ip(request),
+        device_token=body.device_token,
     )
     # a guest cart (X-Cart-Token) joins the user's cart; never fails the login
     await merge_at_login(request, _auth(request).codec.verify_access(pair.access_token).user_id)

@@ -56,11 +56,13 @@ class RegisterIn(Strict):
 
 
 class LoginIn(Strict):
-    """Sign in with exactly one of ``email`` or ``username``."""
+    """Sign in with exactly one of ``email`` or ``username``; ``device_token``: the one a
+    previous sign-in from this client returned (``raymall.auth.devices``), if any."""
 
     email: EmailStr | None = None
     username: Username | None = None
     password: Password
+    device_token: Annotated[str, StringConstraints(max_length=200)] | None = None
 
     @model_validator(mode="after")
     def _one_login_name(self) -> LoginIn:

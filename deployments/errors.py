@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from raymall import metrics
-from raymall.errors import DomainError, RateLimited, error_body
+from raymall.errors import DomainError, RateLimited, Unavailable, error_body
 from raymall.faults import to_domain
 from raymall.logs import get_logger
 
@@ -55,9 +55,12 @@ def error_response(
 
 
 def domain_headers(exc: DomainError) -> dict[str, str] | None:
-    """Response headers a domain error carries (``Retry-After`` on 429)."""
+    """Response headers a domain error carries (``Retry-After`` on 429, and on a 503 that
+    names when to retry)."""
     if isinstance(exc, RateLimited):
         return {"Retry-After": str(max(1, exc.retry_after))}
+    if isinstance(exc, Unavailable) and exc.retry_after is not None:
+        return {"Retry-After": str(exc.retry_after)}
     return None
 
 

@@ -222,3 +222,9 @@ class RateLimited(DomainError):
 
 class Unavailable(DomainError):
     code, status, retriable = "unavailable", 503, True
+
+    @property
+    def retry_after(self) -> int | None:
+        """Seconds for a ``Retry-After`` header, when ``details["retry_after"]`` names them."""
+        value = self.details.get("retry_after")
+        return value if isinstance(value, int) and value > 0 else None

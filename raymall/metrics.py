@@ -51,6 +51,11 @@ RATE_LIMIT_DECISIONS = Counter(
     "Rate limiter decisions by rule",
     ["rule", "decision"],
 )
+PASSWORD_HASHES = Counter(
+    "raymall_password_hashes_total",
+    "Password hashes computed, by operation (hash, verify, dummy: an unknown name's verify)",
+    ["op"],
+)
 INVENTORY_BATCH_SIZE = Histogram(
     "raymall_inventory_batch_ops",
     "Operations per inventory group commit",

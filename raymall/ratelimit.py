@@ -12,6 +12,10 @@ Guarantees:
   limit only when every limit admits it (a per-user, per-IP and per-event limit never
   leak tokens to each other);
 - the clock is Redis's ``TIME``, so replicas with skewed clocks agree;
+- ``check`` admits and charges in one step, so a caller that charges *before* doing the
+  costly thing (a password hash) lets through at most ``burst`` of any number of
+  concurrent callers; ``refund`` gives a charge back, atomically too (a sign-in that
+  succeeded was not a failure);
 - every decision is counted in ``raymall_rate_limit_decisions_total{rule, decision}``.
 
 Usage::
@@ -75,6 +79,24 @@ end
 return {allowed, math.ceil(retry), remaining, refused}
 """
 
+# KEYS[i]: bucket keys. ARGV[1] cost, then one interval_ms per key. Moves each key's
+# theoretical arrival time back by cost intervals; a bucket that is full again is deleted.
+_REFUND = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local cost = tonumber(ARGV[1])
+for i = 1, #KEYS do
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local back = tat - tonumber(ARGV[1 + i]) * cost
+  if back <= now then
+    redis.call('DEL', KEYS[i])
+  else
+    redis.call('SET', KEYS[i], string.format('%.3f', back), 'PX', math.ceil(back - now) + 1)
+  end
+end
+return #KEYS
+"""
+
 
 @dataclass(frozen=True)
 class Limit:
@@ -123,6 +145,7 @@ class RateLimiter:
         self.redis = redis
         self.prefix = prefix
         self._script = redis.register_script(_GCRA)
+        self._refund = redis.register_script(_REFUND)
 
     def key(self, limit: Limit, subject: str) -> str:
         if len(subject) > MAX_KEY_CHARS:
@@ -146,6 +169,15 @@ class RateLimiter:
                 retry_after=decision.retry_after_header,
             )
         return decision
+
+    async def refund(self, *checks: Check, cost: int = 1) -> None:
+        """Give back ``cost`` events charged by an earlier ``check`` (never below a full
+        bucket), in one atomic step."""
+        if not checks:
+            return
+        keys = [self.key(limit, subject) for limit, subject in checks]
+        args: list[Any] = [cost] + [repr(limit.interval_ms) for limit, _ in checks]
+        await self._refund(keys=keys, args=args)
 
     async def reset(self, *checks: Check) -> None:
         """Forget the history of these subjects (e.g. after a successful login)."""

@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     login_max_failures_per_account: int = Field(5, ge=1)
     login_max_failures_per_ip: int = Field(20, ge=1)
     login_failure_window_s: int = Field(300, ge=1)
+    # sign-in limits beyond one client (raymall/auth/guard.py)
+    login_max_failures_per_account_total: int = Field(20, ge=1)
+    login_max_unknown_names_per_client: int = Field(20, ge=1)
+    login_device_ttl_s: int = Field(180 * 86_400, ge=3_600, le=730 * 86_400)
+    register_max_per_client: int = Field(5, ge=1)
+    register_max_unknown_clients: int = Field(600, ge=1)
+    register_window_s: int = Field(3_600, ge=1)
     demo_admin_password: SecretStr | None = None
     demo_user_password: SecretStr | None = None
     password_hasher: Literal["argon2id", "bcrypt"] = "argon2id"  # noqa: S105 (a name)
@@ -65,6 +72,7 @@ class Settings(BaseSettings):
     argon2_parallelism: int = Field(1, ge=1, le=16)
     bcrypt_rounds: int = Field(12, ge=4, le=16)
     password_hash_threads: int = Field(2, ge=1, le=32)
+    password_hash_queue: int = Field(64, ge=2, le=10_000)
     permission_cache_ttl_s: float = Field(30, ge=1, le=3600)
     # proxies in front of Serve that append X-Forwarded-For (0: use the socket peer)
     trusted_proxy_hops: int = Field(0, ge=0, le=5)

@@ -34,6 +34,16 @@ DOCS = {
     "login_max_failures_per_account": "failed logins per account per window before 429",
     "login_max_failures_per_ip": "failed logins per client address per window before 429",
     "login_failure_window_s": "window of the failed-login limits",
+    "login_max_failures_per_account_total": "failed logins per account per window from every "
+    "client without a device token together",
+    "login_max_unknown_names_per_client": "sign-ins per client per window for names with no "
+    "account that cost a hash (more are answered alike, without one)",
+    "login_device_ttl_s": "lifetime of the device token a sign-in returns (its own failed-login "
+    "bucket)",
+    "register_max_per_client": "registrations per client address per register window",
+    "register_max_unknown_clients": "registrations per register window from every client whose "
+    "address is unknown, together",
+    "register_window_s": "window of the registration limits",
     "demo_admin_password": "password of the demo admin made by `seed --demo` (else generated)",
     "demo_user_password": "password of the demo user made by `seed --demo` (else generated)",
     "password_hasher": "`argon2id` or `bcrypt` for new hashes (both verify; old hashes are "
@@ -43,6 +53,8 @@ DOCS = {
     "argon2_parallelism": "Argon2id lanes",
     "bcrypt_rounds": "bcrypt cost factor (when `RAYMALL_PASSWORD_HASHER=bcrypt`)",
     "password_hash_threads": "threads per replica that hash passwords (off the event loop)",
+    "password_hash_queue": "password hashes waiting per replica before a newcomer gets 503 "
+    "with `Retry-After` (registrations and unknown names: half of it)",
     "permission_cache_ttl_s": "how long a replica caches the RBAC permission table",
     "trusted_proxy_hops": "proxies in front that append `X-Forwarded-For` (enables per-IP limits)",
     "http_host": "address Serve listens on",

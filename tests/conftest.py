@@ -79,6 +79,9 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         "flash_order_timeout_s": 8,
         "inventory_shards": 4,
         "order_shards": 2,
+        # the tests play the proxy in front: an X-Forwarded-For they send names the client
+        # (tests/e2e/test_auth_attacks.py); without one the address stays unknown
+        "trusted_proxy_hops": 1,
         "recommender": os.environ.get("RAYMALL_TEST_RECOMMENDER", "1") == "1",
     }
     if SERVER_DB and SERVER_REDIS:

@@ -121,5 +121,26 @@ def revoked_since(session: Session, since_ms: int) -> list[str]:
     )
 
 
+def generation(session: Session, family_id: str) -> int:
+    """The family's current generation (0 at sign-in, one more per rotation)."""
+    return int(
+        session.scalar(select(RefreshFamily.generation).where(RefreshFamily.id == family_id)) or 0
+    )
+
+
+def rotated_since(session: Session, since_ms: int, *, ttl_s: int, now_ms: int) -> dict[str, int]:
+    """Live families last rotated at or after ``since_ms`` -> their generation (access
+    tokens of their earlier generations may still be live). A rotation sets ``expires_ms``
+    to its time plus ``ttl_s``, which dates it."""
+    rows = session.execute(
+        select(RefreshFamily.id, RefreshFamily.generation).where(
+            RefreshFamily.generation > 0,
+            RefreshFamily.revoked_ms.is_(None),
+            RefreshFamily.expires_ms >= max(since_ms + ttl_s * 1000, now_ms),
+        )
+    )
+    return {str(fid): int(gen) for fid, gen in rows}
+
+
 def family_owner(session: Session, family_id: str) -> int | None:
     return session.scalar(select(RefreshFamily.user_id).where(RefreshFamily.id == family_id))

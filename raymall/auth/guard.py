@@ -1,58 +1,149 @@
-"""Brute-force protection for password checks, per account and per client IP.
+"""Limits on everything that costs a password hash: sign-ins, password changes, registrations.
 
-Only failures are charged. Before a password is checked, both limits are peeked: if
-either is exhausted the attempt is refused with 429 and ``Retry-After`` without spending
-a bcrypt hash on it. Each limit admits ``max_failures`` failures at once and then one
-more per ``window / max_failures`` (GCRA, see ``raymall.ratelimit``), so a guesser gets
-at most ``max_failures`` guesses per window in the long run. A success clears the
-account's failures, never the IP's (one good password must not buy an IP more guesses).
+**Charged before the hash.** An attempt is charged to every bucket it belongs to in one
+atomic step (``RateLimiter.check``: all or none) *before* its password is checked, and a
+success gives the charge back (``succeeded``). So of any number of concurrent guesses at
+most ``login_max_failures_per_account`` are ever checked: the rest are refused with 429 and
+``Retry-After`` without a hash. (Peeking first and charging after a failure let every
+concurrent guess through.) Each bucket admits its limit at once and then one more per
+``window / limit`` (GCRA, ``raymall.ratelimit``).
 
-The caller names the account: its user id when it exists (so switching between e-mail and
-username buys no extra guesses) and the normalized login name otherwise. Unknown names are
-limited exactly like real ones, so the answers do not reveal which accounts exist.
+**Buckets of a sign-in**, for the account (its user id when it exists, so switching
+between e-mail and username buys nothing, else the normalized name: unknown names are
+limited exactly like real ones, so answers do not reveal which accounts exist):
+
+- per account *and client* (``login_max_failures_per_account``). The client is the device,
+  when the attempt presents a valid device token of this account (``raymall.auth.devices``);
+  else its address, when known (``deployments.security.client_ip``); else "unknown", one
+  client for every caller whose address is unknown;
+- per account, for every client without a device token together
+  (``login_max_failures_per_account_total``, looser): caps a guesser with many addresses;
+- per address, over every account (``login_max_failures_per_ip``), when it is known.
+
+A device has only its own bucket. A burst of wrong passwords from one client therefore
+locks out that client, not the owner on a device that signed in before, nor (when
+addresses are known) the owner from another address. A success clears its own bucket
+and refunds the shared ones (one right password must not buy an address more guesses).
+
+**Unknown names** cost a dummy hash, so that timing does not tell them apart; past
+``login_max_unknown_names_per_client`` per window a client's further unknown names are
+answered the same way without one (``unknown_name_hashed`` is False).
+
+**Password changes** (``POST /me/password``) have their own bucket per user, so a stolen
+session guessing the current password locks only password changes, never sign-in.
+
+**Registrations** are limited per client address (``register_max_per_client``), and those
+from clients whose address is unknown together (``register_max_unknown_clients``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 from raymall.errors import RateLimited
-from raymall.ratelimit import Limit, RateLimiter
+from raymall.ratelimit import Check, Decision, Limit, RateLimiter
 from raymall.settings import Settings
 
+UNKNOWN = "unknown"
 
-class LoginGuard:
+
+@dataclass(frozen=True)
+class Client:
+    """Who is signing in: a verified device of the account, an address, or neither."""
+
+    ip: str | None = None
+    device: str | None = None
+
+    @property
+    def key(self) -> str:
+        if self.device is not None:
+            return "d:" + self.device
+        return "a:" + self.ip if self.ip is not None else UNKNOWN
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The buckets one sign-in was charged to."""
+
+    own: Check  # the account from this client: cleared by a success
+    shared: tuple[Check, ...]  # the account's total and the address: refunded by a success
+
+
+class AuthGuard:
     def __init__(self, limiter: RateLimiter, settings: Settings) -> None:
         self.limiter = limiter
         window = float(settings.login_failure_window_s)
-        self.per_account = Limit("login_account", settings.login_max_failures_per_account, window)
+        per_account = settings.login_max_failures_per_account
+        self.per_client = Limit("login_account_client", per_account, window)
+        self.per_account = Limit(
+            "login_account", settings.login_max_failures_per_account_total, window
+        )
         self.per_ip = Limit("login_ip", settings.login_max_failures_per_ip, window)
+        self.unknown_names = Limit(
+            "login_unknown_name", settings.login_max_unknown_names_per_client, window
+        )
+        self.password_change = Limit("password_change", per_account, window)
+        reg_window = float(settings.register_window_s)
+        self.register_client = Limit(
+            "register_client", settings.register_max_per_client, reg_window
+        )
+        self.register_unknown = Limit(
+            "register_unknown", settings.register_max_unknown_clients, reg_window
+        )
 
-    def _account(self, account: str) -> tuple[Limit, str]:
-        digest = hashlib.sha256(account.strip().lower().encode("utf-8")).hexdigest()[:32]
-        return self.per_account, digest
-
-    def _checks(self, account: str, ip: str | None) -> list[tuple[Limit, str]]:
-        checks = [self._account(account)]
-        if ip is not None:
-            checks.append((self.per_ip, ip))
-        return checks
-
-    async def before_attempt(self, account: str, ip: str | None) -> None:
-        """Raise RateLimited if this account or IP has used up its failures."""
-        decision = await self.limiter.peek(*self._checks(account, ip))
+    # ---- sign-in --------------------------------------------------------------------
+    async def admit(self, account: str, client: Client) -> Attempt:
+        """Charge one failed sign-in to each of the attempt's buckets, or raise
+        RateLimited (429) having charged none."""
+        subject = _digest(account)
+        own = (self.per_client, f"{subject}:{client.key}")
+        shared: list[Check] = []
+        if client.device is None:
+            shared.append((self.per_account, subject))
+            if client.ip is not None:
+                shared.append((self.per_ip, client.ip))
+        decision = await self.limiter.check(own, *shared)
         if not decision.allowed:
-            scope = "account" if decision.refused_by == self.per_account.name else "address"
-            raise RateLimited(
-                f"too many failed sign-ins for this {scope}; retry later",
-                retry_after=decision.retry_after_header,
-                details={"scope": scope},
+            scope = "address" if decision.refused_by == self.per_ip.name else "account"
+            raise _refused(
+                f"too many failed sign-ins for this {scope}; retry later", decision, scope
             )
+        return Attempt(own, tuple(shared))
 
-    async def failed(self, account: str, ip: str | None) -> None:
-        # Charged one by one: an exhausted IP must still count against the account.
-        for check in self._checks(account, ip):
-            await self.limiter.check(check, observe=False)
+    async def succeeded(self, attempt: Attempt) -> None:
+        await self.limiter.reset(attempt.own)
+        if attempt.shared:
+            await self.limiter.refund(*attempt.shared)
 
-    async def succeeded(self, account: str) -> None:
-        await self.limiter.reset(self._account(account))
+    async def unknown_name_hashed(self, client: Client) -> bool:
+        """May this client's sign-in for a name with no account spend a dummy hash?"""
+        decision = await self.limiter.check((self.unknown_names, client.ip or UNKNOWN))
+        return decision.allowed
+
+    # ---- password change ------------------------------------------------------------
+    async def admit_password_change(self, user_id: int) -> Check:
+        check = (self.password_change, str(user_id))
+        decision = await self.limiter.check(check)
+        if not decision.allowed:
+            raise _refused("too many wrong current passwords; retry later", decision, "account")
+        return check
+
+    async def password_changed(self, check: Check) -> None:
+        await self.limiter.reset(check)
+
+    # ---- registration ---------------------------------------------------------------
+    async def admit_registration(self, ip: str | None) -> None:
+        check = (self.register_client, ip) if ip is not None else (self.register_unknown, UNKNOWN)
+        decision = await self.limiter.check(check)
+        if not decision.allowed:
+            scope = "address" if ip is not None else "unknown_addresses"
+            raise _refused("too many registrations; retry later", decision, scope)
+
+
+def _digest(account: str) -> str:
+    return hashlib.sha256(account.strip().lower().encode("utf-8")).hexdigest()[:32]
+
+
+def _refused(message: str, decision: Decision, scope: str) -> RateLimited:
+    return RateLimited(message, retry_after=decision.retry_after_header, details={"scope": scope})

@@ -5,7 +5,11 @@ index mirrors the part of it that can still matter for access tokens, so that a 
 takes effect at once on every replica for the price of one ``MGET`` per request:
 
 - ``auth:fam:<family id>``: the family is revoked. Kept for the access-token lifetime plus
-  the leeway (older access tokens of the family have expired anyway).
+  the leeway (older access tokens of the family have expired anyway). The same key holding
+  ``g<n>`` says the family was refreshed to generation ``n``: its access tokens of older
+  generations are retired (a refresh ends the access token it replaces), on every
+  replica, with no extra read per request. A revocation overwrites it; it never overwrites
+  a revocation, nor a newer generation.
 - ``auth:usr:<user id>``: the user is blocked. Kept until the user is unblocked.
 - ``auth:epoch``: the index is complete. If Redis lost its data (a restart without
   persistence, a flush) the epoch is gone too; the next check rebuilds the index from the
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from raymall.errors import Unavailable
@@ -39,9 +43,24 @@ class Snapshot:
 
     blocked_users: list[int]
     revoked_families: list[str]
+    # live families refreshed recently enough that older access tokens may still be live:
+    # family id -> its current generation
+    generations: dict[str, int] = field(default_factory=dict)
 
 
 SnapshotLoader = Callable[[int], Awaitable[Snapshot]]  # (families revoked since ms) -> ...
+
+# KEYS[1]: the family's flag; ARGV[1] the new generation, ARGV[2] ttl (s). Never lowers a
+# generation, never replaces a revocation (any value that is not g<n>).
+_ROTATED = """
+local v = redis.call('GET', KEYS[1])
+if v then
+  if string.sub(v, 1, 1) ~= 'g' then return 0 end
+  if tonumber(string.sub(v, 2)) >= tonumber(ARGV[1]) then return 0 end
+end
+redis.call('SET', KEYS[1], 'g' .. ARGV[1], 'EX', tonumber(ARGV[2]))
+return 1
+"""
 
 
 class RevocationIndex:
@@ -60,10 +79,13 @@ class RevocationIndex:
         self.family_flag_ttl_s = family_flag_ttl_s
         self._load = load
         self._rebuild_lock = asyncio.Lock()
+        self._rotated = redis.register_script(_ROTATED)
 
-    async def status(self, family_id: str, user_id: int) -> str | None:
+    async def status(self, family_id: str, user_id: int, generation: int = 0) -> str | None:
         """``None`` if the token's family and user are in good standing, otherwise
-        ``"family_revoked"`` or ``"user_blocked"``. One round trip in the steady state."""
+        ``"family_revoked"``, ``"superseded"`` (an access token of a generation before
+        the family's latest refresh) or ``"user_blocked"``. One round trip in the steady
+        state."""
         keys = (FAMILY_PREFIX + family_id, USER_PREFIX + str(user_id), EPOCH_KEY)
         fam, usr, epoch = await self._reads.mget(keys)
         if epoch is None:
@@ -72,8 +94,14 @@ class RevocationIndex:
         if usr is not None:
             return "user_blocked"
         if fam is not None:
-            return "family_revoked"
+            return _family_status(fam, generation)
         return None
+
+    async def family_rotated(self, family_id: str, generation: int) -> None:
+        """Retire the family's access tokens of generations before ``generation``."""
+        await self._rotated(
+            keys=[FAMILY_PREFIX + family_id], args=[generation, self.family_flag_ttl_s]
+        )
 
     async def families_revoked(self, family_ids: Iterable[str]) -> None:
         ids = list(family_ids)
@@ -102,6 +130,8 @@ class RevocationIndex:
                 log.warning("cannot rebuild the revocation index: %s", exc)
                 raise Unavailable("token revocation state is unavailable; retry") from exc
             pipe = self.redis.pipeline(transaction=False)
+            for fid, gen in snapshot.generations.items():
+                pipe.set(FAMILY_PREFIX + fid, f"g{gen}", ex=self.family_flag_ttl_s)
             for uid in snapshot.blocked_users:
                 pipe.set(USER_PREFIX + str(uid), "1")
             for fid in snapshot.revoked_families:
@@ -115,3 +145,10 @@ class RevocationIndex:
                     "revoked_families": len(snapshot.revoked_families),
                 },
             )
+
+
+def _family_status(flag: str | bytes, generation: int) -> str | None:
+    text = flag.decode() if isinstance(flag, bytes) else flag
+    if text[:1] != "g":
+        return "family_revoked"
+    return "superseded" if generation < int(text[1:]) else None

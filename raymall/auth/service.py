@@ -1,12 +1,14 @@
 """Accounts and sessions: register, sign in, refresh, sign out, change password, block.
 
 One ``AuthService`` per Serve replica. It guarantees:
-- passwords are hashed (Argon2id by default, see ``raymall.passwords``) on a small
-  dedicated thread pool, never on the event
-  loop, and never by more than ``MAX_PENDING_HASHES`` queued requests per replica (more
-  get a retriable 503 instead of an ever-growing queue);
+- passwords are hashed (Argon2id by default, see ``raymall.passwords``) on the replica's
+  bounded hash pool (``raymall.auth.hashing``), never on the event loop;
+- every password check is charged to its limits before it runs (``raymall.auth.guard``):
+  concurrent guesses get no more checks than the limit, a known device keeps its own
+  bucket, registrations and unknown names are limited per client;
 - a refresh token works once: rotation is a compare-and-set in the database, and a
-  replayed token revokes its whole family;
+  replayed token revokes its whole family; a refresh retires the access tokens the family
+  was issued before it, on every replica;
 - every revocation (logout, replay, password change, block) is written to the database
   first and then to the Redis revocation index, which every authenticated request checks;
 - a sign-in for an unknown account costs the same hashing work as for a known one;
@@ -18,8 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select, update
@@ -29,7 +30,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Permission, User
 from raymall.accounts import validate_password
 from raymall.auth import families, users
-from raymall.auth.guard import LoginGuard
+from raymall.auth.devices import DeviceTokens
+from raymall.auth.guard import AuthGuard, Client
+from raymall.auth.hashing import HashPool
 from raymall.auth.permissions import Grant, PermissionCache
 from raymall.auth.revocations import RevocationIndex, Snapshot
 from raymall.auth.tokens import AccessClaims, IssuedPair, TokenCodec, VerifiedAccessCache
@@ -42,14 +45,11 @@ from raymall.errors import (
     InvalidToken,
     TokenExpired,
     TokenRevoked,
-    Unavailable,
     ValidationFailed,
 )
 from raymall.ids import now_ms
 from raymall.ratelimit import RateLimiter
 from raymall.settings import Settings
-
-MAX_PENDING_HASHES = 256
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,7 @@ class _Rotated:
     jti: str | None
     role: str
     blocked: bool
+    generation: int = 0
 
 
 class AuthService:
@@ -79,8 +80,11 @@ class AuthService:
             leeway_s=settings.jwt_leeway_s,
         )
         self.verified = VerifiedAccessCache(self.codec)
+        self.devices = DeviceTokens(
+            settings.secret("jwt_secret"), ttl_s=settings.login_device_ttl_s
+        )
         self.limiter = RateLimiter(redis)
-        self.guard = LoginGuard(self.limiter, settings)
+        self.guard = AuthGuard(self.limiter, settings)
         self.revocations = RevocationIndex(
             redis,
             family_flag_ttl_s=settings.access_token_ttl_s + settings.jwt_leeway_s + 5,
@@ -88,40 +92,50 @@ class AuthService:
             hot_redis=hot_redis,
         )
         self.permissions = PermissionCache(self._grants, ttl_s=settings.permission_cache_ttl_s)
-        self._hash_pool = ThreadPoolExecutor(
-            settings.password_hash_threads, thread_name_prefix="pwhash"
-        )
-        self._pending_hashes = 0
         self.hasher = settings.password_hasher_config()
+        self.hashes = HashPool(
+            self.hasher,
+            threads=settings.password_hash_threads,
+            max_pending=settings.password_hash_queue,
+        )
         # verified against when the account does not exist, so timing does not reveal
         # which accounts are registered
         self._dummy_hash = self.hasher.hash(secrets.token_urlsafe(16))
 
     def close(self) -> None:
-        self._hash_pool.shutdown(wait=False, cancel_futures=True)
+        self.hashes.close()
 
     # ---- the per-request check ------------------------------------------------------
     async def authenticate(self, token: str) -> AccessClaims:
         """Verify an access token and its standing (one Redis round trip)."""
         claims = self.verified.verify(token)
-        status = await self.revocations.status(claims.family_id, claims.user_id)
+        status = await self.revocations.status(claims.family_id, claims.user_id, claims.generation)
+        if status is None:
+            return claims
         if status == "user_blocked":
             raise AccountBlocked("this account is blocked")
-        if status == "family_revoked":
-            raise TokenRevoked("this session has been revoked; sign in again")
-        return claims
+        if status == "superseded":
+            raise TokenRevoked("this access token was replaced by a refresh; use the new one")
+        raise TokenRevoked("this session has been revoked; sign in again")
 
     async def allowed(self, role: str, resource: str, action: str) -> bool:
         return await self.permissions.allowed(role, resource, action)
 
     # ---- accounts and sessions ------------------------------------------------------
     async def register(
-        self, *, email: str, username: str, password: str, display_name: str = ""
+        self,
+        *,
+        email: str,
+        username: str,
+        password: str,
+        display_name: str = "",
+        ip: str | None = None,
     ) -> dict[str, Any]:
         email, username = users.normalize_email(email), users.normalize_username(username)
         validate_password(password, email=email, username=username)
         await in_tx(self.sessions, users.check_available, email, username)  # before hashing
-        password_hash = await self._hash(password)
+        await self.guard.admit_registration(ip)
+        password_hash = await self.hashes.hash(password, bulk=True)
         try:
             user = await in_tx(
                 self.sessions,
@@ -140,24 +154,39 @@ class AuthService:
         return users.user_view(user)
 
     async def login(
-        self, *, email: str | None, username: str | None, password: str, ip: str | None
+        self,
+        *,
+        email: str | None,
+        username: str | None,
+        password: str,
+        ip: str | None,
+        device_token: str | None = None,
     ) -> IssuedPair:
+        """Sign in; the pair carries a device token for the next sign-in from this client."""
         user: User | None = await in_tx(
             self.sessions, lambda s: users.find_for_login(s, email=email, username=username)
         )
         name = users.normalize_email(email) if email else users.normalize_username(username or "")
-        account = f"u:{user.id}" if user is not None else f"n:{name}"
-        await self.guard.before_attempt(account, ip)
-        ok = await self._verify(password, user.password_hash if user else self._dummy_hash)
-        if user is None or not ok:
-            await self.guard.failed(account, ip)
+        if user is None:
+            client = Client(ip)
+            await self.guard.admit(f"n:{name}", client)
+            if await self.guard.unknown_name_hashed(client):
+                await self.hashes.verify(password, self._dummy_hash, dummy=True)
+            else:  # as long as a verify, without one
+                await asyncio.sleep(self.hashes.typical_verify_s)
             raise InvalidCredentials("wrong e-mail, username or password")
+        user_id = int(user.id)
+        device = self.devices.verify(device_token, user_id)
+        attempt = await self.guard.admit(f"u:{user_id}", Client(ip, device))
+        if not await self.hashes.verify(password, user.password_hash):
+            raise InvalidCredentials("wrong e-mail, username or password")
+        await self.guard.succeeded(attempt)
         if user.is_blocked:
             raise AccountBlocked("this account is blocked; contact support")
-        await self.guard.succeeded(account)
         if self.hasher.needs_rehash(user.password_hash):
-            await self._upgrade_hash(int(user.id), user.password_hash, password)
-        return await self._start_session(int(user.id), user.role)
+            await self._upgrade_hash(user_id, user.password_hash, password)
+        pair = await self._start_session(user_id, user.role)
+        return replace(pair, device_token=self.devices.issue(user_id, device))
 
     async def refresh(self, refresh_token: str) -> IssuedPair:
         claims = self.codec.verify_refresh(refresh_token)
@@ -177,7 +206,8 @@ class AuthService:
                 ttl_s=self.settings.refresh_token_ttl_s,
                 now_ms=now_ms(),
             )
-            return _Rotated(outcome, jti, user.role, False)
+            gen = families.generation(session, claims.family_id) if jti is not None else 0
+            return _Rotated(outcome, jti, user.role, False, gen)
 
         result = await in_tx(self.sessions, rotate)
         if result.blocked:
@@ -191,7 +221,11 @@ class AuthService:
             raise TokenExpired("this session has expired; sign in again")
         if result.outcome is not families.Rotation.ROTATED or result.jti is None:
             raise InvalidToken("unknown refresh token")
-        return self.codec.issue_pair(claims.user_id, result.role, claims.family_id, result.jti)
+        # the access tokens issued before this refresh stop working, as at logout
+        await self.revocations.family_rotated(claims.family_id, result.generation)
+        return self.codec.issue_pair(
+            claims.user_id, result.role, claims.family_id, result.jti, generation=result.generation
+        )
 
     async def logout(self, family_id: str) -> None:
         await in_tx(
@@ -205,10 +239,8 @@ class AuthService:
     ) -> IssuedPair:
         """Change the password, revoke every session of the user, start a new one."""
         user = await in_tx(self.sessions, users.get_user, user_id)
-        account = f"u:{user_id}"
-        await self.guard.before_attempt(account, ip)
-        if not await self._verify(current, user.password_hash):
-            await self.guard.failed(account, ip)
+        charged = await self.guard.admit_password_change(user_id)  # its own bucket
+        if not await self.hashes.verify(current, user.password_hash):
             raise ValidationFailed(
                 "the current password is wrong", details={"field": "current_password"}
             )
@@ -218,7 +250,7 @@ class AuthService:
                 details={"field": "new_password"},
             )
         validate_password(new, email=user.email, username=user.username)
-        new_hash = await self._hash(new)
+        new_hash = await self.hashes.hash(new)
 
         def apply(session: Session) -> tuple[list[str], str, str, str]:
             now = now_ms()
@@ -231,7 +263,7 @@ class AuthService:
 
         revoked, fid, jti, role = await in_tx(self.sessions, apply)
         await self.revocations.families_revoked(revoked)
-        await self.guard.succeeded(account)
+        await self.guard.password_changed(charged)
         return self.codec.issue_pair(user_id, role, fid, jti)
 
     # ---- administration -------------------------------------------------------------
@@ -280,17 +312,11 @@ class AuthService:
         )
         return self.codec.issue_pair(user_id, role, fid, jti)
 
-    async def _hash(self, password: str) -> str:
-        return str(await self._on_hash_pool(self.hasher.hash, password))
-
-    async def _verify(self, password: str, hashed: str) -> bool:
-        return bool(await self._on_hash_pool(self.hasher.verify, password, hashed))
-
     async def _upgrade_hash(self, user_id: int, old_hash: str, password: str) -> None:
         """Store a hash with the configured parameters, unless the password changed
         meanwhile (compare-and-set on the old hash). Not a session change: nothing is
         revoked."""
-        new_hash = await self._hash(password)
+        new_hash = await self.hashes.hash(password)
 
         def store(session: Session) -> None:
             session.execute(
@@ -300,16 +326,6 @@ class AuthService:
             )
 
         await in_tx(self.sessions, store)
-
-    async def _on_hash_pool(self, fn: Any, *args: Any) -> Any:
-        if self._pending_hashes >= MAX_PENDING_HASHES:
-            raise Unavailable("too many sign-ins in progress; retry shortly")
-        self._pending_hashes += 1
-        try:
-            loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(self._hash_pool, fn, *args)
-        finally:
-            self._pending_hashes -= 1
 
     async def _grants(self) -> set[Grant]:
         rows = await in_tx(
@@ -321,9 +337,13 @@ class AuthService:
         return {(str(r), str(res), str(a)) for r, res, a in rows}
 
     async def _revocation_snapshot(self, since_ms: int) -> Snapshot:
+        ttl_s = self.settings.refresh_token_ttl_s
+
         def load(session: Session) -> Snapshot:
             return Snapshot(
-                users.blocked_user_ids(session), families.revoked_since(session, since_ms)
+                users.blocked_user_ids(session),
+                families.revoked_since(session, since_ms),
+                families.rotated_since(session, since_ms, ttl_s=ttl_s, now_ms=now_ms()),
             )
 
         return await in_tx(self.sessions, load)

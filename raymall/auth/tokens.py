@@ -10,6 +10,11 @@ Refresh tokens are JWTs too, but signed with a key derived from the secret for t
 purpose alone and carrying their own audience and ``typ``, so neither kind of token can be
 used as the other. A refresh token names its family (``fid``) and its own ``jti``; whether
 it is still the family's current token is decided by ``raymall.auth.families``.
+
+An access token also names the family's generation it was issued at (``gen``: 0 at sign-in,
+one more at each refresh), so a refresh can retire the access tokens issued before it with
+one flag per family (``raymall.auth.revocations``), read by the check every request makes
+anyway. A token without ``gen`` is of generation 0.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class AccessClaims:
     family_id: str
     issued_at: int
     expires_at: int
+    generation: int = 0
 
 
 @dataclass(frozen=True)
@@ -68,15 +74,19 @@ class IssuedPair:
     access_jti: str
     refresh_jti: str
     family_id: str
+    device_token: str | None = None  # a sign-in's (raymall.auth.devices)
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "access_token": self.access_token,
             "refresh_token": self.refresh_token,
             "token_type": "bearer",
             "expires_in": self.expires_in,
             "refresh_expires_in": self.refresh_expires_in,
         }
+        if self.device_token is not None:
+            body["device_token"] = self.device_token
+        return body
 
 
 class TokenCodec:
@@ -99,11 +109,19 @@ class TokenCodec:
 
     # ---- issue ------------------------------------------------------------------------
     def issue_access(
-        self, user_id: int, role: str, family_id: str, *, now: int | None = None
+        self,
+        user_id: int,
+        role: str,
+        family_id: str,
+        *,
+        now: int | None = None,
+        generation: int = 0,
     ) -> tuple[str, AccessClaims]:
         iat = int(time.time()) if now is None else now
-        claims = AccessClaims(user_id, role, new_id(), family_id, iat, iat + self.access_ttl_s)
-        payload = {
+        claims = AccessClaims(
+            user_id, role, new_id(), family_id, iat, iat + self.access_ttl_s, generation
+        )
+        payload: dict[str, Any] = {
             "sub": str(user_id),
             "role": role,
             "jti": claims.jti,
@@ -113,6 +131,8 @@ class TokenCodec:
             "iss": ISSUER,
             "aud": ACCESS_AUDIENCE,
         }
+        if generation:
+            payload["gen"] = generation
         return jwt.encode(payload, self._access_key, algorithm=ALGORITHM), claims
 
     def issue_refresh(
@@ -133,9 +153,16 @@ class TokenCodec:
         return jwt.encode(payload, self._refresh_key, algorithm=ALGORITHM), claims
 
     def issue_pair(
-        self, user_id: int, role: str, family_id: str, refresh_jti: str, *, now: int | None = None
+        self,
+        user_id: int,
+        role: str,
+        family_id: str,
+        refresh_jti: str,
+        *,
+        now: int | None = None,
+        generation: int = 0,
     ) -> IssuedPair:
-        access, a = self.issue_access(user_id, role, family_id, now=now)
+        access, a = self.issue_access(user_id, role, family_id, now=now, generation=generation)
         refresh, _ = self.issue_refresh(user_id, family_id, refresh_jti, now=now)
         return IssuedPair(
             access, refresh, self.access_ttl_s, self.refresh_ttl_s, a.jti, refresh_jti, family_id
@@ -147,7 +174,13 @@ class TokenCodec:
         if "typ" in payload:
             raise InvalidToken("not an access token")
         role = payload["role"]
-        if not isinstance(role, str) or not isinstance(payload["fid"], str):
+        generation = payload.get("gen", 0)
+        if (
+            not isinstance(role, str)
+            or not isinstance(payload["fid"], str)
+            or type(generation) is not int
+            or not 0 <= generation < 2**62
+        ):
             raise InvalidToken("malformed access token claims")
         return AccessClaims(
             user_id=_user_id(payload["sub"]),
@@ -156,6 +189,7 @@ class TokenCodec:
             family_id=payload["fid"],
             issued_at=int(payload["iat"]),
             expires_at=int(payload["exp"]),
+            generation=generation,
         )
 
     def verify_refresh(self, token: str) -> RefreshClaims:

@@ -9,6 +9,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -98,35 +99,124 @@ def test_limiter_is_atomic_under_concurrency(redis_url: str) -> None:
     _run(scenario())
 
 
-def test_login_guard_limits_accounts_and_known_ips(redis_url: str) -> None:
-    from raymall.auth.guard import LoginGuard
+def test_a_charge_made_before_the_work_admits_at_most_the_burst_and_refunds(
+    redis_url: str,
+) -> None:
+    """Charging first is what makes a limit hold under concurrency: of 64 concurrent
+    charges exactly the burst is admitted, and a refund gives one back at once."""
+
+    async def scenario() -> None:
+        r = await _client(redis_url)
+        limiter = RateLimiter(r, prefix=f"t{secrets.token_hex(3)}")
+        account, shared = Limit("acct", 5, 300), Limit("shared", 100, 300)
+        checks = ((account, "a"), (shared, "s"))
+        decisions = await asyncio.gather(*(limiter.check(*checks) for _ in range(64)))
+        assert sum(d.allowed for d in decisions) == 5
+        assert (await limiter.peek((shared, "s"))).remaining == 95  # refused: charged nothing
+        await limiter.refund(*checks)
+        assert (await limiter.peek((account, "a"))).remaining == 1
+        assert (await limiter.peek((shared, "s"))).remaining == 96
+        for _ in range(10):  # a refund never fills a bucket past its capacity
+            await limiter.refund(*checks)
+        assert (await limiter.peek((account, "a"))).remaining == 5
+        assert await r.exists(limiter.key(account, "a")) == 0  # full again: no key left
+        await r.aclose()
+
+    _run(scenario())
+
+
+def _guard_settings(**over: Any) -> Settings:
+    base: dict[str, Any] = {
+        "redis_url": "redis://unused",
+        "login_max_failures_per_account": 2,
+        "login_max_failures_per_account_total": 3,
+        "login_max_failures_per_ip": 4,
+        "login_failure_window_s": 60,
+    }
+    return Settings(**(base | over))
+
+
+def test_guard_buckets_an_account_per_client_and_a_device_apart(redis_url: str) -> None:
+    from raymall.auth.guard import AuthGuard, Client
     from raymall.errors import RateLimited
 
     async def scenario() -> None:
         r = await _client(redis_url)
-        settings = Settings(
-            redis_url="redis://unused",
-            login_max_failures_per_account=2,
-            login_max_failures_per_ip=3,
-            login_failure_window_s=60,
-        )
-        guard = LoginGuard(RateLimiter(r, prefix=f"t{secrets.token_hex(3)}"), settings)
+        guard = AuthGuard(RateLimiter(r, prefix=f"t{secrets.token_hex(3)}"), _guard_settings())
+        anyone, known = Client(), Client("10.0.0.1")
         for _ in range(2):
-            await guard.before_attempt("u:1", "10.0.0.1")
-            await guard.failed("u:1", "10.0.0.1")
+            await guard.admit("u:1", anyone)
         with pytest.raises(RateLimited) as refused:
-            await guard.before_attempt("u:1", "10.0.0.2")
+            await guard.admit("u:1", anyone)  # the unknown client used up its 2
         assert refused.value.details["scope"] == "account" and refused.value.retry_after >= 1
-        await guard.before_attempt("u:2", "10.0.0.1")  # IP has one failure left
-        await guard.failed("u:2", "10.0.0.1")
-        with pytest.raises(RateLimited) as refused:
-            await guard.before_attempt("u:3", "10.0.0.1")
-        assert refused.value.details["scope"] == "address"
-        await guard.before_attempt("u:3", None)  # unknown address: only the account counts
-        await guard.succeeded("u:1")
-        await guard.before_attempt("u:1", "10.0.0.9")  # success cleared the account only
+        await guard.admit("u:1", known)  # another client: its own 2 ...
+        with pytest.raises(RateLimited):  # ... but the account's total (3) is spent
+            await guard.admit("u:1", Client("10.0.0.2"))
+        owner = await guard.admit("u:1", Client(device="dev-1"))  # a device: only its own
+        await guard.succeeded(owner)
+        for _ in range(2):
+            await guard.admit("u:1", Client(device="dev-2"))
         with pytest.raises(RateLimited):
-            await guard.before_attempt("u:1", "10.0.0.1")
+            await guard.admit("u:1", Client(device="dev-2"))
+        await guard.admit("u:1", Client(device="dev-1"))  # one device's lock is its own
+        # the address is limited over every account
+        for account in ("u:2", "u:3", "u:4"):
+            await guard.admit(account, known)
+        with pytest.raises(RateLimited) as refused:
+            await guard.admit("u:5", known)
+        assert refused.value.details["scope"] == "address"
+        await r.aclose()
+
+    _run(scenario())
+
+
+def test_guard_success_clears_its_client_and_refunds_the_shared_buckets(redis_url: str) -> None:
+    from raymall.auth.guard import AuthGuard, Client
+    from raymall.errors import RateLimited
+
+    async def scenario() -> None:
+        r = await _client(redis_url)
+        guard = AuthGuard(RateLimiter(r, prefix=f"t{secrets.token_hex(3)}"), _guard_settings())
+        client = Client("10.0.0.7")
+        await guard.admit("u:1", client)
+        await guard.succeeded(await guard.admit("u:1", client))
+        # own bucket cleared (2 again), total has 1 failure: 2 more from this client
+        await guard.admit("u:1", client)
+        await guard.admit("u:1", client)
+        with pytest.raises(RateLimited):
+            await guard.admit("u:1", client)
+        await r.aclose()
+
+    _run(scenario())
+
+
+def test_password_changes_and_registrations_have_their_own_limits(redis_url: str) -> None:
+    from raymall.auth.guard import AuthGuard, Client
+    from raymall.errors import RateLimited
+
+    async def scenario() -> None:
+        r = await _client(redis_url)
+        settings = _guard_settings(register_max_per_client=3, register_max_unknown_clients=4)
+        guard = AuthGuard(RateLimiter(r, prefix=f"t{secrets.token_hex(3)}"), settings)
+        for _ in range(2):
+            await guard.admit_password_change(1)
+        with pytest.raises(RateLimited):
+            await guard.admit_password_change(1)
+        await guard.admit("u:1", Client())  # sign-in is another bucket
+        for _ in range(3):
+            await guard.admit_registration("10.1.1.1")
+        with pytest.raises(RateLimited) as refused:
+            await guard.admit_registration("10.1.1.1")
+        assert refused.value.details["scope"] == "address"
+        await guard.admit_registration("10.1.1.2")
+        for _ in range(4):
+            await guard.admit_registration(None)
+        with pytest.raises(RateLimited) as refused:
+            await guard.admit_registration(None)
+        assert refused.value.details["scope"] == "unknown_addresses"
+        assert [await guard.unknown_name_hashed(Client("10.9.9.9")) for _ in range(21)] == [
+            True
+        ] * 20 + [False]
         await r.aclose()
 
     _run(scenario())
@@ -279,3 +369,119 @@ def test_demo_accounts_are_idempotent_and_their_passwords_kept_private(
         user = s.get(User, third["user"]["id"])
         assert verify_password("Configured-Pw-42", user.password_hash)
     engine.dispose()
+
+
+# ---- the service: limits charged before hashing, refresh retiring access tokens ------------
+class _CountingHasher:
+    """The configured hasher, counting verifications."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.verifies = inner, 0
+
+    def hash(self, password: str) -> str:
+        return str(self.inner.hash(password))
+
+    def verify(self, password: str, hashed: str) -> bool:
+        self.verifies += 1
+        return bool(self.inner.verify(password, hashed))
+
+    def needs_rehash(self, hashed: str) -> bool:
+        return bool(self.inner.needs_rehash(hashed))
+
+
+async def _service(sessions, redis_url: str, **over: Any):  # type: ignore[no-untyped-def]
+    from raymall.auth.service import AuthService
+
+    settings = Settings(redis_url="redis://unused", jwt_secret=SecretStr("k" * 40), **over)
+    service = AuthService(settings, sessions, await _client(redis_url))
+    counter = _CountingHasher(service.hasher)
+    service.hashes.hasher = counter  # type: ignore[assignment]
+    return service, counter
+
+
+def test_concurrent_wrong_passwords_are_verified_at_most_the_limit(sessions, redis_url) -> None:
+    from raymall.errors import InvalidCredentials, RateLimited
+
+    async def scenario() -> None:
+        service, counter = await _service(sessions, redis_url)
+        name, password = f"u{secrets.token_hex(5)}", "Right-pw-1234"
+        await service.register(email=f"{name}@example.com", username=name, password=password)
+        device = (
+            await service.login(email=None, username=name, password=password, ip=None)
+        ).device_token
+        counter.verifies = 0
+
+        async def guess() -> str:
+            try:
+                await service.login(email=None, username=name, password="Wrong-pw-1234", ip=None)
+            except (InvalidCredentials, RateLimited) as exc:
+                return exc.code
+            return "signed_in"
+
+        answers = await asyncio.gather(*(guess() for _ in range(32)))
+        limit = service.settings.login_max_failures_per_account
+        assert counter.verifies <= limit
+        assert answers.count("invalid_credentials") == counter.verifies
+        assert answers.count("rate_limited") == 32 - counter.verifies
+        with pytest.raises(RateLimited):  # this client (address unknown) is locked out ...
+            await service.login(email=None, username=name, password=password, ip=None)
+        # ... but not the owner's device, which signed in before
+        pair = await service.login(
+            email=None, username=name, password=password, ip=None, device_token=device
+        )
+        assert pair.device_token and service.devices.verify(pair.device_token, 0) is None
+        service.close()
+
+    _run(scenario())
+
+
+def test_unknown_names_past_their_budget_cost_no_hash(sessions, redis_url) -> None:
+    from raymall.errors import InvalidCredentials
+
+    async def scenario() -> None:
+        service, counter = await _service(sessions, redis_url, login_max_unknown_names_per_client=3)
+        ip = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.9"
+        for _ in range(6):
+            name = f"nobody{secrets.token_hex(5)}"
+            with pytest.raises(InvalidCredentials):
+                await service.login(email=None, username=name, password="Pw-123456789", ip=ip)
+        assert counter.verifies == 3
+        service.close()
+
+    _run(scenario())
+
+
+def test_refresh_retires_the_access_tokens_issued_before_it(sessions, redis_url) -> None:
+    from raymall.errors import TokenRevoked
+
+    async def scenario() -> None:
+        service, _ = await _service(sessions, redis_url)
+        name, password = f"u{secrets.token_hex(5)}", "Right-pw-1234"
+        await service.register(email=f"{name}@example.com", username=name, password=password)
+        first = await service.login(email=None, username=name, password=password, ip=None)
+        assert (await service.authenticate(first.access_token)).generation == 0
+        second = await service.refresh(first.refresh_token)
+        with pytest.raises(TokenRevoked):
+            await service.authenticate(first.access_token)
+        assert (await service.authenticate(second.access_token)).generation == 1
+        third = await service.refresh(second.refresh_token)
+        with pytest.raises(TokenRevoked):
+            await service.authenticate(second.access_token)
+        await service.authenticate(third.access_token)
+        # the flag never goes back to an older generation
+        await service.revocations.family_rotated(first.family_id, 1)
+        with pytest.raises(TokenRevoked):
+            await service.authenticate(second.access_token)
+        # lost Redis data: the rebuild restores the retirement from the database
+        await service.revocations.redis.delete("auth:epoch", "auth:fam:" + first.family_id)
+        with pytest.raises(TokenRevoked):
+            await service.authenticate(second.access_token)
+        await service.authenticate(third.access_token)
+        # a logout still revokes the whole family, and a rotation cannot undo it
+        await service.logout(first.family_id)
+        await service.revocations.family_rotated(first.family_id, 9)
+        with pytest.raises(TokenRevoked):
+            await service.authenticate(third.access_token)
+        service.close()
+
+    _run(scenario())
