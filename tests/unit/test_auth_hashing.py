@@ -98,3 +98,10 @@ def test_access_tokens_carry_their_family_generation() -> None:
         forged = jwt.encode(claims | {"gen": bad}, SECRET, algorithm="HS256")
         with pytest.raises(InvalidToken):
             codec.verify_access(forged)
+
+
+def test_a_503_that_names_its_retry_sends_retry_after() -> None:
+    from deployments.errors import domain_headers
+
+    assert domain_headers(Unavailable("busy", details={"retry_after": 3})) == {"Retry-After": "3"}
+    assert domain_headers(Unavailable("down")) is None
