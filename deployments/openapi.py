@@ -65,6 +65,8 @@ EXTRA_STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", "/auth/login"): {401, 403, 429},
     ("POST", "/auth/refresh"): {401, 403, 429},
     ("POST", "/me/password"): {429},
+    ("POST", "/me/addresses"): {409},  # at most 20 per account
+    ("PATCH", "/me/addresses/{address_id}"): {409},  # the default cannot be unset
     ("POST", "/admin/users/{user_id}/block"): {409},
     ("POST", "/admin/users/{user_id}/unblock"): {409},
     # catalog administration

@@ -18,6 +18,7 @@ user, and ``POST /auth/logout`` is sent with a session of its own.
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -41,7 +42,9 @@ from tests.auth_helpers import TestUser, login, new_user
 
 pytestmark = pytest.mark.e2e
 
-EXAMPLES = 12  # per operation, role and generation mode
+# per operation, role and generation mode; RAYMALL_TEST_FUZZ_EXAMPLES raises it for a
+# longer search outside CI
+EXAMPLES = int(os.environ.get("RAYMALL_TEST_FUZZ_EXAMPLES", "12"))
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -90,16 +93,31 @@ def _prepare(
     return {"Authorization": f"Bearer {user.access_token}"}
 
 
-def _fuzz_operation(
-    operation: Any,
-    mode: GenerationMode,
+Send = Callable[[Case], "str | None"]
+
+
+def sender(
     base_url: str,
     session: requests.Session,
     headers_for: Callable[[Case], dict[str, str]],
     statuses: Counter[int],
-) -> str | None:
-    """Run the operation's cases (counting their answers' statuses); the first failure's
-    report, or None."""
+) -> Send:
+    """Sends a case and runs the checks on its answer: the failure's report, or None."""
+
+    def send(case: Case) -> str | None:
+        try:
+            response = case.call(base_url, session, headers_for(case), timeout=30)
+            statuses[response.status_code] += 1
+            case.validate_response(response, checks=CHECKS)
+        except (Exception, BaseExceptionGroup) as exc:  # a failed check (a FailureGroup)
+            return f"{type(exc).__name__}: {exc}"[:3000]
+        return None
+
+    return send
+
+
+def fuzz_operation(operation: Any, mode: GenerationMode, send: Send) -> str | None:
+    """``EXAMPLES`` generated cases of the operation: the first failure's report, or None."""
     found: list[str] = []
 
     @settings(
@@ -112,22 +130,36 @@ def _fuzz_operation(
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case: Case) -> None:
-        if found:
-            return
-        try:
-            response = case.call(base_url, session, headers_for(case), timeout=30)
-            statuses[response.status_code] += 1
-            case.validate_response(response, checks=CHECKS)
-        except Exception as exc:  # a failed check (FailureGroup), or no answer at all
-            found.append(f"{type(exc).__name__}: {exc}"[:3000])
+        if not found:
+            report = send(case)
+            if report is not None:
+                found.append(report)
 
     try:
         run()
     except (HypothesisException, schemathesis.errors.SchemathesisError) as exc:
         # e.g. no invalid input exists for an operation without parameters
         if mode is GenerationMode.POSITIVE:
-            return f"{operation.label}: cannot generate cases: {exc!r}"[:3000]
+            return f"cannot generate cases: {exc!r}"[:3000]
     return found[0] if found else None
+
+
+def cover_operation(api: Any, operation: Any, send: Send) -> str | None:
+    """Schemathesis' coverage cases of the operation (boundary values, each missing or
+    mistyped input, valid and invalid): the first failure's report, or None."""
+    config = api.config.generation_for(operation=operation)
+    for case in api.iter_coverage_cases(
+        operation, generation_modes=list(MODES), generation_config=config
+    ):
+        report = send(case)
+        if report is not None:
+            return report
+    return None
+
+
+def covered_by(role: str, path: str) -> bool:
+    """Coverage cases run once per operation, as the role that reaches its handler."""
+    return path.startswith("/admin/") == (role == "admin")
 
 
 @pytest.mark.parametrize("role", ["user", "admin"])
@@ -153,13 +185,16 @@ def test_every_operation_answers_as_documented(
 
     started = time.monotonic()
     failures, operations, statuses = [], 0, Counter[int]()
+    send = sender(app.url, http, headers_for, statuses)
     for result in api.get_all_operations():
         operation = result.ok()
         operations += 1
-        for mode in MODES:
-            report = _fuzz_operation(operation, mode, app.url, http, headers_for, statuses)
-            if report is not None:
-                failures.append(f"[{role}, {mode.value}] {operation.label}\n{report}")
+        reports = [(mode.value, fuzz_operation(operation, mode, send)) for mode in MODES]
+        if covered_by(role, operation.path):
+            reports.append(("coverage", cover_operation(api, operation, send)))
+        failures.extend(
+            f"[{role}, {kind}] {operation.label}\n{report}" for kind, report in reports if report
+        )
     elapsed = time.monotonic() - started
     print(
         f"\nfuzz as {role}: {operations} operations, {statuses.total()} requests in "
