@@ -139,3 +139,22 @@ def test_readiness_tells_the_public_only_ready_or_not_in_prod(
     assert (
         "10.0.0.7" in error_of(detailed, 503, "not_ready")["details"]["checks"]["database"]["error"]
     )
+
+
+def test_the_policy_follows_the_settings_and_prod_refuses_a_weak_ops_token() -> None:
+    from raymall.settings import ConfigError, load_settings
+
+    strong = {n: "s3cret-" + "x1y2z3w4v5" * 4 for n in ("jwt_secret", "payment_secret")}
+    strong["flash_token_secret"] = strong["jwt_secret"]
+    with pytest.raises(ConfigError, match="RAYMALL_OPS_TOKEN"):
+        load_settings(env="prod", ops_token="short", **strong)
+    prod = HttpPolicy.from_settings(load_settings(env="prod", ops_token=OPS + "-long", **strong))
+    scope = {"path": "/metrics", "method": "GET", "headers": []}
+    assert prod.refuses(scope)
+    scope["headers"] = [(b"authorization", f"Bearer {OPS}-long".encode())]
+    assert not prod.refuses(scope) and prod.is_ops(scope)
+    dev = HttpPolicy.from_settings(load_settings(cors_origins=[ORIGIN], behind_tls=True))
+    assert not dev.refuses({"path": "/metrics", "method": "GET", "headers": []})
+    headers = dict(dev.response_headers({"path": "/x", "headers": [(b"origin", ORIGIN.encode())]}))
+    assert headers[b"access-control-allow-origin"] == ORIGIN.encode()
+    assert b"strict-transport-security" in headers

@@ -104,3 +104,18 @@ async def test_forged_callbacks_are_limited_before_audit_but_signed_ones_never(
         with pytest.raises(NotFound):
             await svc.callback(body, *signed(body), "10.0.0.2")
     assert audits(engine)[-3:] == ["not_found"] * 3
+
+
+async def test_a_refused_callback_is_audited_when_the_limits_cannot_be_checked(
+    service: tuple[OrderService, Any],
+) -> None:
+    svc, engine = service
+
+    class Down:
+        async def check(self, *_checks: Any, **_kw: Any) -> Decision:
+            raise ConnectionError("redis down")
+
+    svc.limiter = Down()  # type: ignore[assignment]
+    with pytest.raises(BadSignature):
+        await svc.callback(b"{}", None, None, "10.0.0.9")
+    assert audits(engine) == ["missing_signature"]
