@@ -7,6 +7,10 @@ a ``pending_payment`` order at the flash price (``Idempotent-Replayed: true`` on
 409 ``sale_not_started`` / ``sale_ended`` / ``sold_out`` / ``purchase_limit_exceeded``,
 429 ``rate_limited`` with ``Retry-After``, 503 ``unavailable`` (retry with the same key).
 ``GET /flash-sales/{id}/purchases/me`` lists the caller's purchases and their orders.
+A sale created with ``require_token`` sells only to a request carrying ``X-Flash-Token``,
+a token from ``GET /flash-sales/{id}/token`` (same permission; 409 ``sale_not_started``
+before the start): 403 ``flash_token_required`` / ``flash_token_invalid``, 409
+``flash_token_used`` (``raymall.flash.tokens``).
 Admins (``flash_sale:manage``): ``POST /admin/flash-sales``, ``GET /admin/flash-sales``,
 ``POST /admin/flash-sales/{id}/end``.
 
@@ -34,6 +38,7 @@ from deployments.security import (
 )
 from deployments.services import Services, services
 from raymall.auth.service import AuthService
+from raymall.flash import tokens
 from raymall.flash.service import FlashService
 
 router = APIRouter(tags=["flash-sales"])
@@ -47,6 +52,7 @@ IdemKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$"),
 ]
+FlashTokenHeader = Annotated[str | None, Header(alias=tokens.HEADER)]  # checked by the service
 Buyer = Annotated[Principal, Depends(require(*PURCHASE_PERMISSION))]
 Manager = Annotated[Principal, Depends(require("flash_sale", "manage"))]
 
@@ -62,6 +68,8 @@ class SaleIn(BaseModel):
     title: str = Field("", max_length=200)
     # how long a buyer has to pay; default RAYMALL_FLASH_ORDER_TIMEOUT_S
     payment_timeout_s: int | None = Field(None, ge=1, le=7 * 86_400)
+    # purchases need a token from GET /flash-sales/{id}/token (X-Flash-Token)
+    require_token: bool = False
 
 
 class PurchaseIn(BaseModel):
@@ -85,13 +93,24 @@ async def purchase(
     sale_id: SaleId,
     me: Buyer,
     key: IdemKey = None,
+    flash_token: FlashTokenHeader = None,
     body: PurchaseIn | None = None,
 ) -> dict[str, Any]:
     qty = body.quantity if body is not None else 1
-    result = await _svc(request).purchase(me.user_id, sale_id, key, client_ip(request), qty)
+    ip = client_ip(request)
+    result = await _svc(request).purchase(me.user_id, sale_id, key, ip, qty, flash_token)
     if result["replayed"]:
         response.headers["Idempotent-Replayed"] = "true"
     return result
+
+
+@router.get("/flash-sales/{sale_id}/token")
+async def purchase_token(
+    request: Request, response: Response, sale_id: SaleId, me: Buyer
+) -> dict[str, Any]:
+    """A short-lived, single-use purchase token for the caller, once the sale has started."""
+    response.headers["Cache-Control"] = "no-store"
+    return await _svc(request).mint_token(sale_id, me.user_id)
 
 
 @router.get("/flash-sales/{sale_id}/purchases/me")
@@ -110,6 +129,7 @@ async def create_sale(request: Request, body: SaleIn, _: Manager) -> dict[str, A
         starts_ms=body.starts_at_ms,
         ends_ms=body.ends_at_ms,
         payment_timeout_s=body.payment_timeout_s,
+        require_token=body.require_token,
     )
 
 
@@ -130,12 +150,14 @@ async def end_sale(request: Request, sale_id: SaleId, _: Manager) -> dict[str, A
 
 _PURCHASE = re.compile(r"/flash-sales/([1-9][0-9]{0,18})/purchase")
 _IDEMPOTENCY_KEY = re.compile(rb"[\x21-\x7e]{1,100}")
+_FLASH_TOKEN = re.compile(rb"[\x21-\x7e]{1,%d}" % tokens.MAX_LEN)
 
 
-def plain_purchase_args(scope: Scope) -> tuple[int, str, str | None] | None:
-    """(sale_id, bearer token, Idempotency-Key or None) of a purchase in its plainest
-    valid form: no query, no body, one ``Authorization: Bearer`` header and at most one
-    valid ``Idempotency-Key``. None for anything else, which the app then rules on."""
+def plain_purchase_args(scope: Scope) -> tuple[int, str, str | None, str | None] | None:
+    """(sale_id, bearer token, Idempotency-Key or None, X-Flash-Token or None) of a
+    purchase in its plainest valid form: no query, no body, one ``Authorization: Bearer``
+    header, at most one valid ``Idempotency-Key`` and at most one ``X-Flash-Token`` of
+    printable ASCII. None for anything else, which the app then rules on."""
     if scope["method"] != "POST" or scope.get("query_string"):
         return None
     found = _PURCHASE.fullmatch(scope["path"])
@@ -146,6 +168,7 @@ def plain_purchase_args(scope: Scope) -> tuple[int, str, str | None] | None:
         return None
     token: str | None = None
     key: str | None = None
+    flash_token: str | None = None
     seen_auth = seen_key = False
     for name, value in scope["headers"]:
         if name == b"authorization":
@@ -161,6 +184,10 @@ def plain_purchase_args(scope: Scope) -> tuple[int, str, str | None] | None:
                 return None
             seen_key = True
             key = value.decode("ascii")
+        elif name == b"x-flash-token":
+            if flash_token is not None or not _FLASH_TOKEN.fullmatch(value):
+                return None
+            flash_token = value.decode("ascii")
         elif name == b"content-length":
             if value.strip() != b"0":
                 return None
@@ -168,7 +195,7 @@ def plain_purchase_args(scope: Scope) -> tuple[int, str, str | None] | None:
             return None
     if token is None:
         return None
-    return sale_id, token, key
+    return sale_id, token, key, flash_token
 
 
 class PurchaseShortcut:
@@ -192,7 +219,7 @@ class PurchaseShortcut:
         args = plain_purchase_args(scope)
         if args is None:
             return False
-        sale_id, token, key = args
+        sale_id, token, key, flash_token = args
         try:
             claims = await self.auth.authenticate(token)
             if not await self.auth.allowed(claims.role, *PURCHASE_PERMISSION):
@@ -201,7 +228,7 @@ class PurchaseShortcut:
             return False
         ip = scope_client_ip(scope, self.settings)
         try:
-            result = await self.svc.purchase(claims.user_id, sale_id, key, ip, 1)
+            result = await self.svc.purchase(claims.user_id, sale_id, key, ip, 1, flash_token)
         except Exception as exc:
             mapped = map_fault(exc)
             if mapped is None:

@@ -3,7 +3,16 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, ExactKey
@@ -24,6 +33,8 @@ class FlashSale(Base):
     status: Mapped[str] = mapped_column(String(16), default="scheduled")
     # how long a buyer has to pay (None: RAYMALL_FLASH_ORDER_TIMEOUT_S)
     payment_timeout_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # purchases need a flash token (GET /flash-sales/{id}/token)
+    require_token: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     sold: Mapped[int] = mapped_column(BigInteger, default=0)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger)

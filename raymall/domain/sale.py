@@ -4,7 +4,8 @@ The desk (``raymall.domain.flash_desk``) changes ``sold``, ``ended`` and ``ends_
 decides; a replica caches a copy to refuse locally before the start and after the end.
 The product fields (``product_id``, ``product_title``, ``specs``: what a flash order's item
 row repeats) are loaded where orders are made, by the shard; a replica leaves them empty.
-``status`` in views is computed: ``scheduled`` before the start, ``active``, ``sold_out``
+``require_token``: a purchase needs a flash token (the replica checks it; the desk need not
+know). ``status`` in views is computed: ``scheduled`` before the start, ``active``, ``sold_out``
 while running with nothing left, ``ended`` after the end or an early end.
 """
 
@@ -30,6 +31,7 @@ class Sale:
     specs: dict[str, Any] = field(default_factory=dict)
     payment_timeout_ms: int | None = None  # None: the shard's default
     title: str = ""  # the sale's own title (``product_title`` names the item)
+    require_token: bool = False  # purchases need a flash token (``raymall.flash.tokens``)
 
     def status(self, now_ms: int) -> str:
         if self.ended or now_ms >= self.ends_ms:
@@ -58,4 +60,5 @@ class Sale:
             "payment_timeout_s": None if timeout_ms is None else timeout_ms // 1000,
             "remaining": self.remaining(now_ms),
             "status": self.status(now_ms),
+            "require_token": self.require_token,
         }

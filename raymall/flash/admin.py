@@ -46,6 +46,7 @@ class SaleAdmin:
         starts_ms: int,
         ends_ms: int,
         payment_timeout_s: int | None = None,
+        require_token: bool = False,
     ) -> dict[str, Any]:
         """Write the sale and set its quantity aside in the SKU's shard (OutOfStock, and
         no sale, if not enough is available)."""
@@ -67,6 +68,7 @@ class SaleAdmin:
                 ends_ms=ends_ms,
                 now_ms=now,
                 payment_timeout_s=payment_timeout_s,
+                require_token=require_token,
             ),
         )
         shard, hold = self.cache.hold(sale)

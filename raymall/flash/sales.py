@@ -48,6 +48,7 @@ def _sale(row: FlashSale) -> Sale:
         ended=row.status == "ended",
         sold=int(row.sold),
         payment_timeout_ms=None if timeout_s is None else int(timeout_s) * 1000,
+        require_token=bool(row.require_token),
     )
 
 
@@ -87,6 +88,7 @@ def insert_sale(
     ends_ms: int,
     now_ms: int,
     payment_timeout_s: int | None = None,
+    require_token: bool = False,
 ) -> Sale:
     """A new sale row (its hold is placed next, through the SKU's shard)."""
     found = session.execute(
@@ -111,6 +113,7 @@ def insert_sale(
         "status": "scheduled",
         "sold": 0,
         "payment_timeout_s": payment_timeout_s,
+        "require_token": require_token,
         "created_ms": now_ms,
         "updated_ms": now_ms,
     }

@@ -24,7 +24,11 @@ replica's copy of the sales ``raymall.flash.cache``'s. Guarantees:
   (durable before ack);
 - every purchase carries a key: the client's ``Idempotency-Key`` or, without one, a key
   made up per request, so the internal retries of a shard call (actor restart) take effect
-  exactly once; a 503 is retriable with the same ``Idempotency-Key``.
+  exactly once; a 503 is retriable with the same ``Idempotency-Key``;
+- a sale with ``require_token`` sells only to a valid flash token of the buyer's
+  (``raymall.flash.tokens``: checked here, before any rate limit or shard call), whose
+  nonce is the purchase's key, so a token buys at most once; a sale without it costs
+  nothing more than before.
 """
 
 from __future__ import annotations
@@ -43,13 +47,21 @@ from raymall.domain import outcomes
 from raymall.domain.outcomes import BUY, UNREAD
 from raymall.domain.sale import Sale
 from raymall.domain.shard_ops import BuyResult, FlashBuy, Result
-from raymall.errors import DomainError, RateLimited, Unavailable, ValidationFailed
+from raymall.errors import (
+    DomainError,
+    FlashTokenInvalid,
+    IdempotencyMismatch,
+    RateLimited,
+    Unavailable,
+    ValidationFailed,
+)
 from raymall.flash import sales as repo
 from raymall.flash.admin import SaleAdmin
 from raymall.flash.cache import SaleCache
 from raymall.flash.limits import BatchLimiter
 from raymall.flash.ports import FlashShards
 from raymall.flash.returns import hold_key
+from raymall.flash.tokens import FlashTokens, issue, token_key, token_required, token_used
 from raymall.ids import now_ms
 from raymall.ratelimit import Limit
 from raymall.settings import Settings
@@ -112,6 +124,7 @@ class FlashService:
             window_s=s.flash_batch_window_ms / 1000,
         )
         self.shard_calls = 0  # purchase batches sent to shards by this replica
+        self._tokens: FlashTokens | None = None  # made on first use (the secret's check)
         self._lookups: Batcher[tuple[int, int, str], dict[str, Any] | None] = Batcher(
             self._lookup_batch, max_batch=500, max_inflight=2
         )
@@ -125,16 +138,66 @@ class FlashService:
 
         return await asyncio.to_thread(run)
 
+    # ---- flash tokens -----------------------------------------------------------------------
+    @property
+    def tokens(self) -> FlashTokens:
+        if self._tokens is None:
+            self._tokens = FlashTokens.from_settings(self.settings)
+        return self._tokens
+
+    async def mint_token(self, sale_id: int, user_id: int) -> dict[str, Any]:
+        """A purchase token for ``user_id`` in a running sale (``raymall.flash.tokens``)."""
+        return issue(self.tokens, await self.cache.get(sale_id), user_id, now_ms())
+
+    async def _token_purchase(
+        self, sale: Sale, user_id: int, raw: str | None, ip: str | None, qty: int, now: int
+    ) -> dict[str, Any]:
+        """A purchase in a sale that requires a token: refused without a valid one; the
+        token's nonce is the key, and a purchase it already made is ``flash_token_used``."""
+        if raw is None:
+            _outcome("token_required")
+            raise token_required(sale.id)
+        try:
+            token = self.tokens.verify(
+                raw, sale_id=sale.id, user_id=user_id, starts_ms=sale.starts_ms, now_ms=now
+            )
+        except FlashTokenInvalid:
+            _outcome("token_invalid")
+            raise
+        try:
+            result = await self._purchase(sale, user_id, token_key(token), ip, qty, now)
+        except IdempotencyMismatch as exc:
+            raise token_used(exc.details.get("order_id")) from None
+        if result["replayed"]:
+            raise token_used(result["order_id"])
+        return result
+
     # ---- purchase -------------------------------------------------------------------------
     async def purchase(
-        self, user_id: int, sale_id: int, client_key: str | None, ip: str | None, qty: int = 1
+        self,
+        user_id: int,
+        sale_id: int,
+        client_key: str | None,
+        ip: str | None,
+        qty: int = 1,
+        token: str | None = None,
     ) -> dict[str, Any]:
+        """Buy ``qty`` of the sale; ``token``: the ``X-Flash-Token`` header, if any (used
+        only when the sale requires one)."""
         sale = await self.cache.get(sale_id)
         now = now_ms()
-        key = f"k:{client_key}" if client_key is not None else ""  # "": none given
         if now < sale.starts_ms:
             _outcome("not_started")
             raise outcomes.error_for("not_started", BUY, starts_at_ms=sale.starts_ms)
+        if sale.require_token:
+            return await self._token_purchase(sale, user_id, token, ip, qty, now)
+        key = f"k:{client_key}" if client_key is not None else ""  # "": none given
+        return await self._purchase(sale, user_id, key, ip, qty, now)
+
+    async def _purchase(
+        self, sale: Sale, user_id: int, key: str, ip: str | None, qty: int, now: int
+    ) -> dict[str, Any]:
+        sale_id = sale.id
         if qty > sale.per_user_limit:
             raise ValidationFailed(f"at most {sale.per_user_limit} per customer")
         if sale.ended or now >= sale.ends_ms:

@@ -56,7 +56,7 @@ def test_compose_raymall_variables_are_real_settings_and_point_at_services() -> 
     port = int(env["RAYMALL_HTTP_PORT"])
     assert f"{port}:{port}" in services["raymall-head"]["ports"]
     # prod refuses to start without strong secrets; compose must require them, not embed them
-    for secret in ("RAYMALL_JWT_SECRET", "RAYMALL_PAYMENT_SECRET"):
+    for secret in ("RAYMALL_JWT_SECRET", "RAYMALL_PAYMENT_SECRET", "RAYMALL_FLASH_TOKEN_SECRET"):
         assert re.fullmatch(r"\$\{" + secret + r":\?[^}]+\}", env[secret])
 
 

@@ -16,7 +16,16 @@ from ray.exceptions import RayTaskError
 from deployments import errors
 from deployments.edge import Edge
 from deployments.security import public
-from raymall.errors import NotFound, OutOfStock, RateLimited, SoldOut, Unauthorized
+from raymall.errors import (
+    FlashTokenInvalid,
+    FlashTokenRequired,
+    FlashTokenUsed,
+    NotFound,
+    OutOfStock,
+    RateLimited,
+    SoldOut,
+    Unauthorized,
+)
 
 
 class Item(BaseModel):
@@ -293,15 +302,28 @@ class _FakeAuth:
 
 class _FakeFlash:
     """The flash service's purchase, counted. Sale 404 is unknown, 5 sold out, 9 rate
-    limited, 503 loses its connection; key ``again`` is a replay."""
+    limited, 503 loses its connection; key ``again`` is a replay. Sale 7 requires a flash
+    token: ``ok`` buys, ``used`` has bought, any other is invalid."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
 
     async def purchase(
-        self, user_id: int, sale_id: int, key: str | None, ip: str | None, qty: int = 1
+        self,
+        user_id: int,
+        sale_id: int,
+        key: str | None,
+        ip: str | None,
+        qty: int = 1,
+        token: str | None = None,
     ) -> dict[str, Any]:
-        self.calls.append((user_id, sale_id, key, ip, qty))
+        self.calls.append((user_id, sale_id, key, ip, qty, token))
+        if sale_id == 7 and token is None:
+            raise FlashTokenRequired("a token is required", details={"sale_id": 7})
+        if sale_id == 7 and token == "used":
+            raise FlashTokenUsed("used", details={"order_id": "12"})
+        if sale_id == 7 and token != "ok":
+            raise FlashTokenInvalid("invalid", details={"reason": "malformed"})
         if sale_id == 404:
             raise NotFound("no such sale")
         if sale_id == 5:
@@ -383,6 +405,43 @@ def make_flash_client(shortcut: bool) -> tuple[TestClient, _FakeFlash, _Answered
         ("/flash-sales/3/purchase", {"Authorization": "Bearer good"}, {"quantity": "2"}, False),
         ("/flash-sales/0/purchase", {"Authorization": "Bearer good"}, None, False),
         ("/flash-sales/3/purchase?x=1", {"Authorization": "Bearer good"}, None, False),
+        ("/flash-sales/7/purchase", {"Authorization": "Bearer good"}, None, True),
+        (
+            "/flash-sales/7/purchase",
+            {"Authorization": "Bearer good", "X-Flash-Token": "ok"},
+            None,
+            True,
+        ),
+        (
+            "/flash-sales/7/purchase",
+            {"Authorization": "Bearer good", "X-Flash-Token": "used"},
+            None,
+            True,
+        ),
+        (
+            "/flash-sales/7/purchase",
+            {"Authorization": "Bearer good", "X-Flash-Token": "x.y"},
+            None,
+            True,
+        ),
+        (
+            "/flash-sales/7/purchase",
+            {"Authorization": "Bearer good", "X-Flash-Token": "a b"},
+            None,
+            False,
+        ),
+        (
+            "/flash-sales/7/purchase",
+            {"Authorization": "Bearer good", "X-Flash-Token": "x" * 201},
+            None,
+            False,
+        ),
+        (
+            "/flash-sales/3/purchase",
+            {"Authorization": "Bearer good", "X-Flash-Token": "ok"},
+            None,
+            True,
+        ),
     ],
 )
 def test_the_purchase_shortcut_answers_exactly_as_the_app(
@@ -418,11 +477,18 @@ def test_the_purchase_shortcut_answers_plain_purchases_and_declines_the_rest() -
             "headers": auth + list(headers),
         }
 
-    assert plain_purchase_args(scope()) == (3, "tok", None)
+    assert plain_purchase_args(scope()) == (3, "tok", None, None)
     assert plain_purchase_args(scope("/flash-sales/3/purchase", (b"idempotency-key", b"k-1"))) == (
         3,
         "tok",
         "k-1",
+        None,
+    )
+    assert plain_purchase_args(scope("/flash-sales/3/purchase", (b"x-flash-token", b"1.2.x"))) == (
+        3,
+        "tok",
+        None,
+        "1.2.x",
     )
     assert plain_purchase_args(scope("/flash-sales/3/purchase", (b"content-length", b"0")))
     assert plain_purchase_args(scope(f"/flash-sales/{2**63 - 1}/purchase")) is not None
@@ -436,6 +502,10 @@ def test_the_purchase_shortcut_answers_plain_purchases_and_declines_the_rest() -
         scope("/flash-sales/3/purchase", (b"idempotency-key", b"a"), (b"idempotency-key", b"b")),
         scope("/flash-sales/3/purchase", (b"idempotency-key", b"x" * 101)),
         scope("/flash-sales/3/purchase", (b"idempotency-key", b"")),
+        scope("/flash-sales/3/purchase", (b"x-flash-token", b"a"), (b"x-flash-token", b"a")),
+        scope("/flash-sales/3/purchase", (b"x-flash-token", b"")),
+        scope("/flash-sales/3/purchase", (b"x-flash-token", b"t\xe9")),
+        scope("/flash-sales/3/purchase", (b"x-flash-token", b"x" * 201)),
         {**scope(), "method": "PUT"},
         {**scope(), "query_string": b"a=1"},
         {**scope(), "headers": []},
