@@ -207,6 +207,16 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
+    def _check_ops_token(self) -> Settings:
+        if self.env == "prod" and self.ops_token is not None:
+            if _is_weak(self.ops_token.get_secret_value()):
+                raise ValueError(
+                    f"RAYMALL_OPS_TOKEN is too weak: use at least {MIN_SECRET_BYTES} random "
+                    "characters"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _check_secrets(self) -> Settings:
         if self.env == "prod":
             for name in SECRETS:
