@@ -72,3 +72,26 @@ def test_a_forged_listing_cursor_outside_64_bits_is_422(client: httpx.Client) ->
     unsigned = base64.urlsafe_b64encode(b'{"t":"x","o":1000000000}').decode().rstrip("=")
     resp = client.get("/products/search", params={"q": "kettle", "cursor": unsigned})
     error_of(resp, 422, "validation_error")
+
+
+def test_bytes_that_are_not_utf8_in_any_header_or_the_query_are_never_a_5xx(
+    client: httpx.Client, shopper: Any
+) -> None:
+    bad = b"\xff\xfe\xc3"
+    token = shopper.headers["Authorization"]
+    probes: list[tuple[str, str, dict[str, Any]]] = [
+        ("GET", "/products", {"Authorization": b"Bearer " + bad}),
+        ("GET", "/me", {"Authorization": b"Bearer " + bad}),
+        ("GET", "/products", {"Origin": bad, "X-Forwarded-For": bad}),
+        ("GET", "/products/search?q=kettle%FF%FE", {}),
+        ("GET", "/products?cursor=%FF%FE", {}),
+        ("GET", "/products/%FF", {}),
+        ("POST", "/orders", {"Authorization": token, "Idempotency-Key": bad}),
+        ("POST", "/flash-sales/1/purchase", {"Authorization": token, "Idempotency-Key": bad}),
+        ("POST", "/payments/callback", {"X-Signature": bad, "X-Timestamp": bad}),
+        ("GET", "/categories", {"Accept": bad, "Accept-Encoding": bad}),
+    ]
+    for method, path, headers in probes:
+        resp = client.request(method, path, headers=headers)
+        assert resp.status_code < 500, (method, path, resp.status_code, resp.text)
+        assert resp.headers["content-type"].startswith("application/json"), (path, resp.text)
