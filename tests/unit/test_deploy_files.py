@@ -58,6 +58,13 @@ def test_compose_raymall_variables_are_real_settings_and_point_at_services() -> 
     # prod refuses to start without strong secrets; compose must require them, not embed them
     for secret in ("RAYMALL_JWT_SECRET", "RAYMALL_PAYMENT_SECRET", "RAYMALL_FLASH_TOKEN_SECRET"):
         assert re.fullmatch(r"\$\{" + secret + r":\?[^}]+\}", env[secret])
+    # in prod /metrics needs the ops token: compose requires it and Prometheus scrapes with it
+    assert re.fullmatch(r"\$\{RAYMALL_OPS_TOKEN:\?[^}]+\}", env["RAYMALL_OPS_TOKEN"])
+    assert compose()["configs"]["ops_token"]["content"] == env["RAYMALL_OPS_TOKEN"]
+    mounted = {c["target"] for c in services["prometheus"]["configs"]}
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())["scrape_configs"]
+    raymall = next(job for job in scrape if job["job_name"] == "raymall")
+    assert raymall["authorization"]["credentials_file"] in mounted
 
 
 def test_compose_head_uses_port_6380_and_worker_joins_it() -> None:
