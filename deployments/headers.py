@@ -80,6 +80,9 @@ class HttpPolicy:
         self._ops_bearer = f"Bearer {ops_token}".encode() if ops_token else None
         self.api_headers = _base(behind_tls, API_CSP)
         self.docs_headers = _base(behind_tls, DOCS_CSP)
+        if self.origins:  # answers differ by origin: caches must keep them apart
+            self.api_headers.append((b"vary", b"Origin"))
+            self.docs_headers.append((b"vary", b"Origin"))
 
     @classmethod
     def from_settings(cls, settings: Any) -> HttpPolicy:
@@ -118,7 +121,6 @@ class HttpPolicy:
             *base,
             (b"access-control-allow-origin", origin),
             (b"access-control-expose-headers", CORS_EXPOSE),
-            (b"vary", b"Origin"),
         ]
 
     def preflight(self, scope: Scope) -> Headers | None:

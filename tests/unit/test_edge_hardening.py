@@ -78,6 +78,8 @@ def test_cors_answers_only_listed_origins(dev: TestClient, prod: TestClient) -> 
         assert "access-control-allow-origin" not in other.headers
         plain = client.get("/healthz", headers={"Origin": origin})
         assert "access-control-allow-origin" not in plain.headers
+    assert dev.get("/healthz").headers["vary"] == "Origin"  # CORS on: answers vary by origin
+    assert "vary" not in prod.get("/healthz").headers
 
 
 def test_request_ids_are_kept_only_when_safe(dev: TestClient) -> None:
