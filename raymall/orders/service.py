@@ -13,17 +13,13 @@ OrderShard that owns the order, through the ``OrderShards`` port
   create a second order;
 - ordered cart lines leave the cart only after the order is stored;
 - payment callbacks are believed only after the signature, the timestamp window and the
-  amount check out; anything else is refused and written to ``payment_audit`` (a body
-  nested too deeply included: it is ``malformed``, never a 500). Refusals of callbacks
-  that are not signed and fresh are rate-limited per client address and in all before
-  they are audited (429, no row past the limit); a callback whose signature and
-  timestamp check out is never limited, so forgeries cannot crowd out the provider's.
+  amount check out; anything else is refused and written to ``payment_audit``, with the
+  limits of ``raymall.orders.callbacks``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,19 +28,15 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from raymall import jsonin
 from raymall.cart import CartOwner, CartStore
 from raymall.db import transaction
 from raymall.domain import order_state as st
 from raymall.domain.pricing import CURRENCY, Quote, normalize_lines, price, request_hash
 from raymall.errors import (
-    AmountMismatch,
-    BadSignature,
     DomainError,
     IdempotencyMismatch,
     InvalidTransition,
     NotFound,
-    RateLimited,
     Unavailable,
     ValidationFailed,
 )
@@ -52,12 +44,12 @@ from raymall.ids import now_ms
 from raymall.logs import get_logger
 from raymall.orders import payments as pay
 from raymall.orders import repository as repo
+from raymall.orders.callbacks import PaymentCallbacks
 from raymall.orders.consumers import list_notifications
 from raymall.orders.ports import AUTO_KEY_PREFIX, OrderShards, PaymentGateway, PlaceOrder
 from raymall.orders.queries import OrderFilters, list_orders
 from raymall.orders.quotes import QuoteReader
-from raymall.orders.signing import verify
-from raymall.ratelimit import Limit, RateLimiter
+from raymall.ratelimit import RateLimiter
 from raymall.settings import Settings
 
 log = get_logger("orders.service")
@@ -86,10 +78,16 @@ class OrderService:
         redis: Any = None,
     ) -> None:
         self.settings = settings
-        # refused payment callbacks (None without Redis: not limited)
-        self.limiter = RateLimiter(redis) if redis is not None else None
         self.sessions = sessions
         self.shards = shards
+        # refused payment callbacks are rate-limited in Redis (without it: not limited)
+        self.callbacks = PaymentCallbacks(
+            settings,
+            shards,
+            read=self._read,
+            tx=self._tx,
+            limiter=RateLimiter(redis) if redis is not None else None,
+        )
         self.cart = cart
         self.provider = provider
         self.quotes = QuoteReader(engine)
@@ -330,96 +328,5 @@ class OrderService:
     async def callback(
         self, raw: bytes, timestamp: str | None, signature: str | None, remote: str
     ) -> dict[str, Any]:
-        s = self.settings
-        reason = verify(
-            s.secret("payment_secret"),
-            timestamp,
-            signature,
-            raw,
-            now_s=now_ms() / 1000,
-            window_s=s.payment_callback_window_s,
-        )
-        if reason is not None:
-            await self._limit_refusals(remote)
-            await self._audit(raw, reason, remote)
-            raise BadSignature(f"payment callback refused: {reason.replace('_', ' ')}")
-        try:
-            body = jsonin.loads(raw)
-            if not isinstance(body, dict):
-                raise TypeError("not an object")
-            payment_id = str(body["payment_id"])
-            amount = body["amount_cents"]
-            status = body["status"]
-            if type(amount) is not int or status not in ("succeeded", "failed"):
-                raise ValueError("bad amount or status")
-        except (ValueError, KeyError, TypeError) as exc:
-            await self._audit(raw, "malformed", remote)
-            raise ValidationFailed("malformed payment callback") from exc
-
-        def owner(session: Session) -> tuple[int, int, str]:
-            payment = pay.get_payment(session, payment_id)
-            if payment is None:
-                raise NotFound(f"payment {payment_id} not found")
-            order = repo.get_order(session, int(payment.order_id))
-            assert order is not None
-            return int(order.shard), int(order.user_id), str(order.id)
-
-        try:
-            shard, owner_id, order_id = await self._read(owner)
-            if str(body.get("order_id")) != order_id:
-                raise AmountMismatch("the callback names another order")
-            return await self.shards.settle(
-                self.shards.owner(shard, owner_id),
-                payment_id,
-                succeeded=status == "succeeded",
-                amount_cents=amount,
-            )
-        except (AmountMismatch, NotFound) as exc:
-            await self._audit(raw, exc.code, remote, payment_id)
-            raise
-
-    async def _limit_refusals(self, remote: str) -> None:
-        """429 past the refused-callback limits (per address, when known, and in all)."""
-        s = self.settings
-        if self.limiter is None:
-            return
-        checks = [(Limit("callback_refused", s.payment_callback_refusals_per_min, 60), "all")]
-        if remote != "unknown":
-            per_ip = s.payment_callback_refusals_per_ip_per_min
-            checks.append((Limit("callback_refused_ip", per_ip, 60), remote))
-        try:
-            decision = await self.limiter.check(*checks)
-        except Exception:  # the limits need Redis; the audit does not: audit anyway
-            log.warning("payment callback limits unavailable", exc_info=True)
-            return
-        if not decision.allowed:  # counted by the limiter's metric; a log line each would
-            # hand the flood to the logs instead
-            raise RateLimited(
-                "too many refused payment callbacks; retry later",
-                retry_after=decision.retry_after_header,
-            )
-
-    async def _audit(
-        self, raw: bytes, reason: str, remote: str, payment_id: str | None = None
-    ) -> None:
-        if payment_id is None:
-            try:
-                payment_id = str(jsonin.loads(raw).get("payment_id"))[:64]
-            except (ValueError, AttributeError):
-                payment_id = None
-        digest = hashlib.sha256(raw).hexdigest()
-        try:
-            await self._tx(
-                lambda ses: pay.audit(
-                    ses,
-                    payment_id=payment_id,
-                    reason=reason,
-                    remote_addr=remote,
-                    body_sha256=digest,
-                    now=now_ms(),
-                )
-            )
-        except DomainError:
-            raise
-        except Exception:  # the refusal stands even when the audit row cannot be written
-            log.error("could not write the payment audit row (%s)", reason, exc_info=True)
+        """The provider's callback (``raymall.orders.callbacks``)."""
+        return await self.callbacks.handle(raw, timestamp, signature, remote)

@@ -57,7 +57,7 @@ def service(sqlite_url: str) -> tuple[OrderService, Any]:
         None,
         engine,
     )
-    svc.limiter = Limiter()  # type: ignore[assignment]
+    svc.callbacks.limiter = Limiter()  # type: ignore[assignment]
     return svc, engine
 
 
@@ -115,7 +115,7 @@ async def test_a_refused_callback_is_audited_when_the_limits_cannot_be_checked(
         async def check(self, *_checks: Any, **_kw: Any) -> Decision:
             raise ConnectionError("redis down")
 
-    svc.limiter = Down()  # type: ignore[assignment]
+    svc.callbacks.limiter = Down()  # type: ignore[assignment]
     with pytest.raises(BadSignature):
         await svc.callback(b"{}", None, None, "10.0.0.9")
     assert audits(engine) == ["missing_signature"]
