@@ -132,9 +132,56 @@ RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
 
 
 _JSON_OBJECT = {"application/json": {"schema": {"type": "object"}}}
-# success bodies that FastAPI cannot see (a route answering a Response or a file)
+_OBJECTS = {"type": "array", "items": {"type": "object"}}
+_CURSOR = {"type": ["string", "integer", "null"]}
+# a list: {"items": [...]}, with "next_cursor" when it pages by keys
+_LIST = {
+    "application/json": {
+        "schema": {"type": "object", "required": ["items"], "properties": {"items": _OBJECTS}}
+    }
+}
+_KEYSET = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["items", "next_cursor"],
+            "properties": {"items": _OBJECTS, "next_cursor": _CURSOR},
+        }
+    }
+}
+# a catalog page (raymall.catalog.listing.Page)
+_PAGE = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "required": ["items", "total", "page", "size", "next_cursor"],
+            "properties": {
+                "items": _OBJECTS,
+                "total": {"type": "integer", "minimum": 0},
+                "page": {"type": ["integer", "null"]},
+                "size": {"type": "integer", "minimum": 1},
+                "next_cursor": {"type": ["string", "null"]},
+            },
+        }
+    }
+}
+# success bodies that FastAPI cannot see (a route answering a Response or a file, or a
+# plain dict whose shape the route's annotation does not say)
 SUCCESS_CONTENT: dict[tuple[str, str], dict[str, Any]] = {
-    ("GET", "/products"): _JSON_OBJECT,
+    ("GET", "/products"): _PAGE,
+    ("GET", "/products/search"): _PAGE,
+    ("GET", "/admin/products"): _PAGE,
+    ("GET", "/categories"): _LIST,
+    ("GET", "/brands"): _LIST,
+    ("GET", "/search"): _LIST,
+    ("GET", "/me/addresses"): _LIST,
+    ("GET", "/admin/users"): _LIST,
+    ("GET", "/orders/{order_id}/history"): _LIST,
+    ("GET", "/flash-sales/{sale_id}/purchases/me"): _LIST,
+    ("GET", "/orders"): _KEYSET,
+    ("GET", "/admin/orders"): _KEYSET,
+    ("GET", "/me/notifications"): _KEYSET,
+    ("GET", "/admin/flash-sales"): _KEYSET,
     ("GET", "/products/{product_id}"): _JSON_OBJECT,
     ("GET", "/products/{product_id}/similar"): _JSON_OBJECT,
     ("GET", "/media/images/{name}"): _IMAGES,

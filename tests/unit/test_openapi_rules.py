@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from deployments import openapi
 from deployments.ingress import routed_app
+from raymall.catalog.listing import Page
 from raymall.errors import error_body
 
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
@@ -125,7 +126,24 @@ def test_success_bodies_fastapi_cannot_see_are_documented(doc: dict[str, Any]) -
     image = doc["paths"]["/media/images/{name}"]["get"]["responses"]["200"]["content"]
     assert "image/png" in image and "application/json" not in image
     listing = doc["paths"]["/products"]["get"]["responses"]["200"]["content"]
-    assert listing == {"application/json": {"schema": {"type": "object"}}}
+    assert "next_cursor" in listing["application/json"]["schema"]["required"]
+    detail = doc["paths"]["/products/{product_id}"]["get"]["responses"]["200"]["content"]
+    assert detail == {"application/json": {"schema": {"type": "object"}}}
+
+
+def test_documented_pages_and_lists_accept_what_the_code_renders(doc: dict[str, Any]) -> None:
+    def schema(method: str, path: str) -> jsonschema.Validator:
+        ok = doc["paths"][path][method]["responses"]["200"]["content"]["application/json"]
+        return jsonschema.Draft202012Validator(ok["schema"])
+
+    page = Page(items=[{"id": 1}], total=1, page=None, size=20, next_cursor="abc").to_dict()
+    for path in ("/products", "/products/search", "/admin/products"):
+        schema("get", path).validate(page)
+    schema("get", "/orders").validate({"items": [], "next_cursor": "12"})
+    schema("get", "/admin/flash-sales").validate({"items": [], "next_cursor": 7})
+    schema("get", "/categories").validate({"items": [{"id": 1, "children": []}]})
+    with pytest.raises(jsonschema.ValidationError):
+        schema("get", "/products").validate({"items": []})
 
 
 def test_the_error_model_accepts_every_rendered_error_and_nothing_else(
