@@ -18,8 +18,9 @@ document once, from rules over each route:
   public route that still wants a credential, a 404 for an id in a body).
 
 Raw-body routes (image uploads, the payment callback) get the request body FastAPI cannot
-see (``RAW_BODIES``), routes answering a plain ``Response`` or a file their real success
-body (``SUCCESS_CONTENT``), and routes off the allow list name the bearer scheme.
+see (``RAW_BODIES``); routes answering a plain ``Response``, a file or a dict get their
+real success body (``SUCCESS_CONTENT``: metrics as text, images, the shapes of pages and
+lists); routes off the allow list name the bearer scheme.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ STATUS_TEXT = {
     400: "Bad request: a body that cannot be parsed (`bad_request`), `amount_mismatch`",
     401: "No valid credential: missing, malformed, expired or revoked (`unauthorized`, "
     "`invalid_token`, `token_expired`, `token_revoked`, `invalid_credentials`, …)",
-    403: "Not allowed: the account is blocked or its role lacks the permission "
-    "(`forbidden`, `account_blocked`)",
+    403: "Not allowed: the account is blocked, its role lacks the permission, or a flash "
+    "purchase token is missing or invalid (`forbidden`, `account_blocked`, "
+    "`flash_token_required`, `flash_token_invalid`)",
     404: "Not found, or not the caller's (`not_found`, `unknown_sku`)",
     409: "Conflict with the current state (`invalid_transition`, `out_of_stock`, "
     "`idempotency_key_reused`, `sold_out`, `email_taken`, …)",
