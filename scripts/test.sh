@@ -39,11 +39,7 @@ else
   echo "== integration tests skipped: RAYMALL_TEST_DATABASE_URL / RAYMALL_TEST_REDIS_URL unset"
 fi
 
-echo "== end-to-end tests (Ray Serve over HTTP), the API fuzz stage last"
-# the fuzz stage's admin may block users, publish or delete catalog objects and end sales:
-# run last in the session, it cannot disturb a test after it (tests/e2e/test_fuzz_api.py)
-fuzz=tests/e2e/test_fuzz_api.py
-mapfile -t e2e_files < <(ls tests/e2e/test_*.py | grep -vx "$fuzz")
-pytest -q -p no:cacheprovider --durations=15 "${e2e_files[@]}" "$fuzz"
+echo "== end-to-end tests (Ray Serve over HTTP), the API fuzz stage last (tests/e2e/conftest.py)"
+pytest -q -p no:cacheprovider --durations=15 tests/e2e
 
 echo "backends exercised: $backends"

@@ -33,3 +33,13 @@ def shop(app: Any) -> Iterator[Shop]:
     s = Shop(app.settings)
     yield s
     s.dispose()
+
+
+LAST = "test_fuzz_api.py"  # its admin may block users, delete products and end sales
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The API fuzz stage runs after every other end-to-end test of the session (however
+    the session is started: `make test`, `make e2e` or pytest on the folder), so nothing it
+    changes on the shared server can disturb another test."""
+    items.sort(key=lambda item: item.path.name == LAST)
