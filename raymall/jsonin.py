@@ -15,8 +15,12 @@ import re
 from typing import Any
 
 MAX_DEPTH = 32
-# a string (skipped whole: brackets inside it do not nest) or a bracket
-_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# a string (skipped whole: brackets inside it do not nest) or a bracket. An unterminated
+# string runs to the end (its closing quote is optional): were it to fail instead, the scan
+# would try again from every later quote, each time to the end of the input, so a body of
+# escaped quotes (a quote, then ``\"`` over and over) would cost time quadratic in its
+# length: seconds of the event loop for a 16 KiB payment callback.
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
 
 
 class TooDeep(ValueError):
