@@ -41,8 +41,8 @@ class DeviceTokens:
 
     def verify(self, token: str | None, user_id: int, *, now: int | None = None) -> str | None:
         """The device id if ``token`` is a live device token of ``user_id``, else None."""
-        if not token or len(token) > MAX_CHARS:
-            return None
+        if not token or len(token) > MAX_CHARS or not token.isascii():
+            return None  # a client's string: not ASCII is not a token (nor a 500)
         body, _, signature = token.rpartition(".")
         parts = body.split(".")
         if len(parts) != 4 or parts[0] != VERSION or not parts[3].isdigit():

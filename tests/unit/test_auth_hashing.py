@@ -86,6 +86,22 @@ def test_a_device_token_names_its_device_for_its_user_only() -> None:
         assert devices.verify(junk, 7) is None
 
 
+def test_a_device_token_that_is_not_ascii_is_no_device_not_an_error() -> None:
+    """A sign-in's ``device_token`` is any JSON string: a non-ASCII one is simply not a
+    device (comparing a non-ASCII str in constant time raises TypeError: a 500)."""
+    devices = DeviceTokens(SECRET, ttl_s=3600)
+    body, _, sig = devices.issue(7).rpartition(".")
+    prefix, _, expiry = body.rpartition(".")
+    for junk in (
+        f"{body}.\u00e9{sig[1:]}",  # the signature
+        "d1.7.a.1.\u00e9",
+        f"{prefix}.\u0661\u0662.{sig}",  # digits, but not ASCII ones
+        "d1.7.a.1.\ud800",  # not even UTF-8
+    ):
+        assert devices.verify(junk, 7) is None
+    assert devices.verify(f"{prefix}.{expiry}.{sig}", 7) is not None
+
+
 def test_access_tokens_carry_their_family_generation() -> None:
     codec = TokenCodec(SECRET, access_ttl_s=900, refresh_ttl_s=3600)
     assert codec.verify_access(codec.issue_access(1, "user", "f")[0]).generation == 0
