@@ -2,7 +2,8 @@
 
 **Charged before the hash.** An attempt is charged to every bucket it belongs to in one
 atomic step (``RateLimiter.check``: all or none) *before* its password is checked, and a
-success gives the charge back (``succeeded``). So of any number of concurrent guesses at
+success gives the charge back (``succeeded``), as does a check the replica's hash pool
+refused (503, ``not_checked``). So of any number of concurrent guesses at
 most ``login_max_failures_per_account`` are ever checked: the rest are refused with 429 and
 ``Retry-After`` without a hash. (Peeking first and charging after a failure let every
 concurrent guess through.) Each bucket admits its limit at once and then one more per
@@ -116,6 +117,13 @@ class AuthGuard:
         if attempt.shared:
             await self.limiter.refund(*attempt.shared)
 
+    async def not_checked(self, *charged: Check) -> None:
+        """Give back the charges of an attempt whose password was never checked (the hash
+        pool refused it, 503): a refusal to check is no guess, and must not count toward
+        locking out a client that retries through an overload someone else made."""
+        if charged:
+            await self.limiter.refund(*charged)
+
     async def unknown_name_hashed(self, client: Client) -> bool:
         """May this client's sign-in for a name with no account spend a dummy hash?"""
         decision = await self.limiter.check((self.unknown_names, client.ip or UNKNOWN))
@@ -133,12 +141,13 @@ class AuthGuard:
         await self.limiter.reset(check)
 
     # ---- registration ---------------------------------------------------------------
-    async def admit_registration(self, ip: str | None) -> None:
+    async def admit_registration(self, ip: str | None) -> Check:
         check = (self.register_client, ip) if ip is not None else (self.register_unknown, UNKNOWN)
         decision = await self.limiter.check(check)
         if not decision.allowed:
             scope = "address" if ip is not None else "unknown_addresses"
             raise _refused("too many registrations; retry later", decision, scope)
+        return check
 
 
 def _digest(account: str) -> str:

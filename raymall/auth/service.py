@@ -31,7 +31,7 @@ from models import Permission, User
 from raymall.accounts import validate_password
 from raymall.auth import families, users
 from raymall.auth.devices import DeviceTokens
-from raymall.auth.guard import AuthGuard, Client
+from raymall.auth.guard import Attempt, AuthGuard, Client
 from raymall.auth.hashing import HashPool
 from raymall.auth.permissions import Grant, PermissionCache
 from raymall.auth.revocations import RevocationIndex, Snapshot
@@ -45,6 +45,7 @@ from raymall.errors import (
     InvalidToken,
     TokenExpired,
     TokenRevoked,
+    Unavailable,
     ValidationFailed,
 )
 from raymall.ids import now_ms
@@ -134,8 +135,12 @@ class AuthService:
         email, username = users.normalize_email(email), users.normalize_username(username)
         validate_password(password, email=email, username=username)
         await in_tx(self.sessions, users.check_available, email, username)  # before hashing
-        await self.guard.admit_registration(ip)
-        password_hash = await self.hashes.hash(password, bulk=True)
+        charged = await self.guard.admit_registration(ip)
+        try:
+            password_hash = await self.hashes.hash(password, bulk=True)
+        except Unavailable:  # the hash pool is full: this registration cost nothing
+            await self.guard.not_checked(charged)
+            raise
         try:
             user = await in_tx(
                 self.sessions,
@@ -169,16 +174,16 @@ class AuthService:
         name = users.normalize_email(email) if email else users.normalize_username(username or "")
         if user is None:
             client = Client(ip)
-            await self.guard.admit(f"n:{name}", client)
+            attempt = await self.guard.admit(f"n:{name}", client)
             if await self.guard.unknown_name_hashed(client):
-                await self.hashes.verify(password, self._dummy_hash, dummy=True)
+                await self._verify(attempt, password, self._dummy_hash, dummy=True)
             else:  # as long as a verify, without one
                 await asyncio.sleep(self.hashes.typical_verify_s)
             raise InvalidCredentials("wrong e-mail, username or password")
         user_id = int(user.id)
         device = self.devices.verify(device_token, user_id)
         attempt = await self.guard.admit(f"u:{user_id}", Client(ip, device))
-        if not await self.hashes.verify(password, user.password_hash):
+        if not await self._verify(attempt, password, user.password_hash):
             raise InvalidCredentials("wrong e-mail, username or password")
         await self.guard.succeeded(attempt)
         if user.is_blocked:
@@ -240,7 +245,12 @@ class AuthService:
         """Change the password, revoke every session of the user, start a new one."""
         user = await in_tx(self.sessions, users.get_user, user_id)
         charged = await self.guard.admit_password_change(user_id)  # its own bucket
-        if not await self.hashes.verify(current, user.password_hash):
+        try:
+            right = await self.hashes.verify(current, user.password_hash)
+        except Unavailable:  # not checked: not a wrong guess
+            await self.guard.not_checked(charged)
+            raise
+        if not right:
             raise ValidationFailed(
                 "the current password is wrong", details={"field": "current_password"}
             )
@@ -311,6 +321,17 @@ class AuthService:
             self.sessions, lambda s: families.create_family(s, user_id, ttl_s=ttl, now_ms=now_ms())
         )
         return self.codec.issue_pair(user_id, role, fid, jti)
+
+    async def _verify(
+        self, attempt: Attempt, password: str, hashed: str, *, dummy: bool = False
+    ) -> bool:
+        """Check a sign-in's password on the hash pool; an attempt the pool refuses (503)
+        gets its charges back, so retrying through an overload never locks a client out."""
+        try:
+            return await self.hashes.verify(password, hashed, dummy=dummy)
+        except Unavailable:
+            await self.guard.not_checked(attempt.own, *attempt.shared)
+            raise
 
     async def _upgrade_hash(self, user_id: int, old_hash: str, password: str) -> None:
         """Store a hash with the configured parameters, unless the password changed

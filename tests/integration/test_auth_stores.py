@@ -435,6 +435,49 @@ def test_concurrent_wrong_passwords_are_verified_at_most_the_limit(sessions, red
     _run(scenario())
 
 
+def test_checks_the_hash_pool_refuses_are_not_charged(sessions, redis_url) -> None:
+    """A full hash pool answers 503 without checking the password: that is no guess, so
+    retrying through an overload (which anyone can cause) must never end in a lockout of
+    the sign-in, the registration or the password change."""
+    from raymall.errors import Unavailable
+
+    async def scenario() -> None:
+        service, counter = await _service(sessions, redis_url)
+        name, password = f"u{secrets.token_hex(5)}", "Right-pw-1234"
+        user = await service.register(email=f"{name}@example.com", username=name, password=password)
+        ip = f"10.{secrets.randbelow(250)}.{secrets.randbelow(250)}.7"
+        queue = service.hashes.max_pending
+        service.hashes.max_pending = 0  # every check refused, as under someone's flood
+        tries = service.settings.register_max_per_client + 2
+        assert tries > service.settings.login_max_failures_per_account
+        for _ in range(tries):
+            with pytest.raises(Unavailable):
+                await service.login(email=None, username=name, password=password, ip=ip)
+            with pytest.raises(Unavailable):
+                await service.login(email=None, username=f"x{name}", password=password, ip=ip)
+            with pytest.raises(Unavailable):
+                other = f"r{secrets.token_hex(5)}"
+                await service.register(
+                    email=f"{other}@example.com", username=other, password=password, ip=ip
+                )
+            with pytest.raises(Unavailable):
+                await service.change_password(
+                    user["id"], current=password, new="Other-pw-98765", ip=ip
+                )
+        assert counter.verifies == 0
+        service.hashes.max_pending = queue
+        pair = await service.login(email=None, username=name, password=password, ip=ip)
+        other = f"r{secrets.token_hex(5)}"
+        await service.register(
+            email=f"{other}@example.com", username=other, password=password, ip=ip
+        )
+        await service.change_password(user["id"], current=password, new="Other-pw-98765", ip=ip)
+        assert pair.access_token
+        service.close()
+
+    _run(scenario())
+
+
 def test_unknown_names_past_their_budget_cost_no_hash(sessions, redis_url) -> None:
     from raymall.errors import InvalidCredentials
 
