@@ -21,6 +21,9 @@ limited exactly like real ones, so answers do not reveal which accounts exist):
   (``login_max_failures_per_account_total``, looser): caps a guesser with many addresses;
 - per address, over every account (``login_max_failures_per_ip``), when it is known.
 
+An address here is an IPv4 address, or an IPv6 address's /64 (``address_bucket``): one
+customer holds a whole /64, and could take a fresh address from it for every attempt.
+
 A device has only its own bucket. A burst of wrong passwords from one client therefore
 locks out that client, not the owner on a device that signed in before, nor (when
 addresses are known) the owner from another address. A success clears its own bucket
@@ -40,6 +43,7 @@ from clients whose address is unknown together (``register_max_unknown_clients``
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 from dataclasses import dataclass
 
 from raymall.errors import RateLimited
@@ -60,7 +64,7 @@ class Client:
     def key(self) -> str:
         if self.device is not None:
             return "d:" + self.device
-        return "a:" + self.ip if self.ip is not None else UNKNOWN
+        return "a:" + address_bucket(self.ip) if self.ip is not None else UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class AuthGuard:
         if client.device is None:
             shared.append((self.per_account, subject))
             if client.ip is not None:
-                shared.append((self.per_ip, client.ip))
+                shared.append((self.per_ip, address_bucket(client.ip)))
         decision = await self.limiter.check(own, *shared)
         if not decision.allowed:
             scope = "address" if decision.refused_by == self.per_ip.name else "account"
@@ -126,7 +130,8 @@ class AuthGuard:
 
     async def unknown_name_hashed(self, client: Client) -> bool:
         """May this client's sign-in for a name with no account spend a dummy hash?"""
-        decision = await self.limiter.check((self.unknown_names, client.ip or UNKNOWN))
+        subject = address_bucket(client.ip) if client.ip is not None else UNKNOWN
+        decision = await self.limiter.check((self.unknown_names, subject))
         return decision.allowed
 
     # ---- password change ------------------------------------------------------------
@@ -142,12 +147,31 @@ class AuthGuard:
 
     # ---- registration ---------------------------------------------------------------
     async def admit_registration(self, ip: str | None) -> Check:
-        check = (self.register_client, ip) if ip is not None else (self.register_unknown, UNKNOWN)
+        check = (
+            (self.register_client, address_bucket(ip))
+            if ip is not None
+            else (self.register_unknown, UNKNOWN)
+        )
         decision = await self.limiter.check(check)
         if not decision.allowed:
             scope = "address" if ip is not None else "unknown_addresses"
             raise _refused("too many registrations; retry later", decision, scope)
         return check
+
+
+def address_bucket(ip: str) -> str:
+    """What a client address is limited as: an IPv4 address itself (an IPv4-mapped IPv6
+    one too), an IPv6 address by its /64. One customer is given a whole /64 and may use
+    any of its 2**64 addresses, so a limit per IPv6 address would limit nothing."""
+    try:
+        found = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(found, ipaddress.IPv6Address):
+        if found.ipv4_mapped is not None:
+            return str(found.ipv4_mapped)
+        return str(ipaddress.IPv6Network((found, 64), strict=False))
+    return str(found)
 
 
 def _digest(account: str) -> str:

@@ -222,6 +222,43 @@ def test_password_changes_and_registrations_have_their_own_limits(redis_url: str
     _run(scenario())
 
 
+def test_an_ipv6_client_is_limited_by_its_64_not_per_address(redis_url: str) -> None:
+    """A customer holds a whole IPv6 /64: a fresh address from it for every attempt must
+    not be a fresh bucket (sign-ins, registrations, unknown names)."""
+    from raymall.auth.guard import AuthGuard, Client
+    from raymall.errors import RateLimited
+
+    async def scenario() -> None:
+        r = await _client(redis_url)
+        settings = _guard_settings(register_max_per_client=3, login_max_unknown_names_per_client=2)
+        guard = AuthGuard(RateLimiter(r, prefix=f"t{secrets.token_hex(3)}"), settings)
+        home = [f"2001:db8:1:2:{secrets.token_hex(2)}:{i}::1" for i in range(8)]
+        for address in home[:2]:
+            await guard.admit("u:1", Client(address))
+        with pytest.raises(RateLimited):  # this client's 2, whatever address it takes
+            await guard.admit("u:1", Client(home[2]))
+        await guard.admit("u:1", Client("2001:db8:1:3::1"))  # another /64: another client
+        for address in home[:3]:
+            await guard.admit_registration(address)
+        with pytest.raises(RateLimited):
+            await guard.admit_registration(home[3])
+        await guard.admit_registration("2001:db8:1:3::1")
+        assert [await guard.unknown_name_hashed(Client(a)) for a in home[4:7]] == [
+            True,
+            True,
+            False,
+        ]
+        # an IPv4-mapped address is its IPv4 address, not one bucket for every such client
+        for _ in range(3):
+            await guard.admit_registration("::ffff:192.0.2.1")
+        with pytest.raises(RateLimited):
+            await guard.admit_registration("192.0.2.1")
+        await guard.admit_registration("::ffff:192.0.2.2")
+        await r.aclose()
+
+    _run(scenario())
+
+
 # ---- families and the revocation index ---------------------------------------------
 @pytest.fixture()
 def sessions(mysql_url: str):
