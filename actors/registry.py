@@ -109,12 +109,17 @@ def get(settings: Settings, name: str) -> Any:
 async def check_all(
     settings: Settings, timeout_s: float = 2.0, kinds: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
-    """Readiness: every expected actor (of the given kinds, or all) answers
-    ``check_alive`` within the timeout."""
+    """Readiness: every expected actor (of the given kinds, or all) is found by name and
+    answers ``check_alive`` within the timeout."""
+
+    async def alive(name: str) -> None:
+        # the name lookup asks the GCS: off the event loop of the replica serving /readyz
+        handle = await asyncio.to_thread(get, settings, name)
+        await handle.check_alive.remote()
 
     async def one(name: str) -> tuple[str, bool]:
         try:
-            await asyncio.wait_for(get(settings, name).check_alive.remote(), timeout_s)
+            await asyncio.wait_for(alive(name), timeout_s)
             return name, True
         except Exception:  # missing, dead or restarting: not ready
             return name, False
