@@ -126,15 +126,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        mapped = map_fault(exc)
+        mapped = to_domain(exc)
         if mapped is not None:
             return await _domain(request, mapped)
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(request, 500, "internal_error", "internal error")
-
-
-def map_fault(exc: BaseException) -> DomainError | None:
-    """The domain error an escaped exception stands for: its own, the one a Ray task
-    raised, or the fault table's (Ray, database and Redis faults are retriable 503s);
-    None for a bug (500)."""
-    return to_domain(exc)

@@ -27,7 +27,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from deployments.edge import Scope, Send, Shortcut, send_json_body
-from deployments.errors import domain_error_json, json_bytes, map_fault
+from deployments.errors import domain_error_json, json_bytes
 from deployments.security import (
     PUBLIC_ROUTES,
     Principal,
@@ -38,6 +38,7 @@ from deployments.security import (
 )
 from deployments.services import Services, services
 from raymall.auth.service import AuthService
+from raymall.faults import to_domain
 from raymall.flash import tokens
 from raymall.flash.service import FlashService
 
@@ -230,7 +231,7 @@ class PurchaseShortcut:
         try:
             result = await self.svc.purchase(claims.user_id, sale_id, key, ip, 1, flash_token)
         except Exception as exc:
-            mapped = map_fault(exc)
+            mapped = to_domain(exc)
             if mapped is None:
                 raise  # the edge logs it and answers 500 in the one shape
             rid = str(scope.get("state", {}).get("request_id", "-"))
