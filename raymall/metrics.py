@@ -105,6 +105,28 @@ RECOMMENDER_SIMILAR_CACHE = Counter(
     "Similar-product lookups answered from the cache (hit) or the index (miss)",
     ["result"],
 )
+FEED_CONNECTED = Gauge(
+    "raymall_feed_connected",
+    "1 while a replica's Redis pub/sub feed is subscribed and resynced (min over processes)",
+    ["feed"],
+    multiprocess_mode="livemin",
+)
+FEED_RESYNCS = Counter(
+    "raymall_feed_resyncs_total",
+    "Feed (re)subscriptions completed, each followed by its consumers' snapshot reloads",
+    ["feed"],
+)
+FEED_HANDLER_ERRORS = Counter(
+    "raymall_feed_handler_errors_total",
+    "Feed messages whose handler raised (logged; the feed goes on)",
+    ["feed", "channel"],
+)
+RATE_LIMIT_MODE = Gauge(
+    "raymall_ratelimit_mode",
+    "1 for the rate-limit mode in force: shared (Redis) or local (per-replica buckets)",
+    ["mode"],
+    multiprocess_mode="livemax",
+)
 
 
 def render() -> tuple[bytes, str]:
