@@ -33,11 +33,13 @@ import sys
 from collections import Counter
 from typing import Any
 
+from actors.availability_publisher import AvailabilityPublisher
 from actors.group_commit import GroupCommitter
 from actors.inventory_store import InventoryStore, Statement
 from actors.shard_book import ShardBook, Stage, load_ledger
 from actors.wire import pack_results, unpack_batch
 from raymall import logs, metrics
+from raymall.domain.ledger import Ledger
 from raymall.domain.shard_ops import Expire, Op, Result, kinds_of, result_code
 from raymall.ids import now_ms
 from raymall.logs import get_logger
@@ -74,6 +76,20 @@ class InventoryShard:
         self._started_ms = now_ms()
         loop = asyncio.get_running_loop()
         self._tasks = [self.committer.task, loop.create_task(self._sweep_loop())]
+        # the availability read model (raymall.catalog.availability): committed values only
+        self.publisher: AvailabilityPublisher | None = None
+        if settings.redis_url and settings.availability_read_model:
+            self.publisher = AvailabilityPublisher.from_url(
+                settings.redis_url, index, heartbeat_s=settings.availability_heartbeat_ms / 1000
+            )
+            self._publish_all(self.book.ledger)
+            self.book.on_reset = self._publish_all
+            self.book.on_loaded = self.publisher.changed
+            self._tasks.append(self.publisher.task)
+
+    def _publish_all(self, ledger: Ledger) -> None:
+        if self.publisher is not None:
+            self.publisher.reset({sku_id: s.available for sku_id, s in ledger.stock.items()})
 
     # ---- the write path ---------------------------------------------------------------
     async def submit(self, ops: list[Op]) -> list[Result]:
@@ -91,6 +107,8 @@ class InventoryShard:
         self.store.write_statements(statements, fail=fail)
 
     def _observe(self, ops: list[Op], stage: Stage, elapsed: float | None) -> None:
+        if self.publisher is not None and stage.available:
+            self.publisher.changed(dict(stage.available))
         if elapsed is not None:
             metrics.INVENTORY_COMMIT_LATENCY.labels(self._label).observe(elapsed)
             metrics.INVENTORY_BATCH_SIZE.labels(self._label).observe(len(ops))

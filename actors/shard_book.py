@@ -22,7 +22,7 @@ failed write is here (``failed``).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from actors import flash_store
@@ -113,6 +113,8 @@ class Stage(NamedTuple):
     statements: list[Statement]
     created: list[str]
     attempt: int = 0
+    # (sku id, available) of every SKU the batch touched: the read model's part of it
+    available: tuple[tuple[int, int], ...] = ()
 
     @property
     def work(self) -> list[Statement]:
@@ -173,6 +175,10 @@ class ShardBook:
         self.ledger = ledger
         self.desk = new_desk(settings, index, ledger, clock)
         self._needs_reload = False
+        # told of committed values read from the database (the read model's publisher):
+        # SKUs loaded into memory, and the whole ledger after a reload
+        self.on_loaded: Callable[[Mapping[int, int]], None] | None = None
+        self.on_reset: Callable[[Ledger], None] | None = None
 
     # ---- loading ------------------------------------------------------------------------
     def _needs(self, ops: Sequence[Any]) -> Needs | None:
@@ -218,6 +224,7 @@ class ShardBook:
         ledger = self.ledger
         for sku_id, stock in found.stock.items():
             ledger.load_stock(sku_id, stock)
+        self._loaded(found.stock)
         for key, rec in found.records.items():
             ledger.load_record(key, rec)
         for info, purchases in found.sales:
@@ -235,8 +242,10 @@ class ShardBook:
         """Load the given SKUs if they are not held (reads of SKUs created after start)."""
         missing = [s for s in sku_ids if type(s) is int and s not in self.ledger.stock]
         if missing:
-            for sku_id, stock in (await self._run(self.store.load_stock, missing)).items():
+            loaded = await self._run(self.store.load_stock, missing)
+            for sku_id, stock in loaded.items():
                 self.ledger.load_stock(sku_id, stock)
+            self._loaded(loaded)
 
     async def ready(self) -> None:
         """Before a batch with none open: rebuild memory from the database if it may be
@@ -249,6 +258,18 @@ class ShardBook:
         self.ledger = ledger
         self.desk = new_desk(self.settings, self.index, ledger, self._clock)
         self._needs_reload = False
+        if self.on_reset is not None:
+            self.on_reset(ledger)
+
+    def _loaded(self, stock: Mapping[int, Stock]) -> None:
+        """Tell ``on_loaded`` of the SKUs just loaded (not of any memory already held: it
+        may be newer than the read, and uncommitted)."""
+        if self.on_loaded is None:
+            return
+        held = self.ledger.stock
+        fresh = {sku_id: s.available for sku_id, s in stock.items() if held.get(sku_id) is s}
+        if fresh:
+            self.on_loaded(fresh)
 
     # ---- batches --------------------------------------------------------------------------
     def apply(self, ops: Sequence[Op], attempt: int = 0) -> Stage:
@@ -273,7 +294,9 @@ class ShardBook:
             ledger.rollback()
             desk.rollback()
             raise
-        return Stage(results, statements, [k for k, _ in changes.created], attempt)
+        available = tuple((sku_id, stock.available) for sku_id, stock in changes.stock)
+        created = [k for k, _ in changes.created]
+        return Stage(results, statements, created, attempt, available)
 
     async def stage(self, ops: list[Op], attempt: int = 0) -> Stage:
         """``prepare`` then ``apply``, with the shard's errors: a load that fails is

@@ -41,6 +41,21 @@ HTTP_ERRORS = Counter(
     "HTTP 4xx/5xx answers by route and error code",
     ["route", "code"],
 )
+AVAILABILITY_READS = Counter(
+    "raymall_availability_reads_total",
+    "SKU availabilities read by replicas, by source (mirror: the read model; owner: a shard call)",
+    ["source"],
+)
+AVAILABILITY_LAG = Histogram(
+    "raymall_availability_lag_seconds",
+    "Time from a shard publishing committed availability to a replica applying it",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+AVAILABILITY_PUBLISH_ERRORS = Counter(
+    "raymall_availability_publish_errors_total",
+    "Availability read-model writes that failed (retried), by shard",
+    ["shard"],
+)
 CACHE_EVENTS = Counter(
     "raymall_cache_events_total",
     "Detail cache hits, misses and bloom-filter rejects",

@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     access_token_ttl_s: int = Field(900, ge=30, le=86_400)
     refresh_token_ttl_s: int = Field(14 * 86_400, ge=300, le=365 * 86_400)
     jwt_leeway_s: int = Field(30, ge=0, le=60)
+    # while Redis is unreachable, replicas verify tokens against their revocation mirror
+    # as of the disconnect; > 0: refuse (503) once it has been down this long
+    revocation_max_stale_s: float = Field(0, ge=0)
     login_max_failures_per_account: int = Field(5, ge=1)
     login_max_failures_per_ip: int = Field(20, ge=1)
     login_failure_window_s: int = Field(300, ge=1)
@@ -174,6 +177,13 @@ class Settings(BaseSettings):
     bloom_capacity: int = Field(1_000_000, ge=1_000, le=500_000_000)
     bloom_error_rate: float = Field(0.01, gt=0, lt=0.5)
     bloom_refresh_s: int = Field(300, ge=10)  # re-add every product id (heals lost bits)
+
+    # availability read model (raymall.catalog.availability): shards publish committed
+    # availability; replicas read their mirror of it instead of calling the shards
+    availability_read_model: bool = True
+    availability_heartbeat_ms: int = Field(250, ge=10, le=10_000)
+    # a replica trusts a shard's values while it heard from it this recently
+    availability_trust_ms: int = Field(1_000, ge=50, le=60_000)
 
     # recommender
     recommender: bool = True

@@ -11,19 +11,22 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import ray
+import redis.asyncio as aioredis
 from sqlalchemy import Engine, create_engine, text
 
 from actors.inventory_client import InventoryClient, shard_name
 from actors.inventory_shard import InventoryShard
 from actors.registry import actor_options
+from raymall.catalog.availability import CHANNEL, AvailabilityMirror
 from raymall.domain.shard_ops import Reserve
 from raymall.errors import InvalidTransition, OutOfStock, Unavailable
+from raymall.feed import Feed, scoped_channel
 from raymall.hashing import shard_for
 from raymall.ids import now_ms
 from raymall.settings import Settings
@@ -390,3 +393,58 @@ async def test_adjustments_are_audited_once_per_key(env: Env) -> None:
         ).all()
     assert [tuple(r) for r in rows] == [(10, "restock", 7)]
     await assert_memory_matches_database(env, client, sku)
+
+
+# ---- the availability read model -------------------------------------------------------
+@pytest.fixture()
+async def mirror(env: Env) -> AsyncIterator[AvailabilityMirror]:
+    """A replica's mirror of what the shards publish, fed as a replica feeds it."""
+    url = env.settings.redis_url
+    assert url
+    feed = Feed(url, name="availability-test")
+    redis = aioredis.Redis.from_url(url, decode_responses=True)
+    mirror = AvailabilityMirror(
+        redis, SHARDS, trust_s=1.0, owner=env.client(), connected=lambda: feed.connected
+    )
+    feed.subscribe(scoped_channel(url, CHANNEL), mirror.on_message, mirror.resync)
+    await feed.start()
+    assert await feed.wait_connected(10)
+    yield mirror
+    await feed.stop()
+    await redis.aclose()
+
+
+async def published(mirror: AvailabilityMirror, sku: int, value: int, limit_s: float) -> float:
+    """Seconds until the mirror serves ``value`` for ``sku`` (fails after ``limit_s``)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        if mirror.local([sku])[0].get(sku) == value:
+            return time.perf_counter() - started
+        await asyncio.sleep(0.0005)
+    raise AssertionError(f"sku {sku}: {mirror.local([sku])} never showed {value}")
+
+
+async def test_the_read_model_follows_each_commit_and_a_restart(
+    env: Env, mirror: AvailabilityMirror
+) -> None:
+    (sku,) = make_skus(env, [4])
+    client = env.client()
+    # a SKU created after the shard started: its first read asks the owner, who publishes it
+    assert await mirror.availability([sku]) == {sku: 4}
+    await published(mirror, sku, 4, 2.0)
+    lags = []
+    for i in range(4):
+        await client.reserve(f"rm-{sku}-{i}", {sku: 1}, ttl_s=3600)
+        lags.append(await published(mirror, sku, 3 - i, 1.0))
+    with pytest.raises(OutOfStock):
+        await client.reserve(f"rm-{sku}-x", {sku: 1}, ttl_s=3600)
+    assert mirror.local([sku]) == ({sku: 0}, [])  # sold out shows at once, without the owner
+    await client.release(f"rm-{sku}-0", [sku])
+    lags.append(await published(mirror, sku, 1, 1.0))
+    print(f"read model lag after ack: max {max(lags) * 1000:.1f} ms over {len(lags)} commits")
+    # a restarted shard publishes its state again under a new epoch; the mirror reloads
+    ray.kill(env.handle(client.shard_of(sku)), no_restart=False)
+    await client.adjust(f"rm-adj-{sku}", sku, 5, "restock")
+    await published(mirror, sku, 6, 5.0)
+    await assert_memory_matches_database(env, client, sku)
+    assert db_row(env, sku)["available"] == 6
