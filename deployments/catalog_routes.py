@@ -97,7 +97,7 @@ async def products(
     return Response(body, media_type="application/json")
 
 
-@router.get("/products/search")
+@router.get("/products/search", response_class=Response)
 async def search(
     request: Request,
     q: Annotated[str, Query(min_length=1, max_length=200)],
@@ -110,11 +110,15 @@ async def search(
     page: PageNo = 1,
     size: PageSize = 20,
     cursor: Cursor = None,
-) -> dict[str, Any]:
+) -> Response:
     """Keyword search over title, description, brand and category names; every word of
-    ``q`` (3+ letters, stopwords ignored) must match the start of a word."""
+    ``q`` (3+ letters, stopwords ignored) must match the start of a word. Answers are
+    cached by the catalog generation (a catalog write shows on the next request), while
+    the ``in_stock`` flags and filter may lag stock changes by up to
+    ``RAYMALL_LISTING_CACHE_TTL_S``, as in listings."""
     f = make_filters(category_id, brand_id, min_price_cents, max_price_cents, in_stock)
-    return await catalog(request).search(q, f, sort=sort, page=page, size=size, cursor=cursor)
+    body = await catalog(request).search(q, f, sort=sort, page=page, size=size, cursor=cursor)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/products/{product_id}", response_class=Response)

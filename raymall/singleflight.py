@@ -1,11 +1,13 @@
 """Single-flight: concurrent callers with the same key share one execution of a load
-(the catalog's cache fills, the flash sales' event and purchase-snapshot reads)."""
+(the catalog's cache fills, the flash sales' event and purchase-snapshot reads); and
+``FreshRead``: concurrent readers of one value share one read that started after they
+asked (the catalog generation read by the card and search caches)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -44,3 +46,36 @@ class SingleFlight:
     def _forget(self, key: Hashable, task: asyncio.Task[Any]) -> None:
         if self._calls.get(key) is task:
             del self._calls[key]
+
+
+class FreshRead(Generic[T]):
+    """Concurrent callers of ``read()`` share one call of ``fn``, always one that started
+    after they called: a caller arriving while a call is out waits for the next one, which
+    starts when that call ends and serves everyone who arrived meanwhile."""
+
+    def __init__(self, fn: Callable[[], Awaitable[T]]) -> None:
+        self.fn = fn
+        self.calls = 0
+        self._next: asyncio.Future[T] | None = None
+        self._running = False
+
+    async def read(self) -> T:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+            if not self._running:
+                self._running = True
+                asyncio.get_running_loop().create_task(self._run())
+        return await asyncio.shield(self._next)
+
+    async def _run(self) -> None:
+        try:
+            while self._next is not None:
+                fut, self._next = self._next, None
+                self.calls += 1
+                try:
+                    fut.set_result(await self.fn())
+                except Exception as exc:  # every waiter of this call gets it
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved: no "never retrieved" warning if all left
+        finally:
+            self._running = False

@@ -41,13 +41,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from redis.exceptions import RedisError
 
 from raymall import metrics
 from raymall.catalog.cache import CacheKeys
 from raymall.logs import get_logger
+from raymall.singleflight import FreshRead
 from raymall.tasks import stop_tasks
 
 log = get_logger("recommend.cards")
@@ -61,41 +62,6 @@ Card = dict[str, Any]
 Load = Callable[[list[int]], Awaitable[dict[int, Card]]]
 # the ids, among those asked, of products that exist and have no SKU in stock
 LoadSoldOut = Callable[[list[int]], Awaitable[set[int]]]
-T = TypeVar("T")
-
-
-class FreshRead(Generic[T]):
-    """Concurrent callers of ``read()`` share one call of ``fn``, always one that started
-    after they called: a caller arriving while a call is out waits for the next one, which
-    starts when that call ends and serves everyone who arrived meanwhile."""
-
-    def __init__(self, fn: Callable[[], Awaitable[T]]) -> None:
-        self.fn = fn
-        self.calls = 0
-        self._next: asyncio.Future[T] | None = None
-        self._running = False
-
-    async def read(self) -> T:
-        if self._next is None:
-            self._next = asyncio.get_running_loop().create_future()
-            if not self._running:
-                self._running = True
-                asyncio.get_running_loop().create_task(self._run())
-        return await asyncio.shield(self._next)
-
-    async def _run(self) -> None:
-        try:
-            while self._next is not None:
-                fut, self._next = self._next, None
-                self.calls += 1
-                try:
-                    fut.set_result(await self.fn())
-                except Exception as exc:  # every waiter of this call gets it
-                    fut.set_exception(exc)
-                    fut.exception()  # retrieved: no "never retrieved" warning if all left
-        finally:
-            self._running = False
-
 
 _ABSENT: Card = {}  # a product the database does not have (cached like a card)
 
