@@ -1,7 +1,9 @@
 """The catalog as one replica runs it: service, detail cache, Bloom filter upkeep, media,
 and the public reads (listing, search, categories, brands), wired from the resolved
-settings. The HTTP routes call this and nothing deeper; live availability comes from the
-inventory owner through the ``LiveStock`` port."""
+settings. The HTTP routes call this and nothing deeper. Availability comes from the
+replica's mirror of the read model the inventory owners publish
+(``raymall.catalog.availability``), from the owner (the ``LiveStock`` port) for what the
+mirror cannot answer, and from the database when neither can."""
 
 from __future__ import annotations
 
@@ -10,13 +12,14 @@ import hashlib
 import hmac
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any, Protocol
+from typing import Any
 
 import redis as redis_sync
 from sqlalchemy.orm import Session, sessionmaker
 
+from raymall.catalog.availability import CHANNEL, AvailabilityMirror, LiveStock
 from raymall.catalog.bloom import BloomSpec
 from raymall.catalog.cache import CacheKeys, DetailCache, ListingCache
 from raymall.catalog.effects import RedisCacheHooks
@@ -33,18 +36,13 @@ from raymall.catalog.repository import (
 from raymall.catalog.search import search_products
 from raymall.catalog.service import CatalogService
 from raymall.errors import NotFound
+from raymall.feed import Feed, scoped_channel
 from raymall.logs import get_logger
 from raymall.settings import Settings
 from raymall.tasks import stop_tasks
 
 log = get_logger("catalog")
 KEY_PREFIX = "catalog"
-
-
-class LiveStock(Protocol):
-    """The inventory owner's live availability per SKU (``InventoryClient``)."""
-
-    async def availability(self, sku_ids: list[int]) -> Mapping[int, int]: ...
 
 
 def bloom_spec(settings: Settings) -> BloomSpec:
@@ -105,6 +103,22 @@ class CatalogRuntime:
             enabled=settings.cache_enabled,
         )
         self._refresher: asyncio.Task[None] | None = None
+        self.mirror: AvailabilityMirror | None = None
+
+    def follow(self, feed: Feed, redis: Any) -> None:
+        """Read availability from the read model the shards publish, through ``feed``
+        (``redis``: an async client decoding replies to str, for the mirror's reloads)."""
+        if not self.settings.availability_read_model or self.settings.redis_url is None:
+            return
+        self.mirror = AvailabilityMirror(
+            redis,
+            self.settings.inventory_shards,
+            trust_s=self.settings.availability_trust_ms / 1000,
+            owner=self.inventory,
+            connected=lambda: feed.connected,
+        )
+        channel = scoped_channel(self.settings.redis_url, CHANNEL)
+        feed.subscribe(channel, self.mirror.on_message, self.mirror.resync)
 
     # ---- reads ----------------------------------------------------------------------
     def _load_sync(self, product_id: int) -> dict[str, Any] | None:
@@ -217,16 +231,18 @@ class CatalogRuntime:
         return await self._read(list_brands)  # type: ignore[no-any-return]
 
     async def availability(self, sku_ids: Sequence[int]) -> dict[int, int]:
-        """Live availability from the inventory owner; the last committed value from the
-        database when the inventory service is absent or failing."""
+        """Availability per SKU: from the read model's mirror, else from the inventory
+        owner; the last committed value from the database when neither can answer."""
         if not sku_ids:
             return {}
-        if self.inventory is not None:
-            try:
+        try:
+            if self.mirror is not None:
+                return await self.mirror.availability(sku_ids)
+            if self.inventory is not None:
                 live = await self.inventory.availability(list(sku_ids))
                 return {int(k): int(v) for k, v in live.items()}
-            except Exception as exc:  # degrade to the committed value, never fail the page
-                log.warning("live availability failed, using the database: %s", exc)
+        except Exception as exc:  # degrade to the committed value, never fail the page
+            log.warning("live availability failed, using the database: %s", exc)
 
         def read() -> dict[int, int]:
             with self.sessions() as session:
