@@ -41,20 +41,34 @@ def raymall_env(var: Path, env: dict[str, str] | None = None) -> dict[str, str]:
     return full_env
 
 
+def tree_env(tree: Path | None) -> dict[str, str]:
+    """Environment that makes a Python process import raymall from ``tree`` (another
+    checkout, e.g. a git worktree of an older commit) instead of this one; run it with
+    ``cwd=tree`` too, since ``python -m`` puts the working directory first on sys.path."""
+    if tree is None:
+        return {}
+    rest = os.environ.get("PYTHONPATH")
+    return {"PYTHONPATH": str(tree) + (os.pathsep + rest if rest else "")}
+
+
 @contextmanager
 def raymall_server(
-    env: dict[str, str] | None = None, timeout_s: float = 300, var: Path | None = None
+    env: dict[str, str] | None = None,
+    timeout_s: float = 300,
+    var: Path | None = None,
+    tree: Path | None = None,
 ) -> Iterator[str]:
-    """Run ``raymall serve`` (in ``var`` or a fresh var dir); yield its base URL; SIGINT it
-    at the end."""
+    """Run ``raymall serve`` (in ``var`` or a fresh var dir) from this checkout, or from
+    ``tree``; yield its base URL; SIGINT it at the end."""
     owned = var is None
     var = var or Path(tempfile.mkdtemp(prefix="raymall-bench-"))
     port = find_free_block()  # the server's whole port block (raymall.ports) is free
-    full_env = raymall_env(var, {"RAYMALL_HTTP_PORT": str(port), **(env or {})})
+    full_env = raymall_env(var, {"RAYMALL_HTTP_PORT": str(port), **tree_env(tree), **(env or {})})
     log = open(var / "serve.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "raymall", "serve", "--num-cpus", "2"],
         env=full_env,
+        cwd=tree,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -87,6 +101,52 @@ def raymall_server(
         log.close()
         if owned:
             shutil.rmtree(var, ignore_errors=True)
+
+
+@contextmanager
+def uvicorn_server(
+    app: str, app_dir: Path, env: dict[str, str], probe: str = "/", timeout_s: float = 60
+) -> Iterator[tuple[str, int]]:
+    """Run ``uvicorn app`` as a peer is run: one worker, uvloop, httptools, no access log,
+    on a free port. Ready once ``probe`` answers at all; yield (base URL, pid); SIGINT it
+    at the end. Its output goes to a log file in the temp dir, named in any failure."""
+    port = free_port()
+    name = app.split(":")[0]
+    log_path = Path(tempfile.gettempdir()) / f"peer_{name}_{os.getpid()}_{port}.log"
+    log = open(log_path, "wb")  # noqa: SIM115
+    cmd = [sys.executable, "-m", "uvicorn", app, "--app-dir", str(app_dir)]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    cmd += ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
+    cmd += ["--no-access-log"]
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{app} exited: see {log_path}")
+            try:
+                httpx.get(base + probe, timeout=2)
+                break
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{app} did not answer: see {log_path}") from None
+                time.sleep(0.1)
+        yield base, proc.pid
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
