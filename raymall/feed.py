@@ -22,6 +22,10 @@ connection for every channel. Guarantees:
   since when it is not (wall clock ms, counted from construction before the first
   connection). The gauge ``raymall_feed_connected{feed}`` shows the same.
 
+``RedisHealth`` turns the feed's state (and the connection faults callers report) into
+one answer to "use Redis now?", which the degraded modes ask instead of waiting for a
+connect timeout per request.
+
 Redis pub/sub channels are global to a server, not per database index: several apps (or
 test sessions) on one server must use distinct channel names. ``scoped_channel`` gives
 each database index its own.
@@ -306,3 +310,39 @@ def _kind(reply: Any) -> str:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisHealth:
+    """Whether this replica should use Redis right now: its feed is connected, and no
+    command failed on a connection fault in the last ``cool_down_s``.
+
+    What degrades while it says no (the rate limits go replica-local, the cart and the
+    auth writes answer 503 at once) asks it instead of waiting for a connect timeout per
+    request; a caller whose command failed says so with ``failed()``. Without a feed
+    (tools, tests) only failures count."""
+
+    def __init__(self, feed: Feed | None, *, cool_down_s: float = 1.0) -> None:
+        self.feed = feed
+        self.cool_down_s = cool_down_s
+        self._failed_at = -1e18  # monotonic seconds of the last failure
+        self._failed_ms: int | None = None
+
+    def usable(self) -> bool:
+        if self.feed is not None and not self.feed.connected:
+            return False
+        return time.monotonic() - self._failed_at >= self.cool_down_s
+
+    def failed(self) -> None:
+        """A command failed on a connection fault (not an error reply)."""
+        if self.usable():
+            self._failed_ms = now_ms()
+        self._failed_at = time.monotonic()
+
+    def down_since_ms(self) -> int | None:
+        """Since when Redis is unusable (wall-clock ms), None while usable."""
+        if self.usable():
+            return None
+        down = self.feed.down_since_ms() if self.feed is not None else None
+        failed = self._failed_ms if time.monotonic() - self._failed_at < self.cool_down_s else None
+        known = [t for t in (down, failed) if t is not None]
+        return min(known) if known else now_ms()

@@ -16,7 +16,14 @@ Guarantees:
   costly thing (a password hash) lets through at most ``burst`` of any number of
   concurrent callers; ``refund`` gives a charge back, atomically too (a sign-in that
   succeeded was not a failure);
-- every decision is counted in ``raymall_rate_limit_decisions_total{rule, decision}``.
+- every decision is counted in ``raymall_rate_limit_decisions_total{rule, decision}``;
+- with a ``LimitFallback``, a limiter keeps deciding while Redis is unreachable: the same
+  GCRA in the replica's memory (``LocalBuckets``), each limit's rate and burst divided by
+  the number of ingress replicas, so the replicas together admit about what the shared
+  limit would. It goes back to the shared limits as soon as Redis is usable again
+  (``raymall.feed.RedisHealth``); the gauge ``raymall_ratelimit_mode{mode}`` says which
+  mode is in force. A limiter without one (the sign-in guard, whose budgets must be
+  shared) fails with the Redis error (503).
 
 Usage::
 
@@ -31,11 +38,18 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from raymall import metrics
 from raymall.errors import RateLimited
+from raymall.feed import RedisHealth
 
 MAX_KEY_CHARS = 96
 
@@ -136,14 +150,118 @@ class Decision:
 
 
 Check = tuple[Limit, str]
+REDIS_FAULTS = (RedisConnectionError, RedisTimeoutError)
+LOCAL_MAX_KEYS = 200_000  # past it, the oldest tenth of the local buckets is forgotten
+
+
+class LocalBuckets:
+    """The GCRA of ``_GCRA`` in this process's memory, each limit's share being
+    1/``share`` of it (rate and burst, at least one event)."""
+
+    def __init__(
+        self,
+        share: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_keys: int = LOCAL_MAX_KEYS,
+    ) -> None:
+        self.share = max(1, share)
+        self.clock = clock
+        self.max_keys = max_keys
+        self.tats: dict[str, float] = {}  # key -> theoretical arrival time (ms)
+
+    def scaled(self, limit: Limit) -> tuple[float, int]:
+        """(interval ms, burst) of this process's share of ``limit``."""
+        return limit.interval_ms * self.share, max(1, math.ceil(limit.capacity / self.share))
+
+    def decide(
+        self, keys: Sequence[str], limits: Sequence[Limit], cost: int, charge: bool
+    ) -> tuple[bool, float, int, int]:
+        """(allowed, retry_after_ms, remaining, 1-based index of the refusing limit)."""
+        now = self.clock() * 1000.0
+        allowed, retry, refused = True, 0.0, 0
+        shares = [self.scaled(limit) for limit in limits]
+        tats = []
+        for i, (key, (interval, burst)) in enumerate(zip(keys, shares, strict=True)):
+            tat = max(self.tats.get(key, 0.0), now)
+            tats.append(tat)
+            allow_at = tat + interval * cost - interval * burst
+            if allow_at > now:
+                allowed = False
+                if allow_at - now > retry:
+                    retry, refused = allow_at - now, i + 1
+        charged = allowed and charge and cost > 0
+        remaining = -1
+        for key, tat, (interval, burst) in zip(keys, tats, shares, strict=True):
+            if charged:
+                tat += interval * cost
+                self._store(key, tat)
+            left = max(0, math.floor((now - (tat - interval * burst)) / interval + 1e-9))
+            remaining = left if remaining < 0 else min(remaining, left)
+        return allowed, math.ceil(retry), max(0, remaining), refused
+
+    def refund(self, keys: Sequence[str], limits: Sequence[Limit], cost: int) -> None:
+        now = self.clock() * 1000.0
+        for key, limit in zip(keys, limits, strict=True):
+            back = self.tats.get(key, 0.0) - self.scaled(limit)[0] * cost
+            if back <= now:
+                self.tats.pop(key, None)
+            else:
+                self.tats[key] = back
+
+    def reset(self, keys: Sequence[str]) -> None:
+        for key in keys:
+            self.tats.pop(key, None)
+
+    def _store(self, key: str, tat: float) -> None:
+        if key not in self.tats and len(self.tats) >= self.max_keys:
+            now = self.clock() * 1000.0
+            for old in [k for k, t in self.tats.items() if t <= now]:
+                del self.tats[old]
+            if len(self.tats) >= self.max_keys:
+                for old in list(islice(self.tats, max(1, self.max_keys // 10))):
+                    del self.tats[old]
+        self.tats[key] = tat
+
+
+class LimitFallback:
+    """When this replica's limiters decide locally: while ``health`` says Redis is not
+    usable. One per replica, shared by its limiters (so a key's local bucket is one)."""
+
+    def __init__(self, health: RedisHealth, replicas: int) -> None:
+        self.health = health
+        self.buckets = LocalBuckets(replicas)
+        self.mode = ""
+        self._show(self.health.usable())
+
+    def local(self) -> bool:
+        """Decide locally now? (Updates the mode gauge on a change.)"""
+        usable = self.health.usable()
+        self._show(usable)
+        return not usable
+
+    def failed(self) -> None:
+        """A shared decision failed on a connection fault: local from now on, for a while."""
+        self.health.failed()
+        self._show(False)
+
+    def _show(self, shared: bool) -> None:
+        mode = "shared" if shared else "local"
+        if mode != self.mode:
+            self.mode = mode
+            metrics.RATE_LIMIT_MODE.labels("shared").set(1 if shared else 0)
+            metrics.RATE_LIMIT_MODE.labels("local").set(0 if shared else 1)
 
 
 class RateLimiter:
     """Decides and charges limits for any subject key (a user id, an IP, an event id)."""
 
-    def __init__(self, redis: Any, prefix: str = "rl") -> None:
+    def __init__(
+        self, redis: Any, prefix: str = "rl", *, fallback: LimitFallback | None = None
+    ) -> None:
         self.redis = redis
         self.prefix = prefix
+        self.fallback = fallback
         self._script = redis.register_script(_GCRA)
         self._refund = redis.register_script(_REFUND)
 
@@ -176,13 +294,35 @@ class RateLimiter:
         if not checks:
             return
         keys = [self.key(limit, subject) for limit, subject in checks]
+        fb = self.fallback
+        if fb is not None and fb.local():
+            fb.buckets.refund(keys, [limit for limit, _ in checks], cost)
+            return
         args: list[Any] = [cost] + [repr(limit.interval_ms) for limit, _ in checks]
-        await self._refund(keys=keys, args=args)
+        try:
+            await self._refund(keys=keys, args=args)
+        except REDIS_FAULTS:
+            if fb is None:
+                raise
+            fb.failed()
+            fb.buckets.refund(keys, [limit for limit, _ in checks], cost)
 
     async def reset(self, *checks: Check) -> None:
         """Forget the history of these subjects (e.g. after a successful login)."""
-        if checks:
-            await self.redis.delete(*(self.key(limit, subject) for limit, subject in checks))
+        if not checks:
+            return
+        keys = [self.key(limit, subject) for limit, subject in checks]
+        fb = self.fallback
+        if fb is not None:
+            fb.buckets.reset(keys)
+            if fb.local():
+                return
+        try:
+            await self.redis.delete(*keys)
+        except REDIS_FAULTS:
+            if fb is None:
+                raise
+            fb.failed()
 
     async def _run(
         self, checks: tuple[Check, ...], cost: int, *, charge: bool, observe: bool
@@ -192,10 +332,21 @@ class RateLimiter:
         if cost < 0:
             raise ValueError("cost must be >= 0")
         keys = [self.key(limit, subject) for limit, subject in checks]
-        args: list[Any] = [cost, "1" if charge else "0"]
-        for limit, _ in checks:
-            args += [repr(limit.interval_ms), limit.capacity]
-        allowed, retry_ms, remaining, refused = await self._script(keys=keys, args=args)
+        fb = self.fallback
+        if fb is not None and fb.local():
+            found = fb.buckets.decide(keys, [limit for limit, _ in checks], cost, charge)
+        else:
+            args: list[Any] = [cost, "1" if charge else "0"]
+            for limit, _ in checks:
+                args += [repr(limit.interval_ms), limit.capacity]
+            try:
+                found = await self._script(keys=keys, args=args)
+            except REDIS_FAULTS:
+                if fb is None:
+                    raise
+                fb.failed()
+                found = fb.buckets.decide(keys, [limit for limit, _ in checks], cost, charge)
+        allowed, retry_ms, remaining, refused = found
         refused_by = checks[int(refused) - 1][0].name if int(refused) > 0 else None
         decision = Decision(
             allowed=bool(int(allowed)),

@@ -1,8 +1,10 @@
-"""The revocation index in Redis: what every authenticated request checks.
+"""The revocation index in Redis: the source of every replica's revocation mirror.
 
 The database is the record (``refresh_families.revoked_ms``, ``users.is_blocked``); this
-index mirrors the part of it that can still matter for access tokens, so that a revocation
-takes effect at once on every replica for the price of one ``MGET`` per request:
+index holds the part of it that can still matter for access tokens. Every replica keeps a
+copy in memory (``raymall.auth.mirror``), loaded from ``snapshot()`` and kept current by
+the message each write publishes on the index's channel, so verifying an access token
+reads no Redis at all. The keys:
 
 - ``auth:fam:<family id>``: the family is revoked. Kept for the access-token lifetime plus
   the leeway (older access tokens of the family have expired anyway). The same key holding
@@ -12,8 +14,15 @@ takes effect at once on every replica for the price of one ``MGET`` per request:
   a revocation, nor a newer generation.
 - ``auth:usr:<user id>``: the user is blocked. Kept until the user is unblocked.
 - ``auth:epoch``: the index is complete. If Redis lost its data (a restart without
-  persistence, a flush) the epoch is gone too; the next check rebuilds the index from the
-  database before answering, so a lost index fails closed, never open.
+  persistence, a flush) the epoch is gone too; the next snapshot (or check) rebuilds the
+  index from the database before answering, so a lost index fails closed, never open.
+- ``auth:fams`` (sorted set: family id -> expiry ms) and ``auth:blocked`` (set of user
+  ids): the catalogue of the flags, so that a snapshot reads them without a key scan.
+
+Each write sets its flag, its catalogue entry and publishes its message (``r <family>``,
+``g <family> <generation>``, ``b <user>``, ``u <user>``) in one script, so a message goes
+out exactly when the index changed. Messages carry state, not deltas: applying one twice,
+or after a snapshot that already holds it, changes nothing.
 
 Writers update the database first and the index second, so a rebuild running alongside a
 revocation or a block never loses it. (An unblock racing a rebuild can leave the user
@@ -34,6 +43,8 @@ from raymall.logs import get_logger
 FAMILY_PREFIX = "auth:fam:"
 USER_PREFIX = "auth:usr:"
 EPOCH_KEY = "auth:epoch"
+FAMILIES_KEY = "auth:fams"
+BLOCKED_KEY = "auth:blocked"
 log = get_logger("auth.revocations")
 
 
@@ -50,17 +61,64 @@ class Snapshot:
 
 SnapshotLoader = Callable[[int], Awaitable[Snapshot]]  # (families revoked since ms) -> ...
 
-# KEYS[1]: the family's flag; ARGV[1] the new generation, ARGV[2] ttl (s). Never lowers a
-# generation, never replaces a revocation (any value that is not g<n>).
+# KEYS: the family's flag, the family catalogue; ARGV: family id, the new generation, ttl
+# (s), channel ("" for none). Never lowers a generation, never replaces a revocation (any
+# value that is not g<n>).
 _ROTATED = """
 local v = redis.call('GET', KEYS[1])
 if v then
   if string.sub(v, 1, 1) ~= 'g' then return 0 end
-  if tonumber(string.sub(v, 2)) >= tonumber(ARGV[1]) then return 0 end
+  if tonumber(string.sub(v, 2)) >= tonumber(ARGV[2]) then return 0 end
 end
-redis.call('SET', KEYS[1], 'g' .. ARGV[1], 'EX', tonumber(ARGV[2]))
+local t = redis.call('TIME')
+local ttl = tonumber(ARGV[3])
+redis.call('SET', KEYS[1], 'g' .. ARGV[2], 'EX', ttl)
+redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + ttl * 1000, ARGV[1])
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], 'g ' .. ARGV[1] .. ' ' .. ARGV[2]) end
 return 1
 """
+
+# KEYS: the family catalogue, then one flag per family; ARGV: ttl (s), channel, then the
+# family ids.
+_REVOKED = """
+local t = redis.call('TIME')
+local ttl = tonumber(ARGV[1])
+local expires = tonumber(t[1]) * 1000 + ttl * 1000
+for i = 2, #KEYS do
+  local fid = ARGV[i + 1]
+  redis.call('SET', KEYS[i], '1', 'EX', ttl)
+  redis.call('ZADD', KEYS[1], expires, fid)
+  if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], 'r ' .. fid) end
+end
+return #KEYS - 1
+"""
+
+# KEYS: the user's flag, the blocked catalogue; ARGV: user id, "1" block / "0" unblock,
+# channel.
+_BLOCKED = """
+if ARGV[2] == '1' then
+  redis.call('SET', KEYS[1], '1')
+  redis.call('SADD', KEYS[2], ARGV[1])
+else
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
+if ARGV[3] ~= '' then
+  redis.call('PUBLISH', ARGV[3], (ARGV[2] == '1' and 'b ' or 'u ') .. ARGV[1])
+end
+return 1
+"""
+
+SNAPSHOT_CHUNK = 1000  # flags read per MGET when a snapshot is taken
+
+
+@dataclass(frozen=True)
+class IndexView:
+    """The index as a snapshot read it: family id -> flag (``"1"`` revoked, ``"g<n>"``
+    refreshed to generation n) with its expiry (wall-clock ms), and the blocked users."""
+
+    families: dict[str, tuple[str, int]]
+    blocked_users: set[int]
 
 
 class RevocationIndex:
@@ -71,15 +129,20 @@ class RevocationIndex:
         family_flag_ttl_s: int,
         load: SnapshotLoader,
         hot_redis: Any = None,
+        channel: str = "",
     ) -> None:
         """``redis``: a redis-py asyncio client; ``hot_redis``, if given, serves the
-        per-request ``MGET`` (a ``raymall.resp.RespClient`` on the same Redis)."""
+        ``MGET`` of ``status`` (a ``raymall.resp.RespClient`` on the same Redis);
+        ``channel``: where each write publishes its message ("": nowhere)."""
         self.redis = redis
         self._reads = hot_redis if hot_redis is not None else redis
         self.family_flag_ttl_s = family_flag_ttl_s
+        self.channel = channel
         self._load = load
         self._rebuild_lock = asyncio.Lock()
         self._rotated = redis.register_script(_ROTATED)
+        self._revoked = redis.register_script(_REVOKED)
+        self._blocked = redis.register_script(_BLOCKED)
 
     async def status(self, family_id: str, user_id: int, generation: int = 0) -> str | None:
         """``None`` if the token's family and user are in good standing, otherwise
@@ -100,23 +163,46 @@ class RevocationIndex:
     async def family_rotated(self, family_id: str, generation: int) -> None:
         """Retire the family's access tokens of generations before ``generation``."""
         await self._rotated(
-            keys=[FAMILY_PREFIX + family_id], args=[generation, self.family_flag_ttl_s]
+            keys=[FAMILY_PREFIX + family_id, FAMILIES_KEY],
+            args=[family_id, generation, self.family_flag_ttl_s, self.channel],
         )
 
     async def families_revoked(self, family_ids: Iterable[str]) -> None:
         ids = list(family_ids)
         if not ids:
             return
-        pipe = self.redis.pipeline(transaction=False)
-        for fid in ids:
-            pipe.set(FAMILY_PREFIX + fid, "1", ex=self.family_flag_ttl_s)
-        await pipe.execute()
+        await self._revoked(
+            keys=[FAMILIES_KEY, *(FAMILY_PREFIX + fid for fid in ids)],
+            args=[self.family_flag_ttl_s, self.channel, *ids],
+        )
 
     async def user_blocked(self, user_id: int) -> None:
-        await self.redis.set(USER_PREFIX + str(user_id), "1")
+        await self._blocked(
+            keys=[USER_PREFIX + str(user_id), BLOCKED_KEY], args=[user_id, "1", self.channel]
+        )
 
     async def user_unblocked(self, user_id: int) -> None:
-        await self.redis.delete(USER_PREFIX + str(user_id))
+        await self._blocked(
+            keys=[USER_PREFIX + str(user_id), BLOCKED_KEY], args=[user_id, "0", self.channel]
+        )
+
+    async def snapshot(self) -> IndexView:
+        """The whole index, for a mirror's (re)load; rebuilt from the database first if it
+        was lost (``Unavailable`` when the database cannot say)."""
+        if not await self.redis.exists(EPOCH_KEY):
+            await self.rebuild()
+        now = now_ms()
+        await self.redis.zremrangebyscore(FAMILIES_KEY, "-inf", now)
+        listed = await self.redis.zrangebyscore(FAMILIES_KEY, now, "+inf", withscores=True)
+        families: dict[str, tuple[str, int]] = {}
+        for start in range(0, len(listed), SNAPSHOT_CHUNK):
+            chunk = listed[start : start + SNAPSHOT_CHUNK]
+            flags = await self.redis.mget([FAMILY_PREFIX + _str(fid) for fid, _ in chunk])
+            for (fid, expires), flag in zip(chunk, flags, strict=True):
+                if flag is not None:
+                    families[_str(fid)] = (_str(flag), int(expires))
+        blocked = {int(uid) for uid in await self.redis.smembers(BLOCKED_KEY)}
+        return IndexView(families, blocked)
 
     async def rebuild(self) -> None:
         """Copy the database's revocations into Redis, then mark the index complete."""
@@ -129,13 +215,18 @@ class RevocationIndex:
             except Exception as exc:
                 log.warning("cannot rebuild the revocation index: %s", exc)
                 raise Unavailable("token revocation state is unavailable; retry") from exc
+            ttl = self.family_flag_ttl_s
+            expires = now_ms() + ttl * 1000
             pipe = self.redis.pipeline(transaction=False)
             for fid, gen in snapshot.generations.items():
-                pipe.set(FAMILY_PREFIX + fid, f"g{gen}", ex=self.family_flag_ttl_s)
+                pipe.set(FAMILY_PREFIX + fid, f"g{gen}", ex=ttl)
+                pipe.zadd(FAMILIES_KEY, {fid: expires})
             for uid in snapshot.blocked_users:
                 pipe.set(USER_PREFIX + str(uid), "1")
+                pipe.sadd(BLOCKED_KEY, str(uid))
             for fid in snapshot.revoked_families:
-                pipe.set(FAMILY_PREFIX + fid, "1", ex=self.family_flag_ttl_s)
+                pipe.set(FAMILY_PREFIX + fid, "1", ex=ttl)
+                pipe.zadd(FAMILIES_KEY, {fid: expires})
             pipe.set(EPOCH_KEY, str(now_ms()))
             await pipe.execute()
             log.info(
@@ -145,6 +236,10 @@ class RevocationIndex:
                     "revoked_families": len(snapshot.revoked_families),
                 },
             )
+
+
+def _str(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _family_status(flag: str | bytes, generation: int) -> str | None:

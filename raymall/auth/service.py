@@ -10,7 +10,14 @@ One ``AuthService`` per Serve replica. It guarantees:
   replayed token revokes its whole family; a refresh retires the access tokens the family
   was issued before it, on every replica;
 - every revocation (logout, replay, password change, block) is written to the database
-  first and then to the Redis revocation index, which every authenticated request checks;
+  first and then to the Redis revocation index, which publishes it to every replica's
+  mirror (``raymall.auth.mirror``); with a feed, an authenticated request reads only the
+  mirror, so verifying a token needs no Redis;
+- while Redis is unusable (``raymall.feed.RedisHealth``), the calls that write sessions
+  or need the shared sign-in limits (register, sign-in, refresh, logout, password change,
+  block) refuse at once with ``Unavailable`` (503, ``Retry-After``), before any database
+  write; one that loses Redis after its database commit keeps the index write for the
+  mirror's next resync and answers as usual;
 - a sign-in for an unknown account costs the same hashing work as for a known one;
 - a successful sign-in whose stored hash was made with another algorithm or other
   parameters than the configured ones stores a fresh hash (the upgrade path).
@@ -19,10 +26,14 @@ One ``AuthService`` per Serve replica. It guarantees:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -33,6 +44,7 @@ from raymall.auth import families, users
 from raymall.auth.devices import DeviceTokens
 from raymall.auth.guard import Attempt, AuthGuard, Client
 from raymall.auth.hashing import HashPool
+from raymall.auth.mirror import PendingWrite, RevocationMirror
 from raymall.auth.permissions import Grant, PermissionCache
 from raymall.auth.revocations import RevocationIndex, Snapshot
 from raymall.auth.tokens import AccessClaims, IssuedPair, TokenCodec, VerifiedAccessCache
@@ -48,9 +60,15 @@ from raymall.errors import (
     Unavailable,
     ValidationFailed,
 )
+from raymall.feed import Feed, RedisHealth, scoped_channel
 from raymall.ids import now_ms
+from raymall.logs import get_logger
 from raymall.ratelimit import RateLimiter
 from raymall.settings import Settings
+
+REVOCATIONS_CHANNEL = "auth:revocations"
+STORE_RETRY_AFTER_S = 2  # Retry-After of the refusals while Redis is unreachable
+log = get_logger("auth")
 
 
 @dataclass(frozen=True)
@@ -69,9 +87,14 @@ class AuthService:
         sessions: sessionmaker[Session],
         redis: Any,
         hot_redis: Any = None,
+        feed: Feed | None = None,
+        health: RedisHealth | None = None,
     ) -> None:
-        """``hot_redis`` (optional, a ``raymall.resp.RespClient``) serves the revocation
-        check every authenticated request makes; everything else uses ``redis``."""
+        """``feed``: the replica's (``raymall.feed``); with it, tokens are checked against
+        the replica's revocation mirror, which the feed keeps current (start the feed
+        after this). Without it (tools, tests), each check reads the index, through
+        ``hot_redis`` if given (a ``raymall.resp.RespClient``). ``health``: when Redis is
+        usable (default: from the feed)."""
         self.settings = settings
         self.sessions = sessions
         self.codec = TokenCodec(
@@ -86,12 +109,24 @@ class AuthService:
         )
         self.limiter = RateLimiter(redis)
         self.guard = AuthGuard(self.limiter, settings)
+        channel = scoped_channel(settings.redis_url or "", REVOCATIONS_CHANNEL)
         self.revocations = RevocationIndex(
             redis,
             family_flag_ttl_s=settings.access_token_ttl_s + settings.jwt_leeway_s + 5,
             load=self._revocation_snapshot,
             hot_redis=hot_redis,
+            channel=channel if feed is not None else "",
         )
+        self.health = health if health is not None else RedisHealth(feed)
+        self.mirror: RevocationMirror | None = None
+        if feed is not None:
+            self.mirror = RevocationMirror(
+                self.revocations,
+                max_stale_s=settings.revocation_max_stale_s,
+                connected=lambda: feed.connected,
+                down_since_ms=feed.down_since_ms,
+            )
+            feed.subscribe(channel, self.mirror.apply, self.mirror.resync)
         self.permissions = PermissionCache(self._grants, ttl_s=settings.permission_cache_ttl_s)
         self.hasher = settings.password_hasher_config()
         self.hashes = HashPool(
@@ -108,9 +143,15 @@ class AuthService:
 
     # ---- the per-request check ------------------------------------------------------
     async def authenticate(self, token: str) -> AccessClaims:
-        """Verify an access token and its standing (one Redis round trip)."""
+        """Verify an access token and its standing: from the replica's mirror (no I/O), or
+        with one Redis round trip when there is no feed."""
         claims = self.verified.verify(token)
-        status = await self.revocations.status(claims.family_id, claims.user_id, claims.generation)
+        if self.mirror is not None:
+            status = self.mirror.status(claims.family_id, claims.user_id, claims.generation)
+        else:
+            status = await self.revocations.status(
+                claims.family_id, claims.user_id, claims.generation
+            )
         if status is None:
             return claims
         if status == "user_blocked":
@@ -134,8 +175,10 @@ class AuthService:
     ) -> dict[str, Any]:
         email, username = users.normalize_email(email), users.normalize_username(username)
         validate_password(password, email=email, username=username)
+        self._need_store("registration")
         await in_tx(self.sessions, users.check_available, email, username)  # before hashing
-        charged = await self.guard.admit_registration(ip)
+        with self._store_faults("registration"):
+            charged = await self.guard.admit_registration(ip)
         try:
             password_hash = await self.hashes.hash(password, bulk=True)
         except Unavailable:  # the hash pool is full: this registration cost nothing
@@ -168,6 +211,18 @@ class AuthService:
         device_token: str | None = None,
     ) -> IssuedPair:
         """Sign in; the pair carries a device token for the next sign-in from this client."""
+        self._need_store("sign-in")
+        with self._store_faults("sign-in"):
+            return await self._login(email, username, password, ip, device_token)
+
+    async def _login(
+        self,
+        email: str | None,
+        username: str | None,
+        password: str,
+        ip: str | None,
+        device_token: str | None,
+    ) -> IssuedPair:
         user: User | None = await in_tx(
             self.sessions, lambda s: users.find_for_login(s, email=email, username=username)
         )
@@ -195,6 +250,7 @@ class AuthService:
 
     async def refresh(self, refresh_token: str) -> IssuedPair:
         claims = self.codec.verify_refresh(refresh_token)
+        self._need_store("refresh")
 
         def rotate(session: Session) -> _Rotated:
             user = session.get(User, claims.user_id)
@@ -218,7 +274,7 @@ class AuthService:
         if result.blocked:
             raise AccountBlocked("this account is blocked")
         if result.outcome is families.Rotation.REUSED:
-            await self.revocations.families_revoked([claims.family_id])
+            await self._revoke_families([claims.family_id])
             raise TokenRevoked("refresh token reuse detected: the session has been revoked")
         if result.outcome is families.Rotation.REVOKED:
             raise TokenRevoked("this session has been revoked; sign in again")
@@ -227,24 +283,31 @@ class AuthService:
         if result.outcome is not families.Rotation.ROTATED or result.jti is None:
             raise InvalidToken("unknown refresh token")
         # the access tokens issued before this refresh stop working, as at logout
-        await self.revocations.family_rotated(claims.family_id, result.generation)
+        fid, gen = claims.family_id, result.generation
+        await self._index_write(
+            lambda index: index.family_rotated(fid, gen),
+            lambda mirror: mirror.family_rotated(fid, gen),
+        )
         return self.codec.issue_pair(
             claims.user_id, result.role, claims.family_id, result.jti, generation=result.generation
         )
 
     async def logout(self, family_id: str) -> None:
+        self._need_store("sign-out")
         await in_tx(
             self.sessions,
             lambda s: families.revoke_family(s, family_id, "logout", now_ms=now_ms()),
         )
-        await self.revocations.families_revoked([family_id])
+        await self._revoke_families([family_id])
 
     async def change_password(
         self, user_id: int, *, current: str, new: str, ip: str | None
     ) -> IssuedPair:
         """Change the password, revoke every session of the user, start a new one."""
+        self._need_store("password change")
         user = await in_tx(self.sessions, users.get_user, user_id)
-        charged = await self.guard.admit_password_change(user_id)  # its own bucket
+        with self._store_faults("password change"):
+            charged = await self.guard.admit_password_change(user_id)  # its own bucket
         try:
             right = await self.hashes.verify(current, user.password_hash)
         except Unavailable:  # not checked: not a wrong guess
@@ -272,14 +335,16 @@ class AuthService:
             return revoked, fid, jti, fresh.role
 
         revoked, fid, jti, role = await in_tx(self.sessions, apply)
-        await self.revocations.families_revoked(revoked)
-        await self.guard.password_changed(charged)
+        await self._revoke_families(revoked)
+        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            await self.guard.password_changed(charged)  # a refund only: the change is made
         return self.codec.issue_pair(user_id, role, fid, jti)
 
     # ---- administration -------------------------------------------------------------
     async def set_blocked(self, admin_id: int, user_id: int, blocked: bool) -> dict[str, Any]:
         if blocked and admin_id == user_id:
             raise Conflict("you cannot block your own account")
+        self._need_store("blocking")
 
         def apply(session: Session) -> tuple[User, list[str]]:
             now = now_ms()
@@ -293,10 +358,16 @@ class AuthService:
 
         user, revoked = await in_tx(self.sessions, apply)
         if blocked:
-            await self.revocations.user_blocked(user_id)
-            await self.revocations.families_revoked(revoked)
+            await self._index_write(
+                lambda index: index.user_blocked(user_id),
+                lambda mirror: mirror.user_blocked(user_id),
+            )
+            await self._revoke_families(revoked)
         else:
-            await self.revocations.user_unblocked(user_id)
+            await self._index_write(
+                lambda index: index.user_unblocked(user_id),
+                lambda mirror: mirror.user_unblocked(user_id),
+            )
         return users.user_view(user, admin=True)
 
     async def list_users(
@@ -315,6 +386,48 @@ class AuthService:
         }
 
     # ---- internals ------------------------------------------------------------------
+    def _need_store(self, what: str) -> None:
+        """Refuse at once (503) while Redis is unusable: nothing has been written yet."""
+        if not self.health.usable():
+            raise _store_down(what)
+
+    @contextlib.contextmanager
+    def _store_faults(self, what: str) -> Iterator[None]:
+        """A Redis connection fault in the block: a clean 503 with ``Retry-After``."""
+        try:
+            yield
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.health.failed()
+            raise _store_down(what) from exc
+
+    async def _revoke_families(self, family_ids: list[str]) -> None:
+        if not family_ids:
+            return
+        ids = list(family_ids)
+
+        def local(mirror: RevocationMirror) -> None:
+            for fid in ids:
+                mirror.family_revoked(fid)
+
+        await self._index_write(lambda index: index.families_revoked(ids), local)
+
+    async def _index_write(
+        self, write: PendingWrite, local: Callable[[RevocationMirror], None]
+    ) -> None:
+        """After the database committed a change: this replica's mirror at once, then the
+        index (whose message reaches the other replicas). If Redis fails now, the index
+        write waits in the mirror for its next resync (without a mirror: 503)."""
+        if self.mirror is not None:
+            local(self.mirror)
+        try:
+            await write(self.revocations)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            self.health.failed()
+            if self.mirror is None:
+                raise _store_down("the change") from exc
+            self.mirror.pending.append(write)
+            log.warning("revocation index write deferred to the next resync: %s", exc)
+
     async def _start_session(self, user_id: int, role: str) -> IssuedPair:
         ttl = self.settings.refresh_token_ttl_s
         fid, jti = await in_tx(
@@ -368,3 +481,10 @@ class AuthService:
             )
 
         return await in_tx(self.sessions, load)
+
+
+def _store_down(what: str) -> Unavailable:
+    return Unavailable(
+        f"{what} is unavailable while the session store is unreachable; retry",
+        details={"retry_after": STORE_RETRY_AFTER_S},
+    )

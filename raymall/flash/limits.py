@@ -5,6 +5,10 @@ meaning of ``Limit``), but one script call decides every request of a replica's 
 order: each request is all-or-nothing across its own limits (per user, per IP when known,
 per event), and a key shared by several requests (the event) sees the charges of the
 earlier ones. Decisions are counted in ``raymall_rate_limit_decisions_total``.
+
+With a ``raymall.ratelimit.LimitFallback`` the batch is decided in the replica's memory
+while Redis is unreachable (the same rules, each limit's share of the replicas), so
+purchases go on through a Redis outage; without one a Redis fault fails the batch (503).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from raymall import metrics
-from raymall.ratelimit import Decision, Limit, RateLimiter
+from raymall.ratelimit import REDIS_FAULTS, Decision, Limit, LimitFallback, RateLimiter
 
 # KEYS: every request's keys, flattened. ARGV[1]: number of requests; then per request:
 # its key count k, then k pairs (interval_ms, burst). Returns per request: allowed,
@@ -67,8 +71,11 @@ Checks = Sequence[tuple[Limit, str]]
 class BatchLimiter:
     """Decides many requests' limits in one call (see the module docstring)."""
 
-    def __init__(self, redis: Any, prefix: str = "rl") -> None:
+    def __init__(
+        self, redis: Any, prefix: str = "rl", *, fallback: LimitFallback | None = None
+    ) -> None:
         self.keys = RateLimiter(redis, prefix)  # key naming shared with the generic limiter
+        self.fallback = fallback
         self._script = redis.register_script(_BATCH_GCRA)
 
     async def check(self, requests: Sequence[Checks]) -> list[Decision]:
@@ -82,7 +89,17 @@ class BatchLimiter:
                 args += [repr(limit.interval_ms), limit.capacity]
         if not keys:
             return [Decision(True, 0.0, 0) for _ in requests]
-        flat = await self._script(keys=keys, args=args)
+        fb = self.fallback
+        if fb is not None and fb.local():
+            flat = self._local(requests)
+        else:
+            try:
+                flat = await self._script(keys=keys, args=args)
+            except REDIS_FAULTS:
+                if fb is None:
+                    raise
+                fb.failed()
+                flat = self._local(requests)
         out = []
         counts: Counter[tuple[str, str]] = Counter()
         for i, checks in enumerate(requests):
@@ -97,3 +114,19 @@ class BatchLimiter:
         for (rule, verdict), n in counts.items():
             metrics.RATE_LIMIT_DECISIONS.labels(rule, verdict).inc(n)
         return out
+
+    def _local(self, requests: Sequence[Checks]) -> list[int]:
+        """The script's answer, decided by the fallback's buckets (request by request)."""
+        assert self.fallback is not None
+        buckets = self.fallback.buckets
+        flat: list[int] = []
+        for checks in requests:
+            if not checks:
+                flat += [1, 0, 0]
+                continue
+            keys = [self.keys.key(limit, subject) for limit, subject in checks]
+            allowed, retry_ms, _, refused = buckets.decide(
+                keys, [limit for limit, _ in checks], 1, True
+            )
+            flat += [int(allowed), int(retry_ms), refused]
+        return flat

@@ -63,7 +63,7 @@ from raymall.flash.ports import FlashShards
 from raymall.flash.returns import hold_key
 from raymall.flash.tokens import FlashTokens, issue, token_key, token_required, token_used
 from raymall.ids import now_ms
-from raymall.ratelimit import Limit
+from raymall.ratelimit import Limit, LimitFallback
 from raymall.settings import Settings
 from raymall.singleflight import SingleFlight
 
@@ -94,12 +94,15 @@ class FlashService:
         redis: Any,
         inventory: FlashShards,
         clock: Callable[[], float] | None = None,
+        limit_fallback: LimitFallback | None = None,
     ) -> None:
+        """``limit_fallback``: decide the rate limits in the replica while Redis is
+        unreachable (``raymall.ratelimit``), so purchases go on through an outage."""
         self.settings = settings
         self.sessions = sessions
         self.inventory = inventory
         self.clock = clock if clock is not None else time.monotonic  # monotonic seconds
-        self.limiter = BatchLimiter(redis)
+        self.limiter = BatchLimiter(redis, fallback=limit_fallback)
         s = settings
         self.user_limit = _limit("flash_user", s.flash_rate_user_per_s, s.flash_rate_user_burst)
         self.ip_limit = _limit("flash_ip", s.flash_rate_ip_per_s, s.flash_rate_ip_per_s * 2)

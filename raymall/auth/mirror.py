@@ -1,0 +1,170 @@
+"""The replica's copy of the revocation index: verifying an access token reads no Redis.
+
+The index (``raymall.auth.revocations``) is loaded whole when the replica's feed
+(``raymall.feed``) subscribes, and again after every reconnection; between loads each
+write's message keeps it current. Guarantees:
+
+- **Same answers as the index**: ``status`` says ``family_revoked``, ``superseded`` or
+  ``user_blocked`` exactly when ``RevocationIndex.status`` would for the same state (a
+  revocation beats any generation, a generation never goes back).
+- **This replica's own writes count at once**: a writer applies its change here right
+  after writing the index, before the message comes back.
+- **Staleness**: a replica whose feed is connected is behind the index by the delivery
+  of one pub/sub message (milliseconds). While Redis is unreachable it answers from the
+  copy it had when the connection dropped; what was written meanwhile reaches it with the
+  snapshot taken on reconnection. ``max_stale_s`` > 0 bounds that: past it, ``status``
+  refuses (``Unavailable``) instead of answering from an old copy.
+- **Fails closed**: until the first load, ``status`` raises ``Unavailable`` (503); it
+  never answers "in good standing" from an empty copy.
+- **A write the index missed is not lost with Redis**: a writer whose index write failed
+  after the database committed (Redis went away in between) applies it here and leaves
+  it in ``pending``; the next resync writes it to the index before loading the snapshot.
+
+Flags of families expire after the index's ttl (older access tokens of the family have
+expired by then); ``prune`` drops them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from raymall.auth.revocations import RevocationIndex
+from raymall.errors import Unavailable
+from raymall.ids import now_ms
+from raymall.logs import get_logger
+
+log = get_logger("auth.mirror")
+
+REVOKED = -1  # a family's state: revoked, or the generation its tokens must have reached
+PRUNE_EVERY = 1024  # messages applied between two sweeps of expired families
+PendingWrite = Callable[[RevocationIndex], Awaitable[None]]
+
+
+class RevocationMirror:
+    def __init__(
+        self,
+        index: RevocationIndex,
+        *,
+        max_stale_s: float = 0.0,
+        connected: Callable[[], bool] | None = None,
+        down_since_ms: Callable[[], int | None] | None = None,
+    ) -> None:
+        """``connected`` / ``down_since_ms``: the feed's (``raymall.feed.Feed``), used
+        for the ``max_stale_s`` bound and for readiness."""
+        self.index = index
+        self.ttl_ms = index.family_flag_ttl_s * 1000
+        self.max_stale_s = max_stale_s
+        self._connected = connected or (lambda: True)
+        self._down_since_ms = down_since_ms or (lambda: None)
+        self.families: dict[str, tuple[int, int]] = {}  # id -> (REVOKED or gen, expires ms)
+        self.blocked: set[int] = set()
+        self.loaded_ms: int | None = None  # wall clock of the last completed load
+        self.pending: list[PendingWrite] = []
+        self._applied = 0
+
+    # ---- reads ---------------------------------------------------------------------------
+    @property
+    def loaded(self) -> bool:
+        return self.loaded_ms is not None
+
+    def status(self, family_id: str, user_id: int, generation: int = 0) -> str | None:
+        """As ``RevocationIndex.status``, from memory; ``Unavailable`` if never loaded, or
+        if the feed has been down longer than ``max_stale_s`` (when that is set)."""
+        if self.loaded_ms is None:
+            raise Unavailable(
+                "token revocation state is not loaded yet; retry", details={"retry_after": 1}
+            )
+        if self.max_stale_s > 0:
+            down = self._down_since_ms()
+            if down is not None and now_ms() - down > self.max_stale_s * 1000:
+                raise Unavailable(
+                    "token revocation state is too old to trust; retry",
+                    details={"retry_after": 1},
+                )
+        if user_id in self.blocked:
+            return "user_blocked"
+        held = self.families.get(family_id)
+        if held is None:
+            return None
+        state, expires = held
+        if expires <= now_ms():
+            return None
+        if state == REVOKED:
+            return "family_revoked"
+        return "superseded" if generation < state else None
+
+    def view(self) -> dict[str, object]:
+        """For readiness: loaded, since when, how many flags, and the feed's state."""
+        return {
+            "loaded": self.loaded,
+            "loaded_ms": self.loaded_ms,
+            "families": len(self.families),
+            "blocked_users": len(self.blocked),
+            "connected": self._connected(),
+            "down_since_ms": self._down_since_ms(),
+            "pending": len(self.pending),
+        }
+
+    # ---- changes -----------------------------------------------------------------------------
+    def family_revoked(self, family_id: str) -> None:
+        self.families[family_id] = (REVOKED, now_ms() + self.ttl_ms)
+
+    def family_rotated(self, family_id: str, generation: int) -> None:
+        held = self.families.get(family_id)
+        if held is not None and (held[0] == REVOKED or held[0] >= generation):
+            return
+        self.families[family_id] = (generation, now_ms() + self.ttl_ms)
+
+    def user_blocked(self, user_id: int) -> None:
+        self.blocked.add(user_id)
+
+    def user_unblocked(self, user_id: int) -> None:
+        self.blocked.discard(user_id)
+
+    def apply(self, message: bytes) -> None:
+        """One message of the index's channel (the feed's handler)."""
+        kind, _, rest = message.decode().partition(" ")
+        if kind == "r":
+            self.family_revoked(rest)
+        elif kind == "g":
+            fid, _, gen = rest.rpartition(" ")
+            self.family_rotated(fid, int(gen))
+        elif kind == "b":
+            self.user_blocked(int(rest))
+        elif kind == "u":
+            self.user_unblocked(int(rest))
+        else:
+            raise ValueError(f"unknown revocation message {message[:40]!r}")
+        self._applied += 1
+        if self._applied % PRUNE_EVERY == 0:
+            self.prune()
+
+    def prune(self) -> None:
+        now = now_ms()
+        for fid in [fid for fid, (_, expires) in self.families.items() if expires <= now]:
+            del self.families[fid]
+
+    # ---- loads -------------------------------------------------------------------------------
+    async def resync(self) -> None:
+        """Write what the index missed, then replace the copy with the index's snapshot
+        (the feed's resync: messages that arrive meanwhile are applied after it)."""
+        while self.pending:
+            await self.pending[0](self.index)
+            self.pending.pop(0)
+        started = time.perf_counter()
+        view = await self.index.snapshot()
+        families: dict[str, tuple[int, int]] = {}
+        for fid, (flag, expires) in view.families.items():
+            families[fid] = (REVOKED if flag[:1] != "g" else int(flag[1:]), expires)
+        self.families = families
+        self.blocked = set(view.blocked_users)
+        self.loaded_ms = now_ms()
+        log.info(
+            "revocation mirror loaded",
+            extra={
+                "families": len(families),
+                "blocked_users": len(self.blocked),
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )

@@ -1,0 +1,229 @@
+"""Token checks from the replicas' revocation mirrors (``raymall.auth.mirror``), two
+``AuthService``s with their own feeds standing for two replicas: a change made on one
+reaches the other through the index's channel; with Redis killed (a throw-away
+redis-server) tokens are still verified, the session writes refuse cleanly, and after a
+restart that lost every key the index is rebuilt from the database."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from pydantic import SecretStr
+
+from raymall.auth.service import AuthService
+from raymall.db import make_engine, session_factory
+from raymall.errors import AccountBlocked, TokenRevoked, Unavailable
+from raymall.feed import Feed
+from raymall.settings import Settings
+from tests.redis_process import RedisProcess
+
+pytestmark = pytest.mark.integration
+PASSWORD = "Right-pw-1234"
+
+
+@pytest.fixture()
+def sessions(mysql_url: str) -> Iterator[Any]:
+    engine = make_engine(mysql_url, pool_size=4)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture()
+def own_redis() -> Iterator[RedisProcess]:
+    server = RedisProcess()
+    server.start()
+    yield server
+    server.stop()
+
+
+class Replica:
+    """One replica's auth: its own Redis client, feed and mirror."""
+
+    def __init__(self, sessions: Any, url: str) -> None:
+        settings = Settings(redis_url=url, jwt_secret=SecretStr("k" * 40))
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=16, decode_responses=True, socket_connect_timeout=1
+        )
+        self.redis = aioredis.Redis.from_pool(pool)
+        self.feed = Feed(url, name="test", reconnect_max_s=0.2)
+        self.auth = AuthService(settings, sessions, self.redis, feed=self.feed)
+
+    async def close(self) -> None:
+        await self.feed.stop()
+        await self.redis.aclose()
+        self.auth.close()
+
+
+@pytest.fixture()
+async def replicas(sessions: Any, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    made: list[Replica] = []
+
+    async def make(url: str, *, wait: bool = True) -> Replica:
+        replica = Replica(sessions, url)
+        made.append(replica)
+        await replica.feed.start()
+        if wait:
+            assert await replica.feed.wait_connected(5)
+        return replica
+
+    yield make
+    for replica in made:
+        await replica.close()
+
+
+async def eventually(check: Callable[[], Any], timeout_s: float = 3.0) -> float:
+    """Seconds until ``check()`` is true."""
+    started = time.monotonic()
+    while not check():
+        assert time.monotonic() - started < timeout_s, "condition not met in time"
+        await asyncio.sleep(0.005)
+    return time.monotonic() - started
+
+
+def refused(auth: AuthService, token: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            asyncio.get_running_loop()  # status is synchronous; authenticate only verifies
+            claims = auth.verified.verify(token)
+            assert auth.mirror is not None
+            return (
+                auth.mirror.status(claims.family_id, claims.user_id, claims.generation) is not None
+            )
+        except Unavailable:
+            return False
+
+    return check
+
+
+async def sign_up(auth: AuthService) -> tuple[int, Any]:
+    name = f"u{secrets.token_hex(5)}"
+    user = await auth.register(email=f"{name}@example.com", username=name, password=PASSWORD)
+    pair = await auth.login(email=None, username=name, password=PASSWORD, ip=None)
+    return int(user["id"]), pair
+
+
+async def test_a_change_on_one_replica_reaches_the_other_through_the_feed(
+    replicas: Any, redis_url: str
+) -> None:
+    a, b = await replicas(redis_url), await replicas(redis_url)
+    uid, first = await sign_up(a.auth)
+    await b.auth.authenticate(first.access_token)
+    # a refresh on one retires the older access token on the other
+    second = await a.auth.refresh(first.refresh_token)
+    with pytest.raises(TokenRevoked):  # at once on the replica that wrote it
+        await a.auth.authenticate(first.access_token)
+    lag = await eventually(refused(b.auth, first.access_token))
+    await b.auth.authenticate(second.access_token)
+    # a logout on the other revokes the family on the first
+    family = a.auth.codec.verify_access(second.access_token).family_id
+    await b.auth.logout(family)
+    await eventually(refused(a.auth, second.access_token))
+    with pytest.raises(TokenRevoked):
+        await a.auth.authenticate(second.access_token)
+    # block and unblock
+    name_pair = await a.auth.login(
+        email=None, username=(await _username(a, uid)), password=PASSWORD, ip=None
+    )
+    await a.auth.set_blocked(admin_id=uid + 10_000, user_id=uid, blocked=True)
+    await eventually(refused(b.auth, name_pair.access_token))
+    with pytest.raises(AccountBlocked):
+        await b.auth.authenticate(name_pair.access_token)
+    await a.auth.set_blocked(admin_id=uid + 10_000, user_id=uid, blocked=False)
+    third = await a.auth.login(
+        email=None, username=(await _username(a, uid)), password=PASSWORD, ip=None
+    )
+    await eventually(lambda: not refused(b.auth, third.access_token)())
+    await b.auth.authenticate(third.access_token)
+    assert lag < 1.0
+
+
+async def _username(replica: Replica, uid: int) -> str:
+    from raymall.auth import users
+    from raymall.auth.txn import in_tx
+
+    user = await in_tx(replica.auth.sessions, users.get_user, uid)
+    return str(user.username)
+
+
+async def test_through_a_redis_outage_tokens_verify_and_session_writes_refuse_cleanly(
+    replicas: Any, own_redis: RedisProcess
+) -> None:
+    a, b = await replicas(own_redis.url), await replicas(own_redis.url)
+    uid, first = await sign_up(a.auth)
+    family = a.auth.codec.verify_access(first.access_token).family_id
+    username = await _username(a, uid)
+    own_redis.kill()
+    await eventually(lambda: not a.feed.connected and not b.feed.connected)
+    # verification goes on from the mirrors as of the disconnect
+    for replica in (a, b):
+        assert (await replica.auth.authenticate(first.access_token)).user_id == uid
+    # sign-in, refresh and logout refuse at once, before writing anything
+    started = time.monotonic()
+    calls = [
+        a.auth.login(email=None, username=username, password=PASSWORD, ip=None),
+        a.auth.refresh(first.refresh_token),
+        b.auth.logout(family),
+    ]
+    for call in calls:
+        with pytest.raises(Unavailable) as caught:
+            await call
+        assert caught.value.retry_after == 2
+    assert time.monotonic() - started < 0.5
+    # the refresh token was not spent: it still works once Redis is back (empty: the
+    # index is rebuilt from the database, so the mirrors fail closed, never open)
+    own_redis.start()
+    back = time.monotonic()
+    await eventually(lambda: a.feed.connected and b.feed.connected, timeout_s=5)
+    reconnect_s = time.monotonic() - back
+    second = await a.auth.refresh(first.refresh_token)
+    await eventually(refused(b.auth, first.access_token))
+    await b.auth.authenticate(second.access_token)
+    await a.auth.logout(family)
+    await eventually(refused(b.auth, second.access_token))
+    assert reconnect_s < 2.0
+
+
+async def test_a_revocation_the_index_lost_is_restored_from_the_database(
+    replicas: Any, own_redis: RedisProcess
+) -> None:
+    a = await replicas(own_redis.url)
+    uid, first = await sign_up(a.auth)
+    second = await a.auth.refresh(first.refresh_token)
+    family = a.auth.codec.verify_access(second.access_token).family_id
+    blocked_uid, blocked_pair = await sign_up(a.auth)
+    blocked_family = a.auth.codec.verify_access(blocked_pair.access_token).family_id
+    await a.auth.set_blocked(admin_id=uid, user_id=blocked_uid, blocked=True)
+    resyncs = a.feed.resyncs
+    own_redis.kill()  # every key is gone with it
+    own_redis.start()
+    await eventually(lambda: a.feed.connected and a.feed.resyncs > resyncs, timeout_s=5)
+    b = await replicas(own_redis.url)  # a replica that never saw the changes
+    mirror = b.auth.mirror
+    assert mirror is not None
+    assert mirror.status(family, uid, 0) == "superseded"
+    assert mirror.status(family, uid, 1) is None
+    assert mirror.status("any", blocked_uid) == "user_blocked"
+    await a.auth.set_blocked(admin_id=uid, user_id=blocked_uid, blocked=False)
+    await eventually(lambda: mirror.status("any", blocked_uid) is None)
+    # blocking ended the sessions the user had: unblocking does not bring them back
+    assert mirror.status(blocked_family, blocked_uid) == "family_revoked"
+
+
+async def test_a_replica_whose_mirror_never_loaded_refuses_every_token(
+    replicas: Any, own_redis: RedisProcess
+) -> None:
+    a = await replicas(own_redis.url)
+    _, pair = await sign_up(a.auth)
+    own_redis.kill()
+    cold = await replicas(own_redis.url, wait=False)
+    with pytest.raises(Unavailable):
+        await cold.auth.authenticate(pair.access_token)
+    own_redis.start()
+    assert await cold.feed.wait_connected(5)
+    await cold.auth.authenticate(pair.access_token)
