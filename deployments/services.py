@@ -35,6 +35,7 @@ from raymall.bootstrap import ensure_reference_data
 from raymall.cart import CartService
 from raymall.catalog.runtime import CatalogRuntime
 from raymall.catalog.stock_admin import StockAdmin
+from raymall.feed import Feed
 from raymall.flash.service import FlashService
 from raymall.logs import get_logger
 from raymall.orders.service import OrderService
@@ -60,6 +61,8 @@ class Services:
     recommend: RecommendService
     # the payment provider deployment, as orders reach it (None: not deployed)
     payments: ServeGateway | None
+    # the replica's one Redis pub/sub connection: pushed read models (raymall.feed)
+    feed: Feed
     # name -> async check answering {"ok": bool, ...}, shown by /readyz after its own
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     # background work started with the services (kept referenced so it is not collected)
@@ -99,7 +102,10 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
     await ensure_roles(ctx)
     inventory = InventoryClient(s)
 
+    assert s.redis_url, "settings must be resolved"
+    feed = Feed(s.redis_url, name="replica")
     catalog = CatalogRuntime(s, ctx.sessions, ctx.redis, inventory)
+    catalog.follow(feed, ctx.redis)  # availability from the shards' read model
     catalog.start()  # Bloom filter upkeep
 
     recommend = RecommendService(s, ctx.sessions, ctx.redis, hot_redis=ctx.hot_redis)
@@ -145,6 +151,7 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
     readiness["auth"] = permissions_ready
     readiness["inventory"] = lambda: registry.check_all(s, kinds=("inventory",))
 
+    await feed.start()  # every consumer has subscribed: one connection, one resync
     return Services(
         ctx=ctx,
         inventory=inventory,
@@ -157,6 +164,7 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         flash=flash,
         recommend=recommend,
         payments=gateway,
+        feed=feed,
         readiness=readiness,
         tasks=[warmup],
     )

@@ -4,12 +4,14 @@ view, audited restocks that replay by Idempotency-Key, and refusals in the one e
 from __future__ import annotations
 
 import secrets
+import time
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.auth_helpers import TestUser
+from tests.e2e.test_flash_sale import metric
 
 pytestmark = pytest.mark.e2e
 
@@ -109,3 +111,48 @@ def test_stock_routes_need_an_admin(client: httpx.Client, shopper: TestUser, sku
         headers=shopper.headers,
     )
     _error(resp, 403, "forbidden")
+
+
+def detail_stock(client: httpx.Client, product_id: int, sku_id: int) -> tuple[int, bool]:
+    body = client.get(f"/products/{product_id}").json()
+    (sku,) = [s for s in body["skus"] if s["id"] == sku_id]
+    return sku["available"], body["in_stock"]
+
+
+def until(client: httpx.Client, product_id: int, sku_id: int, want: tuple[int, bool]) -> float:
+    """Seconds until the public detail shows ``want`` (fails after the trust window)."""
+    started = time.perf_counter()
+    while (seen := detail_stock(client, product_id, sku_id)) != want:
+        assert time.perf_counter() - started < 1.0, f"detail shows {seen}, expected {want}"
+        time.sleep(0.005)
+    return time.perf_counter() - started
+
+
+def test_detail_reads_availability_from_the_read_model_within_its_bound(
+    client: httpx.Client, admin: TestUser
+) -> None:
+    word = secrets.token_hex(4)
+    cat = client.post("/admin/categories", json={"name": f"RM {word}"}, headers=admin.headers)
+    body = {
+        "title": f"Read model {word} Teapot",
+        "description": "Steeps tea.",
+        "category_id": cat.json()["id"],
+        "skus": [{"code": f"RM-{word}", "specs": {}, "price_cents": 999}],
+    }
+    product = client.post("/admin/products", json=body, headers=admin.headers).json()
+    pid, sku = int(product["id"]), int(product["skus"][0]["id"])
+    assert client.post(f"/admin/products/{pid}/publish", headers=admin.headers).status_code == 200
+    assert detail_stock(client, pid, sku) == (0, False)
+    mirror_reads = metric(client, "raymall_availability_reads_total", source="mirror")
+    lags = []
+    for delta, want in [(3, (3, True)), (-3, (0, False)), (1, (1, True))]:
+        resp = client.post(
+            f"/admin/inventory/{sku}/adjust",
+            json={"delta": delta, "reason": "count"},
+            headers=admin.headers,
+        )
+        assert resp.status_code == 200, resp.text
+        lags.append(until(client, pid, sku, want))
+    print(f"detail showed each adjustment within {max(lags) * 1000:.1f} ms of its answer")
+    # the reads were answered by the replicas' mirrors, not by the shard
+    assert metric(client, "raymall_availability_reads_total", source="mirror") > mirror_reads
