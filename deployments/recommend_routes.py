@@ -159,14 +159,19 @@ async def search(
     size: Annotated[int, Query(ge=1, le=50)] = 20,
 ) -> dict[str, Any]:
     """Product search. ``semantic`` matches meaning (the query is embedded), ``keyword``
-    matches words, ``hybrid`` fuses both rankings with reciprocal rank fusion (k=60)."""
+    matches words, ``hybrid`` fuses both rankings with reciprocal rank fusion (k=60).
+    While semantic search is unavailable (the recommender or Milvus down), every mode is
+    answered by keyword: ``mode`` is then ``keyword`` and ``requested_mode`` the one asked
+    for. Rankings are cached by the catalog generation: a catalog change shows on the
+    next request."""
     query = " ".join(q.split())
     if not query:
         raise ValidationFailed("q must contain a word", details={"field": "q"})
     result = await service(request).search(query, mode, page, size)
     return {
         "query": query,
-        "mode": mode,
+        "mode": result.mode,
+        "requested_mode": mode,
         "modes_used": result.modes,
         "page": page,
         "size": size,

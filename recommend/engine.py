@@ -260,6 +260,14 @@ class RecommendEngine:
         if not queries:
             return []
         vectors = self.embedder.encode([q for q, _ in queries])
+        return self.search_vectors([(vectors[n], k) for n, (_, k) in enumerate(queries)])
+
+    def search_vectors(self, queries: Sequence[tuple[np.ndarray, int]]) -> list[list[Hit]]:
+        """For each (query vector, k): the k published products closest to it (one table
+        product or one index search for the batch)."""
+        if not queries:
+            return []
+        vectors = np.stack([np.asarray(v, dtype=np.float32).reshape(DIM) for v, _ in queries])
         limit = max(k for _, k in queries)
         table = self.table
         if table is not None:

@@ -1,5 +1,5 @@
 """A Serve replica's copy of the Recommender's in-memory ``VectorTable``, and the
-similar-product reads it answers without calling the actor.
+similar-product reads and query-vector searches it answers without calling the actor.
 
 Every similar request used to be a round trip to the one ``Recommender`` actor, where it
 queued behind the others for a Milvus search. A replica now holds the actor's table (15 MB
@@ -82,6 +82,24 @@ def _rank(batch: list[Ask]) -> list[Neighbours]:
     return out
 
 
+Query = tuple[VectorTable, np.ndarray, int]  # (table, query vector, limit)
+
+
+def _search(batch: list[Query]) -> list[Neighbours]:
+    """Each query's nearest products: one matrix product per table."""
+    out: list[Neighbours] = [[] for _ in batch]
+    groups: dict[int, list[int]] = {}
+    for n, (table, _, _) in enumerate(batch):
+        groups.setdefault(id(table), []).append(n)
+    for members in groups.values():
+        table = batch[members[0]][0]
+        limit = max(batch[n][2] for n in members)
+        found = table.nearest(np.stack([batch[n][1] for n in members]), limit)
+        for n, pairs in zip(members, found, strict=True):
+            out[n] = pairs[: batch[n][2]]
+    return out
+
+
 class ReplicaTable:
     def __init__(self, call: Call, refresh_s: float) -> None:
         single_threaded_blas()
@@ -90,6 +108,7 @@ class ReplicaTable:
         self.table: VectorTable | None = None
         self._task: asyncio.Task[None] | None = None
         self._ranker: Batcher[Ask, Neighbours] = Batcher.in_thread(_rank)
+        self._searcher: Batcher[Query, Neighbours] = Batcher.in_thread(_search)
         self._failing = False
         self._lists: dict[tuple[int, int], Neighbours] = {}  # for _lists_of only
         self._lists_of: VectorTable | None = None
@@ -166,3 +185,14 @@ class ReplicaTable:
         if len(table) <= INLINE_MAX_ROWS:  # sub-millisecond: no thread hop
             return _rank([(table, row, limit)])[0]
         return await self._ranker.submit((table, row, limit))
+
+    async def search(self, vector: np.ndarray, limit: int) -> Neighbours | None:
+        """The ``limit`` products closest to a query vector as (id, cosine), best first,
+        or None when there is no copy (ask the actor). Ranked as similar reads are: on the
+        event loop for a small table, in a worker thread in batches for a large one."""
+        table = self.table
+        if table is None:
+            return None
+        if len(table) <= INLINE_MAX_ROWS:
+            return table.nearest(vector[None, :], limit)[0]
+        return await self._searcher.submit((table, vector, limit))

@@ -10,7 +10,20 @@ go into one query, started after each of them arrived.
 
 Similar-product lists are ranked in the replica from its copy of the actor's in-memory
 index (``recommend.replica``) when it has one that holds the product, and by the actor
-otherwise; search and personal picks always go to the actor (they need the model).
+otherwise; personal picks always go to the actor.
+
+Search (``search``): the query's vector comes from the replica's ``QueryVectors`` (cached,
+single-flight, concurrent misses embedded in one actor call) and is ranked against the
+replica's copy of the index when it has one (else by the actor). Keyword and semantic
+rankings are cached by the catalog generation (``raymall.catalog.search_cache``; a
+semantic ranking also by the index version it was ranked on); the cards come from the
+card cache, so stock flags are as fresh as in similar lists.
+
+**Semantic search unavailable** (the actor down or restarting, the index unreachable, a
+call slower than ``SEMANTIC_TIMEOUT_S``): search answers by keyword and says so (the
+page's ``mode`` is ``keyword``); for ``SEMANTIC_RETRY_S`` after such a failure, searches
+do not wait on the actor again. Similar-product reads the replica's copy cannot answer
+get 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.caller import ActorCaller
@@ -30,12 +44,16 @@ from raymall.batching import Batcher
 from raymall.catalog import repository
 from raymall.catalog.cache import CacheKeys
 from raymall.catalog.runtime import KEY_PREFIX
-from raymall.catalog.search import keyword_search
+from raymall.catalog.search import KeywordHits, keyword_search
+from raymall.catalog.search_cache import SearchCache
+from raymall.catalog.text import query_terms
 from raymall.errors import NotFound, Unavailable, ValidationFailed
 from raymall.ids import now_ms
+from raymall.logs import get_logger
 from raymall.settings import Settings
 from recommend import history, source
 from recommend.cards import CardCache
+from recommend.query_vectors import QueryVectors, normal_form
 from recommend.ranking import reciprocal_rank_fusion, signal_weights
 from recommend.replica import SIMILAR_READS, ReplicaTable
 
@@ -44,6 +62,10 @@ CALL_TIMEOUT_S = 15.0
 MAX_FETCH = 200  # similar candidates fetched at most when filtering out-of-stock ones
 SEARCH_WINDOW = 1_000  # results reachable by paging in semantic and hybrid modes
 ORDERS_CONSIDERED = 100
+SEMANTIC_TIMEOUT_S = 3.0  # a semantic ranking slower than this: answer by keyword
+SEMANTIC_RETRY_S = 5.0  # after a failure, search by keyword only for this long
+RETRY_AFTER_S = 5
+log = get_logger("recommend.service")
 
 
 @dataclass
@@ -52,6 +74,7 @@ class SearchPage:
     has_more: bool
     total: int | None
     modes: list[str]
+    mode: str  # the mode answered: "keyword" when semantic search was unavailable
 
 
 def _items(picks: list[tuple[int, dict[str, Any], float]]) -> list[dict[str, Any]]:
@@ -90,6 +113,15 @@ class RecommendService:
             load_sold_out=self._sold_out,
         )
         self._card_json: dict[int, tuple[dict[str, Any], str]] = {}  # see _item_json
+        self.vectors = QueryVectors(self._embed)
+        cache_args: dict[str, Any] = {
+            "ttl_s": settings.listing_cache_ttl_s,
+            "keys": CacheKeys(KEY_PREFIX),
+            "enabled": settings.cache_enabled,
+        }
+        self.keyword_cache = SearchCache(redis, name="search_keyword", **cache_args)
+        self.semantic_cache = SearchCache(redis, name="search_semantic", **cache_args)
+        self._semantic_down_until = 0.0
         self._similar_latency = metrics.RECOMMENDER_LATENCY.labels("similar")
         self._replica_reads = SIMILAR_READS.labels("replica")
         self.replica: ReplicaTable | None = None
@@ -114,10 +146,19 @@ class RecommendService:
         except RayError as exc:  # any other Ray fault of a read: 503 as well
             if isinstance(exc, RayTaskError):
                 raise
-            raise Unavailable(f"the recommender is unavailable ({type(exc).__name__})") from exc
+            raise Unavailable(
+                f"the recommender is unavailable ({type(exc).__name__})",
+                details={"retry_after": RETRY_AFTER_S},
+            ) from exc
 
     async def ping(self) -> dict[str, Any]:
-        return dict(await self.call("ping"))
+        """Readiness of the recommender and its index (Milvus): ``ok`` False, with the
+        reason, when the actor does not answer within a few seconds or its index is
+        unavailable (search then answers by keyword)."""
+        try:
+            return dict(await asyncio.wait_for(self.call("ping"), SEMANTIC_TIMEOUT_S))
+        except (TimeoutError, Unavailable) as exc:
+            return {"ok": False, "error": str(exc) or type(exc).__name__}
 
     # ---- database helpers ------------------------------------------------------------
     def _load_summaries(self, asks: list[list[int]]) -> list[dict[int, dict[str, Any]]]:
@@ -260,28 +301,72 @@ class RecommendService:
                 f"semantic and hybrid results reach {SEARCH_WINDOW} items at most",
                 details={"field": "page"},
             )
-        if mode == "keyword":
-            hits = await keyword_search(self.sessions, query, offset=offset, limit=size)
-            scored = list(zip(hits.ids, hits.scores, strict=True))
-            items = await self._cards(scored)
-            return SearchPage(items, offset + len(hits.ids) < hits.total, hits.total, ["keyword"])
         # ranked ids are filtered against the database (a product may have just been
         # unpublished), so fetch a margin and page over what survives the filter
         window = offset + size + 1
         fetch = min(SEARCH_WINDOW + 1, window + window // 10 + 5)
+        semantic = None if mode == "keyword" else await self._semantic_or_none(query, fetch)
+        if semantic is None:  # keyword mode, or semantic search unavailable
+            hits = await self._keyword(query, offset, size)
+            items = await self._cards(list(zip(hits.ids, hits.scores, strict=True)))
+            more = offset + len(hits.ids) < hits.total
+            return SearchPage(items, more, hits.total, ["keyword"], "keyword")
         if mode == "semantic":
-            ranked = [(int(p), float(s)) for p, s in await self.call("search", query, fetch)]
-            return self._page(await self._cards(ranked), offset, size, ["semantic"])
-        keyword = await keyword_search(self.sessions, query, limit=fetch)
+            return self._page(await self._cards(semantic), offset, size, ["semantic"], mode)
+        keyword = await self._keyword(query, 0, fetch)
+        fused = reciprocal_rank_fusion([keyword.ids, [pid for pid, _ in semantic]])[:fetch]
+        return self._page(await self._cards(fused), offset, size, ["keyword", "semantic"], mode)
+
+    async def _keyword(self, query: str, offset: int, limit: int) -> KeywordHits:
+        """Keyword ranking (ids, scores, total), cached by the catalog generation."""
+        terms = query_terms(query)
+        key = {"terms": terms, "offset": offset, "limit": limit}
+
+        async def load() -> str:
+            hits = await keyword_search(self.sessions, query, offset=offset, limit=limit)
+            return json.dumps([hits.ids, hits.scores, hits.total], separators=(",", ":"))
+
+        ids, scores, total = json.loads(await self.keyword_cache.get(key, load))
+        return KeywordHits(ids, scores, total, terms)
+
+    async def _semantic_or_none(self, query: str, fetch: int) -> list[tuple[int, float]] | None:
+        """The semantic ranking, or None while semantic search is unavailable."""
+        if time.monotonic() < self._semantic_down_until:
+            return None
         try:
-            semantic = [int(p) for p, _ in await self.call("search", query, fetch)]
-            modes = ["keyword", "semantic"]
-        except Unavailable:  # keep search up while the recommender restarts
-            semantic, modes = [], ["keyword"]
-        fused = reciprocal_rank_fusion([keyword.ids, semantic])[:fetch]
-        return self._page(await self._cards(fused), offset, size, modes)
+            return await asyncio.wait_for(self._semantic(query, fetch), SEMANTIC_TIMEOUT_S)
+        except (Unavailable, TimeoutError) as exc:
+            if time.monotonic() >= self._semantic_down_until:
+                log.warning("semantic search unavailable, searching by keyword: %s", exc)
+            self._semantic_down_until = time.monotonic() + SEMANTIC_RETRY_S
+            return None
+
+    async def _semantic(self, query: str, fetch: int) -> list[tuple[int, float]]:
+        """Semantic ranking, cached by the catalog generation and the index version."""
+        table = self.replica.table if self.replica is not None else None
+        version = list(table.version) if table is not None else "actor"
+        key = {"q": normal_form(query), "k": fetch, "index": version}
+
+        async def load() -> str:
+            vector = await self.vectors.get(query)
+            found = None
+            if table is not None and self.replica is not None:
+                found = await self.replica.search(vector, fetch)
+            if found is None:
+                found = await self.call("search_vector", vector, fetch)
+            ranked = [[int(p), round(float(score), 6)] for p, score in found]
+            return json.dumps(ranked, separators=(",", ":"))
+
+        ranked = json.loads(await self.semantic_cache.get(key, load))
+        return [(int(p), float(score)) for p, score in ranked]
+
+    async def _embed(self, texts: list[str]) -> np.ndarray:
+        """Query vectors from the actor's model (one call for the batch)."""
+        return np.asarray(await self.call("embed", texts), dtype=np.float32)
 
     @staticmethod
-    def _page(cards: list[dict[str, Any]], offset: int, size: int, modes: list[str]) -> SearchPage:
+    def _page(
+        cards: list[dict[str, Any]], offset: int, size: int, modes: list[str], mode: str
+    ) -> SearchPage:
         page = cards[offset : offset + size]
-        return SearchPage(page, len(cards) > offset + size, None, modes)
+        return SearchPage(page, len(cards) > offset + size, None, modes, mode)
