@@ -25,7 +25,7 @@ req/s, p50, p99, non-2xx answers and socket errors, the ratios raymall/peer (med
 the rounds of each round's ratio), the CPU each process group used during the runs, and
 the conditions. The report is markdown (``--out``), printed at the end.
 
-    .venv/bin/python bench/catalog_bench.py [--seconds 20] [--rounds 3]
+    .venv/bin/python bench/catalog_bench.py [--seconds 20] [--rounds 3] [--endpoints detail]
     git worktree add /tmp/before <commit>
     .venv/bin/python bench/catalog_bench.py --tree /tmp/before --out /tmp/before.md
 
@@ -261,6 +261,7 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=20, help="each measured wrk run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup-seconds", type=int, default=3)
+    p.add_argument("--endpoints", default="detail,listing", help="the ones to time")
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--threads", type=int, default=2, help="wrk threads")
     p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
@@ -274,6 +275,9 @@ def main() -> None:
             raise SystemExit("load only 127.0.0.1")
     if a.rounds < 1 or a.seconds < 1:
         raise SystemExit("--rounds and --seconds must be at least 1")
+    endpoints = [e for e in ENDPOINTS if e in a.endpoints.split(",")]
+    if not endpoints:
+        raise SystemExit(f"--endpoints: some of {','.join(ENDPOINTS)}")
     tree = a.tree.resolve() if a.tree else None
     load = os.getloadavg()
     db, drop = make_database(a.mysql)
@@ -299,12 +303,12 @@ def main() -> None:
                 raise SystemExit(f"sanity check failed, nothing timed: {exc}") from None
             print(f"sanity: {checks['summary']}", flush=True)
             scripts = wrk_scripts(facts, tmp)
-            for endpoint in ENDPOINTS:
+            for endpoint in endpoints:
                 for server in SERVERS:
                     measure(bases[server], scripts[endpoint], a.warmup_seconds, a, peer_pid)
             for rnd in range(1, a.rounds + 1):
                 order = SERVERS if rnd % 2 else SERVERS[::-1]
-                for endpoint in ENDPOINTS:
+                for endpoint in endpoints:
                     for server in order:
                         r = measure(bases[server], scripts[endpoint], a.seconds, a, peer_pid)
                         runs.append({"round": rnd, "endpoint": endpoint, "server": server, **r})
@@ -328,8 +332,8 @@ def main() -> None:
             f"published demo products; listing: GET /products?page=N&size={PAGE_SIZE}, "
             f"N random in 1..{facts['pages']}"
         ),
-        "order": "per round detail then listing, each on both servers; the server that "
-        "goes first alternates between rounds",
+        "order": f"per round {' then '.join(endpoints)}, each on both servers; the server "
+        "that goes first alternates between rounds",
         "warm-up": f"the sanity reads, then {a.warmup_seconds} s of wrk per server and endpoint",
         "machine": f"{os.cpu_count()} CPUs shared by wrk, both servers, MariaDB and Redis; "
         f"load average {load[0]:.1f} at the start; Python {platform.python_version()}",

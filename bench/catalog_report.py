@@ -18,8 +18,9 @@ def median(values: list[float]) -> float:
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per endpoint that has runs: medians per server and the median raymall/peer ratio."""
     out: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
-    for endpoint in ENDPOINTS:
+    for endpoint in [e for e in ENDPOINTS if any(r["endpoint"] == e for r in runs)]:
         for server in SERVERS:
             rs = [r for r in runs if r["endpoint"] == endpoint and r["server"] == server]
             cores: dict[str, list[float]] = defaultdict(list)
@@ -78,7 +79,7 @@ def report(runs: list[dict[str, Any]], conditions: dict[str, Any], checks: dict[
         "| endpoint | server | req/s | p50 ms | p99 ms | worst p99 ms | non-2xx | socket errors |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for endpoint in ENDPOINTS:
+    for endpoint in s:
         for server in SERVERS:
             r = s[endpoint][server]
             lines.append(
@@ -91,7 +92,7 @@ def report(runs: list[dict[str, Any]], conditions: dict[str, Any], checks: dict[
         "| endpoint | raymall/peer req/s | p50 ratio | p99 ratio | target |",
         "| --- | ---: | ---: | ---: | --- |",
     ]
-    for endpoint in ENDPOINTS:
+    for endpoint in s:
         q = s[endpoint]["ratio"]
         lines.append(
             f"| {endpoint} | {q['rps']:.2f}x | {q['p50']:.2f} | {q['p99']:.2f} | "
@@ -103,7 +104,7 @@ def report(runs: list[dict[str, Any]], conditions: dict[str, Any], checks: dict[
         "with anything else running):",
         "",
     ]
-    for endpoint in ENDPOINTS:
+    for endpoint in s:
         for server in SERVERS:
             lines.append(
                 f"- {endpoint}, {NAMES[server]}: {cores_text(s[endpoint][server]['cores'])}"
