@@ -12,7 +12,14 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: install run test lint unit integration e2e bench bench-flash migration clean
 
+# the outage tests (tests/e2e/test_outages.py) start, kill and restart servers of their own
+SERVER_PACKAGES := mariadb-server redis-server
+
 install: $(STAMP)
+	@PATH="$$PATH:/usr/sbin" command -v mariadbd >/dev/null && command -v redis-server >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SERVER_PACKAGES) || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SERVER_PACKAGES); } || \
+		echo "warning: the outage tests need $(SERVER_PACKAGES): apt-get install $(SERVER_PACKAGES)" >&2
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
