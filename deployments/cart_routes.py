@@ -9,11 +9,18 @@ login route), as does ``POST /cart/merge``.
 - ``POST /cart/items`` ``{"sku_id", "quantity"}``: add (quantities add up);
 - ``PUT /cart/items/{sku_id}`` ``{"quantity"}``: set; ``DELETE /cart/items/{sku_id}``;
 - ``DELETE /cart``: empty the cart.
+
+The cart lives in Redis: while Redis is unreachable (``raymall.feed.RedisHealth``, or a
+command that fails on a connection fault) every cart route but ``POST /cart/guest``
+answers 503 ``unavailable`` in the one error shape with ``Retry-After``, at once rather
+than after a connect timeout.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,12 +36,15 @@ from raymall.cart import (
     issue_guest_token,
     user_key,
 )
-from raymall.errors import Forbidden, Unauthorized, ValidationFailed
+from raymall.errors import Forbidden, Unauthorized, Unavailable, ValidationFailed
 from raymall.logs import get_logger
+from raymall.ratelimit import REDIS_FAULTS
 
 router = APIRouter(tags=["cart"])
 log = get_logger("cart")
 CART_TOKEN_HEADER = "X-Cart-Token"  # noqa: S105 - a header name
+STORE_RETRY_AFTER_S = 2  # Retry-After while the cart store (Redis) is unreachable
+T = TypeVar("T")
 
 for _method, _path in (
     ("POST", "/cart/guest"),
@@ -65,6 +75,32 @@ def _svc(request: Request) -> CartService:
     return services(request).cart
 
 
+def _store_down() -> Unavailable:
+    return Unavailable(
+        "the cart is unavailable while the cart store is unreachable; retry",
+        details={"retry_after": STORE_RETRY_AFTER_S},
+    )
+
+
+def cart_store(route: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """A cart route that needs Redis: refused at once while Redis is unusable, and a
+    connection fault during it answered the same way (503 with ``Retry-After``)."""
+
+    @functools.wraps(route)
+    async def run(*args: Any, **kwargs: Any) -> T:
+        health = services(kwargs["request"]).redis_health
+        if health is not None and not health.usable():
+            raise _store_down()
+        try:
+            return await route(*args, **kwargs)
+        except REDIS_FAULTS as exc:
+            if health is not None:
+                health.failed()
+            raise _store_down() from exc
+
+    return run
+
+
 async def _owner(request: Request, token: str | None) -> CartOwner:
     """The signed-in user's cart, else the guest cart named by a valid token."""
     principal: Principal | None = getattr(request.state, "principal", None)
@@ -88,12 +124,14 @@ async def new_guest_cart(request: Request) -> dict[str, Any]:
 
 
 @router.get("/cart")
+@cart_store
 async def get_cart(request: Request, token: CartToken = None) -> dict[str, Any]:
     svc = _svc(request)
     return await svc.view(await _owner(request, token))
 
 
 @router.post("/cart/items")
+@cart_store
 async def add_line(request: Request, body: LineIn, token: CartToken = None) -> dict[str, Any]:
     svc = _svc(request)
     owner = await _owner(request, token)
@@ -103,6 +141,7 @@ async def add_line(request: Request, body: LineIn, token: CartToken = None) -> d
 
 
 @router.put("/cart/items/{sku_id}")
+@cart_store
 async def set_line(
     request: Request, sku_id: SkuId, body: QuantityIn, token: CartToken = None
 ) -> dict[str, Any]:
@@ -114,18 +153,21 @@ async def set_line(
 
 
 @router.delete("/cart/items/{sku_id}", status_code=204)
+@cart_store
 async def remove_line(request: Request, sku_id: SkuId, token: CartToken = None) -> Response:
     await _svc(request).store.remove(await _owner(request, token), sku_id)
     return Response(status_code=204)
 
 
 @router.delete("/cart", status_code=204)
+@cart_store
 async def clear_cart(request: Request, token: CartToken = None) -> Response:
     await _svc(request).store.clear(await _owner(request, token))
     return Response(status_code=204)
 
 
 @router.post("/cart/merge")
+@cart_store
 async def merge_cart(request: Request, token: CartToken = None) -> dict[str, Any]:
     """Merge the guest cart named by ``X-Cart-Token`` into the signed-in user's cart."""
     svc = _svc(request)

@@ -1,9 +1,20 @@
 """Liveness (answered by the edge), readiness and metrics.
 
-``/readyz`` names each check and its error only to a caller the edge marked as operations
-(``deployments.headers``: everyone outside prod, the ops token's holder in prod); anyone
-else learns ready (200) or not (503) and nothing of the internals. ``/metrics`` in prod is
-refused by the edge without the ops token."""
+``/readyz`` answers one of three states:
+
+- ``ready`` (200): every check passed;
+- ``degraded`` (200): only checks of stores the shop can serve without failed
+  (``NON_CRITICAL``: Redis, whose absence turns the rate limits replica-local, keeps
+  tokens checked against the replica's mirror and makes carts and sign-in answer 503;
+  Milvus and the recommender, whose absence sends search to keyword search). ``degraded``
+  lists them;
+- ``not_ready`` (503): a check of the core path failed: the database (shards cannot
+  commit), the actors, the permission table, or a revocation mirror that never loaded.
+
+Each check's details and the names of the failing ones go only to a caller the edge marked
+as operations (``deployments.headers``: everyone outside prod, the ops token's holder in
+prod); anyone else learns the state alone. ``/metrics`` in prod is refused by the edge
+without the ops token."""
 
 from __future__ import annotations
 
@@ -23,6 +34,8 @@ from raymall.errors import error_body
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 2.0
+# checks whose failure degrades the service instead of stopping it
+NON_CRITICAL = frozenset({"redis", "milvus", "recommender"})
 
 
 async def check_database(app_ctx: AppContext) -> dict[str, Any]:
@@ -30,9 +43,14 @@ async def check_database(app_ctx: AppContext) -> dict[str, Any]:
     return {"ok": True, "dialect": app_ctx.engine.dialect.name}
 
 
-async def check_redis(app_ctx: AppContext) -> dict[str, Any]:
+async def check_redis(app_ctx: AppContext, request: Request) -> dict[str, Any]:
+    """Redis answers, and this replica uses it (its feed is subscribed and no command
+    failed just now); otherwise the rate limits are replica-local."""
+    health = services(request).redis_health
+    if health is not None and not health.usable():
+        return {"ok": False, "down_since_ms": health.down_since_ms(), "ratelimit_mode": "local"}
     await app_ctx.redis.ping()
-    return {"ok": True}
+    return {"ok": True, "ratelimit_mode": "shared"}
 
 
 async def _run(name: str, check: Any) -> tuple[str, dict[str, Any]]:
@@ -50,21 +68,25 @@ async def readyz(request: Request) -> JSONResponse:
     app_ctx = ctx(request)
     checks: dict[str, ReadinessCheck] = {
         "database": lambda: check_database(app_ctx),
-        "redis": lambda: check_redis(app_ctx),
+        "redis": lambda: check_redis(app_ctx, request),
         "actors": lambda: registry.check_all(app_ctx.settings),
     }
     checks.update(services(request).readiness)
     results = dict(await asyncio.gather(*(_run(n, c) for n, c in checks.items())))
     details = getattr(request.state, "ops", True)
-    if all(r["ok"] for r in results.values()):
-        return JSONResponse(
-            {"status": "ready", "checks": results} if details else {"status": "ready"}
-        )
+    failed = sorted(n for n, r in results.items() if not r["ok"])
+    if not failed or all(n in NON_CRITICAL for n in failed):
+        status = "degraded" if failed else "ready"
+        if not details:
+            return JSONResponse({"status": status})
+        body: dict[str, Any] = {"status": status, "checks": results}
+        if failed:
+            body["degraded"] = failed
+        return JSONResponse(body)
     if not details:
         return JSONResponse(error_body(request_id(request), "not_ready", "not ready"), 503)
-    down = sorted(n for n, r in results.items() if not r["ok"])
     body = error_body(
-        request_id(request), "not_ready", f"not ready: {', '.join(down)}", {"checks": results}
+        request_id(request), "not_ready", f"not ready: {', '.join(failed)}", {"checks": results}
     )
     return JSONResponse(body, status_code=503)
 

@@ -109,3 +109,10 @@ class Ingress:
 
     async def check_health(self) -> None:
         """Serve's replica health check: the replica is alive if its event loop runs."""
+
+    async def __del__(self) -> None:
+        """Serve calls this when the replica shuts down: stop the services' background
+        work (the Redis feed) before the process goes."""
+        built = getattr(self, "services", None)
+        if built is not None:
+            await built.close()

@@ -13,7 +13,10 @@ typed accessor (``services(request).cart``). Guarantees:
 - what the areas need of actors reaches them through their ports: ``OrderShardClient``
   is ``raymall.orders.ports.OrderShards``, the payment provider deployment is wrapped as
   a ``PaymentGateway``, the inventory client is the catalog's ``LiveStock`` and
-  ``StockOwner``.
+  ``StockOwner``;
+- one ``RedisHealth`` over the replica's feed, by which the rate limits go
+  replica-local (``LimitFallback``) and the Redis-backed writes answer 503 at once while
+  Redis is unreachable; ``close()`` stops the feed when the replica shuts down.
 """
 
 from __future__ import annotations
@@ -35,14 +38,16 @@ from raymall.bootstrap import ensure_reference_data
 from raymall.cart import CartService
 from raymall.catalog.runtime import CatalogRuntime
 from raymall.catalog.stock_admin import StockAdmin
-from raymall.feed import Feed
+from raymall.feed import Feed, RedisHealth
 from raymall.flash.service import FlashService
 from raymall.logs import get_logger
 from raymall.orders.service import OrderService
+from raymall.ratelimit import LimitFallback
 from raymall.settings import Settings
 from recommend.service import RecommendService
 
 log = get_logger("services")
+FEED_START_WAIT_S = 5.0  # how long a starting replica waits for its feed's first resync
 
 
 @dataclass
@@ -67,10 +72,16 @@ class Services:
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     # background work started with the services (kept referenced so it is not collected)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # whether Redis is usable now, as this replica sees it (raymall.feed.RedisHealth)
+    redis_health: RedisHealth | None = None
 
     @property
     def settings(self) -> Settings:
         return self.ctx.settings
+
+    async def close(self) -> None:
+        """Stop what the services started (the replica is shutting down)."""
+        await self.feed.stop()
 
 
 class ServeGateway:
@@ -104,6 +115,8 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
 
     assert s.redis_url, "settings must be resolved"
     feed = Feed(s.redis_url, name="replica")
+    health = RedisHealth(feed)
+    limit_fallback = LimitFallback(health, s.ingress_replicas)
     catalog = CatalogRuntime(s, ctx.sessions, ctx.redis, inventory)
     catalog.follow(feed, ctx.redis)  # availability from the shards' read model
     catalog.start()  # Bloom filter upkeep
@@ -112,7 +125,7 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
     if s.recommender:
         recommend.start()  # this replica's copy of the index, for similar-product reads
 
-    flash = FlashService(s, ctx.sessions, ctx.redis, inventory)
+    flash = FlashService(s, ctx.sessions, ctx.redis, inventory, limit_fallback=limit_fallback)
     warmup = asyncio.get_running_loop().create_task(flash.keep_warm())
 
     cart = CartService(s, ctx.sessions, ctx.redis, catalog.availability)
@@ -127,7 +140,9 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         redis=ctx.redis,  # rate limits of refused payment callbacks
     )
 
-    auth = AuthService(s, ctx.sessions, ctx.redis, hot_redis=ctx.hot_redis)
+    auth = AuthService(
+        s, ctx.sessions, ctx.redis, hot_redis=ctx.hot_redis, feed=feed, health=health
+    )
     if s.ha_proxy and s.trusted_proxy_hops == 0:
         log.warning(
             "per-IP sign-in limits are off: behind Serve's HAProxy ingress client addresses "
@@ -150,8 +165,11 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
     readiness["orders"] = lambda: registry.check_all(s, kinds=("order",))
     readiness["auth"] = permissions_ready
     readiness["inventory"] = lambda: registry.check_all(s, kinds=("inventory",))
+    readiness["revocations"] = revocations_ready(auth)
 
     await feed.start()  # every consumer has subscribed: one connection, one resync
+    if not await feed.wait_connected(FEED_START_WAIT_S):
+        log.warning("Redis feed not connected yet: signed-in requests answer 503 until it is")
     return Services(
         ctx=ctx,
         inventory=inventory,
@@ -167,7 +185,19 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         feed=feed,
         readiness=readiness,
         tasks=[warmup],
+        redis_health=health,
     )
+
+
+def revocations_ready(auth: AuthService) -> ReadinessCheck:
+    """Ready once the revocation mirror has loaded (until then every signed-in request
+    answers 503); a mirror left behind by a Redis outage is ready, and says so."""
+
+    async def check() -> dict[str, Any]:
+        view = auth.mirror.view() if auth.mirror is not None else {"loaded": True}
+        return {"ok": bool(view["loaded"]), **view}
+
+    return check
 
 
 def services(request: Request) -> Services:

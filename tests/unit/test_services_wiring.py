@@ -24,6 +24,8 @@ class Recorder:
         self.started = False
         self.store = SimpleNamespace(name="cart store")
         self.permissions = SimpleNamespace(grants={"user": 1}, reload=self._reload)
+        self.mirror = None
+        self.followed: list[Any] = []
         type(self).made.append(self)
 
     async def _reload(self) -> None:
@@ -31,6 +33,9 @@ class Recorder:
 
     def start(self) -> None:
         self.started = True
+
+    def follow(self, *args: Any) -> None:
+        self.followed.append(args)
 
     async def keep_warm(self) -> None:
         await asyncio.sleep(3600)
@@ -44,6 +49,28 @@ class Recorder:
 
 def recorder(name: str) -> type[Recorder]:
     return type(name, (Recorder,), {"made": []})
+
+
+class FakeFeed:
+    """Stands in for raymall.feed.Feed: records subscriptions, start and stop."""
+
+    def __init__(self, url: str, *, name: str) -> None:
+        self.url, self.name = url, name
+        self.channels: list[str] = []
+        self.connected = False
+        self.stopped = False
+
+    def subscribe(self, channel: str, *_handlers: Any) -> None:
+        self.channels.append(channel)
+
+    async def start(self) -> None:
+        self.connected = True
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        return self.connected
+
+    async def stop(self) -> None:
+        self.stopped = True
 
 
 @pytest.fixture()
@@ -70,11 +97,18 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> dict[str, type[Recorder]]:
         return None
 
     monkeypatch.setattr(wiring, "ensure_roles", no_roles)
+    monkeypatch.setattr(wiring, "Feed", FakeFeed)
     return classes
 
 
 def context(recommender: bool) -> Any:
-    settings = SimpleNamespace(recommender=recommender, ha_proxy=False, trusted_proxy_hops=0)
+    settings = SimpleNamespace(
+        recommender=recommender,
+        ha_proxy=False,
+        trusted_proxy_hops=0,
+        redis_url="redis://test/3",
+        ingress_replicas=2,
+    )
     return SimpleNamespace(
         settings=settings, sessions="sessions", redis="redis", hot_redis="hot", engine="engine"
     )
@@ -100,8 +134,19 @@ async def test_one_inventory_client_serves_flash_catalog_cart_and_the_stock_rout
         assert isinstance(orders.args[4], wiring.ServeGateway)
         assert orders.args[4].handle == "handle" and svc.payments is orders.args[4]
         assert wired["RecommendService"].made[0].started
-        assert list(svc.readiness) == ["milvus", "orders", "auth", "inventory"]
+        assert list(svc.readiness) == ["milvus", "orders", "auth", "inventory", "revocations"]
         assert await svc.readiness["auth"]() == {"ok": True, "grants": 1}
+        assert await svc.readiness["revocations"]() == {"ok": True, "loaded": True}
+        # one feed, started once every area subscribed; one view of Redis's health,
+        # shared by the auth writes and the flash rate limits' local fallback
+        assert isinstance(svc.feed, FakeFeed) and svc.feed.connected
+        assert catalog.followed == [(svc.feed, "redis")]
+        (auth,) = wired["AuthService"].made
+        assert auth.kw["feed"] is svc.feed and auth.kw["health"] is svc.redis_health
+        assert flash.kw["limit_fallback"].health is svc.redis_health
+        assert flash.kw["limit_fallback"].buckets.share == 2
+        await svc.close()
+        assert svc.feed.stopped
     finally:
         for task in svc.tasks:
             task.cancel()
@@ -112,7 +157,7 @@ async def test_without_the_recommender_or_a_provider_nothing_of_them_is_wired(
 ) -> None:
     svc = await wiring.build_services(context(recommender=False))
     try:
-        assert list(svc.readiness) == ["orders", "auth", "inventory"]
+        assert list(svc.readiness) == ["orders", "auth", "inventory", "revocations"]
         assert not wired["RecommendService"].made[0].started
         assert wired["OrderService"].made[0].args[4] is None and svc.payments is None
     finally:
