@@ -8,19 +8,24 @@ live in ``deployments.catalog_admin_routes`` and are included here. The replica'
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse
 
 from deployments import catalog_admin_routes
+from deployments.edge import Scope, Send, Shortcut, send_json_body
+from deployments.errors import domain_error_json
 from deployments.security import public
-from deployments.services import services
+from deployments.services import Services, services
 from raymall.catalog.listing import MAX_PAGE, MAX_PAGE_SIZE
 from raymall.catalog.media import CONTENT_TYPES
 from raymall.catalog.repository import ProductFilters
 from raymall.catalog.runtime import CatalogRuntime
 from raymall.errors import NotFound, ValidationFailed
+from raymall.faults import to_domain
 
 router = APIRouter(tags=["catalog"])
 router.include_router(catalog_admin_routes.router)
@@ -149,3 +154,100 @@ async def image(request: Request, name: Annotated[str, Path(max_length=80)]) -> 
         media_type=CONTENT_TYPES[path.suffix.lstrip(".")],
         headers={"Cache-Control": "public, max-age=31536000, immutable"},
     )
+
+
+# ---- the hot reads below FastAPI (``deployments.edge.Shortcut``) -------------------------
+_DETAIL = re.compile(r"/products/([1-9][0-9]{0,18})")
+_DIGITS = re.compile(r"[1-9][0-9]{0,5}")
+LIST_SORTS = ("newest", "sales", "price_asc", "price_desc")
+MAX_ID = 2**63 - 1
+
+
+async def _answer(scope: Scope, send: Send, route: str, read: Any) -> bool:
+    """Send ``await read()`` (JSON text) with 200, or its domain error as the app would."""
+    try:
+        body = await read()
+    except Exception as exc:
+        mapped = to_domain(exc)
+        if mapped is None:
+            raise  # the edge logs it and answers 500 in the one shape
+        rid = str(scope.get("state", {}).get("request_id", "-"))
+        status, err, headers = domain_error_json(mapped, rid, route)
+        extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+        await send_json_body(send, status, err, extra)
+        return True
+    await send_json_body(send, 200, body.encode())
+    return True
+
+
+class DetailShortcut:
+    """``GET /products/{id}`` with no query, answered exactly as ``product_detail``."""
+
+    path = "/products/{product_id}"
+
+    def __init__(self, runtime: CatalogRuntime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, send: Send) -> bool:
+        if scope["method"] != "GET" or scope.get("query_string"):
+            return False
+        found = _DETAIL.fullmatch(scope["path"])
+        if found is None or int(found.group(1)) > MAX_ID:
+            return False
+        product_id = int(found.group(1))
+
+        async def read() -> str:
+            doc = await self.runtime.public_detail(product_id)
+            return json.dumps(doc, separators=(",", ":"))
+
+        return await _answer(scope, send, self.path, read)
+
+
+def plain_listing_args(query: bytes) -> tuple[int, int, str] | None:
+    """(page, size, sort) of a listing whose query names at most those three, each once,
+    as plain valid values; None for anything else, which the app then rules on."""
+    args: dict[str, str] = {}
+    if query:
+        try:
+            pairs = parse_qsl(query.decode("ascii"), keep_blank_values=True, strict_parsing=True)
+        except (UnicodeDecodeError, ValueError):
+            return None
+        for name, value in pairs:
+            if name not in ("page", "size", "sort") or name in args:
+                return None
+            args[name] = value
+    page, size, sort = args.get("page", "1"), args.get("size", "20"), args.get("sort", "newest")
+    if not (_DIGITS.fullmatch(page) and _DIGITS.fullmatch(size)) or sort not in LIST_SORTS:
+        return None
+    if int(page) > MAX_PAGE or int(size) > MAX_PAGE_SIZE:
+        return None
+    return int(page), int(size), sort
+
+
+class ListingShortcut:
+    """``GET /products`` with no filters, answered exactly as ``products``."""
+
+    path = "/products"
+
+    def __init__(self, runtime: CatalogRuntime) -> None:
+        self.runtime = runtime
+
+    async def __call__(self, scope: Scope, send: Send) -> bool:
+        if scope["method"] != "GET" or scope["path"] != "/products":
+            return False
+        args = plain_listing_args(scope.get("query_string", b""))
+        if args is None:
+            return False
+        page, size, sort = args
+        filters = ProductFilters()
+        return await _answer(
+            scope,
+            send,
+            self.path,
+            lambda: self.runtime.listing(filters, sort=sort, page=page, size=size, cursor=None),
+        )
+
+
+def shortcuts(svc: Services) -> list[Shortcut]:
+    """This module's shortcuts for ``deployments.edge.Edge``."""
+    return [DetailShortcut(svc.catalog), ListingShortcut(svc.catalog)]

@@ -38,6 +38,7 @@ from redis.exceptions import RedisError
 from raymall import metrics
 from raymall.catalog import bloom
 from raymall.catalog.bloom import BloomSpec
+from raymall.catalog.local_cache import encode_ids
 from raymall.logs import get_logger
 from raymall.singleflight import SingleFlight
 
@@ -88,16 +89,23 @@ class CacheKeys:
 
 
 def invalidate_sync(
-    client: Any, keys: CacheKeys, product_ids: Sequence[int], gen_ttl_s: int
+    client: Any,
+    keys: CacheKeys,
+    product_ids: Sequence[int],
+    gen_ttl_s: int,
+    channel: str | None = None,
 ) -> None:
     """After a commit: bump each product's generation and drop its cached document, and
-    bump the listing generation (every cached listing page is then stale)."""
+    bump the listing generation (every cached listing page is then stale); then tell the
+    replicas' in-process copies on ``channel`` (``raymall.catalog.local_cache``)."""
     pipe = client.pipeline(transaction=False)
     pipe.incr(keys.listing_gen())
     for pid in product_ids:
         pipe.incr(keys.gen(pid))
         pipe.expire(keys.gen(pid), gen_ttl_s)
         pipe.delete(keys.doc(pid))
+    if channel is not None:
+        pipe.publish(channel, encode_ids(product_ids))
     pipe.execute()
 
 

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -56,8 +56,19 @@ class NoCache:
 class RedisCacheHooks:
     """The hooks the app uses: a synchronous redis client, since writes run in threads."""
 
-    def __init__(self, client: Any, spec: BloomSpec | None, keys: CacheKeys, gen_ttl_s: int):
+    def __init__(
+        self,
+        client: Any,
+        spec: BloomSpec | None,
+        keys: CacheKeys,
+        gen_ttl_s: int,
+        channel: str | None = None,
+    ):
         self.client, self.spec, self.keys, self.gen_ttl_s = client, spec, keys, gen_ttl_s
+        self.channel = channel  # the replicas' in-process copies listen here
+        # called after every invalidation (from the writer's thread): the writing
+        # replica's own in-process copy, dropped before the write answers
+        self.after: Callable[[list[int]], None] | None = None
 
     def announce(self, product_ids: Sequence[int]) -> None:
         if self.spec is None or not product_ids:
@@ -68,12 +79,17 @@ class RedisCacheHooks:
             raise Unavailable("the catalog cache is unavailable; retry the request") from exc
 
     def invalidate(self, product_ids: Sequence[int]) -> None:
-        for attempt in (1, 2):
-            try:
-                invalidate_sync(self.client, self.keys, list(product_ids), self.gen_ttl_s)
-                return
-            except Exception:  # committed already: log, the TTL bounds staleness
-                log.warning("cache invalidation failed (attempt %d)", attempt, exc_info=True)
+        ids = list(product_ids)
+        try:
+            for attempt in (1, 2):
+                try:
+                    invalidate_sync(self.client, self.keys, ids, self.gen_ttl_s, self.channel)
+                    return
+                except Exception:  # committed already: log, the TTL bounds staleness
+                    log.warning("cache invalidation failed (attempt %d)", attempt, exc_info=True)
+        finally:
+            if self.after is not None:
+                self.after(ids)
 
 
 class WriterBase:

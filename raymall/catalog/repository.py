@@ -258,3 +258,16 @@ def iter_product_ids(session: Session, batch: int = 5_000) -> Iterator[list[int]
             return
         yield ids
         last = ids[-1]
+
+
+def sku_ids_of(session: Session, product_ids: Sequence[int]) -> dict[int, list[int]]:
+    """The SKU ids of each product (ascending), for ``product_ids``."""
+    if not product_ids:
+        return {}
+    out: dict[int, list[int]] = {}
+    rows = session.execute(
+        select(Sku.product_id, Sku.id).where(Sku.product_id.in_(product_ids)).order_by(Sku.id)
+    )
+    for pid, sku_id in rows:
+        out.setdefault(int(pid), []).append(int(sku_id))
+    return out

@@ -19,11 +19,13 @@ from typing import Any
 import redis as redis_sync
 from sqlalchemy.orm import Session, sessionmaker
 
+from raymall.catalog import local_cache
 from raymall.catalog.availability import CHANNEL, AvailabilityMirror, LiveStock
 from raymall.catalog.bloom import BloomSpec
 from raymall.catalog.cache import CacheKeys, DetailCache, ListingCache
 from raymall.catalog.effects import RedisCacheHooks
 from raymall.catalog.listing import list_products
+from raymall.catalog.local_cache import LocalCatalog, PageParts
 from raymall.catalog.media import MediaStore
 from raymall.catalog.repository import (
     ProductFilters,
@@ -32,6 +34,7 @@ from raymall.catalog.repository import (
     iter_product_ids,
     list_brands,
     load_product_doc,
+    sku_ids_of,
 )
 from raymall.catalog.search import search_products
 from raymall.catalog.service import CatalogService
@@ -55,8 +58,15 @@ def generation_ttl_s(settings: Settings) -> int:
 
 
 def cache_hooks(settings: Settings, client: Any) -> RedisCacheHooks:
+    channel = (
+        scoped_channel(settings.redis_url, local_cache.CHANNEL) if settings.redis_url else None
+    )
     return RedisCacheHooks(
-        client, bloom_spec(settings), CacheKeys(KEY_PREFIX), generation_ttl_s(settings)
+        client,
+        bloom_spec(settings),
+        CacheKeys(KEY_PREFIX),
+        generation_ttl_s(settings),
+        channel,
     )
 
 
@@ -79,12 +89,13 @@ class CatalogRuntime:
             settings.redis_url, socket_timeout=5, socket_connect_timeout=2
         )
         self.spec = bloom_spec(settings)
+        self.hooks = cache_hooks(settings, self.sync_redis)
         self.media = MediaStore(settings.resolved_media_dir, settings.max_upload_bytes)
         self.service = CatalogService(
             sessions,
             inventory_shards=settings.inventory_shards,
             media=self.media,
-            hooks=cache_hooks(settings, self.sync_redis),
+            hooks=self.hooks,
         )
         self.cache = DetailCache(
             redis,
@@ -104,6 +115,7 @@ class CatalogRuntime:
         )
         self._refresher: asyncio.Task[None] | None = None
         self.mirror: AvailabilityMirror | None = None
+        self.local: LocalCatalog | None = None
 
     def follow(self, feed: Feed, redis: Any) -> None:
         """Read availability from the read model the shards publish, through ``feed``
@@ -119,6 +131,20 @@ class CatalogRuntime:
         )
         channel = scoped_channel(self.settings.redis_url, CHANNEL)
         feed.subscribe(channel, self.mirror.on_message, self.mirror.resync)
+        if self.settings.cache_enabled:
+            self.local = local = LocalCatalog(
+                lambda: feed.connected,
+                page_ttl_s=min(5.0, self.settings.listing_cache_ttl_s),
+                doc_ttl_s=min(60.0, self.settings.cache_ttl_s),
+            )
+            channel = scoped_channel(self.settings.redis_url, local_cache.CHANNEL)
+            feed.subscribe(channel, local.on_message, local.resync)
+            loop = asyncio.get_running_loop()
+
+            def drop_soon(ids: list[int]) -> None:  # from a writer's thread
+                loop.call_soon_threadsafe(local.drop, ids)
+
+            self.hooks.after = drop_soon
 
     # ---- reads ----------------------------------------------------------------------
     def _load_sync(self, product_id: int) -> dict[str, Any] | None:
@@ -138,7 +164,35 @@ class CatalogRuntime:
     async def listing(
         self, filters: ProductFilters, *, sort: str, page: int, size: int, cursor: str | None
     ) -> str:
-        """A page of published products as JSON text, through the listing cache."""
+        """A page of published products as JSON text: from the replica's copy, else the
+        listing cache, else the database; each card's ``in_stock`` from the availability
+        read model where it can answer (the value the page was filled with otherwise)."""
+        local = self.local
+        key = (filters, sort, page, size, cursor)
+        parts = local.page(key) if local is not None else None
+        if parts is None:
+            token = local.page_token() if local is not None else 0
+            parts = PageParts(await self._listing_text(filters, sort, page, size, cursor))
+            if local is not None:
+                local.put_page(key, token, parts)
+        return parts.render(self._in_stock)
+
+    def _in_stock(self, sku_ids: tuple[int, ...]) -> bool | None:
+        """Whether a product with ``sku_ids`` is in stock now, by the mirror: yes if any of
+        them is available; no if the mirror knows every one and none is; None (keep the
+        page's value) if it cannot tell."""
+        if self.mirror is None:
+            return None
+        found, missing = self.mirror.local(sku_ids)
+        if any(v > 0 for v in found.values()):
+            return True
+        return None if missing else False
+
+    async def _listing_text(
+        self, filters: ProductFilters, sort: str, page: int, size: int, cursor: str | None
+    ) -> str:
+        """The page's JSON text with its cards' SKU ids (``_skus``), through the listing
+        cache."""
         # everything the page depends on: the cache key
         query = {
             "filters": asdict(filters),
@@ -152,8 +206,10 @@ class CatalogRuntime:
             with self.sessions() as session:
                 found = list_products(
                     session, filters, sort=sort, page=page, size=size, cursor=cursor
-                )
-                return json.dumps(found.to_dict(), separators=(",", ":"))
+                ).to_dict()
+                by_product = sku_ids_of(session, [card["id"] for card in found["items"]])
+                found["_skus"] = [by_product.get(card["id"], []) for card in found["items"]]
+                return json.dumps(found, separators=(",", ":"))
 
         return await self.listings.get(query, lambda: asyncio.to_thread(run))
 
@@ -252,7 +308,7 @@ class CatalogRuntime:
 
     async def public_detail(self, product_id: int) -> dict[str, Any]:
         """A published product with live availability per SKU; 404 otherwise."""
-        doc = await self.cache.get(product_id)
+        doc = await self.document(product_id)
         if doc is None or doc.get("status") != "published":
             raise NotFound(f"product {product_id} not found")
         stock = await self.availability([s["id"] for s in doc["skus"]])
@@ -261,6 +317,20 @@ class CatalogRuntime:
             for s in doc["skus"]
         ]
         return {**doc, "skus": skus, "in_stock": any(s["in_stock"] for s in skus)}
+
+    async def document(self, product_id: int) -> dict[str, Any] | None:
+        """The product's document (any status; None: no such product): the replica's copy,
+        else the detail cache."""
+        local = self.local
+        if local is None:
+            return await self.cache.get(product_id)
+        doc = local.doc(product_id)
+        if doc is None:
+            token = local.doc_token(product_id)
+            doc = await self.cache.get(product_id)
+            if doc is not None:
+                local.put_doc(product_id, token, doc)
+        return doc
 
     async def invalidate(self, product_ids: Sequence[int]) -> None:
         """For other areas that change product rows outside the catalog service (e.g. a

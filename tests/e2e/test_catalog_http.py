@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import secrets
 import struct
+import time
 import zlib
 from typing import Any
 
@@ -225,3 +226,61 @@ def test_listing_and_search_find_a_new_product(client: httpx.Client, admin: Test
     if first["next_cursor"]:
         nxt = client.get(f"/products?size=2&cursor={first['next_cursor']}").json()
         assert not {i["id"] for i in nxt["items"]} & {i["id"] for i in first["items"]}
+
+
+def _routed(resp: httpx.Response) -> tuple[int, Any]:
+    body = resp.json()
+    if "error" in body:
+        body["error"].pop("request_id")
+    return resp.status_code, body
+
+
+def test_the_read_shortcuts_answer_as_the_routes_do(client: httpx.Client, admin: TestUser) -> None:
+    """The plainest detail and listing requests are answered below FastAPI; a request the
+    shortcut declines (an extra query parameter) reaches the route. Both must agree."""
+    product = _product(client, admin, f"short{secrets.token_hex(4)}")
+    pid = product["id"]
+    fast, routed = client.get(f"/products/{pid}"), client.get(f"/products/{pid}?via=app")
+    assert _routed(fast) == _routed(routed) and fast.status_code == 200
+    assert fast.headers["content-type"] == routed.headers["content-type"]
+    assert fast.headers["x-content-type-options"] == "nosniff"
+    missing = 2**62
+    assert _routed(client.get(f"/products/{missing}")) == _routed(
+        client.get(f"/products/{missing}?via=app")
+    )
+    _error(client.get(f"/products/{missing}"), 404, "not_found")
+    for query in ("", "?page=1&size=5", "?sort=price_asc&size=3&page=2"):
+        fast = client.get(f"/products{query}")
+        sep = "&" if query else "?"
+        routed = client.get(f"/products{query}{sep}in_stock=false")
+        assert fast.status_code == routed.status_code == 200
+        assert fast.json() == routed.json(), query
+    # declined, then refused by the route in the one shape
+    _error(client.get("/products?size=0"), 422)
+    _error(client.get("/products?sort=cheapest"), 422)
+
+
+def test_listing_cards_show_stock_from_the_read_model(
+    client: httpx.Client, admin: TestUser
+) -> None:
+    product = _product(client, admin, f"stock{secrets.token_hex(4)}")
+    cat = product["category"]["id"]
+    sku = product["skus"][0]["id"]
+
+    def card() -> bool:
+        listing = client.get("/products?size=100").json()["items"]
+        (found,) = [c for c in listing if c["id"] == product["id"]]
+        return bool(found["in_stock"])
+
+    assert card() is False and client.get(f"/products?category_id={cat}").json()["total"] == 1
+    resp = client.post(
+        f"/admin/inventory/{sku}/adjust",
+        json={"delta": 2, "reason": "count"},
+        headers=admin.headers,
+    )
+    assert resp.status_code == 200, resp.text
+    # the cached page keeps its cards; their in_stock follows the shards' read model
+    deadline = time.monotonic() + 1.0
+    while not card():
+        assert time.monotonic() < deadline, "the listing card never showed the new stock"
+        time.sleep(0.01)
