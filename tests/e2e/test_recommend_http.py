@@ -168,6 +168,40 @@ def test_semantic_keyword_and_hybrid_search(
     assert not set(_ids(first)) & set(_ids(second))
 
 
+def test_a_catalog_change_shows_in_cached_search_results_on_the_next_request(
+    client: httpx.Client, admin: TestUser
+) -> None:
+    """Search answers are cached by the catalog generation: repeated searches are served
+    from the cache, and the request after a catalog write (here: a title change, then an
+    unpublish) sees it, on every replica, in keyword (both routes) and hybrid results."""
+    word = "zq" + secrets.token_hex(3).replace("0", "y")
+    cat = _category(client, admin, "Search cache")
+    item = _product(client, admin, f"Folding camp stool {word}", cat)
+    searches = [
+        ("/products/search", {"q": word}),
+        ("/search", {"q": word, "mode": "keyword"}),
+        ("/search", {"q": word}),  # hybrid
+    ]
+    for path, params in searches:
+        for _ in range(REPLICA_READS):  # fill every replica's tier
+            assert item["id"] in _ids(client.get(path, params=params))
+    renamed = f"Folding camp chair {word}"
+    resp = client.patch(
+        f"/admin/products/{item['id']}", json={"title": renamed}, headers=admin.headers
+    )
+    assert resp.status_code == 200, resp.text
+    for path, params in searches:
+        for _ in range(REPLICA_READS):
+            found = client.get(path, params=params).json()["items"]
+            assert [i["title"] for i in found if i["id"] == item["id"]] == [renamed], path
+    stool = client.get("/products/search", params={"q": f"stool {word}"}).json()
+    assert stool["total"] == 0  # the old title's word no longer matches
+    assert client.post(f"/admin/products/{item['id']}/unpublish", headers=admin.headers).is_success
+    for path, params in searches:
+        for _ in range(REPLICA_READS):
+            assert item["id"] not in _ids(client.get(path, params=params)), path
+
+
 def test_bad_search_input_is_422(client: httpx.Client) -> None:
     _error(client.get("/search"), 422, "validation_error")
     _error(client.get("/search", params={"q": ""}), 422, "validation_error")
