@@ -330,8 +330,8 @@ class RecommendService:
         return KeywordHits(ids, scores, total, terms)
 
     async def _semantic_or_none(self, query: str, fetch: int) -> list[tuple[int, float]] | None:
-        """The semantic ranking, or None while semantic search is unavailable."""
-        if time.monotonic() < self._semantic_down_until:
+        """The semantic ranking, or None while semantic search is unavailable (or off)."""
+        if not self.settings.recommender or time.monotonic() < self._semantic_down_until:
             return None
         try:
             return await asyncio.wait_for(self._semantic(query, fetch), SEMANTIC_TIMEOUT_S)

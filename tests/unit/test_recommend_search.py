@@ -155,3 +155,21 @@ async def test_hybrid_search_ranks_with_the_embedded_query(
     again = await service.search("hiking ", "semantic", 1, 10)
     assert [item["id"] for item in again.items] == [made["mug"], made["boot"]]
     assert [m for m, _ in calls].count("embed") == 1  # the vector was kept
+
+
+async def test_with_the_recommender_off_every_search_is_keyword_without_an_actor_call(
+    sqlite_url: str,
+) -> None:
+    from raymall.db import make_engine, session_factory
+
+    sessions = session_factory(make_engine(sqlite_url, pool_size=2))
+    boot = add_product(sessions, "Waterproof hiking boots", category="Boots")
+    service = RecommendService(Settings(env="test", recommender=False), sessions, redis=None)
+
+    async def call(method: str, *args: Any) -> Any:
+        raise AssertionError(f"no actor call expected ({method})")
+
+    service.call = call  # type: ignore[method-assign]
+    for mode in ("hybrid", "semantic"):
+        page = await service.search("hiking boots", mode, 1, 10)
+        assert page.mode == "keyword" and [item["id"] for item in page.items] == [boot]
