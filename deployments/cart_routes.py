@@ -36,14 +36,12 @@ from raymall.cart import (
     issue_guest_token,
     user_key,
 )
-from raymall.errors import Forbidden, Unauthorized, Unavailable, ValidationFailed
+from raymall.errors import Forbidden, Unauthorized, ValidationFailed
 from raymall.logs import get_logger
-from raymall.ratelimit import REDIS_FAULTS
 
 router = APIRouter(tags=["cart"])
 log = get_logger("cart")
 CART_TOKEN_HEADER = "X-Cart-Token"  # noqa: S105 - a header name
-STORE_RETRY_AFTER_S = 2  # Retry-After while the cart store (Redis) is unreachable
 T = TypeVar("T")
 
 for _method, _path in (
@@ -75,13 +73,6 @@ def _svc(request: Request) -> CartService:
     return services(request).cart
 
 
-def _store_down() -> Unavailable:
-    return Unavailable(
-        "the cart is unavailable while the cart store is unreachable; retry",
-        details={"retry_after": STORE_RETRY_AFTER_S},
-    )
-
-
 def cart_store(route: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """A cart route that needs Redis: refused at once while Redis is unusable, and a
     connection fault during it answered the same way (503 with ``Retry-After``)."""
@@ -89,14 +80,11 @@ def cart_store(route: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]
     @functools.wraps(route)
     async def run(*args: Any, **kwargs: Any) -> T:
         health = services(kwargs["request"]).redis_health
-        if health is not None and not health.usable():
-            raise _store_down()
-        try:
+        if health is None:
             return await route(*args, **kwargs)
-        except REDIS_FAULTS as exc:
-            if health is not None:
-                health.failed()
-            raise _store_down() from exc
+        health.require("the cart")
+        with health.faults("the cart"):
+            return await route(*args, **kwargs)
 
     return run
 

@@ -34,9 +34,10 @@ each database index its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from raymall.errors import Unavailable
 from raymall.logs import get_logger
 from raymall.metrics import FEED_CONNECTED, FEED_HANDLER_ERRORS, FEED_RESYNCS
 from raymall.resp import _INCOMPLETE, encode, parse
@@ -53,6 +55,8 @@ from raymall.tasks import stop_tasks
 
 log = get_logger("feed")
 
+STORE_RETRY_AFTER_S = 2  # Retry-After of what refuses while Redis is unreachable
+REDIS_FAULTS = (RedisConnectionError, RedisTimeoutError)
 MessageHandler = Callable[[bytes], None]
 ResyncHandler = Callable[[], Awaitable[None]]
 
@@ -332,6 +336,20 @@ class RedisHealth:
             return False
         return time.monotonic() - self._failed_at >= self.cool_down_s
 
+    def require(self, what: str) -> None:
+        """Refuse ``what`` at once (503, ``Retry-After``) while Redis is unusable."""
+        if not self.usable():
+            raise store_down(what)
+
+    @contextlib.contextmanager
+    def faults(self, what: str) -> Iterator[None]:
+        """A Redis connection fault in the block: noted, and answered as ``require``."""
+        try:
+            yield
+        except REDIS_FAULTS as exc:
+            self.failed()
+            raise store_down(what) from exc
+
     def failed(self) -> None:
         """A command failed on a connection fault (not an error reply)."""
         if self.usable():
@@ -346,3 +364,11 @@ class RedisHealth:
         failed = self._failed_ms if time.monotonic() - self._failed_at < self.cool_down_s else None
         known = [t for t in (down, failed) if t is not None]
         return min(known) if known else now_ms()
+
+
+def store_down(what: str) -> Unavailable:
+    """The refusal of something that needs Redis while it is unreachable."""
+    return Unavailable(
+        f"{what} is unavailable while Redis is unreachable; retry",
+        details={"retry_after": STORE_RETRY_AFTER_S},
+    )

@@ -44,12 +44,9 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from raymall import metrics
 from raymall.errors import RateLimited
-from raymall.feed import RedisHealth
+from raymall.feed import REDIS_FAULTS, RedisHealth
 
 MAX_KEY_CHARS = 96
 
@@ -150,7 +147,6 @@ class Decision:
 
 
 Check = tuple[Limit, str]
-REDIS_FAULTS = (RedisConnectionError, RedisTimeoutError)
 LOCAL_MAX_KEYS = 200_000  # past it, the oldest tenth of the local buckets is forgotten
 
 

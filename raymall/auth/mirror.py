@@ -21,7 +21,8 @@ write's message keeps it current. Guarantees:
   it in ``pending``; the next resync writes it to the index before loading the snapshot.
 
 Flags of families expire after the index's ttl (older access tokens of the family have
-expired by then); ``prune`` drops them.
+expired by then); ``prune`` drops them. ``RevocationWriter`` is how the auth service writes a
+committed change: this replica's mirror first, then the index.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from collections.abc import Awaitable, Callable
 
 from raymall.auth.revocations import RevocationIndex
 from raymall.errors import Unavailable
+from raymall.feed import REDIS_FAULTS, RedisHealth, store_down
 from raymall.ids import now_ms
 from raymall.logs import get_logger
 
@@ -168,3 +170,56 @@ class RevocationMirror:
                 "ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
+
+
+class RevocationWriter:
+    """Writes a change the database has committed: to this replica's mirror at once (if
+    there is one), then to the index, whose message reaches the other replicas. If Redis
+    fails at that moment the index write waits in the mirror for its next resync (without
+    a mirror: ``Unavailable``)."""
+
+    def __init__(
+        self, index: RevocationIndex, mirror: RevocationMirror | None, health: RedisHealth
+    ) -> None:
+        self.index, self.mirror, self.health = index, mirror, health
+
+    async def families_revoked(self, family_ids: list[str]) -> None:
+        ids = list(family_ids)
+        if not ids:
+            return
+
+        def local(mirror: RevocationMirror) -> None:
+            for fid in ids:
+                mirror.family_revoked(fid)
+
+        await self._write(lambda index: index.families_revoked(ids), local)
+
+    async def family_rotated(self, family_id: str, generation: int) -> None:
+        await self._write(
+            lambda index: index.family_rotated(family_id, generation),
+            lambda mirror: mirror.family_rotated(family_id, generation),
+        )
+
+    async def user_blocked(self, user_id: int, blocked: bool) -> None:
+        if blocked:
+            await self._write(
+                lambda index: index.user_blocked(user_id),
+                lambda mirror: mirror.user_blocked(user_id),
+            )
+        else:
+            await self._write(
+                lambda index: index.user_unblocked(user_id),
+                lambda mirror: mirror.user_unblocked(user_id),
+            )
+
+    async def _write(self, write: PendingWrite, local: Callable[[RevocationMirror], None]) -> None:
+        if self.mirror is not None:
+            local(self.mirror)
+        try:
+            await write(self.index)
+        except REDIS_FAULTS as exc:
+            self.health.failed()
+            if self.mirror is None:
+                raise store_down("the change") from exc
+            self.mirror.pending.append(write)
+            log.warning("revocation index write deferred to the next resync: %s", exc)

@@ -28,12 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,7 +41,7 @@ from raymall.auth import families, users
 from raymall.auth.devices import DeviceTokens
 from raymall.auth.guard import Attempt, AuthGuard, Client
 from raymall.auth.hashing import HashPool
-from raymall.auth.mirror import PendingWrite, RevocationMirror
+from raymall.auth.mirror import RevocationMirror, RevocationWriter
 from raymall.auth.permissions import Grant, PermissionCache
 from raymall.auth.revocations import RevocationIndex, Snapshot
 from raymall.auth.tokens import AccessClaims, IssuedPair, TokenCodec, VerifiedAccessCache
@@ -60,15 +57,12 @@ from raymall.errors import (
     Unavailable,
     ValidationFailed,
 )
-from raymall.feed import Feed, RedisHealth, scoped_channel
+from raymall.feed import REDIS_FAULTS, Feed, RedisHealth, scoped_channel
 from raymall.ids import now_ms
-from raymall.logs import get_logger
 from raymall.ratelimit import RateLimiter
 from raymall.settings import Settings
 
 REVOCATIONS_CHANNEL = "auth:revocations"
-STORE_RETRY_AFTER_S = 2  # Retry-After of the refusals while Redis is unreachable
-log = get_logger("auth")
 
 
 @dataclass(frozen=True)
@@ -127,6 +121,7 @@ class AuthService:
                 down_since_ms=feed.down_since_ms,
             )
             feed.subscribe(channel, self.mirror.apply, self.mirror.resync)
+        self.writes = RevocationWriter(self.revocations, self.mirror, self.health)
         self.permissions = PermissionCache(self._grants, ttl_s=settings.permission_cache_ttl_s)
         self.hasher = settings.password_hasher_config()
         self.hashes = HashPool(
@@ -175,9 +170,9 @@ class AuthService:
     ) -> dict[str, Any]:
         email, username = users.normalize_email(email), users.normalize_username(username)
         validate_password(password, email=email, username=username)
-        self._need_store("registration")
+        self.health.require("registration")
         await in_tx(self.sessions, users.check_available, email, username)  # before hashing
-        with self._store_faults("registration"):
+        with self.health.faults("registration"):
             charged = await self.guard.admit_registration(ip)
         try:
             password_hash = await self.hashes.hash(password, bulk=True)
@@ -211,8 +206,8 @@ class AuthService:
         device_token: str | None = None,
     ) -> IssuedPair:
         """Sign in; the pair carries a device token for the next sign-in from this client."""
-        self._need_store("sign-in")
-        with self._store_faults("sign-in"):
+        self.health.require("sign-in")
+        with self.health.faults("sign-in"):
             return await self._login(email, username, password, ip, device_token)
 
     async def _login(
@@ -250,7 +245,7 @@ class AuthService:
 
     async def refresh(self, refresh_token: str) -> IssuedPair:
         claims = self.codec.verify_refresh(refresh_token)
-        self._need_store("refresh")
+        self.health.require("refresh")
 
         def rotate(session: Session) -> _Rotated:
             user = session.get(User, claims.user_id)
@@ -274,7 +269,7 @@ class AuthService:
         if result.blocked:
             raise AccountBlocked("this account is blocked")
         if result.outcome is families.Rotation.REUSED:
-            await self._revoke_families([claims.family_id])
+            await self.writes.families_revoked([claims.family_id])
             raise TokenRevoked("refresh token reuse detected: the session has been revoked")
         if result.outcome is families.Rotation.REVOKED:
             raise TokenRevoked("this session has been revoked; sign in again")
@@ -283,30 +278,26 @@ class AuthService:
         if result.outcome is not families.Rotation.ROTATED or result.jti is None:
             raise InvalidToken("unknown refresh token")
         # the access tokens issued before this refresh stop working, as at logout
-        fid, gen = claims.family_id, result.generation
-        await self._index_write(
-            lambda index: index.family_rotated(fid, gen),
-            lambda mirror: mirror.family_rotated(fid, gen),
-        )
+        await self.writes.family_rotated(claims.family_id, result.generation)
         return self.codec.issue_pair(
             claims.user_id, result.role, claims.family_id, result.jti, generation=result.generation
         )
 
     async def logout(self, family_id: str) -> None:
-        self._need_store("sign-out")
+        self.health.require("sign-out")
         await in_tx(
             self.sessions,
             lambda s: families.revoke_family(s, family_id, "logout", now_ms=now_ms()),
         )
-        await self._revoke_families([family_id])
+        await self.writes.families_revoked([family_id])
 
     async def change_password(
         self, user_id: int, *, current: str, new: str, ip: str | None
     ) -> IssuedPair:
         """Change the password, revoke every session of the user, start a new one."""
-        self._need_store("password change")
+        self.health.require("password change")
         user = await in_tx(self.sessions, users.get_user, user_id)
-        with self._store_faults("password change"):
+        with self.health.faults("password change"):
             charged = await self.guard.admit_password_change(user_id)  # its own bucket
         try:
             right = await self.hashes.verify(current, user.password_hash)
@@ -335,8 +326,8 @@ class AuthService:
             return revoked, fid, jti, fresh.role
 
         revoked, fid, jti, role = await in_tx(self.sessions, apply)
-        await self._revoke_families(revoked)
-        with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+        await self.writes.families_revoked(revoked)
+        with contextlib.suppress(*REDIS_FAULTS):
             await self.guard.password_changed(charged)  # a refund only: the change is made
         return self.codec.issue_pair(user_id, role, fid, jti)
 
@@ -344,7 +335,7 @@ class AuthService:
     async def set_blocked(self, admin_id: int, user_id: int, blocked: bool) -> dict[str, Any]:
         if blocked and admin_id == user_id:
             raise Conflict("you cannot block your own account")
-        self._need_store("blocking")
+        self.health.require("blocking")
 
         def apply(session: Session) -> tuple[User, list[str]]:
             now = now_ms()
@@ -357,17 +348,8 @@ class AuthService:
             return user, revoked
 
         user, revoked = await in_tx(self.sessions, apply)
-        if blocked:
-            await self._index_write(
-                lambda index: index.user_blocked(user_id),
-                lambda mirror: mirror.user_blocked(user_id),
-            )
-            await self._revoke_families(revoked)
-        else:
-            await self._index_write(
-                lambda index: index.user_unblocked(user_id),
-                lambda mirror: mirror.user_unblocked(user_id),
-            )
+        await self.writes.user_blocked(user_id, blocked)
+        await self.writes.families_revoked(revoked)
         return users.user_view(user, admin=True)
 
     async def list_users(
@@ -386,48 +368,6 @@ class AuthService:
         }
 
     # ---- internals ------------------------------------------------------------------
-    def _need_store(self, what: str) -> None:
-        """Refuse at once (503) while Redis is unusable: nothing has been written yet."""
-        if not self.health.usable():
-            raise _store_down(what)
-
-    @contextlib.contextmanager
-    def _store_faults(self, what: str) -> Iterator[None]:
-        """A Redis connection fault in the block: a clean 503 with ``Retry-After``."""
-        try:
-            yield
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            self.health.failed()
-            raise _store_down(what) from exc
-
-    async def _revoke_families(self, family_ids: list[str]) -> None:
-        if not family_ids:
-            return
-        ids = list(family_ids)
-
-        def local(mirror: RevocationMirror) -> None:
-            for fid in ids:
-                mirror.family_revoked(fid)
-
-        await self._index_write(lambda index: index.families_revoked(ids), local)
-
-    async def _index_write(
-        self, write: PendingWrite, local: Callable[[RevocationMirror], None]
-    ) -> None:
-        """After the database committed a change: this replica's mirror at once, then the
-        index (whose message reaches the other replicas). If Redis fails now, the index
-        write waits in the mirror for its next resync (without a mirror: 503)."""
-        if self.mirror is not None:
-            local(self.mirror)
-        try:
-            await write(self.revocations)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            self.health.failed()
-            if self.mirror is None:
-                raise _store_down("the change") from exc
-            self.mirror.pending.append(write)
-            log.warning("revocation index write deferred to the next resync: %s", exc)
-
     async def _start_session(self, user_id: int, role: str) -> IssuedPair:
         ttl = self.settings.refresh_token_ttl_s
         fid, jti = await in_tx(
@@ -481,10 +421,3 @@ class AuthService:
             )
 
         return await in_tx(self.sessions, load)
-
-
-def _store_down(what: str) -> Unavailable:
-    return Unavailable(
-        f"{what} is unavailable while the session store is unreachable; retry",
-        details={"retry_after": STORE_RETRY_AFTER_S},
-    )

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from raymall import metrics
-from raymall.ratelimit import REDIS_FAULTS, Decision, Limit, LimitFallback, RateLimiter
+from raymall.feed import REDIS_FAULTS
+from raymall.ratelimit import Decision, Limit, LimitFallback, RateLimiter
 
 # KEYS: every request's keys, flattened. ARGV[1]: number of requests; then per request:
 # its key count k, then k pairs (interval_ms, burst). Returns per request: allowed,

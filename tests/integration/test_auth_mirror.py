@@ -227,3 +227,21 @@ async def test_a_replica_whose_mirror_never_loaded_refuses_every_token(
     own_redis.start()
     assert await cold.feed.wait_connected(5)
     await cold.auth.authenticate(pair.access_token)
+
+
+async def test_a_logout_whose_index_write_fails_after_the_commit_still_reaches_every_replica(
+    replicas: Any, own_redis: RedisProcess
+) -> None:
+    a, b = await replicas(own_redis.url), await replicas(own_redis.url)
+    _, pair = await sign_up(a.auth)
+    family = a.auth.codec.verify_access(pair.access_token).family_id
+    own_redis.kill()
+    # nothing has noticed yet: the logout commits, then its index write fails
+    await a.auth.logout(family)
+    assert a.auth.mirror is not None and len(a.auth.mirror.pending) == 1
+    with pytest.raises(TokenRevoked):  # at once on the replica that made it
+        await a.auth.authenticate(pair.access_token)
+    await b.auth.authenticate(pair.access_token)  # the other learns it once Redis is back
+    own_redis.start()
+    await eventually(refused(b.auth, pair.access_token), timeout_s=5)
+    await eventually(lambda: not a.auth.mirror.pending, timeout_s=5)  # type: ignore[union-attr]
