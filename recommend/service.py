@@ -136,13 +136,19 @@ class RecommendService:
     # ---- the actor -------------------------------------------------------------------
     async def call(self, method: str, *args: Any) -> Any:
         """One actor call. A domain error raised in the actor comes back as itself; the
-        actor being down, restarting or slow is ``Unavailable`` (503, retriable)."""
+        actor being down, restarting or slow, or its index unavailable, is ``Unavailable``
+        (503 with ``Retry-After``)."""
         if not self.settings.recommender:
             raise Unavailable("recommendations are turned off (RAYMALL_RECOMMENDER=0)")
         from ray.exceptions import RayError, RayTaskError
 
         try:
             return await self.caller.call(0, method, *args)
+        except Unavailable as exc:
+            if exc.retry_after is not None:
+                raise
+            details = {**exc.details, "retry_after": RETRY_AFTER_S}
+            raise Unavailable(exc.message, details=details) from exc
         except RayError as exc:  # any other Ray fault of a read: 503 as well
             if isinstance(exc, RayTaskError):
                 raise

@@ -281,6 +281,10 @@ def test_killing_the_recommender_then_it_serves_again(
     assert during.status_code in (200, 503), during.text
     if during.status_code == 503:
         assert during.json()["error"]["code"] == "unavailable"
+        assert int(during.headers["Retry-After"]) >= 1
+    searched = client.get("/search", params={"q": "hiking boots"})  # keyword at worst
+    assert searched.status_code == 200, searched.text
+    assert shop["boot"]["id"] in _ids(searched)
     wait_for(lambda: _similar(client, shop["boot"]["id"], k=20).status_code == 200, 180, 0.5)
     after = _ids(_similar(client, shop["boot"]["id"], k=20))
     assert shop["trail"]["id"] in after and len(after) == len(before)

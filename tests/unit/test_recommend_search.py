@@ -173,3 +173,19 @@ async def test_with_the_recommender_off_every_search_is_keyword_without_an_actor
     for mode in ("hybrid", "semantic"):
         page = await service.search("hiking boots", mode, 1, 10)
         assert page.mode == "keyword" and [item["id"] for item in page.items] == [boot]
+
+
+async def test_similar_reads_the_recommender_cannot_answer_are_503_with_retry_after(
+    svc: tuple[RecommendService, dict[str, int]],
+) -> None:
+    service, made = svc
+
+    class DownCaller:
+        async def call(self, *args: Any, **kw: Any) -> Any:
+            raise Unavailable("recommender-0 is unavailable (GetTimeoutError)")
+
+    service.caller = DownCaller()  # type: ignore[assignment]
+    with pytest.raises(Unavailable) as refused:
+        await service.similar(made["boot"], 5, False)
+    assert refused.value.retry_after == 5
+    assert (await service.search("hiking", "hybrid", 1, 10)).mode == "keyword"
