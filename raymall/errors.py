@@ -13,9 +13,13 @@
     ├── Forbidden             403  forbidden
     │   ├── AccountBlocked    403  account_blocked
     │   ├── FlashTokenRequired 403 flash_token_required
-    │   └── FlashTokenInvalid 403  flash_token_invalid
+    │   ├── FlashTokenInvalid 403  flash_token_invalid
+    │   └── CouponNotOwned    403  coupon_not_owned
     ├── NotFound              404  not_found
-    │   └── UnknownSku        404  unknown_sku
+    │   ├── UnknownSku        404  unknown_sku
+    │   ├── CampaignNotFound  404  campaign_not_found
+    │   ├── CouponNotFound    404  coupon_not_found
+    │   └── CouponCodeInvalid 404  coupon_code_invalid
     ├── Conflict              409  conflict
     │   ├── EmailTaken        409  email_taken
     │   ├── UsernameTaken     409  username_taken
@@ -34,7 +38,12 @@
     │   ├── SaleEnded         409  sale_ended
     │   ├── FlashTokenUsed    409  flash_token_used
     │   ├── NotForSale        409  sku_not_for_sale
-    │   └── CartLimitExceeded 409  cart_limit_exceeded
+    │   ├── CartLimitExceeded 409  cart_limit_exceeded
+    │   └── CouponRefused     409  coupon_refused (subclasses, each its own code:
+    │       coupon_expired, coupon_not_yet_valid, coupon_out_of_scope,
+    │       coupon_below_threshold, coupon_unavailable, coupon_not_combinable,
+    │       claim_not_started, claim_ended, campaign_inactive, coupons_sold_out,
+    │       coupon_limit_reached)
     ├── PayloadTooLarge       413  payload_too_large
     ├── UnsupportedMedia      415  unsupported_media_type
     ├── RateLimited           429  rate_limited (carries retry_after)
@@ -215,6 +224,102 @@ class NotForSale(Conflict):
 
 class CartLimitExceeded(Conflict):
     code = "cart_limit_exceeded"
+
+
+class CouponNotOwned(Forbidden):
+    """The coupon belongs to another customer."""
+
+    code = "coupon_not_owned"
+
+
+class CampaignNotFound(NotFound):
+    """No coupon campaign has this id."""
+
+    code = "campaign_not_found"
+
+
+class CouponNotFound(NotFound):
+    """No coupon has this id."""
+
+    code = "coupon_not_found"
+
+
+class CouponCodeInvalid(NotFound):
+    """No claimable campaign has this code."""
+
+    code = "coupon_code_invalid"
+
+
+class CouponRefused(Conflict):
+    """A coupon cannot be claimed or used as asked."""
+
+    code = "coupon_refused"
+
+
+class CouponExpired(CouponRefused):
+    """The coupon's validity has ended."""
+
+    code = "coupon_expired"
+
+
+class CouponNotYetValid(CouponRefused):
+    """The coupon is not valid yet."""
+
+    code = "coupon_not_yet_valid"
+
+
+class CouponOutOfScope(CouponRefused):
+    """No line of the order is covered by the coupon."""
+
+    code = "coupon_out_of_scope"
+
+
+class CouponBelowThreshold(CouponRefused):
+    """The order does not reach the coupon's minimum spend."""
+
+    code = "coupon_below_threshold"
+
+
+class CouponUnavailable(CouponRefused):
+    """The coupon is locked by another unpaid order, used or expired."""
+
+    code = "coupon_unavailable"
+
+
+class CouponNotCombinable(CouponRefused):
+    """These coupons cannot be used together."""
+
+    code = "coupon_not_combinable"
+
+
+class ClaimNotStarted(CouponRefused):
+    """The campaign's claim window has not opened."""
+
+    code = "claim_not_started"
+
+
+class ClaimEnded(CouponRefused):
+    """The campaign's claim window has closed."""
+
+    code = "claim_ended"
+
+
+class CampaignInactive(CouponRefused):
+    """The campaign is not active."""
+
+    code = "campaign_inactive"
+
+
+class CouponsSoldOut(CouponRefused):
+    """Every coupon of the campaign has been claimed."""
+
+    code = "coupons_sold_out"
+
+
+class CouponLimitReached(CouponRefused):
+    """The customer holds the campaign's per-user limit of coupons."""
+
+    code = "coupon_limit_reached"
 
 
 class PayloadTooLarge(DomainError):
