@@ -160,6 +160,29 @@ class AvailabilityMirror:
                 found[sku] = value
         return found, missing
 
+    def in_stock_view(self) -> Callable[[Iterable[int]], bool | None]:
+        """A function saying, as of now, whether a product with the given SKUs is in stock:
+        True if any is available, False if the mirror knows every one and none is, None if
+        it cannot tell (for rendering many cards: trust is decided once)."""
+        trusted = [self.trusted(i) for i in range(self.shards)]
+        values = [st.values for st in self._state]
+        shard_of = self._shard_of
+
+        def in_stock(sku_ids: Iterable[int]) -> bool | None:
+            unknown = False
+            for sku in sku_ids:
+                shard = shard_of.get(sku)
+                if shard is None:
+                    shard = self.shard_of(sku)
+                value = values[shard].get(sku) if trusted[shard] else None
+                if value is None:
+                    unknown = True
+                elif value > 0:
+                    return True
+            return None if unknown else False
+
+        return in_stock
+
     async def availability(self, sku_ids: Iterable[int]) -> dict[int, int]:
         """Available units per SKU: the mirror's where it can answer, the owner's for the
         rest. Raises what the owner raises (the caller falls back to the database)."""

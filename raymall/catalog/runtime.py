@@ -175,18 +175,9 @@ class CatalogRuntime:
             parts = PageParts(await self._listing_text(filters, sort, page, size, cursor))
             if local is not None:
                 local.put_page(key, token, parts)
-        return parts.render(self._in_stock)
-
-    def _in_stock(self, sku_ids: tuple[int, ...]) -> bool | None:
-        """Whether a product with ``sku_ids`` is in stock now, by the mirror: yes if any of
-        them is available; no if the mirror knows every one and none is; None (keep the
-        page's value) if it cannot tell."""
         if self.mirror is None:
-            return None
-        found, missing = self.mirror.local(sku_ids)
-        if any(v > 0 for v in found.values()):
-            return True
-        return None if missing else False
+            return parts.render(lambda sku_ids: None)
+        return parts.render(self.mirror.in_stock_view())
 
     async def _listing_text(
         self, filters: ProductFilters, sort: str, page: int, size: int, cursor: str | None

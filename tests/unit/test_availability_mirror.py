@@ -196,3 +196,19 @@ async def test_malformed_messages_and_foreign_shards_are_ignored() -> None:
 def test_message_round_trip(values: dict[int, int]) -> None:
     m = Message(1, "e", 3, CHANGE, 123, tuple(values.items()))
     assert Message.decode(m.encode()) == m
+
+
+async def test_in_stock_view_says_yes_no_or_cannot_tell() -> None:
+    mirror, redis, _, clock = make()
+    a, b = skus_of(0, 2)
+    (c,) = skus_of(1, 1)
+    redis.put(0, "e1", 1, {a: 0, b: 2})
+    redis.put(1, "e1", 1, {c: 0})
+    await mirror.resync()
+    view = mirror.in_stock_view()
+    assert view([a, b]) is True
+    assert view([a, c]) is False
+    assert view([a, 10_000_019]) is None  # a SKU the mirror has not seen
+    clock.t += 2  # shard 1 silent past the trust window; shard 0 too
+    view = mirror.in_stock_view()
+    assert view([a, b]) is None and view([c]) is None
