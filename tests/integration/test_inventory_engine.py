@@ -23,7 +23,7 @@ from sqlalchemy import Engine, create_engine, text
 from actors.inventory_client import InventoryClient, shard_name
 from actors.inventory_shard import InventoryShard
 from actors.registry import actor_options
-from raymall.catalog.availability import CHANNEL, AvailabilityMirror
+from raymall.catalog.availability import CHANNEL, AvailabilityMirror, hash_key
 from raymall.domain.shard_ops import Reserve
 from raymall.errors import InvalidTransition, OutOfStock, Unavailable
 from raymall.feed import Feed, scoped_channel
@@ -448,3 +448,27 @@ async def test_the_read_model_follows_each_commit_and_a_restart(
     await published(mirror, sku, 6, 5.0)
     await assert_memory_matches_database(env, client, sku)
     assert db_row(env, sku)["available"] == 6
+    # the hash the shard writes holds what the database holds
+    raw = await mirror.redis.hget(hash_key(client.shard_of(sku)), str(sku))
+    assert int(raw) == 6
+
+
+async def test_without_the_read_model_reads_ask_the_owner(env: Env) -> None:
+    """A mirror whose feed is down (a read-model outage) answers nothing itself: every
+    read goes to the owning shard, so a sold-out SKU is never shown in stock."""
+    (sku,) = make_skus(env, [1])
+    client = env.client()
+    owner_asked: list[list[int]] = []
+
+    class Owner:
+        async def availability(self, sku_ids: list[int]) -> dict[int, int]:
+            owner_asked.append(list(sku_ids))
+            return await client.availability(sku_ids)
+
+    redis = aioredis.Redis.from_url(env.settings.redis_url or "", decode_responses=True)
+    mirror = AvailabilityMirror(redis, SHARDS, trust_s=1.0, owner=Owner(), connected=lambda: False)
+    await mirror.resync()  # loads the hashes, but an unsubscribed mirror trusts none of them
+    await client.reserve(f"down-{sku}", {sku: 1}, ttl_s=60)
+    assert await mirror.availability([sku]) == {sku: 0}
+    assert owner_asked == [[sku]]
+    await redis.aclose()
