@@ -218,10 +218,16 @@ class ServedApp:
         _wait(self.ready, self.proc, self.log, timeout_s)
 
     def ready(self) -> bool:
+        return self.readiness() in ("ready", "degraded")
+
+    def readiness(self) -> str | None:
+        """``/readyz``'s status (``ready``, ``degraded``, ``not_ready``), None: no answer."""
         try:
-            return httpx.get(self.url + "/readyz", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
+            resp = httpx.get(self.url + "/readyz", timeout=5)
+            body = resp.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return str(body.get("status") or body.get("error", {}).get("code"))
 
     def stop(self) -> None:
         """SIGKILL to the instance and every process under it (its Ray instance, HAProxy):
@@ -319,17 +325,30 @@ class LoadRun:
         times.append(self.ended)
         return max(b - a for a, b in zip(times, times[1:], strict=False))
 
+    def acked_while_down(self) -> int:
+        """Purchases acknowledged between the kill and the store answering again."""
+        assert self.outage is not None
+        down = (self.outage.killed_at, self.outage.back_at)
+        return sum(a.status == 201 and down[0] < a.done < down[1] for a in self.answers)
+
     def summary(self, label: str) -> str:
         acked = sum(len(v) for v in self.orders().values())
-        recovery = self.recovery_s() if self.outage else None
-        shown = "none" if recovery is None else f"{recovery:.2f} s"
         refused = Counter(f"{a.status}:{a.code}" for a in self.refused).most_common(4)
-        return (
+        line = (
             f"[{label}] {len(self.answers)} requests in {self.ended - self.started:.1f} s, "
             f"{acked} purchases acknowledged, {len(self.refused)} refused "
-            f"({self.refused_pct:.2f}%: {refused}), first purchase {shown} after the store "
-            f"answered again, longest time without a purchase {self.longest_gap_s():.2f} s"
+            f"({self.refused_pct:.2f}%: {refused}), longest time without a purchase "
+            f"{self.longest_gap_s():.2f} s"
         )
+        if self.outage is not None:
+            recovery = self.recovery_s()
+            shown = "none" if recovery is None else f"{recovery:.2f} s"
+            line += (
+                f"; {self.acked_while_down()} acknowledged while the store was down "
+                f"({self.outage.back_at - self.outage.killed_at:.1f} s), first purchase "
+                f"{shown} after it answered again"
+            )
+        return line
 
 
 async def flash_load(

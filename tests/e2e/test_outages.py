@@ -8,7 +8,10 @@ server. One server pair and one app serve the whole module.
 
 What a shop promises through a blip of either store: every acknowledged purchase is
 stored, no unit is sold twice, conservation holds to the unit, at most 5% of requests are
-refused, and buying works again within 2 s of the store answering again. The numbers are
+refused, and buying works again within 2 s of the store answering again. While Redis is
+down a signed-in shopper browses, views a product and buys; sign-in and the cart answer a
+clean 503, readiness says degraded; a token signed out before stays refused, and a block
+is refused on every replica within the README's bound once Redis is back. The numbers are
 printed (``pytest -s``).
 """
 
@@ -47,9 +50,11 @@ BUYERS = 30_000  # more than a run can use: each request is a new buyer's purcha
 DOWN_S = 4.0
 MAX_REFUSED_PCT = 5.0
 MAX_RECOVERY_S = 2.0
-# a revocation reaches every replica within this once Redis answers again (README, Auth)
-REVOCATION_BOUND_S = 2.0
-SESSIONS_BACK_S = 5.0  # sign-in and blocking work again this soon after Redis answers
+# README, "When a store is down": a revocation takes effect on every replica within
+# milliseconds while Redis is up, and sessions work again within about one second of it
+# answering (the feed reconnects within 0.75 s, then reloads the index); CI gets slack
+REVOCATION_BOUND_S = 1.0
+SESSIONS_BACK_S = 2.0
 
 
 @dataclass
@@ -117,7 +122,7 @@ def wait_ready(rig: Rig, timeout_s: float = 60.0) -> None:
         if server.proc is None or server.proc.poll() is not None:
             server.start()
     deadline = time.monotonic() + timeout_s
-    while not rig.app.ready():
+    while rig.app.readiness() != "ready":
         assert time.monotonic() < deadline, "the app did not become ready again"
         time.sleep(0.2)
     rig.shop.engine.dispose()  # connections from before a database restart are gone
@@ -207,6 +212,15 @@ def accepted_again(send: Callable[[], httpx.Response], timeout_s: float = 10.0) 
         time.sleep(0.1)
 
 
+def refused_within(client: httpx.Client, user: TestUser, since: float) -> float:
+    """Poll until ``user``'s token is refused everywhere, at most REVOCATION_BOUND_S after
+    ``since``; answer when it was."""
+    while not refused_everywhere(client, user):
+        assert time.monotonic() - since < REVOCATION_BOUND_S, "revoked token accepted too long"
+        time.sleep(0.02)
+    return time.monotonic()
+
+
 def refused_everywhere(client: httpx.Client, user: TestUser, tries: int = 8) -> bool:
     """``user``'s access token is refused by every replica (several requests in a row)."""
     return all(
@@ -219,10 +233,17 @@ def test_a_signed_in_shopper_browses_and_buys_while_redis_is_down(rig: Rig) -> N
     client = rig.client
     sku, sale_id = sale_on_new_sku(rig, 10)
     product = int(rig.shop.scalar("SELECT product_id FROM skus WHERE id = :s", s=sku))
-    alice, bob, carol = (new_user(client, prefix=p) for p in ("al", "bo", "ca"))
-    # carol signs out before the outage: her access token must stay refused throughout
+    alice, bob, carol, dave = (new_user(client, prefix=p) for p in ("al", "bo", "ca", "da"))
+    # carol signs out before the outage: her access token must stay refused throughout,
+    # also once Redis is back empty (the index is rebuilt from the database)
     assert client.post("/auth/logout", headers=carol.headers).status_code == 204
     assert refused_everywhere(client, carol)
+
+    def block_bob() -> httpx.Response:
+        return client.post(f"/admin/users/{bob.user_id}/block", headers=rig.admin.headers)
+
+    def logout_dave() -> httpx.Response:
+        return client.post("/auth/logout", headers=dave.headers)
 
     rig.redis.kill()
     killed = time.monotonic()
@@ -239,43 +260,44 @@ def test_a_signed_in_shopper_browses_and_buys_while_redis_is_down(rig: Rig) -> N
         )
         assert bought.status_code == 201, bought.text
         assert refused_everywhere(client, carol), "a signed-out token came back during the outage"
-        # signing in needs the shared limits and sessions: a clean 503, never a 500
-        signin = client.post("/auth/login", json=credentials(alice))
-        assert signin.status_code == 503, signin.text
-        assert error_code(signin) == "unavailable"
-        # an admin blocks bob while Redis is down: done (the database is the record) or
-        # refused cleanly, in which case the admin does it again once Redis is back
-        blocked = client.post(f"/admin/users/{bob.user_id}/block", headers=rig.admin.headers)
-        assert blocked.status_code in (200, 503), blocked.text
-        if blocked.status_code == 503:
-            assert error_code(blocked) == "unavailable"
+        # session writes need Redis (shared sign-in limits, the revocation index): sign-in,
+        # logout and blocking answer a clean 503 with a time to come back, before any write
+        for refused in (
+            client.post("/auth/login", json=credentials(alice)),
+            logout_dave(),
+            block_bob(),
+            client.get("/cart", headers=alice.headers),  # the cart lives in Redis
+        ):
+            assert refused.status_code == 503, (refused.request.url, refused.text)
+            assert error_code(refused) == "unavailable", refused.text
+            assert refused.headers.get("Retry-After"), (refused.request.url, refused.headers)
+        assert client.get("/me", headers=bob.headers).status_code == 200  # not blocked
+        # a cache and a limiter are down, not the shop: ready, degraded, naming Redis
+        ready = client.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["status"] == "degraded", ready.text
+        assert "redis" in ready.json()["degraded"], ready.text
         during = time.monotonic() - killed
     finally:
         rig.redis.start()
         back = time.monotonic()
     print(
-        f"\n[redis down, signed in] browse, view, buy and a clean sign-in 503 within "
-        f"{during:.2f} s of the kill; a block during the outage answered {blocked.status_code}"
+        f"\n[redis down, signed in] browse, view, buy; clean 503s for sign-in, logout, block "
+        f"and the cart; readiness degraded: all within {during:.2f} s of the kill"
     )
-    # sessions work again once Redis answers: sign-in, and the admin's block if refused
+    # sessions work again once Redis answers, and their revocations reach every replica
     signed_in = accepted_again(lambda: client.post("/auth/login", json=credentials(alice)))
-    if blocked.status_code == 503:
-        blocked_at = accepted_again(
-            lambda: client.post(f"/admin/users/{bob.user_id}/block", headers=rig.admin.headers)
-        )
-    else:  # made during the outage: it takes effect counted from Redis answering again
-        blocked_at = back
-    deadline = blocked_at + REVOCATION_BOUND_S
-    while not refused_everywhere(client, bob):
-        assert time.monotonic() < deadline, "a blocked user's token is accepted past the bound"
-        time.sleep(0.05)
-    refused_at = time.monotonic()
+    blocked = accepted_again(block_bob)
+    bob_refused = refused_within(client, bob, blocked)
+    logged_out = accepted_again(logout_dave)
+    dave_refused = refused_within(client, dave, logged_out)
     assert refused_everywhere(client, carol), "a signed-out token came back after the outage"
     print(
-        f"[redis back] sign-in works {signed_in - back:.2f} s after Redis answered; the block "
-        f"was accepted after {blocked_at - back:.2f} s and refused on every replica "
-        f"{refused_at - blocked_at:.2f} s later"
+        f"[redis back] sign-in works {signed_in - back:.2f} s after Redis answered, blocking "
+        f"{blocked - back:.2f} s after; a block is refused on every replica "
+        f"{bob_refused - blocked:.3f} s after it is accepted, a logout "
+        f"{dave_refused - logged_out:.3f} s after"
     )
-    assert signed_in - back <= SESSIONS_BACK_S and blocked_at - back <= SESSIONS_BACK_S
+    assert signed_in - back <= SESSIONS_BACK_S and blocked - back <= SESSIONS_BACK_S
     facts = check_sale(rig.shop, sale_id, sku)
     assert facts["sold"] == 1 and facts["orders"] == 1, facts
