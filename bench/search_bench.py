@@ -8,9 +8,10 @@ vocabulary (product nouns, features with nouns, "noun for <use>", "feature noun 
 (``--zipf``, default 1.0: of 500 queries, the 10 most popular take about 43% of the
 traffic), so caches meet a realistic hit rate, not 100%: queries are first seen during the
 run (nothing is searched in advance but a sample of ``CHECKED`` queries), cached answers
-expire, and a catalog write every ``1 / --catalog-writes-per-s`` seconds (default 0.2/s)
-moves the catalog generation, which invalidates every cached answer as a real write does
-(the bench bumps the generation key in Redis, without changing data). The request
+expire (``RAYMALL_LISTING_CACHE_TTL_S``, 30 s), and a catalog write every
+``--catalog-write-every-s`` seconds (default 30; 0: none) moves the catalog generation,
+which invalidates every cached answer as a real write does (the bench bumps the
+generation key in Redis, without changing data). The request
 sequence is drawn once with a fixed seed (the same for every run and every tree) and each
 wrk thread walks it from its own offset.
 
@@ -180,23 +181,23 @@ def seed(db: str, rurl: str, tree: Path | None, var: Path) -> int:
 
 
 class CatalogWrites:
-    """Moves the catalog generation ``per_s`` times a second, in a thread, as catalog
+    """Moves the catalog generation every ``every_s`` seconds, in a thread, as catalog
     writes do after they commit (every cached search answer is then stale)."""
 
-    def __init__(self, redis_url: str, per_s: float) -> None:
+    def __init__(self, redis_url: str, every_s: float) -> None:
         self.client = redis.Redis.from_url(redis_url)
-        self.per_s = per_s
+        self.every_s = every_s
         self.count = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(1 / self.per_s):
+        while not self._stop.wait(self.every_s):
             self.client.incr(GENERATION_KEY)
             self.count += 1
 
     def start(self) -> None:
-        if self.per_s > 0:
+        if self.every_s > 0:
             self._thread.start()
 
     def stop(self) -> int:
@@ -311,10 +312,10 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=500, help="distinct queries")
     parser.add_argument("--zipf", type=float, default=1.0, help="popularity exponent s")
     parser.add_argument(
-        "--catalog-writes-per-s",
+        "--catalog-write-every-s",
         type=float,
-        default=0.2,
-        help="catalog generation bumps per second during the runs (0: none)",
+        default=30.0,
+        help="seconds between catalog generation bumps during the runs (0: none)",
     )
     parser.add_argument("--database-server", default="mysql+pymysql://root@127.0.0.1:3306/")
     parser.add_argument("--redis-server", default="redis://127.0.0.1:6379/")
@@ -340,7 +341,7 @@ def main() -> int:
             "distinct_queries": len(queries),
             "zipf_s": args.zipf,
             "top10_query_share": round(top10, 3),
-            "catalog_writes_per_s": args.catalog_writes_per_s,
+            "catalog_write_every_s": args.catalog_write_every_s,
             "distinct_in_sequence": len(set(sequence)),
             "endpoints": ENDPOINTS,
             "server": "raymall serve, RAYMALL_ENV=dev, recommender on, Milvus Lite",
@@ -378,7 +379,7 @@ def main() -> int:
                 report["conditions"]["checked_queries_finding_something"] = check_answers(
                     base, sample
                 )
-                writes = CatalogWrites(rurl, args.catalog_writes_per_s)
+                writes = CatalogWrites(rurl, args.catalog_write_every_s)
                 writes.start()
                 for name in ENDPOINTS:
                     run_wrk(
