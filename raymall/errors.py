@@ -55,7 +55,7 @@ Every error body is ``{"error": {"code", "message", "request_id"}}`` plus option
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class DomainError(Exception):
@@ -91,138 +91,244 @@ def _rebuild(cls: type[DomainError], message: str, details: dict[str, Any]) -> D
 
 
 class BadRequest(DomainError):
+    """The request is malformed: a header, parameter or body the API cannot use."""
+
+    action = "Fix the request as the message says; do not retry it unchanged."
     code, status = "bad_request", 400
 
 
 class ValidationFailed(BadRequest):
+    """A field failed validation (type, range, format); `details` names the fields."""
+
+    action = "Correct the fields named in `details` and send again."
     code, status = "validation_error", 422
 
 
 class AmountMismatch(BadRequest):
+    """An amount sent does not match the server's (a payment for another order or another total)."""
+
+    action = "Re-read the order and pay or report the amount the server states."
     code = "amount_mismatch"
 
 
 class Unauthorized(DomainError):
+    """No valid credentials were sent."""
+
+    action = "Sign in (or send the `Authorization: Bearer` access token) and retry."
     code, status = "unauthorized", 401
 
 
 class InvalidCredentials(Unauthorized):
+    """The username or password is wrong."""
+
+    action = "Ask the user again; repeated failures are rate limited."
     code = "invalid_credentials"
 
 
 class InvalidToken(Unauthorized):
+    """The token is malformed, of the wrong kind, or unknown."""
+
+    action = "Sign in again to get a new token pair."
     code = "invalid_token"
 
 
 class TokenExpired(Unauthorized):
+    """The access token has expired."""
+
+    action = "Refresh with the refresh token (`POST /auth/refresh`), then retry."
     code = "token_expired"
 
 
 class TokenRevoked(Unauthorized):
+    """The token was revoked (logout, password change, a replayed refresh token or a block)."""
+
+    action = "Sign in again; a replayed refresh token revoked the whole session family."
     code = "token_revoked"
 
 
 class BadSignature(Unauthorized):
+    """A signature did not verify (a token or a payment callback)."""
+
+    action = "Do not retry: the sender's key or payload is wrong."
     code = "bad_signature"
 
 
 class Forbidden(DomainError):
+    """The caller is known but may not do this (another user's resource, an admin route)."""
+
+    action = "Do not retry; use an account with the right role."
     code, status = "forbidden", 403
 
 
 class AccountBlocked(Forbidden):
+    """The account is blocked by an administrator."""
+
+    action = "Contact support; retries fail until the account is unblocked."
     code = "account_blocked"
 
 
 class FlashTokenRequired(Forbidden):
+    """A flash-sale purchase needs the per-user purchase token."""
+
+    action = "Fetch a token for the sale (`GET /flash-sales/{id}/token`) and buy with it."
     code = "flash_token_required"
 
 
 class FlashTokenInvalid(Forbidden):
+    """The flash-sale purchase token is invalid, expired or for another user or sale."""
+
+    action = "Fetch a new token for this sale and user, then buy with it."
     code = "flash_token_invalid"
 
 
 class NotFound(DomainError):
+    """The resource does not exist (or is not visible to the caller)."""
+
+    action = "Check the id; do not retry."
     code, status = "not_found", 404
 
 
 class UnknownSku(NotFound):
+    """No SKU has this id."""
+
+    action = "Re-read the product and use one of its SKUs."
     code = "unknown_sku"
 
 
 class Conflict(DomainError):
+    """The request conflicts with the resource's current state."""
+
+    action = "Re-read the resource; retry only if the state now allows it."
     code, status = "conflict", 409
 
 
 class EmailTaken(Conflict):
+    """An account with this email exists."""
+
+    action = "Sign in, or register with another email."
     code = "email_taken"
 
 
 class UsernameTaken(Conflict):
+    """An account with this username exists."""
+
+    action = "Choose another username."
     code = "username_taken"
 
 
 class InvalidTransition(Conflict):
+    """The order (or reservation) is not in a state that allows this move; `details.state` says
+    which it is in.
+    """
+
+    action = "Re-read the order; the move has either happened already or can no longer happen."
     code = "invalid_transition"
 
 
 class IdempotencyMismatch(Conflict):
+    """This `Idempotency-Key` was used before for a different request."""
+
+    action = "Use a new key for a new operation; reuse a key only to replay the same request."
     code = "idempotency_key_reused"
 
 
 class CategoryCycle(Conflict):
+    """The category move would make a category its own ancestor."""
+
+    action = "Choose another parent."
     code = "category_cycle"
 
 
 class CategoryNotEmpty(Conflict):
+    """The category still has products or children."""
+
+    action = "Move or delete them first."
     code = "category_not_empty"
 
 
 class AlreadyExists(Conflict):
+    """A resource with this unique name or key exists."""
+
+    action = "Use another name, or update the existing one."
     code = "already_exists"
 
 
 class BrandInUse(Conflict):
+    """Products still name this brand."""
+
+    action = "Reassign those products first."
     code = "brand_in_use"
 
 
 class ProductInUse(Conflict):
+    """Orders or sales still name this product."""
+
+    action = "Unpublish it instead of deleting it."
     code = "product_in_use"
 
 
 class NotPublishable(Conflict):
+    """The product lacks what publishing needs (a SKU, a price)."""
+
+    action = "Complete the product, then publish."
     code = "product_not_publishable"
 
 
 class OutOfStock(Conflict):
+    """Not enough stock for the quantity asked; nothing was reserved."""
+
+    action = "Lower the quantity or remove the item; stock may come back later."
     code = "out_of_stock"
 
 
 class SoldOut(Conflict):
+    """The flash sale has no units left."""
+
+    action = "Stop retrying: the sale is over for everyone."
     code = "sold_out"
 
 
 class LimitExceeded(Conflict):
+    """The customer has bought the sale's per-customer limit; `details.per_user_limit` says how
+    many.
+    """
+
+    action = "Do not retry; the earlier purchases stand."
     code = "purchase_limit_exceeded"
 
 
 class SaleNotStarted(Conflict):
+    """The flash sale has not started; `details.starts_at_ms` says when it does."""
+
+    action = "Retry after the start time."
     code = "sale_not_started"
 
 
 class SaleEnded(Conflict):
+    """The flash sale has ended."""
+
+    action = "Do not retry."
     code = "sale_ended"
 
 
 class FlashTokenUsed(Conflict):
+    """This purchase token was spent on an earlier purchase."""
+
+    action = "Read the earlier purchase's order; fetch a new token only for a new purchase."
     code = "flash_token_used"
 
 
 class NotForSale(Conflict):
+    """The SKU exists but is not on sale (unpublished or inactive)."""
+
+    action = "Remove it from the cart."
     code = "sku_not_for_sale"
 
 
 class CartLimitExceeded(Conflict):
+    """The cart holds the most lines or units allowed."""
+
+    action = "Remove items before adding more."
     code = "cart_limit_exceeded"
 
 
@@ -230,107 +336,132 @@ class CouponNotOwned(Forbidden):
     """The coupon belongs to another customer."""
 
     code = "coupon_not_owned"
+    action = "Use one of your own coupons (`GET /me/coupons`)."
 
 
 class CampaignNotFound(NotFound):
     """No coupon campaign has this id."""
 
     code = "campaign_not_found"
+    action = "List the campaigns (`GET /coupon-campaigns`); do not retry."
 
 
 class CouponNotFound(NotFound):
     """No coupon has this id."""
 
     code = "coupon_not_found"
+    action = "Use a coupon id from `GET /me/coupons`."
 
 
 class CouponCodeInvalid(NotFound):
     """No claimable campaign has this code."""
 
     code = "coupon_code_invalid"
+    action = "Check the code; do not retry unchanged."
 
 
 class CouponRefused(Conflict):
     """A coupon cannot be claimed or used as asked."""
 
     code = "coupon_refused"
+    action = "Read `code` and `details`; quote the cart to see the coupons that apply."
 
 
 class CouponExpired(CouponRefused):
     """The coupon's validity has ended."""
 
     code = "coupon_expired"
+    action = "Order without it, or with another coupon."
 
 
 class CouponNotYetValid(CouponRefused):
     """The coupon is not valid yet."""
 
     code = "coupon_not_yet_valid"
+    action = "Use it from `details.valid_from_ms` on."
 
 
 class CouponOutOfScope(CouponRefused):
     """No line of the order is covered by the coupon."""
 
     code = "coupon_out_of_scope"
+    action = "Add items the coupon covers, or order without it."
 
 
 class CouponBelowThreshold(CouponRefused):
     """The order does not reach the coupon's minimum spend."""
 
     code = "coupon_below_threshold"
+    action = "Add items up to `details.min_spend_cents`, or order without it."
 
 
 class CouponUnavailable(CouponRefused):
     """The coupon is locked by another unpaid order, used or expired."""
 
     code = "coupon_unavailable"
+    action = "Pay or cancel the order that holds it, or use another coupon."
 
 
 class CouponNotCombinable(CouponRefused):
     """These coupons cannot be used together."""
 
     code = "coupon_not_combinable"
+    action = "Name one coupon, or only coupons that stack."
 
 
 class ClaimNotStarted(CouponRefused):
     """The campaign's claim window has not opened."""
 
     code = "claim_not_started"
+    action = "Claim from `details.claim_starts_at_ms` on."
 
 
 class ClaimEnded(CouponRefused):
     """The campaign's claim window has closed."""
 
     code = "claim_ended"
+    action = "Do not retry."
 
 
 class CampaignInactive(CouponRefused):
     """The campaign is not active."""
 
     code = "campaign_inactive"
+    action = "Do not retry."
 
 
 class CouponsSoldOut(CouponRefused):
     """Every coupon of the campaign has been claimed."""
 
     code = "coupons_sold_out"
+    action = "Do not retry."
 
 
 class CouponLimitReached(CouponRefused):
     """The customer holds the campaign's per-user limit of coupons."""
 
     code = "coupon_limit_reached"
+    action = "Do not retry; use the coupons you hold."
 
 
 class PayloadTooLarge(DomainError):
+    """The request body is larger than the API accepts."""
+
+    action = "Send a smaller body."
     code, status = "payload_too_large", 413
 
 
 class UnsupportedMedia(DomainError):
+    """The body is not `application/json`."""
+
+    action = "Send JSON with `Content-Type: application/json`."
     code, status = "unsupported_media_type", 415
 
 
 class RateLimited(DomainError):
+    """Too many requests for this client, user or route."""
+
+    action = "Wait `Retry-After` seconds (also `details.retry_after`), then retry."
     code, status = "rate_limited", 429
 
     def __init__(self, message: str = "", *, retry_after: int = 1, **kw: Any) -> None:
@@ -341,6 +472,14 @@ class RateLimited(DomainError):
 
 
 class Unavailable(DomainError):
+    """A store, shard or actor could not answer in time, or the instance is draining; nothing was
+    decided unless the operation's key says otherwise.
+    """
+
+    action = (
+        "Retry with the same `Idempotency-Key` after `Retry-After` seconds (when given) "
+        "or a short backoff: the key makes the retry take effect once."
+    )
     code, status, retriable = "unavailable", 503, True
 
     @property
@@ -348,3 +487,40 @@ class Unavailable(DomainError):
         """Seconds for a ``Retry-After`` header, when ``details["retry_after"]`` names them."""
         value = self.details.get("retry_after")
         return value if isinstance(value, int) and value > 0 else None
+
+
+class EdgeCode(NamedTuple):
+    """An error code answered by the HTTP edge itself, with no ``DomainError`` class."""
+
+    code: str
+    status: int
+    meaning: str
+    action: str
+
+
+EDGE_CODES: tuple[EdgeCode, ...] = (
+    EdgeCode(
+        "method_not_allowed",
+        405,
+        "The route exists but not for this HTTP method.",
+        "Use a method the route accepts (see `Allow` and the OpenAPI document).",
+    ),
+    EdgeCode(
+        "not_acceptable",
+        406,
+        "The request's `Accept` header excludes JSON.",
+        "Accept `application/json`.",
+    ),
+    EdgeCode(
+        "internal_error",
+        500,
+        "An unexpected fault; it is logged with the request id and trace id.",
+        "Retry with the same `Idempotency-Key` later; report the `request_id` if it persists.",
+    ),
+    EdgeCode(
+        "not_ready",
+        503,
+        "`/readyz`: a core check (database, shards) failed; `details.checks` says which.",
+        "Operations: route traffic elsewhere until the instance is ready.",
+    ),
+)

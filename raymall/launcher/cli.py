@@ -1,4 +1,5 @@
-"""``raymall`` command line: serve, migrate, seed, create-admin, reindex, status."""
+"""``raymall`` command line: serve, migrate, seed, create-admin, reindex, status,
+error-codes."""
 
 from __future__ import annotations
 
@@ -121,6 +122,24 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if report.get("ok") else 1
 
 
+def cmd_error_codes(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raymall import errordoc
+
+    root = Path(args.root) if args.root else Path(__file__).resolve().parents[2]
+    if args.check:
+        if errordoc.is_current(root):
+            return 0
+        print(f"raymall: {errordoc.DOC_PATH} is out of date: raymall error-codes --write")
+        return 1
+    if args.write:
+        print(f"raymall: wrote {errordoc.write(root)}")
+        return 0
+    sys.stdout.write(errordoc.render())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="raymall", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="configuration and store health")
     p.add_argument("--address", help="also report the Ray cluster and Serve app")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("error-codes", help="the error-code dictionary (docs/errors.md)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--write", action="store_true", help="rewrite docs/errors.md")
+    mode.add_argument("--check", action="store_true", help="exit 1 if it is out of date")
+    p.add_argument("--root", help="the source tree (default: this checkout)")
+    p.set_defaults(func=cmd_error_codes)
     return parser
 
 
