@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import os
 import random
 import secrets
@@ -81,7 +82,7 @@ class Killable(Protocol):
 
 class MariaDbServer:
     """Debian's ``mariadbd`` on a data directory made by ``mariadb-install-db`` on first
-    start, run as the current user with grant tables off (root, no password). Start,
+    start, run as the current user with grant tables off (no password). Start,
     SIGKILL, start again: the kill/restart counterpart of ``tests.redis_process``."""
 
     def __init__(self, root: Path, port: int) -> None:
@@ -99,7 +100,7 @@ class MariaDbServer:
             "--no-defaults", f"--datadir={self.root / 'data'}", f"--port={self.port}",
             "--bind-address=127.0.0.1", f"--socket={self.root / 'mariadb.sock'}",
             f"--pid-file={self.root / 'mariadb.pid'}", f"--tmpdir={self.root}",
-            "--user=root", "--skip-grant-tables", "--skip-name-resolve",
+            f"--user={getpass.getuser()}", "--skip-grant-tables", "--skip-name-resolve",
             "--skip-log-bin", "--innodb-buffer-pool-size=128M", "--max-connections=500",
             "--character-set-server=utf8mb4", "--collation-server=utf8mb4_unicode_ci",
         ]  # fmt: skip
@@ -112,7 +113,7 @@ class MariaDbServer:
                     _binary("mariadb-install-db", "mysql_install_db"),
                     "--no-defaults",
                     f"--datadir={self.root / 'data'}",
-                    "--user=root",
+                    f"--user={getpass.getuser()}",
                     "--auth-root-authentication-method=normal",
                     "--skip-test-db",
                     "--skip-name-resolve",
