@@ -12,7 +12,8 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 .PHONY: install run test lint unit integration e2e bench bench-flash migration clean
 
-# the outage tests (tests/e2e/test_outages.py) start, kill and restart servers of their own
+# the outage tests (tests/e2e/test_outages.py) start, kill and restart servers of their own;
+# promtool (Debian package prometheus) checks deploy/alerts.yml in the unit tests
 SERVER_PACKAGES := mariadb-server redis-server
 
 install: $(STAMP)
@@ -20,6 +21,10 @@ install: $(STAMP)
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SERVER_PACKAGES) || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SERVER_PACKAGES); } || \
 		echo "warning: the outage tests need $(SERVER_PACKAGES): apt-get install $(SERVER_PACKAGES)" >&2
+	@command -v promtool >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } || \
+		echo "warning: the alert-rule tests need promtool: apt-get install prometheus" >&2
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

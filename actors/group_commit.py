@@ -122,7 +122,8 @@ class GroupCommitter(Generic[T, R]):
     """Queue, two-deep pipeline and requeue on failure (see the module docstring).
 
     ``observe(ops, staged, elapsed)`` is called for each committed batch (``elapsed`` is
-    its write's duration in seconds, None when there was nothing to write)."""
+    its write's duration in seconds, None when there was nothing to write);
+    ``queue_depth(ops)`` with the number of operations queued each time a batch is taken."""
 
     def __init__(
         self,
@@ -133,6 +134,7 @@ class GroupCommitter(Generic[T, R]):
         max_ops: int,
         name: str = "committer",
         observe: Observer | None = None,
+        queue_depth: Callable[[int], None] | None = None,
     ) -> None:
         self.book = book
         self._write = write
@@ -140,6 +142,7 @@ class GroupCommitter(Generic[T, R]):
         self._max_ops = max_ops
         self._name = name
         self._observe = observe
+        self._queue_depth = queue_depth
         self._pending: deque[Waiter] = deque()
         self.pending_ops = 0
         self._staged: list[_Stage] = []
@@ -219,6 +222,8 @@ class GroupCommitter(Generic[T, R]):
     def _take(self) -> list[Waiter]:
         batch: list[Waiter] = []
         n = 0
+        if self._queue_depth is not None:
+            self._queue_depth(self.pending_ops)
         while self._pending and n < self._max_ops:
             ops, fut = self._pending.popleft()
             batch.append((ops, fut))

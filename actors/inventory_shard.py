@@ -36,6 +36,7 @@ from typing import Any
 from actors.availability_publisher import AvailabilityPublisher
 from actors.group_commit import GroupCommitter
 from actors.inventory_store import InventoryStore, Statement
+from actors.observe import LowStock, count_restart
 from actors.shard_book import ShardBook, Stage, load_ledger
 from actors.wire import pack_results, unpack_batch
 from raymall import logs, metrics
@@ -72,8 +73,12 @@ class InventoryShard:
             max_ops=settings.group_commit_max_ops,
             name=f"shard {index} committer",
             observe=self._observe,
+            queue_depth=metrics.GROUP_COMMIT_QUEUE.labels(str(index)).set,
         )
         self._started_ms = now_ms()
+        count_restart(f"inventory-{index}")
+        self.low_stock = LowStock(self._label, settings.low_stock_units)
+        self.low_stock.reset({s: st.available for s, st in self.book.ledger.stock.items()})
         loop = asyncio.get_running_loop()
         self._tasks = [self.committer.task, loop.create_task(self._sweep_loop())]
         # the availability read model (raymall.catalog.availability): committed values only
@@ -109,6 +114,8 @@ class InventoryShard:
     def _observe(self, ops: list[Op], stage: Stage, elapsed: float | None) -> None:
         if self.publisher is not None and stage.available:
             self.publisher.changed(dict(stage.available))
+        if stage.available:
+            self.low_stock.update(dict(stage.available))
         if elapsed is not None:
             metrics.INVENTORY_COMMIT_LATENCY.labels(self._label).observe(elapsed)
             metrics.INVENTORY_BATCH_SIZE.labels(self._label).observe(len(ops))

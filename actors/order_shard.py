@@ -20,6 +20,7 @@ import asyncio
 from typing import Any
 
 from actors.inventory_client import InventoryClient
+from actors.observe import count_restart
 from raymall import logs
 from raymall.db import make_engine, session_factory
 from raymall.errors import DomainError, Unavailable
@@ -43,6 +44,7 @@ class OrderShard:
 
     def __init__(self, settings: Settings, index: int) -> None:
         logs.configure(settings.log_level)
+        count_restart(f"order-{index}")
         self.settings = settings
         self.index = index
         self.engine = make_engine(settings.resolved_database_url, pool_size=settings.db_pool_size)

@@ -48,6 +48,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import Connection, Text, select, type_coerce, update
 
 from actors.inventory_client import InventoryClient
+from actors.observe import count_restart
 from models import OutboxEvent
 from raymall import logs, metrics, priority
 from raymall.db import make_engine, session_factory
@@ -77,6 +78,7 @@ class OutboxRelay:
         logs.configure(settings.log_level)
         assert settings.redis_url, "settings must be resolved"
         priority.background(settings.outbox_relay_niceness)
+        count_restart(f"outbox-relay-{index}")
         self.settings = settings
         self.index = index
         self.engine = make_engine(

@@ -143,6 +143,39 @@ RATE_LIMIT_MODE = Gauge(
     multiprocess_mode="livemax",
 )
 
+CONSUMER_RETRIES = Counter(
+    "raymall_consumer_retries_total",
+    "Event deliveries retried after their handler failed, by consumer group",
+    ["group"],
+)
+CONSUMER_DEAD_LETTERS = Counter(
+    "raymall_consumer_dead_letters_total",
+    "Events moved to the dead-letter stream (handler kept failing, or malformed), by group",
+    ["group"],
+)
+ACTOR_RESTARTS = Counter(
+    "raymall_actor_restarts_total",
+    "Actors restarted by Ray after a crash (the constructor ran again), by actor name",
+    ["actor"],
+)
+GROUP_COMMIT_QUEUE = Gauge(
+    "raymall_group_commit_queue_ops",
+    "Operations queued for a shard's group commit when its last batch was taken",
+    ["shard"],
+    multiprocess_mode="livemax",
+)
+LOW_STOCK_SKUS = Gauge(
+    "raymall_inventory_low_stock_skus",
+    "SKUs of a shard with committed availability at or below low_stock_units (sold out included)",
+    ["shard"],
+    multiprocess_mode="livemax",
+)
+LOGIN_FAILURES = Counter(
+    "raymall_login_failures_total",
+    "Refused sign-ins by error code (invalid_credentials, account_blocked, rate_limited, ...)",
+    ["reason"],
+)
+
 
 def render() -> tuple[bytes, str]:
     """The node's merged exposition (multiprocess) or this process's (single process)."""

@@ -113,6 +113,7 @@ class Settings(BaseSettings):
     actor_num_cpus: float = Field(0.05, ge=0, le=8)
     group_commit_window_ms: float = Field(2.0, ge=0, le=100)
     group_commit_max_ops: int = Field(500, ge=1, le=10_000)
+    low_stock_units: int = Field(5, ge=0)
     reservation_ttl_s: int = Field(1800, ge=1)
     inventory_sweep_interval_s: float = Field(0.5, gt=0, le=60)
     inventory_key_cache: int = Field(200_000, ge=0)

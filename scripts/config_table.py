@@ -78,6 +78,7 @@ DOCS = {
     "actor_num_cpus": "CPUs reserved per actor (fractional)",
     "group_commit_window_ms": "wait for more ops before a commit (single-op callers only)",
     "group_commit_max_ops": "largest group commit",
+    "low_stock_units": "a SKU at or below this many available units counts as low stock (metric)",
     "reservation_ttl_s": "default reservation deadline",
     "inventory_sweep_interval_s": "how often shards release expired reservations",
     "inventory_key_cache": "finished operation keys a shard keeps in memory",

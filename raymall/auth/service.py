@@ -36,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Permission, User
+from raymall import metrics
 from raymall.accounts import validate_password
 from raymall.auth import families, users
 from raymall.auth.devices import DeviceTokens
@@ -49,6 +50,7 @@ from raymall.auth.txn import in_tx
 from raymall.errors import (
     AccountBlocked,
     Conflict,
+    DomainError,
     EmailTaken,
     InvalidCredentials,
     InvalidToken,
@@ -208,7 +210,12 @@ class AuthService:
         """Sign in; the pair carries a device token for the next sign-in from this client."""
         self.health.require("sign-in")
         with self.health.faults("sign-in"):
-            return await self._login(email, username, password, ip, device_token)
+            try:
+                return await self._login(email, username, password, ip, device_token)
+            except DomainError as exc:  # refused: wrong password, blocked, rate limited
+                if exc.status < 500:
+                    metrics.LOGIN_FAILURES.labels(exc.code).inc()
+                raise
 
     async def _login(
         self,

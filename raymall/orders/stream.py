@@ -38,6 +38,7 @@ from typing import Any
 
 from redis.exceptions import ResponseError
 
+from raymall import metrics
 from raymall.logs import get_logger
 
 log = get_logger("events")
@@ -179,6 +180,8 @@ class StreamConsumer:
                 trimmed.append(entry_id)
         if trimmed:
             await self.redis.xack(self.stream, self.group, *trimmed)
+        if entries:
+            metrics.CONSUMER_RETRIES.labels(self.group).inc(len(entries))
         await self._process(entries)
         return done + len(entries)
 
@@ -287,6 +290,7 @@ class StreamConsumer:
         pipe.xack(self.stream, self.group, entry_id)
         await pipe.execute()
         self.dead += 1
+        metrics.CONSUMER_DEAD_LETTERS.labels(self.group).inc()
         log.error("consumer %s: event %s dead-lettered", self.group, fields.get("event_id"))
 
 
