@@ -1,16 +1,19 @@
 """ShardBook: what one inventory shard knows and decides, with no Ray and no I/O of its own.
 
-It owns the shard's stock ``Ledger`` and its ``FlashDesk`` and keeps them in step: a batch
-begins, commits and rolls back in both together (batches stack two deep, as the
-``GroupCommitter`` stages them). For a batch of ``raymall.domain.shard_ops`` operations:
+It owns the shard's stock ``Ledger``, its ``FlashDesk`` and its ``CouponDesk`` (the coupon
+campaigns the shard owns) and keeps them in step: a batch begins, commits and rolls back in
+all of them together (batches stack two deep, as the ``GroupCommitter`` stages them). For a
+batch of ``raymall.domain.shard_ops`` operations:
 
 - ``prepare(ops)`` loads what they touch and memory lacks: SKUs created after the shard
-  started, records of keys it does not hold (a release, a confirm, a hold), and flash sales
-  with their purchases and SKU. Memory is newer than any read: nothing held is replaced;
+  started, records of keys it does not hold (a release, a confirm, a hold), flash sales
+  with their purchases and SKU, and coupon campaigns with their claims. Memory is newer
+  than any read: nothing held is replaced;
 - ``stage(ops)`` (after ``prepare``) applies them in arrival order as a new open batch and
   answers ``(results, statements)``: one result per operation, and the SQL of the batch's
   one transaction (ledger rows by ``actors.inventory_store``, flash rows by
-  ``actors.flash_store``), bound now so that its values are fixed while memory moves on;
+  ``actors.flash_store``, coupon rows by ``actors.coupon_store``), bound now so that its
+  values are fixed while memory moves on;
 - ``commit()`` (the oldest open batch is durable) and ``rollback()`` (undo the newest).
 
 Everything read from the database goes through ``run(fn, *args)``, injected: the shard
@@ -25,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from actors import flash_store
+from actors import coupon_store, flash_store
 from actors.inventory_store import (
     DuplicateKey,
     InjectedFault,
@@ -33,10 +36,13 @@ from actors.inventory_store import (
     StaleStock,
     Statement,
 )
+from raymall.domain.coupon_desk import Claim, CouponDesk
+from raymall.domain.coupons import Campaign
 from raymall.domain.flash_desk import FlashDesk, Purchase
 from raymall.domain.ledger import Ledger
 from raymall.domain.sale import Sale
 from raymall.domain.shard_ops import (
+    COUPON_OPS,
     FLASH_OPS,
     Adjust,
     Confirm,
@@ -60,6 +66,7 @@ log = get_logger("inventory")
 
 INVENTORY_WORKER_BASE = 2048  # snowflake worker ids 2048..3071 belong to inventory shards
 _FLASH = frozenset(FLASH_OPS)
+_COUPON = frozenset(COUPON_OPS)
 Run = Callable[..., Awaitable[Any]]  # run(fn, *args): the result of fn(*args), awaited
 
 
@@ -70,15 +77,32 @@ def worker_id(index: int) -> int:
 _IDS: dict[int, Snowflake] = {}  # one generator per shard per process, kept across reloads
 
 
+def _ids(index: int) -> Snowflake:
+    ids = _IDS.get(index)
+    if ids is None:
+        ids = _IDS[index] = Snowflake(min(MAX_WORKER, worker_id(index)))
+    return ids
+
+
+def new_coupon_desk(
+    settings: Settings, index: int, clock: Callable[[], float] = time.monotonic
+) -> CouponDesk:
+    """The shard's coupon desk: coupon ids from the shard's id generator, sold-out leases
+    as long as flash sales'."""
+    return CouponDesk(
+        next_id=_ids(index).next_id,
+        lease_ms=int(settings.flash_sold_out_ttl_s * 1000),
+        clock=clock,
+    )
+
+
 def new_desk(
     settings: Settings,
     index: int,
     ledger: Ledger,
     clock: Callable[[], float] = time.monotonic,
 ) -> FlashDesk:
-    ids = _IDS.get(index)
-    if ids is None:
-        ids = _IDS[index] = Snowflake(min(MAX_WORKER, worker_id(index)))
+    ids = _ids(index)
     shards = settings.order_shards
     return FlashDesk(
         ledger,
@@ -97,12 +121,14 @@ class Needs(NamedTuple):
     skus: list[int]
     keys: list[str]
     sales: list[int]
+    campaigns: Sequence[int] = ()
 
 
 class Found(NamedTuple):
     stock: dict[int, Stock]
     records: dict[str, Record]
     sales: list[tuple[Sale, list[Purchase]]]
+    campaigns: Sequence[tuple[Campaign, list[Claim]]] = ()
 
 
 class Stage(NamedTuple):
@@ -150,7 +176,12 @@ def fetch(store: InventoryStore, needs: Needs) -> Found:
         found = flash_store.load_sale(store.engine, store.ph, sale_id)
         if found is not None:
             sales.append(found)
-    return Found(stock, records, sales)
+    campaigns = []
+    for campaign_id in needs.campaigns:
+        held = coupon_store.load_campaign(store.engine, store.ph, campaign_id)
+        if held is not None:
+            campaigns.append(held)
+    return Found(stock, records, sales, campaigns)
 
 
 class ShardBook:
@@ -174,6 +205,7 @@ class ShardBook:
         self._key_cache = settings.inventory_key_cache
         self.ledger = ledger
         self.desk = new_desk(settings, index, ledger, clock)
+        self.coupons = new_coupon_desk(settings, index, clock)
         self._needs_reload = False
         # told of committed values read from the database (the read model's publisher):
         # SKUs loaded into memory, and the whole ledger after a reload
@@ -183,13 +215,18 @@ class ShardBook:
     # ---- loading ------------------------------------------------------------------------
     def _needs(self, ops: Sequence[Any]) -> Needs | None:
         stock, records, books = self.ledger.stock, self.ledger.records, self.desk.books
+        campaign_books = self.coupons.books
         skus: set[Any] = set()
         keys: set[Any] = set()
         sales: set[Any] = set()
+        campaigns: set[Any] = set()
         for op in ops:
             kind = type(op)
             try:
-                if kind is FlashBuy:
+                if kind in _COUPON:
+                    if op.campaign_id not in campaign_books:
+                        campaigns.add(op.campaign_id)
+                elif kind is FlashBuy:
                     if op.sale_id not in books:
                         sales.add(op.sale_id)
                     if op.hold_key not in records:
@@ -211,12 +248,13 @@ class ShardBook:
                         keys.add(op.reservation_key)
             except (TypeError, AttributeError):
                 continue  # malformed fields: the ledger or desk answers "invalid"
-        if not (skus or keys or sales):
+        if not (skus or keys or sales or campaigns):
             return None
         return Needs(
             sorted(s for s in skus if type(s) is int),
             sorted(k for k in keys if isinstance(k, str)),
             sorted(s for s in sales if type(s) is int),
+            tuple(sorted(c for c in campaigns if type(c) is int)),
         )
 
     def _load(self, found: Found) -> Needs | None:
@@ -229,6 +267,8 @@ class ShardBook:
             ledger.load_record(key, rec)
         for info, purchases in found.sales:
             self.desk.load(info, purchases)
+        for campaign, claims in found.campaigns:
+            self.coupons.load(campaign, claims)
         skus = sorted({info.sku_id for info, _ in found.sales} - ledger.stock.keys())
         return Needs(skus, [], []) if skus else None
 
@@ -257,6 +297,7 @@ class ShardBook:
         """Take ``ledger`` (freshly loaded) as memory, with a new desk (sales load again)."""
         self.ledger = ledger
         self.desk = new_desk(self.settings, self.index, ledger, self._clock)
+        self.coupons = new_coupon_desk(self.settings, self.index, self._clock)
         self._needs_reload = False
         if self.on_reset is not None:
             self.on_reset(ledger)
@@ -276,23 +317,35 @@ class ShardBook:
         """Apply ``ops`` (prepared) as a new open batch: one result per op, and the
         batch's statements, bound. Raises (having undone the batch) if it cannot."""
         now = now_ms()
-        ledger, desk = self.ledger, self.desk
+        ledger, desk, coupons = self.ledger, self.desk, self.coupons
         ledger.begin()
         desk.begin(now)
+        coupons.begin(now)
         try:
             flash, to_desk, to_ledger = _FLASH, desk.apply, ledger.apply
-            results = [to_desk(op) if type(op) in flash else to_ledger(op) for op in ops]
+            coupon, to_coupons = _COUPON, coupons.apply
+            results: list[Result] = [
+                to_desk(op)
+                if type(op) in flash
+                else to_coupons(op)
+                if type(op) in coupon
+                else to_ledger(op)
+                for op in ops
+            ]
             changes = ledger.changes()
             flash_changes = desk.changes()
+            coupon_changes = coupons.changes()
             statements: list[Statement] = []
-            if changes or flash_changes:
+            if changes or flash_changes or coupon_changes:
                 store = self.store
                 statements = store.statements(changes, now)
                 statements += flash_store.statements(flash_changes, store.ph, now)
+                statements += coupon_store.statements(coupon_changes, store.ph, now)
                 statements = store.render(statements)
         except Exception:
             ledger.rollback()
             desk.rollback()
+            coupons.rollback()
             raise
         available = tuple((sku_id, stock.available) for sku_id, stock in changes.stock)
         created = [k for k, _ in changes.created]
@@ -314,15 +367,17 @@ class ShardBook:
             raise Unavailable(f"inventory shard {self.index}: {exc!r}") from exc
 
     def commit(self, staged: Any = None) -> None:
-        """The oldest open batch is durable (in ledger and desk alike)."""
+        """The oldest open batch is durable (in ledger and desks alike)."""
         self.ledger.commit()
         self.desk.commit()
+        self.coupons.commit()
         self.ledger.evict(self._key_cache)
 
     def rollback(self) -> None:
-        """Undo the newest open batch (in ledger and desk alike)."""
+        """Undo the newest open batch (in ledger and desks alike)."""
         self.ledger.rollback()
         self.desk.rollback()
+        self.coupons.rollback()
 
     async def failed(self, staged: Stage, exc: BaseException) -> BaseException | None:
         """After ``staged``'s transaction failed (memory already undone): the error for its

@@ -10,8 +10,8 @@ fraction of that. It carries only plain values (no code):
   cannot be rebuilt (unknown kind, another number of fields) comes back as
   ``Malformed(raw)``, which every shard answers ``invalid``. Only typed operations can be
   packed. Values are not checked here: the ledger and the desk check them;
-- a result travels as its code (a str), or a ``BuyResult`` as an array, rebuilt as a
-  ``BuyResult``.
+- a result travels as its code (a str), or a ``BuyResult`` or ``ClaimResult`` as an
+  array, rebuilt as the type with that many fields (their numbers of fields differ).
 """
 
 from __future__ import annotations
@@ -21,10 +21,20 @@ from typing import Any
 
 import msgpack
 
-from raymall.domain.shard_ops import KIND_OF, KINDS, BuyResult, Malformed, Op, Result
+from raymall.domain.shard_ops import (
+    KIND_OF,
+    KINDS,
+    BuyResult,
+    ClaimResult,
+    Malformed,
+    Op,
+    Result,
+)
 
 _CLS = KINDS
 _SIZE = {kind: len(cls._fields) + 1 for kind, cls in KINDS.items()}  # kind + every field
+_RESULTS: dict[int, type[Any]] = {len(t._fields): t for t in (BuyResult, ClaimResult)}
+assert len(_RESULTS) == 2, "structured results are told apart by their number of fields"
 
 
 def pack_batch(ops: Sequence[Op]) -> bytes:
@@ -65,11 +75,12 @@ def _op(value: Any) -> Op:
 
 
 def pack_results(results: Sequence[Result]) -> bytes:
-    """One result per operation: codes, and ``BuyResult``s packed as arrays."""
+    """One result per operation: codes, and structured results packed as arrays."""
     return msgpack.packb(results, use_bin_type=True)
 
 
 def unpack_results(blob: bytes) -> list[Result]:
-    """The results of ``pack_results``: codes as str, arrays rebuilt as ``BuyResult``."""
-    new, buy = tuple.__new__, BuyResult
-    return [new(buy, v) if type(v) is tuple else v for v in _values(blob)]
+    """The results of ``pack_results``: codes as str, arrays rebuilt as ``BuyResult`` or
+    ``ClaimResult`` (by their number of fields)."""
+    new, types = tuple.__new__, _RESULTS
+    return [new(types[len(v)], v) if type(v) is tuple else v for v in _values(blob)]

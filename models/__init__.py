@@ -11,6 +11,7 @@ from models.flash import FlashPurchase, FlashSale
 from models.inventory import Inventory, InventoryAdjustment, InventoryOp
 from models.orders import Notification, Order, OrderEvent, OrderItem, Payment, PaymentAudit
 from models.outbox import OutboxEvent
+from models.promotions import CouponCampaign, Promotion, UserCoupon
 from models.users import Address, Permission, RefreshFamily, Role, User
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "Base",
     "Brand",
     "Category",
+    "CouponCampaign",
     "FlashPurchase",
     "FlashSale",
     "Inventory",
@@ -32,8 +34,10 @@ __all__ = [
     "PaymentAudit",
     "Permission",
     "Product",
+    "Promotion",
     "RefreshFamily",
     "Role",
     "Sku",
     "User",
+    "UserCoupon",
 ]

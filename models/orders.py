@@ -29,7 +29,9 @@ class Order(Base):
     shard: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(16), default="normal")
     status: Mapped[str] = mapped_column(String(20))
-    total_cents: Mapped[int] = mapped_column(BigInteger)
+    total_cents: Mapped[int] = mapped_column(BigInteger)  # to pay: lines - discount_cents
+    # promotions and coupons: the sum of the items' discount_cents
+    discount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     address: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     reservation_key: Mapped[str] = mapped_column(ExactKey(160))
@@ -53,6 +55,9 @@ class OrderItem(Base):
     unit_price_cents: Mapped[int] = mapped_column(BigInteger)
     quantity: Mapped[int] = mapped_column(Integer)
     line_total_cents: Mapped[int] = mapped_column(BigInteger)
+    # what promotions and coupons took off this line (a refund of it pays back at most
+    # line_total_cents - discount_cents)
+    discount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class OrderEvent(Base):

@@ -17,7 +17,12 @@ name; how they travel between processes (``actors.wire``) is the actors' busines
     FlashReturn(reservation_key, hold_key, sale_id, order_id)    code
     FlashEnd(hold_key, sale_id)                                  code
     FlashWarm(hold_key, sale_id)     load the sale; no effect    code
+    CouponClaim(campaign_id, user_id, key)                       ClaimResult | code
+    CouponUpdate(campaign_id, total, per_user_limit,             code
+                 claim_starts_ms, claim_ends_ms, active)
+    CouponWarm(campaign_id)          load the campaign; no effect   code
 
+A result is a code (str), a ``BuyResult`` or a ``ClaimResult``.
 ``Malformed`` stands for an operation that could not be read; every shard answers it
 ``invalid``.
 """
@@ -94,6 +99,27 @@ class FlashWarm(NamedTuple):
     sale_id: int
 
 
+class CouponClaim(NamedTuple):
+    campaign_id: int
+    user_id: int
+    key: str
+
+
+class CouponUpdate(NamedTuple):
+    """The campaign's owner-decided fields, as an administrator set them."""
+
+    campaign_id: int
+    total: int
+    per_user_limit: int
+    claim_starts_ms: int
+    claim_ends_ms: int
+    active: bool
+
+
+class CouponWarm(NamedTuple):
+    campaign_id: int
+
+
 class Malformed(NamedTuple):
     raw: Any
 
@@ -112,6 +138,21 @@ class BuyResult(NamedTuple):
     records: int
 
 
+class ClaimResult(NamedTuple):
+    """The answer to a ``CouponClaim`` (``raymall.domain.coupon_desk``). ``lease_ms`` > 0
+    grants a sold-out lease, as ``BuyResult``'s does; ``records`` is the campaign's number of
+    claims then."""
+
+    code: str
+    coupon_id: int | None
+    replayed: bool
+    remaining: int
+    lease_ms: int
+    records: int
+    valid_from_ms: int | None
+    valid_until_ms: int | None
+
+
 Op = (
     Reserve
     | Release
@@ -124,9 +165,12 @@ Op = (
     | FlashReturn
     | FlashEnd
     | FlashWarm
+    | CouponClaim
+    | CouponUpdate
+    | CouponWarm
     | Malformed
 )
-Result = str | BuyResult
+Result = str | BuyResult | ClaimResult
 
 # the operation kinds by name (the wire tag, the metrics label)
 KINDS: dict[str, type[Any]] = {
@@ -141,10 +185,14 @@ KINDS: dict[str, type[Any]] = {
     "flash_return": FlashReturn,
     "flash_end": FlashEnd,
     "flash_warm": FlashWarm,
+    "coupon_claim": CouponClaim,
+    "coupon_update": CouponUpdate,
+    "coupon_warm": CouponWarm,
     "malformed": Malformed,
 }
 KIND_OF: dict[type[Any], str] = {cls: name for name, cls in KINDS.items()}
 FLASH_OPS = (FlashBuy, FlashReturn, FlashEnd, FlashWarm)
+COUPON_OPS = (CouponClaim, CouponUpdate, CouponWarm)
 
 
 def kind_of(op: Any) -> str:
@@ -159,4 +207,6 @@ def kinds_of(ops: Iterable[Any]) -> Iterator[str]:
 
 def result_code(result: Result) -> str:
     """The code of any result."""
-    return result.code if type(result) is BuyResult else str(result)
+    if isinstance(result, BuyResult | ClaimResult):
+        return result.code
+    return str(result)
