@@ -66,6 +66,7 @@ CURSOR_SAVE_INTERVAL_S = 1.0
 READ_TIMEOUT_S = 10.0
 LOCK_WAIT_S = 30.0
 RETRY_AFTER_S = 5  # Retry-After of a read refused while the index is unavailable
+POLL_STUCK_S = 30.0  # a poll out this long: Milvus (or the database) is not answering
 
 Result = list[tuple[int, float]]
 
@@ -119,6 +120,7 @@ class Recommender:
         self._index_error: str | None = "the index is not open yet"
         self._pending: set[int] = set()  # products of a failed apply, applied next round
         self._reload_table = False  # a failed apply may have half-landed: reload the table
+        self._poll_started: float | None = None  # monotonic start of the poll in progress
         self._write_lock = asyncio.Lock()
         # concurrent reads share one worker-thread call (one embedding and search batch)
         self._reads: Batcher[_Read, Any] = Batcher.in_thread(
@@ -153,16 +155,19 @@ class Recommender:
         """Readiness: the index is open, the last round with Milvus succeeded, and the
         index has caught up with the outbox once. From state kept by the follow loop
         (which talks to Milvus every poll interval), so it is quick while Milvus hangs."""
+        started = self._poll_started
+        stuck = started is not None and time.monotonic() - started > POLL_STUCK_S
+        error = f"a poll has waited over {POLL_STUCK_S:.0f} s" if stuck else self._index_error
         out = {
-            "ok": self.engine is not None and self._index_error is None and self._synced.is_set(),
+            "ok": self.engine is not None and error is None and self._synced.is_set(),
             "backend": "server" if is_server_uri(self.settings.resolved_milvus_uri) else "lite",
             "collection": self._physical,
             "rows": self._rows,
             "cursor": self._tail.cursor,
             "pending": len(self._pending),
         }
-        if self._index_error is not None:
-            out["error"] = self._index_error
+        if error is not None:
+            out["error"] = error
         return out
 
     async def stats(self) -> dict[str, Any]:
@@ -205,7 +210,11 @@ class Recommender:
         while not self._stopping:
             try:
                 async with self._write_lock:
-                    full = await asyncio.to_thread(self._poll_once)
+                    self._poll_started = time.monotonic()
+                    try:
+                        full = await asyncio.to_thread(self._poll_once)
+                    finally:
+                        self._poll_started = None
                 if self._index_error is not None:
                     log.info("the product index is following the outbox again")
                 self._index_error = None

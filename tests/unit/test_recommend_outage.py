@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import socket
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +31,7 @@ class FlakyIndex:
     def __init__(self, real: ProductIndex) -> None:
         self.real = real
         self.failing: set[str] = set()
+        self.frozen = threading.Event()  # set: every call waits until it is cleared
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self.real, name)
@@ -37,6 +39,8 @@ class FlakyIndex:
             return value
 
         def call(*args: Any, **kw: Any) -> Any:
+            while self.frozen.is_set():
+                time.sleep(0.01)
             if name in self.failing or "*" in self.failing:
                 raise MilvusException(message=f"injected: Milvus is down ({name})")
             return value(*args, **kw)
@@ -126,6 +130,30 @@ async def test_products_changed_while_milvus_is_away_are_indexed_when_it_is_back
         hits = await rec.search("running shoes", 2)
         assert {pid for pid, _ in hits} == {added, late}
     finally:
+        await stop(rec)
+
+
+async def test_readiness_reports_a_milvus_that_stops_answering(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import recommend.actor as actor_module
+
+    monkeypatch.setattr(actor_module, "POLL_STUCK_S", 0.5)
+    rec = Recommender(settings_for(sqlite_url, tmp_path), 0)
+    try:
+        await until(lambda: ready(rec), 120)
+        assert rec.engine is not None
+        flaky = FlakyIndex(rec.engine.index)
+        rec.engine.index = flaky  # type: ignore[assignment]
+        flaky.frozen.set()  # calls hang, as with a frozen server
+        await asyncio.sleep(1.0)
+        state = await rec.ping()
+        assert state["ok"] is False and "waited" in state["error"]
+        flaky.frozen.clear()
+        await until(lambda: ready(rec), 10)
+    finally:
+        if rec.engine is not None and isinstance(rec.engine.index, FlakyIndex):
+            rec.engine.index.frozen.clear()
         await stop(rec)
 
 
