@@ -5,6 +5,7 @@ buckets and their mode switch (``raymall.ratelimit``), and the revocation mirror
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from raymall import metrics
 from raymall.auth.mirror import RevocationMirror
 from raymall.auth.revocations import IndexView
 from raymall.errors import Unavailable
+from raymall.feed import STORE_RETRY_AFTER_S, RedisHealth
 from raymall.ids import now_ms
 from raymall.ratelimit import Limit, LimitFallback, LocalBuckets
 
@@ -197,3 +199,43 @@ def test_a_bounded_mirror_refuses_once_the_feed_is_down_too_long() -> None:
     down[0] = now_ms() - 6000
     with pytest.raises(Unavailable):
         mirror.status("f", 1)
+
+
+# ---- when Redis counts as usable ----------------------------------------------------------
+class FakeFeed:
+    def __init__(self) -> None:
+        self.connected = True
+        self.since: int | None = None
+
+    def down_since_ms(self) -> int | None:
+        return None if self.connected else self.since
+
+
+def test_redis_is_unusable_while_the_feed_is_down_or_just_after_a_fault() -> None:
+    feed = FakeFeed()
+    health = RedisHealth(feed, cool_down_s=0.05)  # type: ignore[arg-type]
+    assert health.usable() and health.down_since_ms() is None
+    feed.connected, feed.since = False, 1234
+    assert not health.usable() and health.down_since_ms() == 1234
+    with pytest.raises(Unavailable) as caught:
+        health.require("sign-in")
+    assert caught.value.retry_after == STORE_RETRY_AFTER_S
+    feed.connected = True
+    health.failed()
+    assert not health.usable() and health.down_since_ms() is not None
+    time.sleep(0.06)
+    assert health.usable()
+
+
+def test_a_connection_fault_in_a_guarded_block_is_a_clean_refusal() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import ResponseError
+
+    health = RedisHealth(None, cool_down_s=60)
+    with pytest.raises(Unavailable), health.faults("the cart"):
+        raise RedisConnectionError("refused")
+    assert not health.usable()
+    other = RedisHealth(None)
+    with pytest.raises(ResponseError), other.faults("the cart"):  # an error reply is no outage
+        raise ResponseError("WRONGTYPE")
+    assert other.usable()
