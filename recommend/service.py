@@ -119,8 +119,13 @@ class RecommendService:
             "keys": CacheKeys(KEY_PREFIX),
             "enabled": settings.cache_enabled,
         }
-        self.keyword_cache = SearchCache(redis, name="search_keyword", **cache_args)
-        self.semantic_cache = SearchCache(redis, name="search_semantic", **cache_args)
+        # rankings, kept parsed (read only)
+        self.keyword_cache: SearchCache[Any] = SearchCache(
+            redis, name="search_keyword", decode=json.loads, **cache_args
+        )
+        self.semantic_cache: SearchCache[Any] = SearchCache(
+            redis, name="search_semantic", decode=json.loads, **cache_args
+        )
         self._semantic_down_until = 0.0
         self._similar_latency = metrics.RECOMMENDER_LATENCY.labels("similar")
         self._replica_reads = SIMILAR_READS.labels("replica")
@@ -332,7 +337,7 @@ class RecommendService:
             hits = await keyword_search(self.sessions, query, offset=offset, limit=limit)
             return json.dumps([hits.ids, hits.scores, hits.total], separators=(",", ":"))
 
-        ids, scores, total = json.loads(await self.keyword_cache.get(key, load))
+        ids, scores, total = await self.keyword_cache.get(key, load)
         return KeywordHits(ids, scores, total, terms)
 
     async def _semantic_or_none(self, query: str, fetch: int) -> list[tuple[int, float]] | None:
@@ -363,7 +368,7 @@ class RecommendService:
             ranked = [[int(p), round(float(score), 6)] for p, score in found]
             return json.dumps(ranked, separators=(",", ":"))
 
-        ranked = json.loads(await self.semantic_cache.get(key, load))
+        ranked = await self.semantic_cache.get(key, load)
         return [(int(p), float(score)) for p, score in ranked]
 
     async def _embed(self, texts: list[str]) -> np.ndarray:

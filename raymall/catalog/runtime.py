@@ -226,15 +226,18 @@ class CatalogRuntime:
     ) -> str:
         """Keyword search (``raymall.catalog.search``) as JSON text, through the search
         cache (``raymall.catalog.search_cache``: answers versioned by the catalog
-        generation, so a catalog change shows on the next request)."""
+        generation, so a catalog change shows on the next request); each card's
+        ``in_stock`` from the availability read model where it can answer, as in
+        listings."""
         from raymall.catalog.search_cache import SearchCache
         from raymall.catalog.text import query_terms
 
-        cache: SearchCache | None = getattr(self, "_search_cache", None)
+        cache: SearchCache[PageParts] | None = getattr(self, "_search_cache", None)
         if cache is None:
             cache = self._search_cache = SearchCache(
                 self.listings.redis,
                 name="product_search",
+                decode=PageParts,
                 ttl_s=self.settings.listing_cache_ttl_s,
                 keys=CacheKeys(KEY_PREFIX),
                 enabled=self.settings.cache_enabled,
@@ -259,10 +262,15 @@ class CatalogRuntime:
                     size=size,
                     cursor=cursor,
                     cursor_key=self.cursor_key,
-                )
-                return json.dumps(found.to_dict(), separators=(",", ":"))
+                ).to_dict()
+                by_product = sku_ids_of(session, [card["id"] for card in found["items"]])
+                found["_skus"] = [by_product.get(card["id"], []) for card in found["items"]]
+                return json.dumps(found, separators=(",", ":"))
 
-        return await cache.get(key, lambda: asyncio.to_thread(run))
+        parts = await cache.get(key, lambda: asyncio.to_thread(run))
+        if self.mirror is None:
+            return parts.render(lambda sku_ids: None)
+        return parts.render(self.mirror.in_stock_view())
 
     @property
     def cursor_key(self) -> bytes:

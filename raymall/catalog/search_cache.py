@@ -6,8 +6,9 @@ queries repeat. ``SearchCache`` keeps an answer (JSON text) under a digest of ev
 it depends on (the normalised query, filters, sort, page, size, cursor, and for semantic
 rankings the index version), in two tiers:
 
-- **this replica** (an LRU of at most ``local_entries`` answers): a hit costs no I/O
-  beyond the generation read below;
+- **this replica** (an LRU of at most ``local_entries`` answers, kept decoded by the
+  cache's ``decode``, so a hit parses nothing): a hit costs no I/O beyond the generation
+  read below;
 - **Redis** (shared by every replica): ``<prefix>:search:<generation>:<digest>``, for
   ``ttl_s``.
 
@@ -42,7 +43,7 @@ import json
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from redis.exceptions import RedisError
 
@@ -56,6 +57,7 @@ LOCAL_ENTRIES = 2_048
 FLIGHT_LINGER_S = 1.0
 
 Load = Callable[[], Awaitable[str]]
+T = TypeVar("T")
 
 
 def digest(query: Mapping[str, Any]) -> str:
@@ -64,14 +66,17 @@ def digest(query: Mapping[str, Any]) -> str:
     return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
 
 
-class SearchCache:
-    """Two-tier cache of search answers; see the module docstring for the guarantees."""
+class SearchCache(Generic[T]):
+    """Two-tier cache of search answers; see the module docstring for the guarantees.
+    Answers are stored as text and handed out as ``decode(text)``: a decoded answer is
+    shared by every request that hits it, so callers must not change it."""
 
     def __init__(
         self,
         redis: Any,
         *,
         name: str,
+        decode: Callable[[str], T],
         ttl_s: float,
         keys: CacheKeys | None = None,
         enabled: bool = True,
@@ -79,6 +84,7 @@ class SearchCache:
     ) -> None:
         self.redis = redis
         self.name = name
+        self.decode = decode
         self.ttl_s = ttl_s
         self.enabled = enabled and ttl_s > 0 and redis is not None
         self.keys = keys or CacheKeys()
@@ -86,7 +92,7 @@ class SearchCache:
         self._gen_key = self.keys.listing_gen()
         self._generation: FreshRead[str] = FreshRead(self._read_generation)
         self._held_gen: str | None = None
-        self._local: OrderedDict[str, tuple[float, str]] = OrderedDict()  # digest -> (born, body)
+        self._local: OrderedDict[str, tuple[float, T]] = OrderedDict()  # digest -> (born, answer)
         # keys carry the generation; a finished load stays joinable for a moment, so a
         # miss decided just before it landed does not load again
         self._flight = SingleFlight(linger_s=min(FLIGHT_LINGER_S, ttl_s / 10))
@@ -111,18 +117,18 @@ class SearchCache:
     def __len__(self) -> int:
         return len(self._local)
 
-    async def get(self, query: Mapping[str, Any], load: Load) -> str:
-        """The answer for ``query`` (JSON text); ``load`` computes it when no tier has it."""
+    async def get(self, query: Mapping[str, Any], load: Load) -> T:
+        """The answer for ``query``; ``load`` computes it (as text) when no tier has it."""
         key = digest(query)
         if not self.enabled:
             self._count("bypass")
-            return await self._direct.do(key, load)
+            return self.decode(await self._direct.do(key, load))
         try:
             gen = await self._generation.read()
         except (RedisError, OSError) as exc:
             self._count("error")
             log.warning("search cache unavailable, searching the database: %s", exc)
-            return await self._direct.do(key, load)
+            return self.decode(await self._direct.do(key, load))
         if gen != self._held_gen:
             self._local.clear()
             self._held_gen = gen
@@ -135,8 +141,8 @@ class SearchCache:
         self._count(event)
         return body
 
-    async def _fill(self, gen: str, key: str, load: Load) -> tuple[str, str]:
-        """(body, event): from Redis when another replica stored it, else from ``load``."""
+    async def _fill(self, gen: str, key: str, load: Load) -> tuple[T, str]:
+        """(answer, event): from Redis when another replica stored it, else from ``load``."""
         rkey = self.redis_key(gen, key)
         try:
             stored = await self.redis.get(rkey)
@@ -149,21 +155,23 @@ class SearchCache:
             born_text, _, body = stored.partition("|")
             born = float(born_text)
             if born > time.time() - self.ttl_s:
-                self._keep(gen, key, born, body)
-                return body, "shared_hit"
+                answer = self.decode(body)
+                self._keep(gen, key, born, answer)
+                return answer, "shared_hit"
         born = time.time()  # before the load: what it reads is at least this fresh
         body = await load()
         try:
             await self.redis.set(rkey, f"{born:.3f}|{body}", px=max(1, int(self.ttl_s * 1000)))
         except (RedisError, OSError) as exc:
             log.warning("search cache fill failed: %s", exc)
-        self._keep(gen, key, born, body)
-        return body, "miss"
+        answer = self.decode(body)
+        self._keep(gen, key, born, answer)
+        return answer, "miss"
 
-    def _keep(self, gen: str, key: str, born: float, body: str) -> None:
+    def _keep(self, gen: str, key: str, born: float, answer: T) -> None:
         if self._held_gen != gen or self.local_entries <= 0:
             return  # the generation moved while the load was out
-        self._local[key] = (born, body)
+        self._local[key] = (born, answer)
         self._local.move_to_end(key)
         while len(self._local) > self.local_entries:
             self._local.popitem(last=False)

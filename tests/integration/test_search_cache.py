@@ -17,9 +17,9 @@ import redis
 import redis.asyncio as aioredis
 from sqlalchemy.orm import Session, sessionmaker
 
+from raymall.catalog.bloom import BloomSpec
 from raymall.catalog.cache import CacheKeys
 from raymall.catalog.effects import RedisCacheHooks
-from raymall.catalog.bloom import BloomSpec
 from raymall.catalog.repository import ProductFilters
 from raymall.catalog.schemas import CategoryCreate, ProductCreate, ProductUpdate, SkuCreate
 from raymall.catalog.search import search_products
@@ -42,10 +42,15 @@ class Env:
     word: str  # a word only this test's products carry
     loads: int = 0
 
-    def cache(self, **kw: Any) -> SearchCache:
+    def cache(self, **kw: Any) -> SearchCache[str]:
         """A cache as one replica holds it."""
         return SearchCache(
-            kw.pop("redis", self.aredis), name="test_search", ttl_s=300, keys=self.keys, **kw
+            kw.pop("redis", self.aredis),
+            name="test_search",
+            decode=str,
+            ttl_s=300,
+            keys=self.keys,
+            **kw,
         )
 
     def add(self, title: str) -> int:
@@ -69,7 +74,7 @@ class Env:
         return json.dumps(found.to_dict(), separators=(",", ":"))
 
     async def search(
-        self, cache: SearchCache, query: str, page: int = 1, cursor: str | None = None
+        self, cache: SearchCache[str], query: str, page: int = 1, cursor: str | None = None
     ) -> dict[str, Any]:
         async def load() -> str:
             self.loads += 1
@@ -189,7 +194,7 @@ async def test_search_answers_without_redis(env: Env) -> None:
 
 async def test_answers_expire_after_the_ttl(env: Env) -> None:
     env.add("Snow shovel")
-    cache = SearchCache(env.aredis, name="test_search", ttl_s=0.3, keys=env.keys)
+    cache = SearchCache(env.aredis, name="test_search", decode=str, ttl_s=0.3, keys=env.keys)
     await env.search(cache, env.word)
     await env.search(cache, env.word)
     assert env.loads == 1
