@@ -118,9 +118,9 @@ async def search(
 ) -> Response:
     """Keyword search over title, description, brand and category names; every word of
     ``q`` (3+ letters, stopwords ignored) must match the start of a word. Answers are
-    cached by the catalog generation (a catalog write shows on the next request), while
-    the ``in_stock`` flags and filter may lag stock changes by up to
-    ``RAYMALL_LISTING_CACHE_TTL_S``, as in listings."""
+    cached by the catalog generation (a catalog write shows on the next request); each
+    card's ``in_stock`` comes from the availability read model, as in listings, while the
+    ``in_stock`` filter may lag stock changes by up to ``RAYMALL_LISTING_CACHE_TTL_S``."""
     f = make_filters(category_id, brand_id, min_price_cents, max_price_cents, in_stock)
     body = await catalog(request).search(q, f, sort=sort, page=page, size=size, cursor=cursor)
     return Response(body, media_type="application/json")
