@@ -117,6 +117,7 @@ class Feed:
         self._task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._connected = False
+        self._warned = False  # this outage was logged
         self._down_since: int | None = now_ms()
         self._connected_event: asyncio.Event | None = None
         self.resyncs = 0  # completed (re)subscriptions, for tests and status
@@ -189,11 +190,18 @@ class Feed:
                 await self._session(backoff)
             except asyncio.CancelledError:
                 raise
-            except (OSError, RedisError, _Lost, TimeoutError) as exc:
-                if self._connected or self._down_since is None:
-                    log.warning("feed %s lost Redis at %s: %s", self.name, self.address, exc)
-            except Exception:
-                log.exception("feed %s failed; reconnecting", self.name)
+            except Exception as exc:  # logged once per outage; the loop goes on
+                if not self._warned:
+                    self._warned = True
+                    expected = isinstance(exc, (OSError, RedisError, _Lost, TimeoutError))
+                    log.warning(
+                        "feed %s: Redis at %s unusable (%s: %s); reconnecting",
+                        self.name,
+                        self.address,
+                        type(exc).__name__,
+                        exc,
+                        exc_info=not expected,
+                    )
             finally:
                 self._close()
                 self._set_down()
@@ -289,6 +297,7 @@ class Feed:
 
     def _set_up(self) -> None:
         self._connected = True
+        self._warned = False
         self._down_since = None
         self.resyncs += 1
         FEED_CONNECTED.labels(feed=self.name).set(1)

@@ -39,7 +39,7 @@ from raymall.logs import get_logger
 log = get_logger("auth.mirror")
 
 REVOKED = -1  # a family's state: revoked, or the generation its tokens must have reached
-PRUNE_EVERY = 1024  # messages applied between two sweeps of expired families
+PRUNE_EVERY_S = 10.0  # at most one sweep of expired families this often
 PendingWrite = Callable[[RevocationIndex], Awaitable[None]]
 
 
@@ -63,7 +63,7 @@ class RevocationMirror:
         self.blocked: set[int] = set()
         self.loaded_ms: int | None = None  # wall clock of the last completed load
         self.pending: list[PendingWrite] = []
-        self._applied = 0
+        self._pruned = time.monotonic()
 
     # ---- reads ---------------------------------------------------------------------------
     @property
@@ -138,11 +138,11 @@ class RevocationMirror:
             self.user_unblocked(int(rest))
         else:
             raise ValueError(f"unknown revocation message {message[:40]!r}")
-        self._applied += 1
-        if self._applied % PRUNE_EVERY == 0:
+        if time.monotonic() - self._pruned > PRUNE_EVERY_S:
             self.prune()
 
     def prune(self) -> None:
+        self._pruned = time.monotonic()
         now = now_ms()
         for fid in [fid for fid, (_, expires) in self.families.items() if expires <= now]:
             del self.families[fid]

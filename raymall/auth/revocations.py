@@ -63,7 +63,7 @@ SnapshotLoader = Callable[[int], Awaitable[Snapshot]]  # (families revoked since
 
 # KEYS: the family's flag, the family catalogue; ARGV: family id, the new generation, ttl
 # (s), channel ("" for none). Never lowers a generation, never replaces a revocation (any
-# value that is not g<n>).
+# value that is not g<n>). Each write also drops the catalogue's expired entries.
 _ROTATED = """
 local v = redis.call('GET', KEYS[1])
 if v then
@@ -71,9 +71,11 @@ if v then
   if tonumber(string.sub(v, 2)) >= tonumber(ARGV[2]) then return 0 end
 end
 local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000
 local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[1], 'g' .. ARGV[2], 'EX', ttl)
-redis.call('ZADD', KEYS[2], tonumber(t[1]) * 1000 + ttl * 1000, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+redis.call('ZADD', KEYS[2], now + ttl * 1000, ARGV[1])
 if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], 'g ' .. ARGV[1] .. ' ' .. ARGV[2]) end
 return 1
 """
@@ -84,6 +86,7 @@ _REVOKED = """
 local t = redis.call('TIME')
 local ttl = tonumber(ARGV[1])
 local expires = tonumber(t[1]) * 1000 + ttl * 1000
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) * 1000)
 for i = 2, #KEYS do
   local fid = ARGV[i + 1]
   redis.call('SET', KEYS[i], '1', 'EX', ttl)

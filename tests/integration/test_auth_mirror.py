@@ -245,3 +245,25 @@ async def test_a_logout_whose_index_write_fails_after_the_commit_still_reaches_e
     own_redis.start()
     await eventually(refused(b.auth, pair.access_token), timeout_s=5)
     await eventually(lambda: not a.auth.mirror.pending, timeout_s=5)  # type: ignore[union-attr]
+
+
+async def test_the_index_catalogue_forgets_expired_families_as_it_is_written(
+    redis_url: str,
+) -> None:
+    from raymall.auth.revocations import FAMILIES_KEY, RevocationIndex, Snapshot
+
+    async def load(since_ms: int) -> Snapshot:
+        return Snapshot([], [])
+
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        await r.delete(FAMILIES_KEY)
+        index = RevocationIndex(r, family_flag_ttl_s=1, load=load)
+        await index.families_revoked(["old"])
+        await asyncio.sleep(1.1)
+        await index.family_rotated("new", 2)
+        assert await r.zrange(FAMILIES_KEY, 0, -1) == ["new"]
+        view = await index.snapshot()
+        assert view.families["new"][0] == "g2" and "old" not in view.families
+    finally:
+        await r.aclose()
