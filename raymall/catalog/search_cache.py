@@ -21,10 +21,11 @@ Guarantees:
   under, read *before* its load started: the generation is part of the Redis key, and the
   replica drops its whole tier when the generation moves. An answer loaded across a
   write is stored under the old generation, which no later request reads.
-- **Bounded staleness of what changes without a catalog write** (stock: a keyword page's
-  ``in_stock`` flags and ``in_stock`` filter): an answer is served for at most ``ttl_s``
-  after its load started, from either tier (the Redis value carries that time), as for
-  cached listing pages.
+- **Bounded staleness of what changes without a catalog write** (stock: the ``in_stock``
+  filter, and a keyword page's ``in_stock`` flags where the availability read model cannot
+  answer them): an answer is served for at most ``ttl_s`` (plus a tenth of it, the time a
+  finished load stays joinable) after its load started, from either tier (the Redis value
+  carries that time), as for cached listing pages.
 - **One load per answer**: concurrent misses of one (generation, digest) on a replica
   share one load (single-flight); a load that fails is not stored, and each waiting
   caller gets its error (a bad cursor is still a 422).
