@@ -9,6 +9,8 @@ for an RBAC permission from the ``permissions`` table.
 A bearer token on a public route is verified too (so public routes can personalise via
 ``optional_user``), but a bad or expired one there is ignored rather than refused: a client
 that sends its stale access token along with ``POST /auth/refresh`` must still get through.
+So is one whose standing cannot be checked now (``Unavailable``: the replica's revocation
+mirror has not loaded): a public route is served anonymously rather than refused.
 
 ``client_ip(request)`` is the caller's address for per-IP limits, or None when the
 deployment cannot know it (see its docstring).
@@ -23,7 +25,7 @@ from typing import Any
 
 from fastapi import Request
 
-from raymall.errors import DomainError, Forbidden, Unauthorized
+from raymall.errors import DomainError, Forbidden, Unauthorized, Unavailable
 
 # (method, route path template); "*" matches any method
 PUBLIC_ROUTES: set[tuple[str, str]] = {
@@ -86,9 +88,9 @@ async def authenticate(request: Request) -> None:
                 raise Unauthorized("token authentication is not configured")
             principal = await verify(request, token)
     except DomainError as exc:
-        if not is_public or exc.status not in (401, 403):
+        if not is_public or not (exc.status in (401, 403) or isinstance(exc, Unavailable)):
             raise
-        principal = None  # a stale token on a public route: serve it anonymously
+        principal = None  # a stale or uncheckable token on a public route: anonymous
     request.state.principal = principal
     if principal is None and not is_public:
         raise Unauthorized("sign in: this route needs an access token")

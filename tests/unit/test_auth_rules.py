@@ -198,3 +198,18 @@ def test_a_stale_token_on_a_public_route_is_ignored_but_refused_elsewhere() -> N
         asyncio.run(security.authenticate(private_request))
     with pytest.raises(Unauthorized):
         asyncio.run(security.authenticate(_request("/me/password")))
+
+
+def test_a_token_that_cannot_be_checked_now_is_anonymous_on_a_public_route_only() -> None:
+    from raymall.errors import Unavailable
+
+    async def not_loaded(request: Request, token: str) -> security.Principal:
+        raise Unavailable("token revocation state is not loaded yet; retry")
+
+    headers = {"Authorization": "Bearer fine"}
+    security.public("POST", "/auth/refresh")
+    public_request = _request("/auth/refresh", headers, verify=not_loaded)
+    asyncio.run(security.authenticate(public_request))
+    assert public_request.state.principal is None
+    with pytest.raises(Unavailable):  # a route that needs the caller: 503, not anonymous
+        asyncio.run(security.authenticate(_request("/me/password", headers, verify=not_loaded)))
