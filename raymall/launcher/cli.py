@@ -1,4 +1,4 @@
-"""``raymall`` command line: serve, migrate, seed, create-admin, reindex, status,
+"""``raymall`` command line: serve, migrate, seed, create-admin, reindex, status, profile,
 error-codes."""
 
 from __future__ import annotations
@@ -122,6 +122,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if report.get("ok") else 1
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from raymall.launcher.profile import ProfileError, profile
+
+    settings = _settings(args)
+    address = args.address or os.environ.get("RAY_ADDRESS") or "auto"
+    try:
+        target, out = profile(
+            address=address,
+            namespace=settings.namespace,
+            var_dir=settings.var_dir,
+            actor=args.actor,
+            replica=args.replica,
+            seconds=args.seconds,
+            out=Path(args.out) if args.out else None,
+            fmt=args.format,
+        )
+    except ProfileError as exc:
+        print(f"raymall profile: {exc}", file=sys.stderr)
+        return 1
+    print(f"raymall: profiled {target.name} (pid {target.pid}) for {args.seconds:g} s: {out}")
+    return 0
+
+
 def cmd_error_codes(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -173,6 +198,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="configuration and store health")
     p.add_argument("--address", help="also report the Ray cluster and Serve app")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("profile", help="a flame graph of a running actor or replica (py-spy)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--actor", help="a named actor, e.g. inventory-0, order-1, outbox-relay-0")
+    which.add_argument("--replica", type=int, help="the N-th live Serve replica (0 = first)")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--out", help="output file (default: var/profiles/<name>-<time>.svg)")
+    p.add_argument("--format", choices=["flamegraph", "speedscope", "raw"], default="flamegraph")
+    p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or auto)")
+    p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser("error-codes", help="the error-code dictionary (docs/errors.md)")
     mode = p.add_mutually_exclusive_group()

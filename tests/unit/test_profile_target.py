@@ -1,0 +1,41 @@
+"""``raymall profile`` picks its target from Ray's actor table: a named actor, or the N-th
+live Serve replica by name; an unknown one is refused with the live names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from raymall.launcher.profile import ProfileError, Target, default_output, find_target
+
+ACTORS = [
+    {"Name": "inventory-0", "ActorClassName": "InventoryShard", "Pid": 11,
+     "Address": {"NodeID": "n1", "IPAddress": "10.0.0.1"}},
+    {"Name": "SERVE_REPLICA::raymall#Ingress#b", "ActorClassName": "ServeReplica:raymall:Ingress",
+     "Pid": 22, "Address": {"NodeID": "n1", "IPAddress": "10.0.0.1"}},
+    {"Name": "SERVE_REPLICA::raymall#Ingress#a", "ActorClassName": "ServeReplica:raymall:Ingress",
+     "Pid": 33, "Address": {"NodeID": "n2", "IPAddress": "10.0.0.2"}},
+]  # fmt: skip
+
+
+def test_a_named_actor_is_found_with_its_pid_and_node() -> None:
+    assert find_target(ACTORS, actor="inventory-0") == Target("inventory-0", 11, "n1", "10.0.0.1")
+
+
+def test_replicas_are_numbered_by_name() -> None:
+    assert find_target(ACTORS, replica=0).pid == 33
+    assert find_target(ACTORS, replica=1).pid == 22
+    with pytest.raises(ProfileError, match="2 live replicas"):
+        find_target(ACTORS, replica=2)
+
+
+def test_an_unknown_actor_is_refused_naming_the_live_ones() -> None:
+    with pytest.raises(ProfileError, match="inventory-0"):
+        find_target(ACTORS, actor="inventory-9")
+
+
+def test_the_default_output_is_a_file_name_under_var_profiles() -> None:
+    path = default_output(Path("var"), find_target(ACTORS, replica=0), "flamegraph")
+    assert path.parent == Path("var/profiles") and path.suffix == ".svg"
+    assert "#" not in path.name and ":" not in path.name
