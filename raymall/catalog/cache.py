@@ -224,7 +224,8 @@ class ListingCache:
     the old generation and is never served: a catalog change shows in listings on the
     next read, on every replica. What changes without a catalog write (stock, for the
     ``in_stock`` filter) may be up to ``ttl_s`` old. Concurrent misses for one page on a
-    replica share one database read. When Redis fails, pages are read from the database.
+    replica share one database read. When Redis fails, pages are read from the database
+    (concurrent reads of one page still share one read).
     """
 
     def __init__(
@@ -235,6 +236,7 @@ class ListingCache:
         self.enabled = enabled and ttl_s > 0
         self.keys = keys or CacheKeys()
         self.flight = SingleFlight(linger_s=min(FLIGHT_LINGER_S, ttl_s))
+        self.direct = SingleFlight()  # Redis unavailable: share concurrent loads only
         self._lookup = redis.register_script(LISTING_LOOKUP)
 
     @staticmethod
@@ -256,7 +258,8 @@ class ListingCache:
         except (RedisError, OSError) as exc:
             self._count("error")
             log.warning("listing cache unavailable, reading the database: %s", exc)
-            return await load()
+            # concurrent reads of one page still share one database read
+            return await self.direct.do(key, load)
         generation = gen or "0"  # the app's client decodes replies to str
         if cached is not None:
             stored_gen, _, body = cached.partition("|")

@@ -98,3 +98,30 @@ def test_page_parts_render_the_page_with_live_stock_or_its_own() -> None:
     assert json.loads(parts.render(lambda skus: None)) == page
     empty = PageParts(json.dumps({"items": [], "total": 0}))
     assert json.loads(empty.render(lambda skus: True)) == {"items": [], "total": 0}
+
+
+async def test_with_redis_down_concurrent_reads_of_a_page_share_one_load() -> None:
+    import asyncio
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from raymall.catalog.cache import ListingCache
+
+    class DownRedis:
+        def register_script(self, script: str) -> object:
+            async def run(**kw: object) -> object:
+                raise RedisConnectionError("down")
+
+            return run
+
+    cache = ListingCache(DownRedis(), ttl_s=30)
+    loads = 0
+
+    async def load() -> str:
+        nonlocal loads
+        loads += 1
+        await asyncio.sleep(0.01)
+        return '{"items":[]}'
+
+    pages = await asyncio.gather(*(cache.get({"page": 1}, load) for _ in range(20)))
+    assert set(pages) == {'{"items":[]}'} and loads == 1
