@@ -9,8 +9,8 @@ rankings the index version), in two tiers:
 - **this replica** (an LRU of at most ``local_entries`` answers, kept decoded by the
   cache's ``decode``, so a hit parses nothing): a hit costs no I/O beyond the generation
   read below;
-- **Redis** (shared by every replica): ``<prefix>:search:<generation>:<digest>``, for
-  ``ttl_s``.
+- **Redis** (shared by every replica): ``<prefix>:search:<name>:<generation>:<digest>``,
+  for ``ttl_s``.
 
 Guarantees:
 - **A catalog change shows on the next request.** Every catalog write bumps the listing
@@ -113,7 +113,7 @@ class SearchCache(Generic[T]):
         return str(gen) if gen is not None else "0"
 
     def redis_key(self, generation: str, key: str) -> str:
-        return f"{self.keys.prefix}:search:{generation}:{key}"
+        return f"{self.keys.prefix}:search:{self.name}:{generation}:{key}"
 
     def __len__(self) -> int:
         return len(self._local)
