@@ -29,7 +29,9 @@ Per endpoint: ``--warmup-seconds`` of wrk (not reported), then ``--rounds`` roun
 p99 (medians over the rounds, every round kept), non-2xx answers and socket errors, and
 the cache hit ratios over the measured rounds read from the app's ``/metrics``
 (``raymall_cache_events_total``: search answers and rankings, query vectors; absent in a
-tree without these caches), plus the conditions. JSON to stdout and ``--out``.
+tree without these caches), the hybrid requests answered by keyword only because semantic
+search was unavailable (``keyword_fallbacks``: a run with many says little about hybrid
+search), plus the conditions. JSON to stdout and ``--out``.
 
     .venv/bin/python bench/search_bench.py                      # this checkout
     git worktree add /tmp/before <commit>; \\
@@ -210,10 +212,15 @@ class CatalogWrites:
 
 # ---- measuring ------------------------------------------------------------------------------
 def cache_counts(base: str) -> dict[tuple[str, str], float]:
-    """raymall_cache_events_total by (cache, event), from the app's merged /metrics."""
+    """raymall_cache_events_total by (cache, event), from the app's merged /metrics, and
+    the searches answered by keyword because semantic search was unavailable (as cache
+    ``fallback``)."""
     out: dict[tuple[str, str], float] = {}
     text = httpx.get(base + "/metrics", timeout=10).text
     for line in text.splitlines():
+        if line.startswith("raymall_search_keyword_fallbacks_total"):
+            key = ("fallback", "keyword")
+            out[key] = out.get(key, 0.0) + float(line.rpartition(" ")[2])
         if not line.startswith("raymall_cache_events_total{"):
             continue
         labels, _, value = line.rpartition(" ")
@@ -414,6 +421,9 @@ def main() -> int:
                         for key in after:
                             summed[key] = summed.get(key, 0.0) + after[key] - before.get(key, 0)
                     result["caches"] = hit_ratios({}, summed, name)
+                    # answers that are keyword only (semantic search unavailable): these
+                    # are not hybrid answers, so a run with many says little about hybrid
+                    result["keyword_fallbacks"] = int(summed.get(("fallback", "keyword"), 0))
                     report[name] = result
     finally:
         drop()

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from prometheus_client import Counter
 from sqlalchemy.orm import Session, sessionmaker
 
 from actors.caller import ActorCaller
@@ -66,6 +67,10 @@ SEMANTIC_TIMEOUT_S = 3.0  # a semantic ranking slower than this: answer by keywo
 SEMANTIC_RETRY_S = 5.0  # after a failure, search by keyword only for this long
 RETRY_AFTER_S = 5
 log = get_logger("recommend.service")
+SEARCH_FALLBACKS = Counter(
+    "raymall_search_keyword_fallbacks_total",
+    "Semantic or hybrid searches answered by keyword because semantic search was unavailable",
+)
 
 
 @dataclass
@@ -318,6 +323,8 @@ class RecommendService:
         fetch = min(SEARCH_WINDOW + 1, window + window // 10 + 5)
         semantic = None if mode == "keyword" else await self._semantic_or_none(query, fetch)
         if semantic is None:  # keyword mode, or semantic search unavailable
+            if mode != "keyword" and self.settings.recommender:
+                SEARCH_FALLBACKS.inc()
             hits = await self._keyword(query, offset, size)
             items = await self._cards(list(zip(hits.ids, hits.scores, strict=True)))
             more = offset + len(hits.ids) < hits.total

@@ -14,7 +14,7 @@ from raymall.errors import Unavailable
 from raymall.settings import Settings
 from recommend.embedder import DIM
 from recommend.query_vectors import QueryVectors, normal_form
-from recommend.service import RecommendService
+from recommend.service import SEARCH_FALLBACKS, RecommendService
 from tests.recommend_helpers import add_product
 
 
@@ -105,12 +105,14 @@ async def test_search_falls_back_to_keyword_while_the_recommender_is_away(
         raise Unavailable("the recommender is unavailable")
 
     service.call = call  # type: ignore[method-assign]
+    fallbacks = SEARCH_FALLBACKS._value.get()  # type: ignore[attr-defined]
     for mode in ("hybrid", "semantic"):
         page = await service.search("hiking", mode, 1, 10)
         assert page.mode == "keyword" and page.modes == ["keyword"]
         assert {item["id"] for item in page.items} == {made["boot"], made["trail"]}
         assert page.total == 2
     assert calls == ["embed"]  # then searches do not wait on the actor for a while
+    assert SEARCH_FALLBACKS._value.get() == fallbacks + 2  # type: ignore[attr-defined]
     keyword = await service.search("hiking", "keyword", 1, 10)
     assert keyword.mode == "keyword" and keyword.total == 2
 
