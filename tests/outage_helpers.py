@@ -361,17 +361,21 @@ async def flash_load(
     outage: Outage | None = None,
     duration_s: float = 10.0,
     timeout_s: float = 30.0,
+    max_rate: float | None = None,
 ) -> LoadRun:
     """Purchases from ``concurrency`` clients, each buyer's request repeated with its key
     after a refusal (after its Retry-After, capped at 1 s, or 0.1-0.3 s), as a client
     should. The load ends when the buyers run out or at its end: ``duration_s``, or the
-    outage's ``then_s`` after the store answers again. Every HTTP answer is recorded."""
+    outage's ``then_s`` after the store answers again. ``max_rate`` caps the requests per
+    second (each client sends at most ``max_rate / concurrency``), so a fast machine does
+    not run out of buyers. Every HTTP answer is recorded."""
     import aiohttp
 
     path = f"{url}/flash-sales/{sale_id}/purchase"
     queue = list(range(len(buyers)))[::-1]
     run = LoadRun(started=time.monotonic(), ended=0.0, outage=outage)
     deadline = [run.started + (duration_s if outage is None else 3600.0)]
+    interval = concurrency / max_rate if max_rate else 0.0
 
     async def chaos() -> None:
         assert outage is not None
@@ -388,12 +392,15 @@ async def flash_load(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
         async def worker() -> None:
+            next_at = [0.0]
             while queue and time.monotonic() < deadline[0]:
                 index = queue.pop()
                 buyer = buyers[index]
                 headers = {"Authorization": f"Bearer {buyer.token}", "Idempotency-Key": buyer.key}
                 while True:
+                    await asyncio.sleep(next_at[0] - time.monotonic())  # no wait if past
                     sent = time.monotonic()
+                    next_at[0] = sent + interval
                     retry_after = None
                     try:
                         async with session.post(path, headers=headers) as resp:

@@ -46,7 +46,8 @@ from tests.redis_process import RedisProcess
 pytestmark = pytest.mark.e2e
 
 CONCURRENCY = 48
-BUYERS = 30_000  # more than a run can use: each request is a new buyer's purchase
+MAX_RATE = 2_000  # requests/s: a run (about 13 s) needs fewer buyers than BUYERS
+BUYERS = 30_000  # each request is a new buyer's purchase
 DOWN_S = 4.0
 MAX_REFUSED_PCT = 5.0
 MAX_RECOVERY_S = 2.0
@@ -146,7 +147,9 @@ def sale_through_outage(rig: Rig, server: Killable, label: str) -> LoadRun:
     buyers = [Buyer(uid, token, f"o{tag}-{uid}") for uid, token in rig.buyers]
     outage = Outage(server, after_s=3.0, down_s=DOWN_S, then_s=4.0)
     run = asyncio.run(
-        flash_load(rig.app.url, sale_id, buyers, concurrency=CONCURRENCY, outage=outage)
+        flash_load(
+            rig.app.url, sale_id, buyers, concurrency=CONCURRENCY, outage=outage, max_rate=MAX_RATE
+        )
     )
     print(f"\n{run.summary(label)}")
     print(f"[{label}] answers: {dict(run.statuses().most_common(8))}")
