@@ -1,7 +1,11 @@
 """HTTP routes: orders for their owners, order administration, and notifications.
 
 Users (``orders:create`` / ``orders:read_own``): ``POST /orders`` (optional
-``Idempotency-Key``), ``GET /orders``, ``GET /orders/{id}``, ``GET /orders/{id}/history``,
+``Idempotency-Key``; optional ``coupon_id`` / ``coupon_ids``: the coupons to use, locked
+with the order, 409 ``coupon_*`` if one does not apply), ``POST /orders/quote`` (the same
+body: lines, promotions, the named coupons or else the best combination of the caller's,
+each line's discount and the saving; nothing reserved), ``GET /orders``,
+``GET /orders/{id}``, ``GET /orders/{id}/history``,
 ``POST /orders/{id}/cancel``, ``POST /orders/{id}/confirm-receipt``, and
 ``GET /me/notifications``. Another user's order is 404.
 
@@ -39,6 +43,7 @@ Reader = Annotated[Principal, Depends(require("orders", "read_own"))]
 AdminReader = Annotated[Principal, Depends(require("orders", "read_all"))]
 Shipper = Annotated[Principal, Depends(require("orders", "ship"))]
 Refunder = Annotated[Principal, Depends(require("orders", "refund"))]
+CouponId = Annotated[str, Field(pattern=r"^[1-9][0-9]{0,18}$")]  # 64-bit ids travel as strings
 
 
 class LineIn(BaseModel):
@@ -57,12 +62,18 @@ class OrderIn(BaseModel):
         None, min_length=1, max_length=500
     )
     address_id: int | None = Field(None, ge=1, le=MAX_ID)
+    coupon_id: CouponId | None = None
+    coupon_ids: list[CouponId] | None = Field(None, min_length=1, max_length=5)
 
     @model_validator(mode="after")
     def _one_source(self) -> OrderIn:
         if self.items is not None and self.cart_sku_ids is not None:
             raise ValueError("send either items or cart_sku_ids, not both")
         return self
+
+    def coupons(self) -> tuple[int, ...]:
+        named = [*(self.coupon_ids or ()), *(() if self.coupon_id is None else (self.coupon_id,))]
+        return tuple(sorted({int(c) for c in named}))
 
     def request(self) -> OrderRequest:
         return OrderRequest(
@@ -73,6 +84,7 @@ class OrderIn(BaseModel):
             ),
             cart_sku_ids=tuple(self.cart_sku_ids or ()),
             address_id=self.address_id,
+            coupon_ids=self.coupons(),
         )
 
 
@@ -89,6 +101,11 @@ async def place_order(
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return order
+
+
+@router.post("/orders/quote")
+async def quote_order(request: Request, body: OrderIn, me: Creator) -> dict[str, Any]:
+    return await _svc(request).quote(me.user_id, body.request())
 
 
 @router.get("/orders")

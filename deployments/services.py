@@ -38,6 +38,9 @@ from raymall.bootstrap import ensure_reference_data
 from raymall.cart import CartService
 from raymall.catalog.runtime import CatalogRuntime
 from raymall.catalog.stock_admin import StockAdmin
+from raymall.coupons.admin import CouponAdmin
+from raymall.coupons.pricing import Pricer
+from raymall.coupons.service import CouponService
 from raymall.feed import Feed, RedisHealth
 from raymall.flash.service import FlashService
 from raymall.logs import get_logger
@@ -63,6 +66,9 @@ class Services:
     cart: CartService
     orders: OrderService
     flash: FlashService
+    # coupon claims and the wallet; campaigns and promotions administration
+    coupons: CouponService
+    coupon_admin: CouponAdmin
     recommend: RecommendService
     # the payment provider deployment, as orders reach it (None: not deployed)
     payments: ServeGateway | None
@@ -128,7 +134,17 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
     flash = FlashService(s, ctx.sessions, ctx.redis, inventory, limit_fallback=limit_fallback)
     warmup = asyncio.get_running_loop().create_task(flash.keep_warm())
 
+    coupons = CouponService(
+        ctx.sessions,
+        inventory,
+        s.inventory_shards,
+        ttl_s=s.flash_sale_cache_ttl_s,
+        batch_max=s.flash_batch_max,
+        window_s=s.flash_batch_window_ms / 1000,
+    )
+    pricer = Pricer(ctx.sessions)
     cart = CartService(s, ctx.sessions, ctx.redis, catalog.availability)
+    cart.pricer = pricer  # promotions and the best coupon on the cart
     gateway = ServeGateway(payment_provider) if payment_provider is not None else None
     orders = OrderService(
         s,
@@ -138,6 +154,7 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         gateway,
         ctx.engine,
         redis=ctx.redis,  # rate limits of refused payment callbacks
+        pricer=pricer,
     )
 
     auth = AuthService(
@@ -180,6 +197,8 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         cart=cart,
         orders=orders,
         flash=flash,
+        coupons=coupons,
+        coupon_admin=CouponAdmin(ctx.sessions, coupons),
         recommend=recommend,
         payments=gateway,
         feed=feed,

@@ -16,6 +16,7 @@ USER_PERMISSIONS = {
     ("orders", "create"),
     ("orders", "read_own"),
     ("flash_sale", "purchase"),
+    ("coupons", "use"),
     ("recommendations", "read"),
 }
 ADMIN_PERMISSIONS = USER_PERMISSIONS | {
@@ -24,6 +25,7 @@ ADMIN_PERMISSIONS = USER_PERMISSIONS | {
     ("inventory", "read"),
     ("inventory", "adjust"),
     ("flash_sale", "manage"),
+    ("promotions", "manage"),
     ("orders", "read_all"),
     ("orders", "ship"),
     ("orders", "refund"),

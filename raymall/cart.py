@@ -31,10 +31,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from raymall.domain.pricing import SkuInfo, check_sku
+from raymall.coupons.pricing import Pricer
+from raymall.domain.pricing import SkuInfo, check_sku, price
 from raymall.errors import CartLimitExceeded, NotFound
+from raymall.logs import get_logger
 from raymall.orders.repository import load_skus
 from raymall.settings import Settings
+
+log = get_logger("cart")
 
 GUEST_TOKEN_RE = re.compile(r"^g\.[A-Za-z0-9_-]{24}\.[0-9a-f]{16}$")
 
@@ -248,6 +252,8 @@ class CartService:
         self.guest_ttl_s = settings.cart_guest_ttl_s
         self.sessions = sessions
         self.availability = availability
+        # promotions and coupons on the listing (raymall.coupons.pricing; None: none shown)
+        self.pricer: Pricer | None = None
 
     async def skus(self, sku_ids: Sequence[int]) -> dict[int, SkuInfo]:
         def read() -> dict[int, SkuInfo]:
@@ -264,4 +270,27 @@ class CartService:
         catalog, stock = await asyncio.gather(
             self.skus(list(lines)), self.availability(list(lines))
         )
-        return cart_view(lines, catalog, stock)
+        view = cart_view(lines, catalog, stock)
+        if self.pricer is not None:
+            view["pricing"] = await self._pricing(owner, view, catalog)
+        return view
+
+    async def _pricing(
+        self, owner: CartOwner, view: dict[str, Any], catalog: Mapping[int, SkuInfo]
+    ) -> dict[str, Any] | None:
+        """The purchasable lines priced with the running promotions and, for a signed-in
+        customer, the best combination of their coupons (each line's discount, the saving,
+        and why any other offer is not used). None when nothing is purchasable; a pricing
+        fault is logged and shown as ``{"unavailable": true}``, the listing still answers."""
+        buyable = {i["sku_id"]: i["quantity"] for i in view["items"] if i["purchasable"]}
+        if not buyable or self.pricer is None:
+            return None
+        try:
+            quote = price(buyable, catalog)
+            priced = await self.pricer.quote(owner.user_id, quote.lines)
+        except Exception:
+            log.warning("could not price cart %s", owner.key, exc_info=True)
+            return {"unavailable": True}
+        out = priced.view()
+        out["coupon_ids"] = [str(c.ref) for c in priced.coupons]
+        return out

@@ -116,14 +116,15 @@ def usage(session: Session, campaign_ids: Sequence[int]) -> dict[int, dict[str, 
 
 
 # ---- coupons -----------------------------------------------------------------------------
-def claims_by_keys(
-    session: Session, keys: Sequence[tuple[int, int, str]]
-) -> list[dict[str, Any] | None]:
-    """The coupon claimed under each (campaign, user, key), or None (a replay's answer)."""
+def claims_by_keys(session: Session, keys: Sequence[tuple[int, int, str]]) -> list[dict[str, Any]]:
+    """For each (campaign, user, key): the coupon claimed under it (``coupon``, None if
+    none) and how many coupons of the campaign the user holds (``held``): what a replay, or
+    the desk's limit check, answers."""
     by_campaign: dict[int, set[int]] = {}
     for cid, uid, _ in keys:
         by_campaign.setdefault(cid, set()).add(uid)
     found: dict[tuple[int, int, str], dict[str, Any]] = {}
+    held: dict[tuple[int, int], int] = {}
     for cid, users in by_campaign.items():
         rows = session.execute(
             select(
@@ -135,12 +136,13 @@ def claims_by_keys(
             ).where(UserCoupon.campaign_id == cid, UserCoupon.user_id.in_(sorted(users)))
         )
         for uid, key, coupon_id, vf, vu in rows:
+            held[(cid, int(uid))] = held.get((cid, int(uid)), 0) + 1
             found[(cid, int(uid), str(key))] = {
                 "coupon_id": int(coupon_id),
                 "valid_from_ms": int(vf),
                 "valid_until_ms": int(vu),
             }
-    return [found.get(k) for k in keys]
+    return [{"coupon": found.get((c, u, k)), "held": held.get((c, u), 0)} for c, u, k in keys]
 
 
 def coupon_view(row: UserCoupon, campaign: Campaign | None, now_ms: int) -> dict[str, Any]:

@@ -10,6 +10,7 @@ A code's meaning depends on what it answers, so the table is keyed by (area, cod
     UNREAD  a FlashBuy answered by a bare code        ValidationFailed "was refused"
             (the shard could not read it)
     END     a FlashEnd                                Unavailable "could not be ended"
+    CLAIM   a CouponClaim (``ClaimResult.code``)      Unavailable "could not be decided"
 
 ``ok`` and ``skipped`` are no error (``raise_for`` passes them; ``error_for`` is asked only
 for a refusal). Callers pass what they know of the operation as
@@ -24,7 +25,13 @@ from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from raymall.errors import (
+    CampaignInactive,
+    CampaignNotFound,
+    ClaimEnded,
+    ClaimNotStarted,
     Conflict,
+    CouponLimitReached,
+    CouponsSoldOut,
     DomainError,
     IdempotencyMismatch,
     InvalidTransition,
@@ -38,7 +45,7 @@ from raymall.errors import (
     ValidationFailed,
 )
 
-STOCK, BUY, UNREAD, END = "stock", "buy", "unread", "end"
+STOCK, BUY, UNREAD, END, CLAIM = "stock", "buy", "unread", "end", "claim"
 ANY = "*"  # a code the area has no row for
 PASS = frozenset({"ok", "skipped"})
 
@@ -77,6 +84,19 @@ OUTCOMES: dict[tuple[str, str], Outcome] = {
     (BUY, ANY): Outcome(Unavailable, "the purchase could not be decided ({code})", ()),
     (UNREAD, ANY): Outcome(ValidationFailed, "the purchase was refused ({code})", ()),
     (END, ANY): Outcome(Unavailable, "the sale could not be ended ({code})", ()),
+    (CLAIM, "unknown_campaign"): Outcome(
+        CampaignNotFound, "coupon campaign {campaign_id} not found", ("campaign_id",)
+    ),
+    (CLAIM, "inactive"): Outcome(CampaignInactive, "the campaign is not active", ()),
+    (CLAIM, "not_started"): Outcome(
+        ClaimNotStarted, "claims open at {claim_starts_at_ms}", ("claim_starts_at_ms",)
+    ),
+    (CLAIM, "ended"): Outcome(ClaimEnded, "the claim window has closed", ("claim_ends_at_ms",)),
+    (CLAIM, "limit_reached"): Outcome(
+        CouponLimitReached, "at most {per_user_limit} per customer", ("per_user_limit",)
+    ),
+    (CLAIM, "sold_out"): Outcome(CouponsSoldOut, "every coupon has been claimed", ()),
+    (CLAIM, ANY): Outcome(Unavailable, "the claim could not be decided ({code})", ()),
 }
 
 

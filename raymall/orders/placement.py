@@ -10,6 +10,9 @@ async Python over a session factory and a stock port. Guarantees:
 - **no leaked stock**: an order's stock is reserved under ``order:{id}`` before the order
   is written; if the write fails the reservation is released (and, should that fail too,
   its deadline, set ``grace_s`` after the order's, returns it);
+- **a coupon is held by one order**: the order's coupons are locked in its insert's
+  transaction; if one is taken meanwhile, that order alone fails (``CouponUnavailable``)
+  and its stock is released;
 - placements arriving together share one lookup query and one insert transaction.
 """
 
@@ -25,7 +28,7 @@ from raymall import metrics
 from raymall.batching import Batcher
 from raymall.db import transaction
 from raymall.domain import order_state as st
-from raymall.errors import DomainError, IdempotencyMismatch, Unavailable
+from raymall.errors import CouponUnavailable, DomainError, IdempotencyMismatch, Unavailable
 from raymall.ids import Snowflake, now_ms
 from raymall.logs import get_logger
 from raymall.orders import repository as repo
@@ -96,14 +99,14 @@ class Placement:
             return out
 
     def _write_batch(self, news: list[repo.NewOrder]) -> list[None | BaseException]:
-        """One transaction for the batch; after a constraint error, one per order, so a
-        duplicate key fails only its own order."""
+        """One transaction for the batch; after a constraint error or a coupon taken, one
+        per order, so a duplicate key or a lost coupon fails only its own order."""
         actors = [f"user:{n.user_id}" for n in news]
         try:
             with transaction(self.sessions) as session:
                 repo.insert_orders(session, news, actors)
             return [None] * len(news)
-        except IntegrityError as exc:
+        except (IntegrityError, CouponUnavailable) as exc:
             if len(news) == 1:
                 return [exc]
         out: list[None | BaseException] = []
@@ -127,7 +130,8 @@ class Placement:
             order_id=order_id,
             user_id=cmd.user_id,
             shard=self.shard,
-            total_cents=sum(line.line_total_cents for line in cmd.lines),
+            total_cents=sum(line.line_total_cents for line in cmd.lines)
+            - sum(cents for _, cents in cmd.line_discounts),
             currency=cmd.currency,
             address=cmd.address,
             reservation_key=f"order:{order_id}",
@@ -136,6 +140,8 @@ class Placement:
             expires_ms=now + int(self.timeout_s * 1000),
             created_ms=now,
             lines=cmd.lines,
+            line_discounts=cmd.line_discounts,
+            coupon_ids=cmd.coupon_ids,
         )
         items = {line.sku_id: line.quantity for line in cmd.lines}
         try:

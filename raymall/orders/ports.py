@@ -35,6 +35,10 @@ class PlaceOrder:
     # the replica found no order under the key just before (or made the key up), so the
     # lookup before reserving is skipped; a retry after a shard fault sends False
     checked: bool = False
+    # promotions and coupons, priced by the replica (raymall.coupons.pricing): the
+    # discount allocated to each line (sku id -> cents) and the coupons the order locks
+    line_discounts: tuple[tuple[int, int], ...] = ()
+    coupon_ids: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,16 @@
 
 Guarantees:
 
-- ``insert_order`` writes the order, its items, its first history event and its
-  ``order.placed`` outbox event; the caller's transaction commits them together or not at
-  all. The unique ``(user_id, idempotency_key)`` makes a second order under one key fail
-  with ``IntegrityError``;
+- ``insert_order`` writes the order, its items (each with its allocated discount), its
+  first history event and its ``order.placed`` outbox event, and locks the coupons it uses
+  (``raymall.coupons.locks``); the caller's transaction commits them together or not at
+  all (``CouponUnavailable`` if a coupon could not be locked). The unique
+  ``(user_id, idempotency_key)`` makes a second order under one key fail with
+  ``IntegrityError``;
 - ``transition`` is a compare-and-set, ``UPDATE orders ... WHERE id = :id AND status =
   :from``: it answers whether this caller won, and only the winner appends the history
-  event and the outbox event, in the same transaction (DESIGN invariant 6);
+  event and the outbox event and moves the order's coupons (used when paid, given back
+  when cancelled), in the same transaction (DESIGN invariants 6 and 8);
 - reads never cross users: ``get_user_order`` treats another user's order as absent.
 """
 
@@ -24,6 +27,7 @@ from sqlalchemy.orm import Session
 from models import Order, OrderEvent, OrderItem, Product, Sku
 from raymall.auth.addresses import FIELDS as ADDRESS_FIELDS
 from raymall.auth.addresses import default_address, get_address
+from raymall.coupons import locks
 from raymall.domain import order_state as st
 from raymall.domain.pricing import PricedLine, SkuInfo
 from raymall.errors import NotFound, ValidationFailed
@@ -45,6 +49,14 @@ class NewOrder:
     created_ms: int
     lines: tuple[PricedLine, ...]
     kind: str = "normal"
+    # promotions and coupons: the discount allocated to each line (sku id -> cents), and
+    # the coupons the order locks in its insert's transaction
+    line_discounts: tuple[tuple[int, int], ...] = ()
+    coupon_ids: tuple[int, ...] = ()
+
+    @property
+    def discount_cents(self) -> int:
+        return sum(cents for _, cents in self.line_discounts)
 
 
 # ---- catalog and addresses (read only) -------------------------------------------------
@@ -100,6 +112,7 @@ def insert_orders(session: Session, news: Sequence[NewOrder], actors: Sequence[s
     statement per table (the caller's transaction), rows from ``raymall.orders.rows``."""
     orders, items, events, outbox = [], [], [], []
     for new, actor in zip(news, actors, strict=True):
+        discounts = dict(new.line_discounts)
         orders.append(
             rows.order_row(
                 new.order_id,
@@ -115,6 +128,7 @@ def insert_orders(session: Session, news: Sequence[NewOrder], actors: Sequence[s
                 None,
                 new.expires_ms,
                 new.created_ms,
+                new.discount_cents,
             )
         )
         for line in new.lines:
@@ -128,6 +142,7 @@ def insert_orders(session: Session, news: Sequence[NewOrder], actors: Sequence[s
                     line.unit_price_cents,
                     line.quantity,
                     line.line_total_cents,
+                    discounts.get(line.sku_id, 0),
                 )
             )
         events.append(rows.placed_event_row(new.order_id, actor, new.created_ms))
@@ -138,12 +153,23 @@ def insert_orders(session: Session, news: Sequence[NewOrder], actors: Sequence[s
                 new.total_cents,
                 [{"sku_id": ln.sku_id, "quantity": ln.quantity} for ln in new.lines],
                 new.created_ms,
+                **(
+                    {
+                        "discount_cents": new.discount_cents,
+                        "coupon_ids": [str(c) for c in new.coupon_ids],
+                    }
+                    if new.line_discounts or new.coupon_ids
+                    else {}
+                ),
             )
         )
     _insert(session, rows.ORDERS, rows.ORDER_COLUMNS, orders)
     _insert(session, rows.ORDER_ITEMS, rows.ITEM_COLUMNS, items)
     _insert(session, rows.ORDER_EVENTS, rows.EVENT_COLUMNS, events)
     _insert(session, rows.OUTBOX, rows.OUTBOX_COLUMNS, outbox)
+    for new in news:
+        if new.coupon_ids:
+            locks.lock(session, new.order_id, new.user_id, new.coupon_ids, new.created_ms)
 
 
 def _insert(session: Session, table: str, columns: Sequence[str], values: list[Any]) -> None:
@@ -191,6 +217,8 @@ def transition(
         rows.OUTBOX_COLUMNS,
         [rows.outbox_row(st.topic_for(to), order.id, payload, now)],
     )
+    if order.kind != "flash":  # flash orders take no coupons
+        locks.follow(session, int(order.id), to, now)
     return True
 
 
@@ -284,13 +312,18 @@ def new_order_view(new: NewOrder) -> dict[str, Any]:
         "status": st.PENDING_PAYMENT,
         "kind": new.kind,
         "total_cents": new.total_cents,
+        "discount_cents": new.discount_cents,
+        "coupon_ids": [str(c) for c in new.coupon_ids],
         "currency": new.currency,
         "address": new.address,
         "expires_ms": new.expires_ms,
         "cancel_reason": None,
         "created_ms": new.created_ms,
         "updated_ms": new.created_ms,
-        "items": [line.as_dict() for line in new.lines],
+        "items": [
+            {**line.as_dict(), "discount_cents": dict(new.line_discounts).get(line.sku_id, 0)}
+            for line in new.lines
+        ],
     }
 
 
@@ -303,6 +336,7 @@ def order_view(order: Order, items: Sequence[OrderItem] | None = None) -> dict[s
         "status": order.status,
         "kind": order.kind,
         "total_cents": int(order.total_cents),
+        "discount_cents": int(order.discount_cents or 0),
         "currency": order.currency,
         "address": order.address,
         "expires_ms": int(order.expires_ms) if order.expires_ms is not None else None,
@@ -320,6 +354,7 @@ def order_view(order: Order, items: Sequence[OrderItem] | None = None) -> dict[s
                 "unit_price_cents": int(i.unit_price_cents),
                 "quantity": int(i.quantity),
                 "line_total_cents": int(i.line_total_cents),
+                "discount_cents": int(i.discount_cents or 0),
             }
             for i in items
         ]

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+from raymall import tracing
 from raymall.domain import order_state as st
 
 ORDERS = "orders"
@@ -37,6 +38,7 @@ ORDER_COLUMNS = (
     "expires_ms",
     "created_ms",
     "updated_ms",
+    "discount_cents",
 )
 ORDER_ITEMS = "order_items"
 ITEM_COLUMNS = (
@@ -48,6 +50,7 @@ ITEM_COLUMNS = (
     "unit_price_cents",
     "quantity",
     "line_total_cents",
+    "discount_cents",
 )
 ORDER_EVENTS = "order_events"
 EVENT_COLUMNS = ("order_id", "from_status", "to_status", "reason", "actor", "created_ms")
@@ -83,8 +86,10 @@ def order_row(
     flash_sale_id: int | None,
     expires_ms: int | None,
     created_ms: int,
+    discount_cents: int = 0,
 ) -> tuple[Any, ...]:
-    """A new order, pending payment (``address_json``: ``dumps`` of its address)."""
+    """A new order, pending payment (``address_json``: ``dumps`` of its address;
+    ``total_cents``: what is to be paid, its lines less ``discount_cents``)."""
     return (
         order_id,
         user_id,
@@ -101,6 +106,7 @@ def order_row(
         expires_ms,
         created_ms,
         created_ms,
+        discount_cents,
     )
 
 
@@ -113,8 +119,10 @@ def item_row(
     unit_price_cents: int,
     quantity: int,
     line_total_cents: int,
+    discount_cents: int = 0,
 ) -> tuple[Any, ...]:
-    """One line of an order (``specs_json``: ``dumps`` of the SKU's specs)."""
+    """One line of an order (``specs_json``: ``dumps`` of the SKU's specs;
+    ``discount_cents``: the share of the order's discounts allocated to it)."""
     return (
         order_id,
         sku_id,
@@ -124,6 +132,7 @@ def item_row(
         unit_price_cents,
         quantity,
         line_total_cents,
+        discount_cents,
     )
 
 
@@ -140,7 +149,9 @@ def placed_event_row(order_id: int, actor: str, created_ms: int) -> tuple[Any, .
 
 
 def outbox_row(topic: str, aggregate_id: int | str, payload: Any, now: int) -> tuple[Any, ...]:
-    """One event for the outbox relay to publish."""
+    """One event for the outbox relay to publish (with the trace that wrote it, if any:
+    ``raymall.tracing.with_trace``)."""
+    payload = tracing.with_trace(payload) if tracing.enabled else payload
     return (uuid.uuid4().hex, topic, str(aggregate_id), dumps(payload), now)
 
 
@@ -162,4 +173,6 @@ def placed_outbox_row(
         "items": items,
         **extra,
     }
+    if tracing.enabled:
+        payload = tracing.with_trace(payload)
     return (uuid.uuid4().hex, PLACED_TOPIC, str(order_id), dumps(payload), created_ms)

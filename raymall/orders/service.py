@@ -4,7 +4,10 @@ Routes call it; it validates, prices on the server, and hands every state change
 OrderShard that owns the order, through the ``OrderShards`` port
 (``raymall.orders.ports``). Guarantees:
 
-- prices come from the catalog rows read here, never from the request;
+- prices come from the catalog rows read here, never from the request; promotions and
+  the coupons the request names are applied here too (``raymall.coupons.pricing``), and
+  the order stores each line's share of the discount and locks the coupons in the
+  transaction that stores it;
 - the shipping address is one of the caller's (404 otherwise) and is copied into the
   order, so later address edits do not rewrite history;
 - ``Idempotency-Key``: the same key and the same (normalized) body give the same order;
@@ -29,6 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from raymall.cart import CartOwner, CartStore
+from raymall.coupons.pricing import Pricer
 from raymall.db import transaction
 from raymall.domain import order_state as st
 from raymall.domain.pricing import CURRENCY, Quote, normalize_lines, price, request_hash
@@ -64,6 +68,7 @@ class OrderRequest:
     items: tuple[tuple[int, int], ...] | None
     cart_sku_ids: tuple[int, ...]
     address_id: int | None
+    coupon_ids: tuple[int, ...] = ()
 
 
 class OrderService:
@@ -76,7 +81,9 @@ class OrderService:
         provider: PaymentGateway | None,
         engine: Engine,
         redis: Any = None,
+        pricer: Pricer | None = None,
     ) -> None:
+        """``pricer``: promotions and coupons (None: orders are priced without them)."""
         self.settings = settings
         self.sessions = sessions
         self.shards = shards
@@ -91,6 +98,7 @@ class OrderService:
         self.cart = cart
         self.provider = provider
         self.quotes = QuoteReader(engine)
+        self.pricer = pricer
 
     async def _read(self, fn: Callable[[Session], T]) -> T:
         def run() -> T:
@@ -116,6 +124,8 @@ class OrderService:
             normalized["items"] = sorted(req.items)
         else:
             normalized["cart_sku_ids"] = sorted(set(req.cart_sku_ids))
+        if req.coupon_ids:
+            normalized["coupon_ids"] = sorted(set(req.coupon_ids))
         rhash = request_hash(normalized)
         owner = CartOwner(f"cart:{user_id}", user_id=user_id)
         try:
@@ -135,6 +145,14 @@ class OrderService:
                     details={"order_id": str(existing[0])},
                 )
             return await self.get(user_id, existing[0]), False
+        discounts: tuple[tuple[int, int], ...] = ()
+        coupon_ids = tuple(sorted(set(req.coupon_ids)))
+        if self.pricer is not None:
+            priced = await self.pricer.for_order(user_id, quote.lines, coupon_ids)
+            discounts = tuple(sorted((s, c) for s, c in priced.line_discounts.items() if c))
+            coupon_ids = tuple(sorted(c.ref for c in priced.coupons))
+        elif coupon_ids:
+            raise ValidationFailed("coupons are not available")
         cmd = PlaceOrder(
             user_id=user_id,
             idempotency_key=idempotency_key or f"{AUTO_KEY_PREFIX}{uuid.uuid4().hex}",
@@ -143,6 +161,8 @@ class OrderService:
             currency=CURRENCY,
             address=address,
             checked=True,
+            line_discounts=discounts,
+            coupon_ids=coupon_ids,
         )
         placed = await self.shards.place(cmd)
         if placed.created and req.items is None:
@@ -168,6 +188,30 @@ class OrderService:
         if data.existing is not None:
             return Quote(()), data.address, data.existing
         return price(lines, data.catalog), data.address, None
+
+    async def quote(self, user_id: int, req: OrderRequest) -> dict[str, Any]:
+        """What the order would cost now: lines, promotions, the named coupons (or, with
+        none named, the best combination of the user's coupons) and why the others are not
+        used; nothing is reserved or locked."""
+        owner = CartOwner(f"cart:{user_id}", user_id=user_id)
+        s = self.settings
+        if req.items is not None:
+            lines = normalize_lines(
+                req.items, max_qty=s.cart_max_qty_per_line, max_lines=s.order_max_lines
+            )
+        else:
+            lines = await self._cart_lines(owner, req.cart_sku_ids)
+        catalog = await self._read(lambda ses: repo.load_skus(ses, list(lines)))
+        quote = price(lines, catalog)
+        view: dict[str, Any] = {"items": [ln.as_dict() for ln in quote.lines]}
+        if self.pricer is None:
+            view.update(subtotal_cents=quote.total_cents, discount_cents=0)
+            view["total_cents"] = quote.total_cents
+            return view
+        priced = await self.pricer.quote(user_id, quote.lines, req.coupon_ids or None)
+        view.update(priced.view())
+        view["coupon_ids"] = [str(c.ref) for c in priced.coupons]
+        return view
 
     async def _replay(self, user_id: int, key: str, rhash: str) -> dict[str, Any] | None:
         found = await self._read(lambda ses: repo.find_by_key(ses, user_id, key))

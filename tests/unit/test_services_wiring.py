@@ -87,6 +87,9 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> dict[str, type[Recorder]]:
             "CartService",
             "OrderService",
             "FlashService",
+            "CouponService",
+            "CouponAdmin",
+            "Pricer",
             "RecommendService",
         )
     }
@@ -101,8 +104,16 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> dict[str, type[Recorder]]:
     return classes
 
 
+def orders_pricer(wired: dict[str, type[Recorder]]) -> Any:
+    return wired["OrderService"].made[0].kw["pricer"]
+
+
 def context(recommender: bool) -> Any:
     settings = SimpleNamespace(
+        inventory_shards=2,
+        flash_sale_cache_ttl_s=5.0,
+        flash_batch_max=256,
+        flash_batch_window_ms=2.0,
         recommender=recommender,
         ha_proxy=False,
         trusted_proxy_hops=0,
@@ -123,6 +134,10 @@ async def test_one_inventory_client_serves_flash_catalog_cart_and_the_stock_rout
         assert svc.inventory is inventory
         (flash,) = wired["FlashService"].made
         assert flash.args[3] is inventory
+        (coupons,) = wired["CouponService"].made
+        assert coupons.args[1] is inventory and svc.coupons is coupons
+        (pricer,) = wired["Pricer"].made  # one pricing of promotions, for carts and orders
+        assert orders_pricer(wired) is pricer
         (catalog,) = wired["CatalogRuntime"].made
         assert catalog.args[3] is inventory and catalog.started
         (stock,) = wired["StockAdmin"].made

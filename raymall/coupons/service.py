@@ -1,0 +1,254 @@
+"""CouponService: a replica's side of coupon claims, codes and the wallet.
+
+A campaign's quantity is owned by one inventory shard (``campaign_shard``), which decides
+every claim in its group commit (``raymall.domain.coupon_desk``): durable before the
+answer, exact total and per-user limit, idempotent. This side, as flash sales' does
+(``raymall.flash.service``):
+
+- refuses on its own what needs no shard: an unknown campaign, a claim before the window
+  opens or after it closes (from its copy of the campaign, at most ``ttl_s`` old), and,
+  once the shard has granted a sold-out lease, ``coupons_sold_out`` until the lease ends;
+  a request with its own ``Idempotency-Key`` refused locally is first looked up among the
+  stored claims (batched), so a retry of a claim that succeeded still gets its coupon;
+- batches concurrent claims: one shard call carries every claim of a batch for that shard;
+- gives every claim a key: ``k:{Idempotency-Key}``, or one made up per request (so the
+  client's internal retries after a shard restart take effect once); a 503 is retriable
+  with the same ``Idempotency-Key``;
+- ``redeem(code)``: a claim of the campaign with that public code, keyed by the code (a
+  customer redeeming a code twice gets the first coupon again).
+
+Campaigns with a public code are claimed by their code only (and not listed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, NamedTuple
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from raymall.batching import Batcher
+from raymall.coupons import repo
+from raymall.db import transaction
+from raymall.domain import outcomes
+from raymall.domain.coupons import Campaign
+from raymall.domain.outcomes import CLAIM, UNREAD
+from raymall.domain.shard_ops import ClaimResult, CouponClaim, Result
+from raymall.errors import CampaignNotFound, CouponCodeInvalid, DomainError, Unavailable
+from raymall.flash.ports import FlashShards
+from raymall.hashing import shard_for
+from raymall.ids import now_ms
+from raymall.singleflight import SingleFlight
+
+MAX_INFLIGHT = 2
+LEASE_MARGIN_S, LEASE_MARGIN_RATE = 0.001, 0.002  # as flash sales' (raymall.flash.service)
+Answer = Result | BaseException
+
+
+def campaign_shard(campaign_id: int, shards: int) -> int:
+    """The inventory shard that owns a campaign's quantity."""
+    return shard_for(f"coupon-campaign:{campaign_id}", shards)
+
+
+class _Claim(NamedTuple):
+    campaign: Campaign
+    user_id: int
+    key: str
+
+
+class CouponService:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        shards: FlashShards,
+        n_shards: int,
+        *,
+        ttl_s: float = 5.0,
+        batch_max: int = 256,
+        window_s: float = 0.002,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sessions = sessions
+        self.shards = shards
+        self.n_shards = n_shards
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._campaigns: dict[int, tuple[Campaign, float]] = {}
+        self._loads = SingleFlight()
+        self._leases: dict[int, float] = {}  # campaign -> end of its sold-out lease here
+        self._claims: Batcher[_Claim, Result] = Batcher(
+            self._decide, max_batch=batch_max, max_inflight=MAX_INFLIGHT, window_s=window_s
+        )
+        self._lookups: Batcher[tuple[int, int, str], dict[str, Any]] = Batcher(
+            self._lookup_batch, max_batch=500, max_inflight=2
+        )
+        self.shard_calls = 0
+
+    async def _tx(self, fn: Callable[[Session], Any]) -> Any:
+        def run() -> Any:
+            with transaction(self.sessions) as session:
+                return fn(session)
+
+        return await asyncio.to_thread(run)
+
+    # ---- the replica's copy of the campaigns ------------------------------------------------
+    def shard_of(self, campaign_id: int) -> int:
+        return campaign_shard(campaign_id, self.n_shards)
+
+    def remember(self, campaign: Campaign) -> Campaign:
+        self._campaigns[campaign.id] = (campaign, self.clock() + self.ttl_s)
+        return campaign
+
+    async def campaign(self, campaign_id: int) -> Campaign:
+        hit = self._campaigns.get(campaign_id)
+        if hit is not None and hit[1] > self.clock():
+            return hit[0]
+
+        async def load() -> Campaign:
+            return self.remember(await self._tx(lambda s: repo.get_campaign(s, campaign_id)))
+
+        return await self._loads.do(campaign_id, load)  # type: ignore[no-any-return]
+
+    async def claimable(self) -> dict[str, Any]:
+        """Open campaigns without a public code (``GET /coupon-campaigns``)."""
+        now = now_ms()
+        found: list[Campaign] = await self._tx(lambda s: repo.claimable(s, now))
+        return {"items": [c.view(now) for c in found if c.code is None]}
+
+    # ---- claims ---------------------------------------------------------------------------
+    async def claim(self, user_id: int, campaign_id: int, client_key: str | None) -> dict[str, Any]:
+        """Claim one coupon of the campaign (its own code if it has one: ``redeem``)."""
+        campaign = await self.campaign(campaign_id)
+        if campaign.code is not None:
+            raise CampaignNotFound(
+                f"coupon campaign {campaign_id} not found", details={"campaign_id": campaign_id}
+            )
+        key = f"k:{client_key}" if client_key is not None else ""
+        return await self._claim(campaign, user_id, key)
+
+    async def redeem(self, user_id: int, code: str) -> dict[str, Any]:
+        """Claim a coupon of the campaign whose public code this is."""
+        found: Campaign | None = await self._tx(lambda s: repo.campaign_by_code(s, code))
+        if found is None or not found.active:
+            raise CouponCodeInvalid("no campaign has this code")
+        campaign = self.remember(found)
+        return await self._claim(campaign, user_id, f"r:{code}")
+
+    async def _claim(self, campaign: Campaign, user_id: int, key: str) -> dict[str, Any]:
+        now = now_ms()
+        if now < campaign.claim_starts_ms:
+            return await self._refused(campaign, user_id, key, "not_started")
+        if now >= campaign.claim_ends_ms:
+            return await self._refused(campaign, user_id, key, "ended")
+        lease = self._leases.get(campaign.id)
+        if lease is not None and lease > self.clock():
+            return await self._refused(campaign, user_id, key, "sold_out")
+        key = key or f"a:{secrets.token_hex(8)}"
+        result = await self._claims.put(_Claim(campaign, user_id, key))
+        return self._answer(campaign, result)
+
+    async def _refused(
+        self, campaign: Campaign, user_id: int, key: str, code: str
+    ) -> dict[str, Any]:
+        """Refuse here, unless the key is that of a claim made (then its coupon again); a
+        sold-out refusal of a user at the limit says so, as the desk would (it checks the
+        limit first)."""
+        if key:
+            found = await self._lookups.submit((campaign.id, user_id, key))
+            if found["coupon"] is not None:
+                return _success(campaign, found["coupon"]["coupon_id"], found["coupon"], True)
+            if code == "sold_out" and found["held"] >= campaign.per_user_limit:
+                code = "limit_reached"
+        raise _error(campaign, code)
+
+    def _answer(self, campaign: Campaign, result: Result) -> dict[str, Any]:
+        if type(result) is not ClaimResult:
+            raise outcomes.error_for(str(result), UNREAD)
+        if result.code == "ok":
+            found = {"valid_from_ms": result.valid_from_ms, "valid_until_ms": result.valid_until_ms}
+            return _success(campaign, result.coupon_id, found, result.replayed)
+        if result.code in ("inactive", "ended", "not_started"):  # the copy here is stale
+            self._campaigns.pop(campaign.id, None)
+        raise _error(campaign, result.code)
+
+    async def _lookup_batch(self, keys: Sequence[tuple[int, int, str]]) -> list[dict[str, Any]]:
+        return await self._tx(lambda s: repo.claims_by_keys(s, keys))  # type: ignore[no-any-return]
+
+    async def _decide(self, batch: list[_Claim]) -> list[Answer]:
+        by_shard: dict[int, list[int]] = {}
+        for i, req in enumerate(batch):
+            by_shard.setdefault(self.shard_of(req.campaign.id), []).append(i)
+        answers: list[Answer] = [Unavailable("the claim was not answered")] * len(batch)
+        await asyncio.gather(
+            *(self._call(shard, batch, idx, answers) for shard, idx in by_shard.items())
+        )
+        return answers
+
+    async def _call(
+        self, shard: int, batch: list[_Claim], idx: list[int], answers: list[Answer]
+    ) -> None:
+        ops: list[Any] = [
+            CouponClaim(batch[i].campaign.id, batch[i].user_id, batch[i].key) for i in idx
+        ]
+        self.shard_calls += 1
+        sent = self.clock()
+        try:
+            results = await self.shards.send_batch(shard, ops)
+        except Exception as exc:
+            err = exc if isinstance(exc, DomainError) else _unavailable(exc)
+            for i in idx:
+                answers[i] = err
+            return
+        for i, result in zip(idx, results, strict=True):
+            if type(result) is ClaimResult and result.lease_ms > 0:
+                lease_s = result.lease_ms / 1000
+                until = sent + lease_s - LEASE_MARGIN_S - lease_s * LEASE_MARGIN_RATE
+                cid = batch[i].campaign.id
+                self._leases[cid] = max(until, self._leases.get(cid, 0.0))
+            answers[i] = result
+
+    async def wallet(self, user_id: int, state: str | None = None) -> list[dict[str, Any]]:
+        """The user's coupons (``raymall.coupons.repo.wallet``)."""
+        now = now_ms()
+        return await self._tx(lambda s: repo.wallet(s, user_id, now, state))  # type: ignore[no-any-return]
+
+    def forget(self, campaign_id: int) -> None:
+        """Drop the copy and any lease (an administrator changed the campaign here)."""
+        self._campaigns.pop(campaign_id, None)
+        self._leases.pop(campaign_id, None)
+
+    def mark(self, campaign: Campaign) -> None:
+        """Keep a fresh copy (read or written by this replica just now)."""
+        self.remember(replace(campaign))
+
+
+def _error(campaign: Campaign, code: str) -> DomainError:
+    return outcomes.error_for(
+        code,
+        CLAIM,
+        campaign_id=campaign.id,
+        claim_starts_at_ms=campaign.claim_starts_ms,
+        claim_ends_at_ms=campaign.claim_ends_ms,
+        per_user_limit=campaign.per_user_limit,
+    )
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    return Unavailable(f"the claim is unavailable ({type(exc).__name__}); retry")
+
+
+def _success(
+    campaign: Campaign, coupon_id: Any, found: dict[str, Any], replayed: bool
+) -> dict[str, Any]:
+    return {
+        "coupon_id": str(coupon_id),
+        "campaign_id": campaign.id,
+        "state": "available",
+        "valid_from_ms": found.get("valid_from_ms"),
+        "valid_until_ms": found.get("valid_until_ms"),
+        "replayed": replayed,
+    }
