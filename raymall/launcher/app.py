@@ -155,6 +155,9 @@ def deploy(settings: Settings) -> dict[str, Any]:
         num_replicas=1,
         max_ongoing_requests=settings.max_ongoing_requests,
         ray_actor_options={"num_cpus": settings.actor_num_cpus},
+        # Serve stops it after the ingress; it looks for requests still in flight this
+        # often (Serve's default, 2 s, was a fixed 2 s of every stop)
+        graceful_shutdown_wait_loop_s=0.25,
     ).bind(settings)
     ingress = Ingress.options(  # type: ignore[attr-defined]
         num_replicas=settings.ingress_replicas,

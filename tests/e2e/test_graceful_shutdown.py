@@ -1,5 +1,6 @@
-"""SIGTERM during a load: ``raymall serve`` drains, no acknowledged order is lost, requests
-in flight complete or fail cleanly (never a 500), and no process of ours is left behind."""
+"""Stopping ``raymall serve``: with no load, Ctrl-C (SIGINT) ends it within ``IDLE_STOP_S``;
+SIGTERM during a load drains, no acknowledged order is lost, requests in flight complete or
+fail cleanly (never a 500). Either way no process of ours is left behind."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from tests.conftest import (
 
 WORKERS = 8
 LOAD_BEFORE_SIGTERM_S = 4.0
+IDLE_STOP_S = 10.0  # Ctrl-C to exit with no load (37 s while Serve's stop waited out 30 s)
 
 
 def _env(var: Path) -> tuple[dict[str, str], Any]:
@@ -53,6 +55,44 @@ def _env(var: Path) -> tuple[dict[str, str], Any]:
     return env, drop
 
 
+def _launch(var: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``raymall serve`` in its own session; return it and its base URL once ready."""
+    log = open(var / "serve.log", "wb")  # noqa: SIM115 (the child writes it; closed below)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "raymall", "serve", "--num-cpus", "2"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    base = f"http://127.0.0.1:{env['RAYMALL_HTTP_PORT']}"
+    deadline = time.monotonic() + 240
+    while not ((var / "runtime.json").exists() and _ready(base)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            raise AssertionError(
+                "raymall serve did not become ready: "
+                + (var / "serve.log").read_text(errors="replace")[-3000:]
+            )
+        time.sleep(1)
+    return proc, base
+
+
+def _family(proc: subprocess.Popen[bytes], var: Path) -> list[psutil.Process]:
+    """Every process the server started: its descendants (Ray's) and the embedded stores."""
+    family = psutil.Process(proc.pid).children(recursive=True)
+    runtime = json.loads((var / "runtime.json").read_text())
+    family += [psutil.Process(p) for p in runtime["embedded_pids"].values() if psutil.pid_exists(p)]
+    return family
+
+
+def _left_behind(family: list[psutil.Process]) -> list[str]:
+    alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    return [f"{p.pid}:{p.name()}" for p in alive]
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     var = tmp_path_factory.mktemp("graceful")
@@ -64,27 +104,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
         capture_output=True,
         timeout=300,
     )
-    log = open(var / "serve.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "raymall", "serve", "--num-cpus", "2"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{env['RAYMALL_HTTP_PORT']}"
-    deadline = time.monotonic() + 240
-    while not ((var / "runtime.json").exists() and _ready(base)):
-        assert proc.poll() is None, (var / "serve.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "raymall serve did not become ready"
-        time.sleep(1)
+    proc, base = _launch(var, env)
     info = {"proc": proc, "base": base, "env": env, "var": var}
     try:
         yield info
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
         if drop:
             drop()
 
@@ -125,6 +151,36 @@ def _stocked_sku(base: str) -> int:
     raise AssertionError("no SKU with enough stock in the demo catalog")
 
 
+def test_idle_ctrl_c_exits_within_10_s_leaving_no_process_behind(
+    tmp_path: Path,
+) -> None:
+    env, drop = _env(tmp_path)
+    try:
+        proc, base = _launch(tmp_path, env)
+        try:
+            assert httpx.get(base + "/healthz", timeout=10).status_code == 200
+            family = _family(proc, tmp_path)
+            assert family, "raymall serve should have started Ray processes"
+            time.sleep(1)  # idle: nothing in flight
+            started = time.monotonic()
+            proc.send_signal(signal.SIGINT)
+            code = proc.wait(timeout=120)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        if drop:
+            drop()
+    print(f"idle Ctrl-C to exit: {took:.1f} s")
+    assert code == 0
+    assert took < IDLE_STOP_S, f"raymall serve took {took:.1f} s to stop with no load"
+    assert b"raymall: stopped" in (tmp_path / "serve.log").read_bytes()
+    assert not (tmp_path / "runtime.json").exists()
+    time.sleep(1)
+    assert not _left_behind(family), f"left behind: {_left_behind(family)}"
+
+
 def test_sigterm_during_load_loses_no_acked_order(server: dict[str, Any]) -> None:
     base, proc = server["base"], server["proc"]
     shoppers = [_shopper(base) for _ in range(4)]
@@ -162,9 +218,7 @@ def test_sigterm_during_load_loses_no_acked_order(server: dict[str, Any]) -> Non
     for t in threads:
         t.start()
     time.sleep(LOAD_BEFORE_SIGTERM_S)
-    family = psutil.Process(proc.pid).children(recursive=True)
-    runtime = json.loads((Path(server["var"]) / "runtime.json").read_text())
-    family += [psutil.Process(p) for p in runtime["embedded_pids"].values() if psutil.pid_exists(p)]
+    family = _family(proc, Path(server["var"]))
     acked_before = len(acked)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=150) == 0
@@ -204,5 +258,4 @@ def test_sigterm_during_load_loses_no_acked_order(server: dict[str, Any]) -> Non
     assert total == available + reserved + sold and min(available, reserved, sold) >= 0
 
     time.sleep(2)
-    alive = [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"left behind: {[f'{p.pid}:{p.name()}' for p in alive]}"
+    assert not _left_behind(family), f"left behind: {_left_behind(family)}"
