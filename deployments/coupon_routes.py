@@ -154,11 +154,18 @@ _RENAMES = {
 }
 
 
+_CLEARABLE = frozenset({"valid_from_ms", "valid_until_ms", "valid_days", "code"})
+
+
 def _columns(body: BaseModel, *, only_set: bool) -> dict[str, Any]:
-    """A body as column values (rules and scopes as plain dicts)."""
+    """A body as column values (rules and scopes as plain dicts). In a PATCH
+    (``only_set``) a null clears only a validity bound or the code; elsewhere it means
+    "unchanged"."""
     raw = body.model_dump(exclude_unset=only_set)
     out: dict[str, Any] = {}
     for name, value in raw.items():
+        if only_set and value is None and name not in _CLEARABLE:
+            continue
         rule = getattr(body, "rule", None)
         if name == "rule" and isinstance(rule, RuleIn):
             value = rule.plain()

@@ -109,6 +109,12 @@ EXTRA_STATUSES: dict[tuple[str, str], set[int]] = {
     ("GET", "/flash-sales/{sale_id}/token"): {409},  # not started, or ended
     ("POST", "/admin/flash-sales"): {404, 409},
     ("POST", "/admin/flash-sales/{sale_id}/end"): {409},
+    # coupons and promotions
+    ("POST", "/coupon-campaigns/{campaign_id}/claim"): {409},
+    ("POST", "/me/coupons/redeem"): {404, 409},
+    ("POST", "/orders/quote"): {404, 409},
+    ("POST", "/admin/coupon-campaigns"): {409},
+    ("PATCH", "/admin/coupon-campaigns/{campaign_id}"): {409},
     # recommendations
     ("POST", "/me/views"): {404},
     # in RAYMALL_ENV=prod, only with the operations token (deployments.headers)
@@ -184,6 +190,11 @@ SUCCESS_CONTENT: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/admin/orders"): _KEYSET,
     ("GET", "/me/notifications"): _KEYSET,
     ("GET", "/admin/flash-sales"): _KEYSET,
+    ("GET", "/coupon-campaigns"): _LIST,
+    ("GET", "/promotions"): _LIST,
+    ("GET", "/me/coupons"): _LIST,
+    ("GET", "/admin/coupon-campaigns"): _KEYSET,
+    ("GET", "/admin/promotions"): _KEYSET,
     ("GET", "/products/{product_id}"): _JSON_OBJECT,
     ("GET", "/products/{product_id}/similar"): _JSON_OBJECT,
     ("GET", "/media/images/{name}"): _IMAGES,
