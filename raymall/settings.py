@@ -12,6 +12,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import re
 import secrets
 from pathlib import Path
 from typing import Literal
@@ -86,6 +87,16 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(8000, ge=1, le=MAX_HTTP_PORT)  # the block: raymall.ports
     ingress_replicas: int = Field(2, ge=1, le=64)
+    # Serve's autoscaler sizes the ingress between min and max replicas, aiming at this many
+    # requests in flight per replica; off: ingress_replicas, fixed
+    ingress_autoscaling: bool = False
+    ingress_min_replicas: int = Field(1, ge=1, le=256)
+    ingress_max_replicas: int = Field(4, ge=1, le=256)
+    ingress_target_ongoing_requests: float = Field(32.0, gt=0, le=10_000)
+    ingress_upscale_delay_s: float = Field(10.0, ge=0, le=3_600)
+    ingress_downscale_delay_s: float = Field(120.0, ge=0, le=86_400)
+    # the window of request counts each decision averages (Serve's default: 30 s)
+    ingress_autoscaling_look_back_s: float = Field(10.0, gt=0, le=3_600)
     ingress_num_cpus: float = Field(0.25, gt=0, le=8)
     max_ongoing_requests: int = Field(256, ge=1, le=10_000)
     access_log: bool = False
@@ -106,6 +117,14 @@ class Settings(BaseSettings):
     ops_token: SecretStr | None = None
     media_dir: Path | None = None
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
+    # uploaded images in an S3-compatible bucket: s3://bucket[/prefix]; unset: media_dir
+    media_url: str | None = None
+    media_s3_endpoint_url: str | None = None  # MinIO, Ceph, moto...; unset: AWS
+    media_s3_region: str = "us-east-1"
+    # unset: boto3's own chain (AWS_* variables, instance or pod role)
+    media_s3_access_key_id: SecretStr | None = None
+    media_s3_secret_access_key: SecretStr | None = None
+    media_s3_timeout_s: float = Field(5.0, gt=0, le=120)
 
     # actors
     inventory_shards: int = Field(4, ge=1, le=1024)
@@ -209,6 +228,21 @@ class Settings(BaseSettings):
         if v is not None and not (v.startswith("sqlite") or v.startswith("mysql")):
             raise ValueError("must be a sqlite:// or mysql+pymysql:// URL")
         return v
+
+    @field_validator("media_url")
+    @classmethod
+    def _check_media_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?", v):
+            raise ValueError("must be an s3://bucket[/prefix] URL")
+        return v
+
+    @model_validator(mode="after")
+    def _check_ingress_autoscaling(self) -> Settings:
+        if self.ingress_autoscaling and self.ingress_max_replicas < self.ingress_min_replicas:
+            raise ValueError(
+                "RAYMALL_INGRESS_MAX_REPLICAS must be at least RAYMALL_INGRESS_MIN_REPLICAS"
+            )
+        return self
 
     @field_validator("redis_url")
     @classmethod

@@ -60,7 +60,18 @@ DOCS = {
     "trusted_proxy_hops": "proxies in front that append `X-Forwarded-For` (enables per-IP limits)",
     "http_host": "address Serve listens on",
     "http_port": "HTTP port; the instance listens on ports from it to it + 1500 (raymall/ports.py)",
-    "ingress_replicas": "ingress replicas",
+    "ingress_replicas": "ingress replicas (fixed; with autoscaling, Serve's min/max below)",
+    "ingress_autoscaling": "Serve's autoscaler sizes the ingress (`true`) instead of a fixed count",
+    "ingress_min_replicas": "fewest ingress replicas when autoscaling",
+    "ingress_max_replicas": "most ingress replicas when autoscaling (the Ray autoscaler adds "
+    "nodes when they do not fit)",
+    "ingress_target_ongoing_requests": "requests in flight per ingress replica the autoscaler "
+    "aims at",
+    "ingress_upscale_delay_s": "how long demand must stay above target before replicas are added",
+    "ingress_downscale_delay_s": "how long demand must stay below target before replicas are "
+    "removed (each drains first)",
+    "ingress_autoscaling_look_back_s": "window of request counts each autoscaling decision "
+    "averages",
     "ingress_num_cpus": "CPUs reserved per ingress replica (fractional)",
     "max_ongoing_requests": "concurrent requests per replica",
     "access_log": "Serve's per-request access log (off: Serve's own replica logs at WARNING)",
@@ -73,6 +84,14 @@ DOCS = {
     "ops_token": "bearer token for `/metrics`, `/docs`, `/redoc`, `/openapi.json` and `/readyz`"
     " details in prod (unset: closed); dev/test: open",
     "max_upload_bytes": "largest accepted image upload",
+    "media_url": "`s3://bucket/prefix`: uploaded images in an S3-compatible bucket, served "
+    "through the app; unset: `RAYMALL_MEDIA_DIR`",
+    "media_s3_endpoint_url": "S3 endpoint, e.g. `http://minio:9000`; unset: AWS",
+    "media_s3_region": "S3 region",
+    "media_s3_access_key_id": "S3 access key id; unset: boto3's chain (`AWS_*` variables, "
+    "instance or pod role)",
+    "media_s3_secret_access_key": "S3 secret key (a secret: `.env` or a Kubernetes Secret)",
+    "media_s3_timeout_s": "S3 connect and read timeout (botocore retries 3 times)",
     "inventory_shards": "InventoryShard actors (owner = stable_hash(sku) % N)",
     "order_shards": "OrderShard actors (owner = stable_hash(user) % M)",
     "actor_num_cpus": "CPUs reserved per actor (fractional)",
