@@ -24,10 +24,61 @@ import os
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Header, Response
-from flash_http import _env, _lifespan, _mysql_args, _user, _verifier
+
+
+# the flash peers' helpers (flash_http.py), repeated: importing that module with PEER_MODE
+# set would build its app
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f"{name} is required")
+    return value
+
+
+def _mysql_args(url: str) -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return {
+        "host": u.host or "127.0.0.1",
+        "port": u.port or 3306,
+        "user": u.username or "root",
+        "password": u.password or "",
+        "database": u.database,
+        "autocommit": False,
+        "charset": "utf8mb4",
+    }
+
+
+def _verifier() -> Any:
+    from raymall.auth.tokens import TokenCodec, VerifiedAccessCache
+
+    codec = TokenCodec(_env("PEER_JWT_SECRET"), access_ttl_s=86_400, refresh_ttl_s=86_400)
+    return VerifiedAccessCache(codec)
+
+
+def _user(verify: Any, authorization: str | None) -> int | None:
+    if not authorization or not authorization.startswith("Bearer "):
+        return None
+    try:
+        return int(verify.verify(authorization[7:]).user_id)
+    except Exception:
+        return None
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    import anyio.to_thread
+
+    limiter = anyio.to_thread.current_default_thread_limiter()
+    limiter.total_tokens = int(os.environ.get("PEER_THREADS", "32"))
+    yield
+
 
 COUPONS_DDL = (
     "CREATE TABLE IF NOT EXISTS peer_coupons (id BIGINT PRIMARY KEY, campaign_id BIGINT NOT "
