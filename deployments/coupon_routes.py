@@ -13,19 +13,27 @@ Admins (``promotions:manage``): ``POST/GET /admin/coupon-campaigns``,
 ``GET/PATCH /admin/coupon-campaigns/{id}`` (with claim and use statistics),
 ``POST /admin/coupon-campaigns/{id}/activate`` and ``/deactivate``; the same for
 ``/admin/promotions``. Coupon ids are strings in bodies (64-bit).
+
+The plainest claims (no body, no query) are answered below FastAPI by ``ClaimShortcut``:
+the same permission, service call and answers.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.security import Principal, public, require
-from deployments.services import services
+from deployments.edge import Scope, Send, Shortcut, send_json_body
+from deployments.errors import domain_error_json, json_bytes
+from deployments.security import PUBLIC_ROUTES, Principal, public, require
+from deployments.services import Services, services
+from raymall.auth.service import AuthService
 from raymall.coupons.admin import CouponAdmin
 from raymall.coupons.service import CouponService
+from raymall.faults import to_domain
 from raymall.ids import now_ms
 
 router = APIRouter(tags=["coupons"])
@@ -40,7 +48,9 @@ IdemKey = Annotated[
     str | None,
     Header(alias="Idempotency-Key", min_length=1, max_length=100, pattern=r"^[\x21-\x7e]+$"),
 ]
-Customer = Annotated[Principal, Depends(require("coupons", "use"))]
+CLAIM_PATH = "/coupon-campaigns/{campaign_id}/claim"
+CLAIM_PERMISSION = ("coupons", "use")
+Customer = Annotated[Principal, Depends(require(*CLAIM_PERMISSION))]
 Manager = Annotated[Principal, Depends(require("promotions", "manage"))]
 Ids = Annotated[list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(max_length=200)]
 
@@ -194,7 +204,7 @@ async def running_promotions(request: Request) -> dict[str, Any]:
     return {"items": items, "as_of_ms": now}
 
 
-@router.post("/coupon-campaigns/{campaign_id}/claim", status_code=201)
+@router.post(CLAIM_PATH, status_code=201)
 async def claim(
     request: Request, response: Response, campaign_id: CampaignId, me: Customer, key: IdemKey = None
 ) -> dict[str, Any]:
@@ -291,3 +301,89 @@ async def activate_promotion(request: Request, promotion_id: PromotionId, _: Man
 @router.post("/admin/promotions/{promotion_id}/deactivate", tags=["admin"])
 async def deactivate_promotion(request: Request, promotion_id: PromotionId, _: Manager) -> dict:
     return await _admin(request).update_promotion(promotion_id, {"active": False})
+
+
+_CLAIM = re.compile(r"/coupon-campaigns/([1-9][0-9]{0,18})/claim")
+_IDEMPOTENCY_KEY = re.compile(rb"[\x21-\x7e]{1,100}")
+
+
+def plain_claim_args(scope: Scope) -> tuple[int, str, str | None] | None:
+    """(campaign id, bearer token, Idempotency-Key or None) of a claim in its plainest
+    valid form: no query, no body, one ``Authorization: Bearer`` header, at most one valid
+    ``Idempotency-Key``. None for anything else, which the app then rules on."""
+    if scope["method"] != "POST" or scope.get("query_string"):
+        return None
+    found = _CLAIM.fullmatch(scope["path"])
+    if found is None or int(found.group(1)) > MAX_ID:
+        return None
+    token: str | None = None
+    key: str | None = None
+    seen_key = False
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            if token is not None:
+                return None
+            scheme, _, rest = value.partition(b" ")
+            if scheme.lower() != b"bearer" or not rest.strip():
+                return None
+            token = rest.strip().decode("latin-1")
+        elif name == b"idempotency-key":
+            if seen_key or not _IDEMPOTENCY_KEY.fullmatch(value):
+                return None
+            seen_key = True
+            key = value.decode("ascii")
+        elif name == b"content-length":
+            if value.strip() != b"0":
+                return None
+        elif name == b"transfer-encoding":
+            return None
+    if token is None:
+        return None
+    return int(found.group(1)), token, key
+
+
+class ClaimShortcut:
+    """``POST /coupon-campaigns/{id}/claim`` below FastAPI (``deployments.edge.Shortcut``)
+    for requests ``plain_claim_args`` accepts: the access token verified and the permission
+    checked as the app's dependencies do (a request failing either is declined and the app
+    answers it), then the same ``CouponService.claim`` call as ``claim``, answered with the
+    same status, body and headers, errors included (a claim is never run twice)."""
+
+    path = CLAIM_PATH
+
+    def __init__(self, auth: AuthService, svc: CouponService) -> None:
+        if ("POST", CLAIM_PATH) in PUBLIC_ROUTES or ("*", CLAIM_PATH) in PUBLIC_ROUTES:
+            raise RuntimeError(f"{CLAIM_PATH} must not be public")
+        self.auth = auth
+        self.svc = svc
+
+    async def __call__(self, scope: Scope, send: Send) -> bool:
+        args = plain_claim_args(scope)
+        if args is None:
+            return False
+        campaign_id, token, key = args
+        try:
+            claims = await self.auth.authenticate(token)
+            if not await self.auth.allowed(claims.role, *CLAIM_PERMISSION):
+                return False
+        except Exception:
+            return False
+        try:
+            result = await self.svc.claim(claims.user_id, campaign_id, key)
+        except Exception as exc:
+            mapped = to_domain(exc)
+            if mapped is None:
+                raise  # the edge logs it and answers 500 in the one shape
+            rid = str(scope.get("state", {}).get("request_id", "-"))
+            status, body, headers = domain_error_json(mapped, rid, CLAIM_PATH)
+            extra = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+            await send_json_body(send, status, body, extra)
+            return True
+        extra = [(b"idempotent-replayed", b"true")] if result["replayed"] else []
+        await send_json_body(send, 201, json_bytes(result), extra)
+        return True
+
+
+def shortcuts(svc: Services) -> list[Shortcut]:
+    """This module's shortcuts for ``deployments.edge.Edge``."""
+    return [ClaimShortcut(svc.auth, svc.coupons)]

@@ -145,6 +145,32 @@ def claims_by_keys(session: Session, keys: Sequence[tuple[int, int, str]]) -> li
     return [{"coupon": found.get((c, u, k)), "held": held.get((c, u), 0)} for c, u, k in keys]
 
 
+def campaign_claims(
+    session: Session, campaign_id: int
+) -> tuple[dict[tuple[int, str], dict[str, Any]], dict[int, int]]:
+    """Every claim of a campaign by (user, key), with what a replay answers, and the number
+    of coupons each user holds (a replica's snapshot under a sold-out lease)."""
+    rows = session.execute(
+        select(
+            UserCoupon.user_id,
+            UserCoupon.claim_key,
+            UserCoupon.id,
+            UserCoupon.valid_from_ms,
+            UserCoupon.valid_until_ms,
+        ).where(UserCoupon.campaign_id == campaign_id)
+    )
+    found: dict[tuple[int, str], dict[str, Any]] = {}
+    held: dict[int, int] = {}
+    for uid, key, coupon_id, vf, vu in rows:
+        held[int(uid)] = held.get(int(uid), 0) + 1
+        found[(int(uid), str(key))] = {
+            "coupon_id": int(coupon_id),
+            "valid_from_ms": int(vf),
+            "valid_until_ms": int(vu),
+        }
+    return found, held
+
+
 def coupon_view(row: UserCoupon, campaign: Campaign | None, now_ms: int) -> dict[str, Any]:
     view: dict[str, Any] = {
         "id": str(row.id),

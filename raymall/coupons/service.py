@@ -9,7 +9,11 @@ answer, exact total and per-user limit, idempotent. This side, as flash sales' d
   opens or after it closes (from its copy of the campaign, at most ``ttl_s`` old), and,
   once the shard has granted a sold-out lease, ``coupons_sold_out`` until the lease ends;
   a request with its own ``Idempotency-Key`` refused locally is first looked up among the
-  stored claims (batched), so a retry of a claim that succeeded still gets its coupon;
+  stored claims, so a retry of a claim that succeeded still gets its coupon, and a user at
+  the limit hears ``coupon_limit_reached`` as the desk would say: under a lease from one
+  snapshot of the campaign's claims per number of claims the shard reported (all
+  committed before the lease, and none can be added while it runs), else by a batched
+  lookup;
 - batches concurrent claims: one shard call carries every claim of a batch for that shard;
 - gives every claim a key: ``k:{Idempotency-Key}``, or one made up per request (so the
   client's internal retries after a shard restart take effect once); a 503 is retriable
@@ -45,6 +49,8 @@ from raymall.ids import now_ms
 from raymall.singleflight import SingleFlight
 
 MAX_INFLIGHT = 2
+SNAPSHOT_MAX_RECORDS = 50_000  # bigger campaigns are looked up key by key
+SNAPSHOT_KEEP_S = 60.0  # a snapshot is dropped this long after its campaign's last lease
 LEASE_MARGIN_S, LEASE_MARGIN_RATE = 0.001, 0.002  # as flash sales' (raymall.flash.service)
 Answer = Result | BaseException
 
@@ -79,7 +85,12 @@ class CouponService:
         self.clock = clock
         self._campaigns: dict[int, tuple[Campaign, float]] = {}
         self._loads = SingleFlight()
-        self._leases: dict[int, float] = {}  # campaign -> end of its sold-out lease here
+        # campaign -> (end of its sold-out lease here, the campaign's claims then)
+        self._leases: dict[int, tuple[float, int]] = {}
+        # campaign -> (claims, (user, key) -> coupon, user -> coupons held)
+        self._snapshots: dict[int, tuple[int, dict[tuple[int, str], Any], dict[int, int]]] = {}
+        self._snapshot_loads = SingleFlight()
+        self.snapshot_loads = 0
         self._claims: Batcher[_Claim, Result] = Batcher(
             self._decide, max_batch=batch_max, max_inflight=MAX_INFLIGHT, window_s=window_s
         )
@@ -145,23 +156,29 @@ class CouponService:
         if now >= campaign.claim_ends_ms:
             return await self._refused(campaign, user_id, key, "ended")
         lease = self._leases.get(campaign.id)
-        if lease is not None and lease > self.clock():
-            return await self._refused(campaign, user_id, key, "sold_out")
+        if lease is not None and lease[0] > self.clock():
+            return await self._refused(campaign, user_id, key, "sold_out", lease[1])
         key = key or f"a:{secrets.token_hex(8)}"
         result = await self._claims.put(_Claim(campaign, user_id, key))
         return self._answer(campaign, result)
 
     async def _refused(
-        self, campaign: Campaign, user_id: int, key: str, code: str
+        self, campaign: Campaign, user_id: int, key: str, code: str, records: int | None = None
     ) -> dict[str, Any]:
         """Refuse here, unless the key is that of a claim made (then its coupon again); a
         sold-out refusal of a user at the limit says so, as the desk would (it checks the
         limit first)."""
         if key:
-            found = await self._lookups.submit((campaign.id, user_id, key))
-            if found["coupon"] is not None:
-                return _success(campaign, found["coupon"]["coupon_id"], found["coupon"], True)
-            if code == "sold_out" and found["held"] >= campaign.per_user_limit:
+            coupon: dict[str, Any] | None
+            if records is not None and records <= SNAPSHOT_MAX_RECORDS:
+                _, claims, per_user = await self._snapshot(campaign.id, records)
+                coupon, held = claims.get((user_id, key)), per_user.get(user_id, 0)
+            else:
+                found = await self._lookups.submit((campaign.id, user_id, key))
+                coupon, held = found["coupon"], int(found["held"])
+            if coupon is not None:
+                return _success(campaign, coupon["coupon_id"], coupon, True)
+            if code == "sold_out" and held >= campaign.per_user_limit:
                 code = "limit_reached"
         raise _error(campaign, code)
 
@@ -174,6 +191,34 @@ class CouponService:
         if result.code in ("inactive", "ended", "not_started"):  # the copy here is stale
             self._campaigns.pop(campaign.id, None)
         raise _error(campaign, result.code)
+
+    async def _snapshot(
+        self, campaign_id: int, records: int
+    ) -> tuple[int, dict[tuple[int, str], Any], dict[int, int]]:
+        """The campaign's claims, read once per number of ``records`` (callers of the same
+        count share the read)."""
+        held = self._snapshots.get(campaign_id)
+        if held is not None and held[0] == records:
+            return held
+
+        async def load() -> tuple[int, dict[tuple[int, str], Any], dict[int, int]]:
+            claims, per_user = await self._tx(lambda s: repo.campaign_claims(s, campaign_id))
+            self.snapshot_loads += 1
+            snap = (records, claims, per_user)
+            if campaign_id in self._leases:
+                self._snapshots[campaign_id] = snap
+            self._prune()
+            return snap
+
+        return await self._snapshot_loads.do((campaign_id, records), load)  # type: ignore[no-any-return]
+
+    def _prune(self) -> None:
+        """Forget leases that ended over SNAPSHOT_KEEP_S ago, with their snapshots."""
+        stale = self.clock() - SNAPSHOT_KEEP_S
+        for cid in [c for c, (end, _) in self._leases.items() if end < stale]:
+            del self._leases[cid]
+        for cid in [c for c in self._snapshots if c not in self._leases]:
+            del self._snapshots[cid]
 
     async def _lookup_batch(self, keys: Sequence[tuple[int, int, str]]) -> list[dict[str, Any]]:
         return await self._tx(lambda s: repo.claims_by_keys(s, keys))  # type: ignore[no-any-return]
@@ -208,7 +253,10 @@ class CouponService:
                 lease_s = result.lease_ms / 1000
                 until = sent + lease_s - LEASE_MARGIN_S - lease_s * LEASE_MARGIN_RATE
                 cid = batch[i].campaign.id
-                self._leases[cid] = max(until, self._leases.get(cid, 0.0))
+                held = self._leases.get(cid)
+                if held is None or until > held[0]:
+                    self._leases[cid] = (until, result.records)
+                self._prune()
             answers[i] = result
 
     async def wallet(self, user_id: int, state: str | None = None) -> list[dict[str, Any]]:

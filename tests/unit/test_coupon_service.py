@@ -1,0 +1,111 @@
+"""The replica's coupon service over a real shard book on SQLite (no Ray): claims go to the
+shard in batches, a sold-out lease makes the replica refuse on its own, and a keyed repeat
+refused locally still gets its first answer (its coupon, or the limit) from one snapshot of
+the campaign's claims."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import sessionmaker
+
+from actors.shard_book import ShardBook
+from raymall.coupons.service import CouponService
+from raymall.domain.shard_ops import CouponUpdate
+from raymall.errors import (
+    ClaimNotStarted,
+    CouponLimitReached,
+    CouponsSoldOut,
+)
+from raymall.ids import now_ms
+from tests.unit.test_coupon_book import new_campaign
+from tests.unit.test_shard_book import World
+
+
+class Shards:
+    """One in-process shard (the book), as the inventory client reaches it."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.book: ShardBook = world.book()
+        self.calls = 0
+
+    def shard_of(self, sku_id: int) -> int:
+        return 0
+
+    async def send_batch(self, shard: int, ops: list[Any]) -> list[Any]:
+        self.calls += 1
+        return await self.world.commit(self.book, ops)
+
+    async def submit(self, shard: int, op: Any) -> Any:
+        return (await self.send_batch(shard, [op]))[0]
+
+
+class Clock:
+    t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture()
+def world(sqlite_url: str) -> Iterator[World]:
+    w = World(sqlite_url)
+    yield w
+    w.store.dispose()
+    w.engine.dispose()
+
+
+async def active(world: World, shards: Shards, total: int, limit: int, **kw: Any) -> int:
+    cid = new_campaign(world, total=total, limit=limit)
+    now = now_ms()
+    starts = kw.get("starts", now - 1_000)
+    await shards.submit(0, CouponUpdate(cid, total, limit, starts, now + 600_000, True))
+    return cid
+
+
+async def test_claims_sell_out_then_the_replica_answers_alone(world: World) -> None:
+    shards, clock = Shards(world), Clock()
+    svc = CouponService(sessionmaker(world.engine), shards, 1, window_s=0, clock=clock)
+    cid = await active(world, shards, total=2, limit=1)
+    first = await svc.claim(1, cid, "k")
+    assert first["replayed"] is False and first["coupon_id"]
+    again = await svc.claim(1, cid, "k")
+    assert again["coupon_id"] == first["coupon_id"] and again["replayed"]
+    with pytest.raises(CouponLimitReached):
+        await svc.claim(1, cid, "other")
+    results = await asyncio.gather(
+        svc.claim(2, cid, "k"), svc.claim(3, cid, "k"), return_exceptions=True
+    )
+    assert sorted(type(r).__name__ for r in results) == ["CouponsSoldOut", "dict"]
+    calls = shards.calls
+    # under the lease: no shard call; a repeat gets its coupon, a user at the limit the limit
+    assert (await svc.claim(1, cid, "k"))["coupon_id"] == first["coupon_id"]
+    with pytest.raises(CouponLimitReached):
+        await svc.claim(1, cid, "third")
+    with pytest.raises(CouponsSoldOut):
+        await svc.claim(9, cid, "k")
+    with pytest.raises(CouponsSoldOut):
+        await svc.claim(9, cid, None)
+    assert shards.calls == calls and svc.snapshot_loads == 1
+    clock.t += 5  # the lease has ended: the shard decides again (and renews it)
+    with pytest.raises(CouponsSoldOut):
+        await svc.claim(9, cid, "k")
+    assert shards.calls == calls + 1
+    wallet = await svc.wallet(1)
+    assert [c["id"] for c in wallet] == [first["coupon_id"]]
+    assert wallet[0]["state"] == "available"
+
+
+async def test_a_claim_before_the_window_is_refused_without_the_shard(world: World) -> None:
+    shards = Shards(world)
+    svc = CouponService(sessionmaker(world.engine), shards, 1, window_s=0)
+    cid = new_campaign(world, total=2, limit=1)  # opened 1 s ago, but inactive
+    campaign = await svc.campaign(cid)
+    campaign.claim_starts_ms = now_ms() + 60_000  # as a later window would be cached
+    with pytest.raises(ClaimNotStarted):
+        await svc.claim(1, cid, None)
+    assert shards.calls == 0
