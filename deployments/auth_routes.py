@@ -22,6 +22,7 @@ from deployments.auth_schemas import (
     RegisterIn,
 )
 from deployments.cart_routes import merge_at_login
+from deployments.catalog_admin_routes import read_upload
 from deployments.security import Principal, client_ip, current_user, public, require
 from deployments.services import services
 from raymall.auth.profile import ProfileService
@@ -93,6 +94,21 @@ async def get_me(request: Request, me: Profile) -> dict[str, Any]:
 async def patch_me(body: ProfilePatch, request: Request, me: Profile) -> dict[str, Any]:
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     return await _profile(request).update_me(me.user_id, changes)
+
+
+@router.put("/me/avatar", tags=["profile"])
+async def put_avatar(request: Request, me: Profile) -> dict[str, Any]:
+    """Upload the avatar as the raw request body (Content-Type image/png, image/jpeg,
+    image/webp or image/gif, at most ``RAYMALL_MAX_UPLOAD_BYTES``); returns the profile
+    with its ``avatar_url``."""
+    profile, content_type = _profile(request), request.headers.get("content-type")
+    data = await read_upload(request, profile.avatar_limit(content_type))
+    return await profile.set_avatar(me.user_id, data, content_type)
+
+
+@router.delete("/me/avatar", tags=["profile"])
+async def delete_avatar(request: Request, me: Profile) -> dict[str, Any]:
+    return await _profile(request).remove_avatar(me.user_id)
 
 
 @router.post("/me/password", tags=["profile"])

@@ -153,7 +153,7 @@ async def update_sku(request: Request, sku_id: Id, body: SkuUpdate, _: Writer) -
 
 
 # ---- images ---------------------------------------------------------------------------
-async def _read_upload(request: Request, limit: int) -> bytes:
+async def read_upload(request: Request, limit: int) -> bytes:
     """The raw body, refused with 413 as soon as it passes ``limit`` bytes."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -170,7 +170,7 @@ async def _read_upload(request: Request, limit: int) -> bytes:
 async def _store(request: Request) -> dict[str, Any]:
     media = _rt(request).media
     media.check_declared(request.headers.get("content-type"))  # 415 before reading the body
-    data = await _read_upload(request, media.max_bytes)
+    data = await read_upload(request, media.max_bytes)
     return await _run(media.save, data, request.headers.get("content-type"))  # type: ignore[no-any-return]
 
 

@@ -21,7 +21,7 @@ from deployments.errors import domain_error_json
 from deployments.security import public
 from deployments.services import Services, services
 from raymall.catalog.listing import MAX_PAGE, MAX_PAGE_SIZE
-from raymall.catalog.media import CONTENT_TYPES
+from raymall.catalog.media import CACHE_CONTROL, content_type_of
 from raymall.catalog.repository import ProductFilters
 from raymall.catalog.runtime import CatalogRuntime
 from raymall.errors import NotFound, ValidationFailed
@@ -145,15 +145,15 @@ async def brands(request: Request) -> dict[str, Any]:
 
 
 @router.get("/media/images/{name}")
-async def image(request: Request, name: Annotated[str, Path(max_length=80)]) -> FileResponse:
-    path = catalog(request).media.path_for(name)
-    if path is None:
+async def image(request: Request, name: Annotated[str, Path(max_length=80)]) -> Response:
+    """An uploaded image, from local disk or the object store (``RAYMALL_MEDIA_URL``)."""
+    found = await catalog(request).media.load(name)
+    if found is None:
         raise NotFound("image not found")
-    return FileResponse(
-        path,
-        media_type=CONTENT_TYPES[path.suffix.lstrip(".")],
-        headers={"Cache-Control": "public, max-age=31536000, immutable"},
-    )
+    headers = {"Cache-Control": CACHE_CONTROL}
+    if isinstance(found, bytes):
+        return Response(found, media_type=content_type_of(name), headers=headers)
+    return FileResponse(found, media_type=content_type_of(name), headers=headers)
 
 
 # ---- the hot reads below FastAPI (``deployments.edge.Shortcut``) -------------------------

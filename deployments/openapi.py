@@ -69,6 +69,7 @@ EXTRA_STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", "/me/password"): {429},
     ("POST", "/me/addresses"): {409},  # at most 20 per account
     ("PATCH", "/me/addresses/{address_id}"): {409},  # the default cannot be unset
+    ("PUT", "/me/avatar"): {413, 415},
     ("POST", "/admin/users/{user_id}/block"): {409},
     ("POST", "/admin/users/{user_id}/unblock"): {409},
     # catalog administration
@@ -130,6 +131,7 @@ _IMAGE_BODY = {"required": True, "description": "the image's bytes", "content": 
 RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/admin/media/images"): _IMAGE_BODY,
     ("POST", "/admin/products/{product_id}/images"): _IMAGE_BODY,
+    ("PUT", "/me/avatar"): _IMAGE_BODY,
     ("POST", "/payments/callback"): {
         "required": True,
         "description": "the provider's event, signed: `X-Signature` is the hex HMAC-SHA256 "

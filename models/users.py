@@ -34,6 +34,8 @@ class User(Base):
     role: Mapped[str] = mapped_column(ForeignKey("roles.name"), default="user")
     display_name: Mapped[str] = mapped_column(String(64), default="")
     phone: Mapped[str] = mapped_column(String(32), default="")
+    # /media/images/<sha256>.<ext> of the uploaded avatar (raymall.catalog.media), or None
+    avatar_url: Mapped[str | None] = mapped_column(String(100), nullable=True, default=None)
     is_blocked: Mapped[bool] = mapped_column(Boolean, default=False)
     password_changed_ms: Mapped[int] = mapped_column(BigInteger, default=0)
     created_ms: Mapped[int] = mapped_column(BigInteger)

@@ -26,7 +26,7 @@ from raymall.catalog.cache import CacheKeys, DetailCache, ListingCache
 from raymall.catalog.effects import RedisCacheHooks
 from raymall.catalog.listing import list_products
 from raymall.catalog.local_cache import LocalCatalog, PageParts
-from raymall.catalog.media import MediaStore
+from raymall.catalog.media_stores import open_media
 from raymall.catalog.repository import (
     ProductFilters,
     category_tree,
@@ -90,7 +90,7 @@ class CatalogRuntime:
         )
         self.spec = bloom_spec(settings)
         self.hooks = cache_hooks(settings, self.sync_redis)
-        self.media = MediaStore(settings.resolved_media_dir, settings.max_upload_bytes)
+        self.media = open_media(settings)
         self.service = CatalogService(
             sessions,
             inventory_shards=settings.inventory_shards,

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Brand, Category, FlashSale, Inventory, InventoryAdjustment, Product, Sku
 from raymall.catalog.effects import CacheHooks, emit, refresh_search_text
-from raymall.catalog.media import MediaStore
+from raymall.catalog.media import ImageStore
 from raymall.catalog.repository import db_availability, load_product_doc
 from raymall.catalog.schemas import ProductCreate, ProductUpdate, SkuCreate, SkuUpdate
 from raymall.catalog.taxonomy import TaxonomyWrites
@@ -43,7 +43,7 @@ class CatalogService(TaxonomyWrites):
         sessions: sessionmaker[Session],
         *,
         inventory_shards: int,
-        media: MediaStore | None = None,
+        media: ImageStore | None = None,
         hooks: CacheHooks | None = None,
     ) -> None:
         super().__init__(sessions, inventory_shards=inventory_shards, hooks=hooks)

@@ -1,6 +1,9 @@
 """Stopping ``raymall serve``: with no load, Ctrl-C (SIGINT) ends it within ``IDLE_STOP_S``;
 SIGTERM during a load drains, no acknowledged order is lost, requests in flight complete or
-fail cleanly (never a 500). Either way no process of ours is left behind."""
+fail cleanly (never a 500). Either way no process of ours is left behind.
+
+The idle server keeps its media in an S3-compatible bucket (moto's server, started here), so
+it also shows uploads and image reads going through the object store over HTTP."""
 
 from __future__ import annotations
 
@@ -31,6 +34,8 @@ from tests.conftest import (
     make_mysql_database,
     private_redis_db,
 )
+from tests.s3_server import s3_server
+from tests.unit.test_media_stores import tiny_png
 
 WORKERS = 8
 LOAD_BEFORE_SIGTERM_S = 4.0
@@ -151,32 +156,62 @@ def _stocked_sku(base: str) -> int:
     raise AssertionError("no SKU with enough stock in the demo catalog")
 
 
-def test_idle_ctrl_c_exits_within_10_s_leaving_no_process_behind(
-    tmp_path: Path,
-) -> None:
-    env, drop = _env(tmp_path)
-    try:
-        proc, base = _launch(tmp_path, env)
+@pytest.fixture(scope="module")
+def idle_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    var = tmp_path_factory.mktemp("idle")
+    env, drop = _env(var)
+    with s3_server() as s3:
+        s3.make_bucket("idle-media")
+        env.update(s3.env("s3://idle-media/shop"))
         try:
-            assert httpx.get(base + "/healthz", timeout=10).status_code == 200
-            family = _family(proc, tmp_path)
-            assert family, "raymall serve should have started Ray processes"
-            time.sleep(1)  # idle: nothing in flight
-            started = time.monotonic()
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=120)
-            took = time.monotonic() - started
+            proc, base = _launch(var, env)
+            try:
+                yield {"proc": proc, "base": base, "var": var, "s3": s3}
+            finally:
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        if drop:
-            drop()
+            if drop:
+                drop()
+
+
+def test_an_avatar_goes_to_the_object_store_and_comes_back_through_the_app(
+    idle_server: dict[str, Any],
+) -> None:
+    png = tiny_png(9)
+    with httpx.Client(base_url=idle_server["base"], timeout=30) as c:
+        user = new_user(c, prefix="s3")
+        headers = {"Content-Type": "image/png", **user.headers}
+        put = c.put("/me/avatar", content=png, headers=headers)
+        assert put.status_code == 200, put.text
+        url = put.json()["avatar_url"]
+        assert c.get("/me", headers=user.headers).json()["avatar_url"] == url
+        image = c.get(url)
+        assert image.status_code == 200 and image.content == png
+        assert image.headers["content-type"] == "image/png"
+        assert c.get("/media/images/" + "0" * 64 + ".png").status_code == 404
+    key = "shop/images/" + url.rsplit("/", 1)[1]
+    stored = idle_server["s3"].client().get_object(Bucket="idle-media", Key=key)
+    assert stored["Body"].read() == png and stored["ContentType"] == "image/png"
+    assert not (Path(idle_server["var"]) / "media").exists()  # nothing on the local disk
+
+
+def test_idle_ctrl_c_exits_within_10_s_leaving_no_process_behind(
+    idle_server: dict[str, Any],
+) -> None:
+    proc, var = idle_server["proc"], Path(idle_server["var"])
+    family = _family(proc, var)
+    assert family, "raymall serve should have started Ray processes"
+    time.sleep(1)  # idle: nothing in flight
+    started = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=120)
+    took = time.monotonic() - started
     print(f"idle Ctrl-C to exit: {took:.1f} s")
     assert code == 0
     assert took < IDLE_STOP_S, f"raymall serve took {took:.1f} s to stop with no load"
-    assert b"raymall: stopped" in (tmp_path / "serve.log").read_bytes()
-    assert not (tmp_path / "runtime.json").exists()
+    assert b"raymall: stopped" in (var / "serve.log").read_bytes()
+    assert not (var / "runtime.json").exists()
     time.sleep(1)
     assert not _left_behind(family), f"left behind: {_left_behind(family)}"
 

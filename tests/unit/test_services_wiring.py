@@ -25,6 +25,7 @@ class Recorder:
         self.store = SimpleNamespace(name="cart store")
         self.permissions = SimpleNamespace(grants={"user": 1}, reload=self._reload)
         self.mirror = None
+        self.media = SimpleNamespace(name="image store")
         self.followed: list[Any] = []
         type(self).made.append(self)
 
