@@ -18,7 +18,11 @@
   order placement retried after a fault looks its keys up first);
 - ``replayed``: for the attempts after the first, turns a domain error that shows the
   first attempt took effect into the answer (an order transition retried after a fault
-  finds the order already in its target state), or None when it does not.
+  finds the order already in its target state), or None when it does not;
+- **traced**: under a sampled span (``raymall.tracing``) the call is a CLIENT span
+  (retries included) and reaches the actor as ``traced_call(traceparent, method, ...)``
+  (``raymall.tracing.traced_actor``), which continues the trace there; otherwise the method
+  is called as is, at no cost.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Any
 
 import ray
 
+from raymall import tracing
 from raymall.errors import DomainError, Unavailable
 from raymall.faults import domain_cause, retriable
 from raymall.retry import Backoff
@@ -76,6 +81,32 @@ class ActorCaller:
         **kw: Any,
     ) -> Any:
         """``method(*args, **kw)`` on actor ``index``, retried as the module docstring says."""
+        if tracing.enabled:
+            span = tracing.start_client(f"{self.name_of(index)} {method}")
+            if span is not None:
+                with tracing.use(span):
+                    carrier = tracing.traceparent(span)
+                    return await self._call(
+                        index,
+                        "traced_call",
+                        (carrier, method, *args),
+                        budget_s,
+                        None if retry_args is None else (carrier, method, *retry_args),
+                        replayed,
+                        kw,
+                    )
+        return await self._call(index, method, args, budget_s, retry_args, replayed, kw)
+
+    async def _call(
+        self,
+        index: int,
+        method: str,
+        args: tuple[Any, ...],
+        budget_s: float | None,
+        retry_args: tuple[Any, ...] | None,
+        replayed: Callable[[DomainError], Any] | None,
+        kw: dict[str, Any],
+    ) -> Any:
         backoff = Backoff(budget_s=self.retry_s if budget_s is None else budget_s)
         call_args = args
         retried = False

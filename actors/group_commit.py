@@ -26,7 +26,10 @@ that write has returned (durable before ack). Guarantees:
   batch being staged or retried included; the book rebuilds its memory before the next
   batch. A batch whose write returned keeps its results even if ``book.commit`` raises;
 - a stopped committer (its task cancelled, e.g. at shutdown) answers everything still
-  queued, and every later ``submit``, ``book.lost()``'s error.
+  queued, and every later ``submit``, ``book.lost()``'s error;
+- **traced** (``raymall.tracing``): a batch holding sampled callers is written under one
+  span, a child of the first of them and linked to each, so the SQL of the transaction
+  is its children; a batch staged again after a failed write is not traced.
 
 The book (``CommitBook``) is single-threaded state: the committer calls it only from the
 event loop; only the writer runs in a thread, on values the book fixed at ``stage``.
@@ -41,8 +44,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
+from raymall import tracing
 from raymall.logs import get_logger
 
 log = get_logger("group_commit")
@@ -110,6 +115,25 @@ class _Stage:
     attempt: int
     write: asyncio.Future[None] | None = None
     started: float = 0.0
+    span: Any = None  # the batch's span, when it holds sampled callers
+
+
+def _write_traced(write: Writer, work: Any, fail: bool) -> None:
+    """The writer under a span of its own (the transaction), below the batch's span."""
+    size = len(work) if hasattr(work, "__len__") else 0
+    with tracing.child_span("db transaction", **{"raymall.statements": size}):
+        write(work, fail)
+
+
+def _end_span(stage: _Stage, error: BaseException | None = None) -> None:
+    span, stage.span = stage.span, None
+    if span is not None:
+        if error is not None:
+            span.record_exception(error)
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
 
 
 def _fail(batch: list[Waiter], err: BaseException) -> None:
@@ -143,6 +167,7 @@ class GroupCommitter(Generic[T, R]):
         self._name = name
         self._observe = observe
         self._queue_depth = queue_depth
+        self._traced: dict[asyncio.Future[Any], Any] = {}  # future -> caller's sampled span
         self._pending: deque[Waiter] = deque()
         self.pending_ops = 0
         self._staged: list[_Stage] = []
@@ -171,11 +196,19 @@ class GroupCommitter(Generic[T, R]):
             self._first_at = time.monotonic()
         self._pending.append((ops, fut))
         self.pending_ops += len(ops)
+        if tracing.enabled:
+            span = tracing.recording_span()
+            if span is not None:
+                self._traced[fut] = span
+                fut.add_done_callback(self._untrace)  # answered without a write, say
         self._idle.clear()
         self._wake.set()
         if self.pending_ops >= self._max_ops:
             self._full.set()
         return await fut
+
+    def _untrace(self, fut: asyncio.Future[Any]) -> None:
+        self._traced.pop(fut, None)
 
     async def drain(self) -> None:
         """Wait until every queued operation has been committed and answered."""
@@ -283,6 +316,8 @@ class GroupCommitter(Generic[T, R]):
                     # (the thread goes on writing; the handler below waits for it)
                     await asyncio.shield(head.write)
                 except Exception as exc:
+                    for stage in staged:
+                        _end_span(stage, exc)
                     if len(staged) == 2:  # newest first
                         self.book.rollback()
                         self._requeue(staged.pop().batch)
@@ -309,6 +344,7 @@ class GroupCommitter(Generic[T, R]):
             err = self.book.lost()
             _fail(loose, err)
             for stage in staged:
+                _end_span(stage, err)
                 if stage.write is not None:
                     with contextlib.suppress(BaseException):
                         await asyncio.shield(stage.write)
@@ -343,9 +379,21 @@ class GroupCommitter(Generic[T, R]):
         stage.started = time.perf_counter()
         # asyncio.to_thread without its task: awaited through a shield (see _pipeline), the
         # executor's future itself wakes the committer one loop turn sooner
-        run = contextvars.copy_context().run
+        if self._traced:
+            members = [s for _, f in stage.batch if (s := self._traced.pop(f, None)) is not None]
+            stage.span = tracing.start_batch(
+                f"group commit {self._name}",
+                members,
+                **{"raymall.commit.ops": len(stage.ops), "raymall.commit.attempt": stage.attempt},
+            )
+        if stage.span is not None:
+            with tracing.use_current(stage.span):
+                run = contextvars.copy_context().run
+        else:
+            run = contextvars.copy_context().run
         loop = asyncio.get_running_loop()
-        stage.write = loop.run_in_executor(None, run, self._write, work, fail)
+        writer = self._write if stage.span is None else partial(_write_traced, self._write)
+        stage.write = loop.run_in_executor(None, run, writer, work, fail)
         return stage
 
     def _committed(self, stage: _Stage) -> None:
@@ -363,6 +411,7 @@ class GroupCommitter(Generic[T, R]):
             elapsed = time.perf_counter() - stage.started
             self.batches += 1
             self.commit_s += elapsed
+        _end_span(stage)
         if self._observe is not None:
             try:
                 self._observe(stage.ops, stage.staged, elapsed)

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from raymall import tracing
 from raymall.logs import get_logger
 from raymall.settings import Settings
 
@@ -89,7 +90,8 @@ def launch_all(settings: Settings) -> dict[str, Any]:
     """Create (or find) every actor and wait until each answers ``check_alive``."""
     handles: dict[str, Any] = {}
     for group in _groups():
-        cls = ray.remote(group.cls())
+        # each actor configures tracing for its process and answers traced_call
+        cls = ray.remote(tracing.traced_actor(group.cls(), group.kind))
         for index in range(group.count(settings)):
             name = group.name(index)
             handles[name] = cls.options(**actor_options(settings, name)).remote(settings, index)

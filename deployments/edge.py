@@ -1,7 +1,10 @@
 """The outermost ASGI layer, in pure ASGI (no Starlette middleware) because it runs on
 every request: it assigns and echoes ``X-Request-ID`` (a client's own only if it is safe:
 ``deployments.serve_http.client_request_id``), records per-route metrics, turns any escaped
-exception into the one error body, and answers the liveness probe itself. Through its
+exception into the one error body, and answers the liveness probe itself. When tracing is
+on (``raymall.tracing``) it opens the request's SERVER span, continuing a client's
+``traceparent``, names it by the route template with the status and the user, and returns
+its ``traceparent`` on the response. Through its
 ``HttpPolicy`` (``deployments.headers``) it puts the security and CORS headers on every
 response, answers CORS preflights, and refuses the operations routes closed in prod.
 
@@ -21,7 +24,7 @@ from typing import Any, Protocol
 
 from deployments.headers import HttpPolicy
 from deployments.serve_http import client_request_id, new_request_id
-from raymall import metrics
+from raymall import metrics, tracing
 from raymall.errors import error_body
 from raymall.logs import get_logger, request_id_var
 
@@ -93,6 +96,9 @@ class Edge:
         added = policy.response_headers(scope)
         status_box = [500]
         started = time.perf_counter()
+        traced = _start_span(scope) if tracing.enabled else None
+        if traced is not None:
+            added = [*added, traced[1]]
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -133,9 +139,12 @@ class Edge:
             except Exception:  # response already started; nothing more can be sent
                 log.warning("could not send the error response", exc_info=True)
         finally:
-            counter, latency = self._series(_route_label(scope), scope["method"], status_box[0])
+            route = _route_label(scope)
+            counter, latency = self._series(route, scope["method"], status_box[0])
             counter.inc()
             latency.observe(time.perf_counter() - started)
+            if traced is not None:
+                _end_span(traced, scope, route, status_box[0], rid)
             request_id_var.reset(token)
 
     def _series(self, route: str, method: str, status: int) -> tuple[Any, Any]:
@@ -150,6 +159,48 @@ class Edge:
                 metrics.HTTP_LATENCY.labels(route, method),
             )
         return found
+
+
+def _start_span(scope: Scope) -> tuple[Any, tuple[bytes, bytes], Any] | None:
+    """The request's SERVER span, made current: (span, its traceparent header, token); None
+    for a request that is not sampled and brought no trace of its own (no header, no id)."""
+    from opentelemetry import context, trace
+    from opentelemetry.trace import SpanKind
+
+    parent = tracing.extract(tracing.headers_traceparent(scope.get("headers", ())))
+    method = scope["method"]
+    span = tracing.tracer().start_span(
+        method,
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": method, "url.path": scope["path"]},
+    )
+    if parent is None and not span.is_recording():
+        return None
+    token = context.attach(trace.set_span_in_context(span))
+    return span, (b"traceparent", tracing.traceparent(span).encode("latin-1")), token
+
+
+def _end_span(
+    traced: tuple[Any, Any, Any], scope: Scope, route: str, status: int, rid: str
+) -> None:
+    from opentelemetry import context
+    from opentelemetry.trace import Status, StatusCode
+
+    span, _, token = traced
+    if span.is_recording():
+        span.update_name(f"{scope['method']} {route}")
+        span.set_attribute("http.route", route)
+        span.set_attribute("http.response.status_code", status)
+        span.set_attribute("raymall.request_id", rid)
+        principal = scope.get("state", {}).get("principal")
+        user_id = getattr(principal, "user_id", None)
+        if user_id is not None:
+            span.set_attribute("enduser.id", str(user_id))
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
+    span.end()
+    context.detach(token)
 
 
 class _LivenessRoute:

@@ -22,7 +22,7 @@ from deployments.edge import Edge, Shortcut
 from deployments.headers import HttpPolicy
 from deployments.security import authenticate
 from deployments.services import Services, build_services
-from raymall import __version__, logs
+from raymall import __version__, logs, tracing
 from raymall.settings import Settings
 
 # Hottest paths first: FastAPI matches a request against the included routers in this
@@ -90,6 +90,7 @@ class Ingress:
 
     def __init__(self, settings: Settings, payment_provider: Any = None) -> None:
         logs.configure(settings.log_level)
+        tracing.configure(settings, "replica")
         self.settings = settings
         self.ctx = AppContext.build(settings)
         # handle of the simulated payment provider deployment (deployments.payment_provider)

@@ -227,6 +227,10 @@ def error_schemas() -> dict[str, Any]:
                         "code": {"type": "string", "description": "stable machine code"},
                         "message": {"type": "string"},
                         "request_id": {"type": "string", "description": "as in X-Request-ID"},
+                        "trace_id": {
+                            "type": "string",
+                            "description": "the request's trace (present when it is traced)",
+                        },
                         "details": {
                             "type": "object",
                             "description": "present only when there are details",

@@ -22,7 +22,10 @@ reads and the replicas' rankers). Guarantees:
   raises, every caller of that batch gets that exception; if it returns another count,
   every caller of the batch gets ``RuntimeError`` (never a result meant for another);
 - a caller cancelled before its batch is formed is skipped (its item is not sent);
-- ``Batcher.in_thread(fn)`` runs a blocking ``fn`` in a worker thread, never on the loop.
+- ``Batcher.in_thread(fn)`` runs a blocking ``fn`` in a worker thread, never on the loop;
+- **traced** (``raymall.tracing``): a batch holding sampled callers runs ``fn`` under one
+  span for the batch, a child of the first of them and linked to each (each records the
+  batch); a batch with none runs with no span current, never under a stale one.
 
 The hot path costs two list appends and a future per item: no task and no extra await per
 item (``put`` answers the future itself, for callers that await it directly).
@@ -33,6 +36,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
+
+from raymall import tracing
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -65,6 +70,7 @@ class Batcher(Generic[T, R]):
         self._futures: list[asyncio.Future[R]] = []
         self._inflight = 0
         self._scheduled = False  # a send of the queue is due (a task, a timer or soon)
+        self._traced: dict[asyncio.Future[R], Any] = {}  # future -> its caller's sampled span
 
     @classmethod
     def in_thread(
@@ -88,6 +94,10 @@ class Batcher(Generic[T, R]):
         fut: asyncio.Future[R] = loop.create_future()
         self._items.append(item)
         self._futures.append(fut)
+        if tracing.enabled:
+            span = tracing.recording_span()
+            if span is not None:
+                self._traced[fut] = span
         if not self._scheduled and self._inflight < self.max_inflight:
             self._scheduled = True
             if self.window_s:
@@ -128,6 +138,9 @@ class Batcher(Generic[T, R]):
                 items, futures = self._items[:size], self._futures[:size]
                 del self._items[:size], self._futures[:size]
             if any(map(_done, futures)):  # callers cancelled while queued
+                for fut in futures:
+                    if fut.done():
+                        self._traced.pop(fut, None)
                 live = [i for i, fut in enumerate(futures) if not fut.done()]
                 if not live:
                     continue
@@ -139,7 +152,10 @@ class Batcher(Generic[T, R]):
 
     async def _send(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
         try:
-            results = await self.fn(items)
+            if tracing.enabled:
+                results = await self._traced_fn(items, futures)
+            else:
+                results = await self.fn(items)
             if len(results) != len(items):
                 raise RuntimeError(
                     f"a batch function answered {len(results)} results for {len(items)} items"
@@ -167,3 +183,15 @@ class Batcher(Generic[T, R]):
                 # After the callers woken by this batch have queued their next items.
                 self._scheduled = True
                 asyncio.get_running_loop().call_later(0, self._flush)
+
+    async def _traced_fn(
+        self, items: list[T], futures: list[asyncio.Future[R]]
+    ) -> Sequence[R | BaseException]:
+        """``fn(items)`` under the batch's span (see the module docstring)."""
+        members = [span for fut in futures if (span := self._traced.pop(fut, None)) is not None]
+        fn = getattr(self.fn, "func", self.fn)  # a partial's function
+        name = getattr(fn, "__qualname__", "batch")
+        with tracing.use(
+            tracing.start_batch(f"batch {name}", members, **{"raymall.batch.items": len(items)})
+        ):
+            return await self.fn(items)

@@ -31,11 +31,13 @@ Every error answer of the HTTP API has one JSON shape:
 
 ```json
 {"error": {"code": "out_of_stock", "message": "not enough stock",
-           "request_id": "…", "details": {"sku_ids": [42]}}}
+           "request_id": "…", "trace_id": "…", "details": {"sku_ids": [42]}}}
 ```
 
 `code` is stable: branch on it, never on `message`. `details` is present only when there
-are details. `Retry-After` accompanies every 429 and a 503 that knows when to retry.
+are details; `trace_id` only when the request was traced (the README's "Tracing"): quote it
+with `request_id` when reporting a problem.
+`Retry-After` accompanies every 429 and a 503 that knows when to retry.
 Codes are listed by HTTP status; a specific code refines its family's (a client that
 knows only `conflict` handles every 409).
 """

@@ -50,11 +50,13 @@
     └── Unavailable           503  unavailable  (retriable: the caller may retry with the same key)
 
 Every error body is ``{"error": {"code", "message", "request_id"}}`` plus optional
-``details``. Errors cross Ray process boundaries pickled, so they keep only plain fields.
+``details`` (and ``trace_id`` when the request is traced). Errors cross Ray process
+boundaries pickled, so they keep only plain fields.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 
@@ -75,14 +77,23 @@ class DomainError(Exception):
         return error_body(request_id, self.code, self.message, self.details or None)
 
 
+# set by raymall.tracing when tracing is on: the current trace id, or None
+trace_id_hook: Callable[[], str | None] | None = None
+
+
 def error_body(
     request_id: str, code: str, message: str, details: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The one error body: ``{"error": {"code", "message", "request_id"}}``, plus
-    ``details`` when there are any. Every error answer of the HTTP API is rendered here."""
+    ``details`` when there are any, and ``trace_id`` when the request is traced. Every
+    error answer of the HTTP API is rendered here."""
     body: dict[str, Any] = {"code": code, "message": message, "request_id": request_id}
     if details:
         body["details"] = details
+    if trace_id_hook is not None:
+        trace_id = trace_id_hook()
+        if trace_id:
+            body["trace_id"] = trace_id
     return {"error": body}
 
 

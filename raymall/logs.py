@@ -1,5 +1,7 @@
 """Structured JSON logs. Every record carries the request id of the request being served
-(a ContextVar set by the HTTP edge), so one id follows a request through the logs."""
+(a ContextVar set by the HTTP edge), so one id follows a request through the logs; when the
+request is traced (``raymall.tracing``), its ``trace_id`` and ``span_id`` too, in every
+process the trace crosses."""
 
 from __future__ import annotations
 
@@ -7,12 +9,15 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
 
 _RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+# set by raymall.tracing when tracing is on: (trace id, span id) of the current span, or None
+trace_ids_hook: Callable[[], tuple[str, str] | None] | None = None
 
 
 class JsonFormatter(logging.Formatter):
@@ -24,6 +29,10 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
             "request_id": request_id_var.get(),
         }
+        if trace_ids_hook is not None:
+            ids = trace_ids_hook()
+            if ids is not None:
+                out["trace_id"], out["span_id"] = ids
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 out[key] = value

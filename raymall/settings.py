@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     var_dir: Path = Path("var")
     namespace: str = "raymall"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    trace_otlp_endpoint: str | None = None
+    trace_file: bool = False
+    trace_sample_ratio: float = Field(0.1, ge=0, le=1)
 
     # stores: None means the embedded default under var_dir
     database_url: str | None = None

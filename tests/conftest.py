@@ -83,6 +83,10 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         # (tests/e2e/test_auth_attacks.py); without one the address stays unknown
         "trusted_proxy_hops": 1,
         "recommender": os.environ.get("RAYMALL_TEST_RECOMMENDER", "1") == "1",
+        # tracing on, sampling nothing by itself: only requests that send a sampled
+        # traceparent are traced (tests/e2e/test_observability.py reads var/traces/)
+        "trace_file": True,
+        "trace_sample_ratio": 0.0,
     }
     if SERVER_DB and SERVER_REDIS:
         db_url, drop = make_mysql_database(SERVER_DB)

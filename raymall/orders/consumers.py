@@ -11,6 +11,10 @@ Each consumer names its ``topics``; the stream consumer acknowledges the others 
 calling it (and the handlers ignore them too). The notifications of one stream read are
 written in one transaction; a duplicate among them falls back to one transaction per row,
 so it never drops the others.
+
+An event written under a sampled trace carries its ``traceparent`` (``raymall.tracing``,
+payload key ``_trace``): the consumer's work on it is a CONSUMER span in that trace (one
+span per read, a child of the first traced event and linked to each).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Notification
+from raymall import tracing
 from raymall.db import transaction
 from raymall.ids import now_ms
 from raymall.orders.ports import StockPort
@@ -133,10 +138,14 @@ class NotificationConsumer:
         self.sessions = sessions
 
     async def __call__(self, event: Event) -> None:
-        await asyncio.to_thread(write_notification, self.sessions, event)
+        with tracing.use(_span(self.group, [event])):
+            await asyncio.to_thread(write_notification, self.sessions, event)
 
     async def handle_batch(self, events: list[Event]) -> list[BaseException | None]:
         """All notifications of one read in one transaction (see ``write_notifications``)."""
+        if tracing.enabled:
+            with tracing.use(_span(self.group, events)):
+                return await asyncio.to_thread(write_notifications, self.sessions, events)
         return await asyncio.to_thread(write_notifications, self.sessions, events)
 
 
@@ -151,7 +160,20 @@ class RefundRestockConsumer:
         if event.topic != "order.refunded":
             return
         items = event.payload.get("items") or []
-        await restock_refund(self.stock, int(event.payload["order_id"]), items)
+        with tracing.use(_span(self.group, [event])):
+            await restock_refund(self.stock, int(event.payload["order_id"]), items)
+
+
+def _span(group: str, events: Sequence[Event]) -> Any:
+    """The consumer's span for ``events`` (None when none of them was traced)."""
+    if not tracing.enabled:
+        return None
+    carriers = [e.payload.get(tracing.TRACE_KEY) for e in events]
+    return tracing.start_consumer(
+        f"consume {group}",
+        carriers,
+        **{"messaging.consumer.group.name": group, "raymall.events": len(events)},
+    )
 
 
 def list_notifications(

@@ -1,8 +1,15 @@
-"""Observability against the running app: a flame graph of a live shard and of a replica
-(``raymall profile``)."""
+"""Observability against the running app: one request's trace across processes (the
+replica, the order shard, the inventory shard's group commit, the database and the outbox
+consumer), a flash purchase's trace reaching its batch and the batch's commit, and a flame
+graph of a live shard and of a replica (``raymall profile``).
+
+The session's app traces with the JSON-lines exporter and samples nothing by itself
+(tests/conftest.py): the requests here send a sampled ``traceparent``, so only they are
+traced, and their spans are read back from ``var/traces/``."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from pathlib import Path
@@ -12,8 +19,168 @@ import httpx
 import pytest
 
 from raymall.launcher.profile import find_target, live_actors, record
+from raymall.tracing import read_spans
+from tests.auth_helpers import TestUser, new_user
+from tests.flash_helpers import create_sale
+from tests.order_helpers import Shop, restock
 
 pytestmark = pytest.mark.e2e
+
+
+def client_traceparent() -> tuple[str, str, str]:
+    """(traceparent, trace id, parent span id) of a sampled client span."""
+    trace_id, span_id = secrets.token_hex(16), secrets.token_hex(8)
+    return f"00-{trace_id}-{span_id}-01", trace_id, span_id
+
+
+def spans_of(settings: Any, trace_id: str) -> list[dict[str, Any]]:
+    return [s for s in read_spans(Path(settings.var_dir) / "traces") if s["trace_id"] == trace_id]
+
+
+def wait_for_spans(
+    settings: Any, trace_id: str, client_span: str, done: Any
+) -> list[dict[str, Any]]:
+    """The trace's spans once ``done(spans)`` holds and every span but the root (under the
+    client's ``client_span``) has its parent among them (at most 30 s; each process's
+    exporter writes every second)."""
+    deadline = time.monotonic() + 30
+    while True:
+        spans = spans_of(settings, trace_id)
+        ids = {s["span_id"] for s in spans}
+        orphans = [s["parent_span_id"] for s in spans if s["parent_span_id"] not in ids]
+        if done(spans) and orphans == [client_span]:  # every process exported its part
+            return spans
+        if time.monotonic() > deadline:
+            seen = sorted((str(s["process"]), s["name"]) for s in spans)
+            raise AssertionError(f"trace {trace_id} incomplete after 30 s: {seen}")
+        time.sleep(0.2)
+
+
+def assert_well_parented(spans: list[dict[str, Any]], client_span: str) -> dict[str, Any]:
+    """One root (the request's span, under the client's), every other span's parent in the
+    trace, and a parent in another process only across a call (SERVER or CONSUMER under a
+    remote parent). Answers the root."""
+    ids = {s["span_id"]: s for s in spans}
+    roots = [s for s in spans if s["parent_span_id"] not in ids]
+    assert [r["parent_span_id"] for r in roots] == [client_span], roots
+    for s in spans:
+        parent = ids.get(s["parent_span_id"])
+        if parent is not None and parent["pid"] != s["pid"]:
+            assert s["remote_parent"] and s["kind"] in ("SERVER", "CONSUMER"), s
+    return roots[0]
+
+
+def ordering_user(client: httpx.Client) -> TestUser:
+    user = new_user(client)
+    addr = {
+        "recipient": "Ada Lovelace",
+        "phone": "+44 20 0000 0000",
+        "line1": "12 St James's Square",
+        "city": "London",
+        "postal_code": "SW1Y 4JH",
+        "country": "GB",
+    }
+    resp = client.post("/me/addresses", json=addr, headers=user.headers)
+    assert resp.status_code == 201, resp.text
+    user.extra["address_id"] = resp.json()["id"]
+    return user
+
+
+def test_one_order_is_one_trace_from_the_replica_to_the_notification(
+    app: Any, ray_session: Any, client: httpx.Client, admin: TestUser, shop: Shop
+) -> None:
+    sku = shop.sku(price_cents=2500)
+    restock(client, admin.headers, sku, 3)
+    alice = ordering_user(client)
+    added = client.post("/cart/items", json={"sku_id": sku, "quantity": 1}, headers=alice.headers)
+    assert added.status_code == 200, added.text
+    traceparent, trace_id, client_span = client_traceparent()
+    placed = client.post(
+        "/orders",
+        json={"address_id": alice.extra["address_id"]},
+        headers={
+            **alice.headers,
+            "Idempotency-Key": secrets.token_hex(8),
+            "traceparent": traceparent,
+        },
+    )
+    assert placed.status_code == 201, placed.text
+    returned = placed.headers["traceparent"]
+    assert returned.startswith(f"00-{trace_id}-") and returned.endswith("-01")
+
+    spans = wait_for_spans(
+        ray_session,
+        trace_id,
+        client_span,
+        lambda got: any(s["name"] == "consume notifications" for s in got),
+    )
+    root = assert_well_parented(spans, client_span)
+    assert root["name"] == "POST /orders" and root["process"] == "replica"
+    assert root["kind"] == "SERVER" and root["span_id"] == returned.split("-")[2]
+    assert root["attributes"]["http.response.status_code"] == 201
+    assert root["attributes"]["enduser.id"] == str(alice.user_id)
+    by_process: dict[str, list[dict[str, Any]]] = {}
+    for s in spans:
+        by_process.setdefault(str(s["process"]).rsplit("-", 1)[0], []).append(s)
+    assert {"replica", "order", "inventory", "outbox-relay"} <= set(by_process), by_process.keys()
+    # the order shard continued the trace from the replica's call
+    assert any(s["kind"] == "SERVER" and s["remote_parent"] for s in by_process["order"])
+    # the inventory shard's group commit, with its SQL under it
+    commits = [s for s in by_process["inventory"] if s["name"].startswith("group commit")]
+    assert commits, [s["name"] for s in by_process["inventory"]]
+    commit_sql = [s for s in spans if s["parent_span_id"] == commits[0]["span_id"]]
+    assert any(s["name"].startswith("db ") for s in commit_sql), commit_sql
+    # the order's own database writes, in the order shard
+    assert any(s["name"].startswith("db INSERT") for s in by_process["order"])
+    # the outbox consumer that wrote the notification joined the trace
+    consume = next(s for s in by_process["outbox-relay"] if s["name"] == "consume notifications")
+    assert consume["kind"] == "CONSUMER" and consume["remote_parent"]
+    assert any(
+        s["name"].startswith("db INSERT") and s["parent_span_id"] == consume["span_id"]
+        for s in spans
+    )
+
+
+def test_a_flash_purchase_trace_reaches_its_batch_and_the_batch_commit(
+    app: Any, ray_session: Any, client: httpx.Client, admin: TestUser, shop: Shop
+) -> None:
+    sku = shop.sku(price_cents=5000)
+    restock(client, admin.headers, sku, 5)
+    sale = create_sale(client, admin.headers, sku, quantity=2)
+    bob = new_user(client)
+    traceparent, trace_id, client_span = client_traceparent()
+    bought = client.post(
+        f"/flash-sales/{sale['id']}/purchase",
+        headers={
+            **bob.headers,
+            "Idempotency-Key": secrets.token_hex(8),
+            "traceparent": traceparent,
+        },
+    )
+    assert bought.status_code == 201, bought.text
+    assert bought.headers["traceparent"].startswith(f"00-{trace_id}-")
+
+    spans = wait_for_spans(
+        ray_session,
+        trace_id,
+        client_span,
+        lambda got: any(s["name"].startswith("group commit") for s in got),
+    )
+    root = assert_well_parented(spans, client_span)
+    assert root["name"] == "POST /flash-sales/{sale_id}/purchase"
+    ids = {s["span_id"] for s in spans}
+    batches = [s for s in spans if s["name"].startswith("batch ")]
+    assert batches, [s["name"] for s in spans]
+    batch_ids = {b["span_id"] for b in batches}
+    # the batch links to the purchase's span (a request it carried), and the request's span
+    # records its batch
+    assert any(link["span_id"] in ids for b in batches for link in b["links"])
+    recorded = {s["attributes"].get("raymall.batch.span_id") for s in spans} - {None}
+    assert recorded & batch_ids
+    # the shard's commit of that batch, under the shard's call that carried it
+    commit = next(s for s in spans if s["name"].startswith("group commit"))
+    assert str(commit["process"]).startswith("inventory-")
+    assert commit["links"] and all(link["trace_id"] for link in commit["links"])
 
 
 def _load(url: str, stop: threading.Event) -> None:
