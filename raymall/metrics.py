@@ -98,6 +98,12 @@ FLASH_OUTCOMES = Counter(
     "Flash-sale purchase outcomes",
     ["outcome"],
 )
+COUPON_CLAIMS = Counter(
+    "raymall_coupon_claims_total",
+    "Coupon claim outcomes (ok, replayed, or the refusal's code; local: decided by the "
+    "replica without a shard call)",
+    ["outcome", "local"],
+)
 OUTBOX_LAG = Gauge(
     "raymall_outbox_lag_seconds",
     "Age of the oldest unpublished outbox event",

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from raymall import metrics
 from raymall.batching import Batcher
 from raymall.coupons import repo
 from raymall.db import transaction
@@ -177,14 +178,17 @@ class CouponService:
                 found = await self._lookups.submit((campaign.id, user_id, key))
                 coupon, held = found["coupon"], int(found["held"])
             if coupon is not None:
+                metrics.COUPON_CLAIMS.labels("replayed", "1").inc()
                 return _success(campaign, coupon["coupon_id"], coupon, True)
             if code == "sold_out" and held >= campaign.per_user_limit:
                 code = "limit_reached"
+        metrics.COUPON_CLAIMS.labels(code, "1").inc()
         raise _error(campaign, code)
 
     def _answer(self, campaign: Campaign, result: Result) -> dict[str, Any]:
         if type(result) is not ClaimResult:
             raise outcomes.error_for(str(result), UNREAD)
+        metrics.COUPON_CLAIMS.labels("replayed" if result.replayed else result.code, "0").inc()
         if result.code == "ok":
             found = {"valid_from_ms": result.valid_from_ms, "valid_until_ms": result.valid_until_ms}
             return _success(campaign, result.coupon_id, found, result.replayed)

@@ -182,3 +182,18 @@ def test_a_coupon_below_threshold_after_promotions_can_still_stack_without_them(
     y = coupon(6, Rule(AMOUNT_OFF, amount_cents=100), stacks=True, with_promotions=False)
     priced = best(CART, promos, [x, y], NOW)
     assert {c.ref for c in priced.coupons} == {5, 6} and priced.discount_cents == 1_100
+
+
+def test_a_line_carries_its_category_and_every_ancestor() -> None:
+    from raymall.coupons.pricing import price_lines
+    from raymall.domain.pricing import PricedLine
+
+    line = PricedLine(5, 50, "kettle", {}, 1_000, 2)
+    parents = {30: 20, 20: 10, 10: None, 7: 7}  # 7 is its own parent: no endless walk
+    (priced,) = price_lines([line], {50: (30, 4)}, parents)
+    assert priced.category_ids == frozenset({30, 20, 10}) and priced.brand_id == 4
+    (looped,) = price_lines([line], {50: (7, None)}, parents)
+    assert looped.category_ids == frozenset({7})
+    scope = Scope(shop=False, category_ids=frozenset({10}))
+    offer = promo(1, Rule(AMOUNT_OFF, amount_cents=300), scope)
+    assert evaluate([priced], [offer], NOW).discount_cents == 300
