@@ -98,8 +98,9 @@ class Settings(BaseSettings):
     ingress_target_ongoing_requests: float = Field(32.0, gt=0, le=10_000)
     ingress_upscale_delay_s: float = Field(10.0, ge=0, le=3_600)
     ingress_downscale_delay_s: float = Field(120.0, ge=0, le=86_400)
-    # the window of request counts each decision averages (Serve's default: 30 s)
-    ingress_autoscaling_look_back_s: float = Field(10.0, gt=0, le=3_600)
+    # the window of request counts each decision averages (as Serve's default); replicas
+    # report every 10 s (RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S), so keep it longer
+    ingress_autoscaling_look_back_s: float = Field(30.0, gt=0, le=3_600)
     ingress_num_cpus: float = Field(0.25, gt=0, le=8)
     max_ongoing_requests: int = Field(256, ge=1, le=10_000)
     access_log: bool = False

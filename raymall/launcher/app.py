@@ -136,11 +136,55 @@ def app_logging(settings: Settings) -> dict[str, Any]:
     }
 
 
-def deploy(settings: Settings) -> dict[str, Any]:
-    """Launch actors and the Serve app for already-resolved settings (Ray is initialised)."""
+def ingress_options(settings: Settings) -> dict[str, Any]:
+    """Serve options of the ingress: a fixed replica count, or (``RAYMALL_INGRESS_AUTOSCALING``)
+    Serve's autoscaler between min and max, aiming at the target requests in flight per
+    replica. A replica the autoscaler or a rolling update takes away is drained first: it
+    leaves HAProxy at once and finishes what it holds (up to ``graceful_shutdown_timeout_s``)."""
+    options: dict[str, Any] = {
+        "max_ongoing_requests": settings.max_ongoing_requests,
+        "ray_actor_options": {
+            "num_cpus": settings.ingress_num_cpus,
+            "resources": dict(settings.ingress_resources),
+        },
+        "health_check_period_s": 5,
+        "graceful_shutdown_timeout_s": 10,
+        "graceful_shutdown_wait_loop_s": 0.5,
+    }
+    if settings.ingress_autoscaling:
+        low, high = settings.ingress_min_replicas, settings.ingress_max_replicas
+        options["autoscaling_config"] = {
+            "min_replicas": low,
+            "max_replicas": high,
+            "initial_replicas": min(max(settings.ingress_replicas, low), high),
+            "target_ongoing_requests": settings.ingress_target_ongoing_requests,
+            "upscale_delay_s": settings.ingress_upscale_delay_s,
+            "downscale_delay_s": settings.ingress_downscale_delay_s,
+            "look_back_period_s": settings.ingress_autoscaling_look_back_s,
+        }
+    else:
+        options["num_replicas"] = settings.ingress_replicas
+    return options
+
+
+def application(settings: Settings) -> Any:
+    """The Serve application (ingress over the payment provider) for resolved settings."""
     from deployments.ingress import Ingress
     from deployments.payment_provider import PaymentProvider
 
+    provider = PaymentProvider.options(  # type: ignore[attr-defined]
+        num_replicas=1,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        ray_actor_options={"num_cpus": settings.actor_num_cpus},
+        # Serve stops it after the ingress; it looks for requests still in flight this
+        # often (Serve's default, 2 s, was a fixed 2 s of every stop)
+        graceful_shutdown_wait_loop_s=0.25,
+    ).bind(settings)
+    return Ingress.options(**ingress_options(settings)).bind(settings, provider)  # type: ignore[attr-defined]
+
+
+def deploy(settings: Settings) -> dict[str, Any]:
+    """Launch actors and the Serve app for already-resolved settings (Ray is initialised)."""
     set_draining(settings, False)  # a previous instance may have stopped mid-drain
     actors = registry.launch_all(settings)
     serve.start(
@@ -151,27 +195,8 @@ def deploy(settings: Settings) -> dict[str, Any]:
         },
         logging_config={"enable_access_log": settings.access_log, "encoding": "JSON"},
     )
-    provider = PaymentProvider.options(  # type: ignore[attr-defined]
-        num_replicas=1,
-        max_ongoing_requests=settings.max_ongoing_requests,
-        ray_actor_options={"num_cpus": settings.actor_num_cpus},
-        # Serve stops it after the ingress; it looks for requests still in flight this
-        # often (Serve's default, 2 s, was a fixed 2 s of every stop)
-        graceful_shutdown_wait_loop_s=0.25,
-    ).bind(settings)
-    ingress = Ingress.options(  # type: ignore[attr-defined]
-        num_replicas=settings.ingress_replicas,
-        max_ongoing_requests=settings.max_ongoing_requests,
-        ray_actor_options={
-            "num_cpus": settings.ingress_num_cpus,
-            "resources": dict(settings.ingress_resources),
-        },
-        health_check_period_s=5,
-        graceful_shutdown_timeout_s=10,
-        graceful_shutdown_wait_loop_s=0.5,
-    ).bind(settings, provider)
     serve.run(
-        ingress,
+        application(settings),
         name=APP_NAME,
         route_prefix="/",
         logging_config=app_logging(settings),
