@@ -12,7 +12,8 @@ replay); ``POST /me/coupons/redeem {"code"}`` claims by a campaign's public code
 Admins (``promotions:manage``): ``POST/GET /admin/coupon-campaigns``,
 ``GET/PATCH /admin/coupon-campaigns/{id}`` (with claim and use statistics),
 ``POST /admin/coupon-campaigns/{id}/activate`` and ``/deactivate``; the same for
-``/admin/promotions``. Coupon ids are strings in bodies (64-bit).
+``/admin/promotions``, which can also be deleted (a campaign is deactivated, never
+deleted: its coupons refer to it). Coupon ids are strings in bodies (64-bit).
 
 The plainest claims (no body, no query) are answered below FastAPI by ``ClaimShortcut``:
 the same permission, service call and answers.
@@ -291,6 +292,12 @@ async def update_promotion(
     request: Request, promotion_id: PromotionId, body: PromotionPatch, _: Manager
 ) -> dict[str, Any]:
     return await _admin(request).update_promotion(promotion_id, _columns(body, only_set=True))
+
+
+@router.delete("/admin/promotions/{promotion_id}", status_code=204, tags=["admin"])
+async def delete_promotion(request: Request, promotion_id: PromotionId, _: Manager) -> Response:
+    await _admin(request).delete_promotion(promotion_id)
+    return Response(status_code=204)
 
 
 @router.post("/admin/promotions/{promotion_id}/activate", tags=["admin"])

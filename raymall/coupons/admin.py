@@ -212,6 +212,15 @@ class CouponAdmin:
 
         return await self._tx(write)  # type: ignore[no-any-return]
 
+    async def delete_promotion(self, promotion_id: int) -> None:
+        """Remove a promotion (orders keep what it took off: their lines store it). A
+        campaign is never deleted, only deactivated: its coupons and its shard refer to it."""
+
+        def write(session: Session) -> None:
+            session.delete(repo.get_promotion(session, promotion_id))
+
+        await self._tx(write)
+
     async def list_promotions(self, limit: int, before_id: int | None) -> dict[str, Any]:
         def read(session: Session) -> list[dict[str, Any]]:
             now = now_ms()

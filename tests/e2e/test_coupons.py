@@ -334,3 +334,8 @@ def test_a_code_redeems_once_per_customer_and_promotions_price_the_cart(
     assert [tuple(int(v) for v in r) for r in items] == [(30_000, 4_500)]
     off = client.post(f"/admin/promotions/{promo.json()['id']}/deactivate", headers=admin.headers)
     assert off.status_code == 200 and off.json()["active"] is False
+    pid = promo.json()["id"]
+    assert client.delete(f"/admin/promotions/{pid}", headers=admin.headers).status_code == 204
+    listed = client.get("/admin/promotions", headers=admin.headers).json()["items"]
+    assert pid not in {p["id"] for p in listed}
+    assert client.delete(f"/admin/promotions/{pid}", headers=admin.headers).status_code == 404
