@@ -94,6 +94,8 @@ class PaymentProvider:
         for attempt in range(1, self.settings.payment_callback_attempts + 1):
             body = callback_body(charge)
             headers = signed_headers(self.secret, int(time.time()), body)
+            if charge.get("traceparent"):  # the paying request's trace (raymall.tracing)
+                headers["traceparent"] = str(charge["traceparent"])
             try:
                 client = await self._client()
                 async with client.post(self.url, data=body, headers=headers) as resp:

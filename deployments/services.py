@@ -32,6 +32,7 @@ from actors import registry
 from actors.inventory_client import InventoryClient
 from actors.order_client import OrderShardClient
 from deployments.context import AppContext, ReadinessCheck
+from raymall import tracing
 from raymall.auth.profile import ProfileService
 from raymall.auth.service import AuthService
 from raymall.bootstrap import ensure_reference_data
@@ -97,6 +98,9 @@ class ServeGateway:
         self.handle = handle
 
     async def charge(self, charge: dict[str, Any]) -> None:
+        if tracing.enabled and (span := tracing.recording_span()) is not None:
+            # the provider sends it back on its callback, which joins this trace
+            charge = {**charge, "traceparent": tracing.traceparent(span)}
         await self.handle.charge.remote(charge)
 
 

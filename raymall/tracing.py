@@ -55,7 +55,7 @@ _lock = threading.Lock()
 def configure(settings: Settings, process: str, *, exporter: SpanExporter | None = None) -> bool:
     """Turn tracing on for this process if the settings name an exporter (or ``exporter``
     is given, for tests); True if it is on. Idempotent."""
-    global enabled, _tracer, _provider
+    global enabled, _tracer, _provider, _current_span
     exporters: list[Any] = [exporter] if exporter is not None else []
     if settings.trace_otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -86,6 +86,9 @@ def configure(settings: Settings, process: str, *, exporter: SpanExporter | None
                     BatchSpanProcessor(exp, schedule_delay_millis=1000, max_queue_size=8192)
                 )
         _provider, _tracer = provider, provider.get_tracer("raymall")
+        from opentelemetry.trace import get_current_span
+
+        _current_span = get_current_span  # no import statement per call on hot paths
         _instrument_sql()
         _instrument_redis()
         from raymall import errors, logs
@@ -125,10 +128,14 @@ def recording_span() -> Span | None:
     """The current span, if this process traces and it is sampled."""
     if not enabled:
         return None
+    span = _current_span()
+    return span if span.is_recording() else None
+
+
+def _current_span() -> Any:
     from opentelemetry import trace
 
-    span = trace.get_current_span()
-    return span if span.is_recording() else None
+    return trace.get_current_span()
 
 
 def current_ids() -> tuple[str, str] | None:

@@ -246,3 +246,37 @@ def test_the_profile_command_joins_the_cluster_and_writes_the_svg(
         timeout=120,
     )
     assert missing.returncode == 1 and "no live actor named 'no-such-actor'" in missing.stderr
+
+
+def test_the_payment_providers_callback_joins_the_paying_requests_trace(
+    app: Any, ray_session: Any, client: httpx.Client, admin: TestUser, shop: Shop
+) -> None:
+    sku = shop.sku(price_cents=1200)
+    restock(client, admin.headers, sku, 2)
+    carol = ordering_user(client)
+    added = client.post("/cart/items", json={"sku_id": sku, "quantity": 1}, headers=carol.headers)
+    assert added.status_code == 200, added.text
+    placed = client.post(
+        "/orders",
+        json={"address_id": carol.extra["address_id"]},
+        headers={**carol.headers, "Idempotency-Key": secrets.token_hex(8)},
+    )
+    assert placed.status_code == 201, placed.text
+    assert "traceparent" not in placed.headers  # not sampled: the session samples nothing
+    traceparent, trace_id, client_span = client_traceparent()
+    paying = client.post(
+        f"/orders/{placed.json()['id']}/pay",
+        json={},
+        headers={**carol.headers, "traceparent": traceparent},
+    )
+    assert paying.status_code == 202, paying.text
+    spans = wait_for_spans(
+        ray_session,
+        trace_id,
+        client_span,
+        lambda got: any(s["name"] == "POST /payments/callback" for s in got),
+    )
+    assert_well_parented(spans, client_span)
+    callback = next(s for s in spans if s["name"] == "POST /payments/callback")
+    assert callback["kind"] == "SERVER" and callback["remote_parent"]
+    assert callback["attributes"]["http.response.status_code"] < 300

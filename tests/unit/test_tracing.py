@@ -250,3 +250,28 @@ def test_compose_sends_traces_to_a_jaeger_with_otlp() -> None:
     assert env["RAYMALL_TRACE_OTLP_ENDPOINT"] == "http://jaeger:4318/v1/traces"
     settings = Settings(env="test", trace_otlp_endpoint=env["RAYMALL_TRACE_OTLP_ENDPOINT"])
     assert 0 < settings.trace_sample_ratio <= 1
+
+
+async def test_with_tracing_off_the_hot_paths_call_nothing_of_it(monkeypatch: Any) -> None:
+    """Off is free: the edge, the batcher, the group commit and the outbox rows test the
+    flag and never call into the tracing module."""
+    assert not tracing.enabled
+
+    def boom(*a: Any, **kw: Any) -> Any:
+        raise AssertionError("tracing called while off")
+
+    for name in ("recording_span", "start_batch", "tracer", "with_trace", "use", "extract"):
+        monkeypatch.setattr(tracing, name, boom)
+    assert make_app().get("/things/3").status_code == 200
+
+    async def double(items: list[int]) -> list[int]:
+        return [i * 2 for i in items]
+
+    batcher: Batcher[int, int] = Batcher(double)
+    assert await asyncio.gather(batcher.submit(1), batcher.submit(2)) == [2, 4]
+    writer = Writer()
+    writer.auto = True
+    committer: GroupCommitter = GroupCommitter(Book(), writer, window_s=0, max_ops=10)
+    assert await committer.submit(["a"]) is not None
+    committer.task.cancel()
+    assert json.loads(outbox_row("t", 1, {"a": 1}, 1)[3]) == {"a": 1}
