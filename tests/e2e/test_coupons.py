@@ -283,6 +283,27 @@ def test_bad_coupon_input_answers_with_its_own_code(
     )  # fmt: skip
     assert bad.status_code == 422 and code(bad) == "validation_error"
     assert client.post(f"/coupon-campaigns/{limited}/claim").status_code == 401
+    # the owner-decided fields change through the campaign's shard
+    _, third = shop.customer()
+    off = client.post(f"/admin/coupon-campaigns/{limited}/deactivate", headers=admin.headers)
+    assert off.status_code == 200 and off.json()["status"] == "inactive"
+    assert code(client.post(f"/coupon-campaigns/{limited}/claim", headers=third)) == (
+        "campaign_inactive"
+    )
+    on = client.post(f"/admin/coupon-campaigns/{limited}/activate", headers=admin.headers)
+    assert on.status_code == 200 and on.json()["status"] == "claiming"
+    shrink = client.patch(
+        f"/admin/coupon-campaigns/{limited}", json={"total": 1}, headers=admin.headers
+    )
+    assert shrink.status_code == 200 and shrink.json()["total"] == 1, shrink.text
+    assert code(client.post(f"/coupon-campaigns/{limited}/claim", headers=third)) == (
+        "coupons_sold_out"
+    )
+    below = client.patch(
+        f"/admin/coupon-campaigns/{limited}", json={"total": 1, "per_user_limit": 0},
+        headers=admin.headers,
+    )  # fmt: skip
+    assert below.status_code == 422
     listed = {c["id"] for c in client.get("/coupon-campaigns").json()["items"]}
     assert limited in listed and early in listed
 
