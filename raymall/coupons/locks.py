@@ -51,6 +51,14 @@ def lock(
             )
 
 
+def held_coupons(session: Session, order_id: int) -> list[str]:
+    """The coupons the order holds now (locked while unpaid, used once paid)."""
+    rows = session.scalars(
+        select(UserCoupon.id).where(UserCoupon.order_id == order_id).order_by(UserCoupon.id)
+    )
+    return [str(r) for r in rows]
+
+
 def follow(session: Session, order_id: int, to: str, now: int) -> list[int]:
     """Move the coupons the order holds as its transition to ``to`` says (see the module
     docstring); the ids moved."""

@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from raymall.cart import CartOwner, CartStore
+from raymall.coupons.locks import held_coupons
 from raymall.coupons.pricing import Pricer
 from raymall.db import transaction
 from raymall.domain import order_state as st
@@ -277,6 +278,7 @@ class OrderService:
                 raise NotFound(f"order {order_id} not found")
             view = repo.order_view(order, repo.items_of(session, [order_id])[order_id])
             view["payments"] = pay.payments_of(session, order_id)
+            view["coupon_ids"] = held_coupons(session, order_id)
             return view
 
         return await self._read(read)

@@ -167,6 +167,8 @@ def test_two_orders_racing_for_one_coupon_exactly_one_gets_it_and_cancel_gives_i
     assert winner["total_cents"] == 2_500 and winner["discount_cents"] == 500
     assert winner["items"][0]["discount_cents"] == 500
     assert coupon_state(shop, coupon) == ("locked", winner["id"])
+    held = client.get(f"/orders/{winner['id']}", headers=headers).json()
+    assert held["coupon_ids"] == [coupon] and held["discount_cents"] == 500
     assert wallet_state(client, headers, coupon) == "locked"
     stock = shop.stock(sku)
     assert stock["reserved"] == 1 and stock["available"] == 9  # the loser's stock went back
