@@ -110,7 +110,9 @@ def bench_raymall(a: argparse.Namespace, ctx: dict[str, Any]) -> list[dict[str, 
                 "claim_ends_at_ms": now_ms() + 3_600_000,
                 "valid_days": 7,
             }
-            resp = httpx.post(base + "/admin/coupon-campaigns", json=body, headers=headers)
+            resp = httpx.post(
+                base + "/admin/coupon-campaigns", json=body, headers=headers, timeout=60
+            )
             if resp.status_code != 201:
                 raise RuntimeError(f"creating the campaign failed: {resp.text}")
             campaign = int(resp.json()["id"])
