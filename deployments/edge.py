@@ -168,6 +168,8 @@ def _start_span(scope: Scope) -> tuple[Any, tuple[bytes, bytes], Any] | None:
     from opentelemetry.trace import SpanKind
 
     parent = tracing.extract(tracing.headers_traceparent(scope.get("headers", ())))
+    if parent is None and not tracing.sample_root():
+        return None  # not sampled and no trace of the client's: no span, no header, no id
     method = scope["method"]
     span = tracing.tracer().start_span(
         method,
@@ -175,8 +177,6 @@ def _start_span(scope: Scope) -> tuple[Any, tuple[bytes, bytes], Any] | None:
         kind=SpanKind.SERVER,
         attributes={"http.request.method": method, "url.path": scope["path"]},
     )
-    if parent is None and not span.is_recording():
-        return None
     token = context.attach(trace.set_span_in_context(span))
     return span, (b"traceparent", tracing.traceparent(span).encode("latin-1")), token
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from raymall.settings import Settings
 
 enabled = False  # tracing configured in this process: hot paths test this first
+sample_ratio = 0.0  # the share of requests without a client's trace that the edge traces
 TRACE_KEY = "_trace"  # the outbox payload key that carries the traceparent
 _tracer: Any = None
 _provider: Any = None
@@ -55,7 +57,7 @@ _lock = threading.Lock()
 def configure(settings: Settings, process: str, *, exporter: SpanExporter | None = None) -> bool:
     """Turn tracing on for this process if the settings name an exporter (or ``exporter``
     is given, for tests); True if it is on. Idempotent."""
-    global enabled, _tracer, _provider, _current_span
+    global enabled, _tracer, _provider, _current_span, sample_ratio
     exporters: list[Any] = [exporter] if exporter is not None else []
     if settings.trace_otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -71,12 +73,15 @@ def configure(settings: Settings, process: str, *, exporter: SpanExporter | None
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+        from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
 
         resource = Resource.create(
             {"service.name": "raymall", "raymall.process": process, "process.pid": os.getpid()}
         )
-        sampler = ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
+        # roots are sampled by the edge (sample_root: an unsampled request makes no span at
+        # all); everything else follows its parent
+        sampler = ParentBased(ALWAYS_ON)
+        sample_ratio = settings.trace_sample_ratio
         provider = TracerProvider(resource=resource, sampler=sampler)
         for exp in exporters:
             if exporter is not None and exp is exporter:  # tests read spans at once
@@ -111,6 +116,11 @@ def disable() -> None:
         if _provider is not None:
             _provider.shutdown()
         _provider = _tracer = None
+
+
+def sample_root() -> bool:
+    """Whether a request that brings no trace of its own is traced (``sample_ratio``)."""
+    return sample_ratio >= 1.0 or (sample_ratio > 0.0 and random.random() < sample_ratio)
 
 
 def flush(timeout_ms: int = 5000) -> None:

@@ -1,0 +1,208 @@
+"""What tracing costs: the flash purchase's throughput and the product detail read, with
+tracing off and on (``--ratio`` 0.1 sampling, the JSON-lines exporter writing every
+sampled span under the server's var/traces/), in one run.
+
+    .venv/bin/python bench/tracing_overhead.py [--seconds 15] [--rounds 2] [--ratio 0.1]
+    mkdir /tmp/head && git archive HEAD | tar -x -C /tmp/head   # a fixed tree to measure
+    .venv/bin/python bench/tracing_overhead.py --tree /tmp/head
+
+One fresh MariaDB database and Redis db: the demo catalog (``raymall seed --demo``) plus two
+SKUs with a huge stock and ``--users`` users with access tokens. Each round starts
+``raymall serve`` twice, once per mode (the mode that goes first alternates between
+rounds, so a drift in the shared machine's speed weighs on both), and per start runs:
+a flash sale with a huge quantity and per-user limit, ``--warmup`` seconds then
+``--seconds`` of purchases (wrk, 64 connections, each request a new purchase: 201), then the
+same for ``GET /products/{id}`` over every published product. Reported: req/s, p50/p99 per
+mode and endpoint (median over rounds) and on/off, with the target on/off >= 0.95.
+
+Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations, one server at a
+time, stopped at the end of its block).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _harness import raymall_server  # noqa: E402
+from _harness import run_wrk as run_http_wrk  # noqa: E402
+from catalog_bench import catalog_facts, wrk_scripts  # noqa: E402
+from catalog_bench import seed as seed_catalog  # noqa: E402
+from flash_sale import BIG, run_wrk  # noqa: E402
+from flash_sale import seed as seed_flash  # noqa: E402
+
+from raymall.auth.tokens import TokenCodec  # noqa: E402
+from raymall.ids import now_ms  # noqa: E402
+from raymall.launcher.scratch import make_mysql_database, private_redis_db  # noqa: E402
+
+MODES = ("off", "on")
+
+
+def server_env(ctx: dict[str, Any], mode: str, ratio: float) -> dict[str, str]:
+    env = {
+        "RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"),
+        "RAYMALL_DATABASE_URL": ctx["db"],
+        "RAYMALL_REDIS_URL": ctx["redis"],
+        "RAYMALL_JWT_SECRET": ctx["secret"],
+        "RAYMALL_RECOMMENDER": "0",
+        "RAYMALL_ACCESS_TOKEN_TTL_S": "86400",
+        "RAYMALL_FLASH_ORDER_TIMEOUT_S": "7200",
+        "RAYMALL_FLASH_RATE_USER_PER_S": "100000",
+        "RAYMALL_FLASH_RATE_USER_BURST": "100000",
+        "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
+    }
+    if mode == "on":
+        env |= {"RAYMALL_TRACE_FILE": "true", "RAYMALL_TRACE_SAMPLE_RATIO": str(ratio)}
+    return env
+
+
+def one_block(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str, Any]:
+    """One server start in ``mode``: the flash throughput run, then the detail run."""
+    out: dict[str, Any] = {"mode": mode}
+    var = Path(tempfile.mkdtemp(prefix=f"trace-bench-{mode}-"))
+    with raymall_server(server_env(ctx, mode, a.ratio), var=var, tree=a.tree) as base:
+        body = {
+            "sku_id": ctx["skus"][0],
+            "price_cents": 990,
+            "quantity": BIG,
+            "per_user_limit": 1_000_000,
+            "starts_at_ms": now_ms() - 1000,
+            "ends_at_ms": now_ms() + 3_600_000,
+            "title": "trace bench",
+        }
+        headers = {"Authorization": f"Bearer {ctx['admin_token']}"}
+        resp = httpx.post(base + "/admin/flash-sales", json=body, headers=headers, timeout=60)
+        if resp.status_code != 201:
+            raise RuntimeError(f"creating the sale failed: {resp.text}")
+        path = f"/flash-sales/{resp.json()['id']}/purchase"
+        run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
+        flash = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads)
+        out["flash"] = {k: flash[k] for k in ("rps", "p50_ms", "p99_ms", "errors")}
+        script = str(ctx["scripts"]["detail"])
+        run_http_wrk(
+            base + "/products",
+            threads=a.threads,
+            connections=a.connections,
+            seconds=a.warmup,
+            script=script,
+        )
+        detail = run_http_wrk(
+            base + "/products",
+            threads=a.threads,
+            connections=a.connections,
+            seconds=a.seconds,
+            script=script,
+        )
+        out["detail"] = {k: detail[k] for k in ("rps", "p50_ms", "p99_ms", "non_2xx")}
+    spans = 0
+    for f in (var / "traces").glob("spans-*.jsonl"):
+        spans += sum(1 for _ in f.open())
+    out["spans_written"] = spans
+    return out
+
+
+def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    res: dict[str, Any] = {}
+    for endpoint in ("flash", "detail"):
+        row: dict[str, Any] = {}
+        for mode in MODES:
+            runs = [b[endpoint] for b in blocks if b["mode"] == mode]
+            row[mode] = {
+                "rps": round(statistics.median(r["rps"] for r in runs), 1),
+                "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
+                "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
+                "runs": [round(r["rps"], 1) for r in runs],
+            }
+        row["on_over_off"] = round(row["on"]["rps"] / row["off"]["rps"], 3)
+        row["meets_target"] = row["on_over_off"] >= 0.95
+        res[endpoint] = row
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--seconds", type=int, default=15)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--ratio", type=float, default=0.1)
+    p.add_argument("--users", type=int, default=5_000)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--tree", type=Path, help="run raymall from this checkout (default: this)")
+    a = p.parse_args()
+    a.tree = a.tree.resolve() if a.tree else None
+    for url in (a.mysql, a.redis):
+        if "127.0.0.1" not in url and "localhost" not in url:
+            raise SystemExit("load only 127.0.0.1")
+    load = os.getloadavg()
+    db, drop = make_mysql_database(a.mysql, "rm_trace")
+    rurl = private_redis_db(a.redis)
+    secret = secrets.token_urlsafe(48)
+    tmp = Path(tempfile.mkdtemp(prefix="trace-bench-"))
+    try:
+        seed_catalog(db, rurl, a.tree, tmp / "seed")
+        facts = catalog_facts(db)
+        skus, users, admin = seed_flash(db, a.users, 4)
+        codec = TokenCodec(secret, access_ttl_s=86_400, refresh_ttl_s=86_400)
+        tokens = tmp / "tokens.txt"
+        tokens.write_text("\n".join(codec.issue_access(u, "user", f"f{u}")[0] for u in users))
+        ctx = {
+            "db": db,
+            "redis": rurl,
+            "secret": secret,
+            "skus": skus,
+            "tokens": tokens,
+            "scripts": wrk_scripts(facts, tmp),
+            "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
+        }
+        blocks = []
+        for rnd in range(a.rounds):
+            for mode in MODES if rnd % 2 == 0 else MODES[::-1]:
+                started = time.monotonic()
+                block = one_block(ctx, mode, a)
+                blocks.append({**block, "round": rnd + 1})
+                print(
+                    f"round {rnd + 1} tracing {mode:3}: flash {block['flash']['rps']:7.0f} req/s"
+                    f" (p99 {block['flash']['p99_ms']:.1f} ms), detail "
+                    f"{block['detail']['rps']:7.0f} req/s (p99 {block['detail']['p99_ms']:.1f} ms)"
+                    f", {block['spans_written']} spans written"
+                    f" [{time.monotonic() - started:.0f} s]",
+                    flush=True,
+                )
+        result = {
+            "conditions": {
+                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "load": f"wrk -t{a.threads} -c{a.connections} -d{a.seconds}s after {a.warmup} s",
+                "tracing on": f"sample ratio {a.ratio}, JSON-lines exporter (var/traces/)",
+                "machine": f"{os.cpu_count()} CPUs shared; load average {load[0]:.1f} at start",
+                "raymall": str(a.tree or HERE.parent),
+            },
+            "blocks": blocks,
+            "summary": summary(blocks),
+        }
+        print(json.dumps(result["summary"], indent=2))
+        if a.json:
+            a.json.write_text(json.dumps(result, indent=2))
+    finally:
+        drop()
+        redis.Redis.from_url(rurl).flushdb()
+
+
+if __name__ == "__main__":
+    main()
