@@ -65,6 +65,12 @@ def ray_env(settings: Settings) -> dict[str, str]:
             "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "2"
         ),
         "RAY_SERVE_HAPROXY_NBTHREAD": "2",
+        # Serve's autoscaler counts requests in flight where deployment handles send them;
+        # HAProxy sends them to the ingress replicas itself, so no handle sees them and an
+        # autoscaled ingress would never grow. Replicas count their own instead.
+        "RAY_SERVE_COLLECT_AUTOSCALING_METRICS_ON_HANDLE": os.environ.get(
+            "RAY_SERVE_COLLECT_AUTOSCALING_METRICS_ON_HANDLE", "0"
+        ),
         # Serve's own HTTP metrics: HAProxy writes a line per request to a socket that
         # the HAProxyManager actor parses in Python, which cost a quarter of the
         # throughput of a cheap route on 2 cores. raymall_http_* in /metrics counts every
