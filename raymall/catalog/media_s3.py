@@ -115,13 +115,6 @@ class S3MediaStore(ImageStore):
             return None
         return await asyncio.to_thread(self.get, name)
 
-    def check_bucket(self) -> None:
-        """Raise ``Unavailable`` unless the bucket answers (readiness, start-up checks)."""
-        try:
-            self.client.head_bucket(Bucket=self.bucket)
-        except (BotoCoreError, ClientError) as exc:
-            raise _unavailable(exc, "head_bucket") from exc
-
 
 def _missing(exc: BaseException) -> bool:
     response = getattr(exc, "response", None)
