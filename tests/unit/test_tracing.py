@@ -275,3 +275,44 @@ async def test_with_tracing_off_the_hot_paths_call_nothing_of_it(monkeypatch: An
     assert await committer.submit(["a"]) is not None
     committer.task.cancel()
     assert json.loads(outbox_row("t", 1, {"a": 1}, 1)[3]) == {"a": 1}
+
+
+class _Handle:
+    """A fake actor handle with the named methods only (answers its arguments)."""
+
+    def __init__(self, *methods: str) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        for name in methods:
+            setattr(self, name, self._method(name))
+
+    def _method(self, name: str) -> Any:
+        handle = self
+
+        class Method:
+            def remote(self, *args: Any) -> Any:
+                handle.calls.append((name, args))
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_result(args)
+                return fut
+
+        return Method()
+
+
+async def test_an_actor_call_under_a_sampled_span_carries_its_traceparent(
+    spans: InMemorySpanExporter,
+) -> None:
+    from actors.caller import ActorCaller
+
+    caller = ActorCaller("ns", lambda i: f"inventory-{i}", timeout_s=1, retry_s=1)
+    traced, old = _Handle("traced_call", "submit"), _Handle("submit")
+    caller._handles = {0: traced, 1: old}  # noqa: SLF001
+    assert await caller.call(0, "submit", 7) == (7,)  # no sampled span: a plain call
+    with tracing.tracer().start_as_current_span("request"):
+        answer = await caller.call(0, "submit", 8)
+        assert await caller.call(1, "submit", 9) == (9,)  # an actor without traced_call
+    carrier, method, arg = answer
+    client = by_name(spans)["inventory-0 submit"]
+    assert client.kind == trace.SpanKind.CLIENT and (method, arg) == ("submit", 8)
+    assert carrier == tracing.traceparent(client)
+    assert traced.calls[0] == ("submit", (7,)) and traced.calls[1][0] == "traced_call"
+    assert old.calls == [("submit", (9,))]
