@@ -27,9 +27,10 @@ that write has returned (durable before ack). Guarantees:
   batch. A batch whose write returned keeps its results even if ``book.commit`` raises;
 - a stopped committer (its task cancelled, e.g. at shutdown) answers everything still
   queued, and every later ``submit``, ``book.lost()``'s error;
-- **traced** (``raymall.tracing``): a batch holding sampled callers is written under one
-  span, a child of the first of them and linked to each, so the SQL of the transaction
-  is its children; a batch staged again after a failed write is not traced.
+- **traced** (``raymall.tracing``): a batch holding sampled callers has one span, a child
+  of the first of them and linked to each, over its apply (a child span) and its write
+  (the transaction, a child span with its SQL under it) until its commit is answered; a
+  batch staged again after a failed write is not traced.
 
 The book (``CommitBook``) is single-threaded state: the committer calls it only from the
 event loop; only the writer runs in a thread, on values the book fixed at ``stage``.
@@ -121,12 +122,17 @@ class _Stage:
 def _write_traced(write: Writer, work: Any, fail: bool) -> None:
     """The writer under a span of its own (the transaction), below the batch's span."""
     size = len(work) if hasattr(work, "__len__") else 0
-    with tracing.child_span("db transaction", **{"raymall.statements": size}):
+    attributes: dict[str, Any] = {"raymall.statements": size}
+    with tracing.child_span("db transaction", **attributes):
         write(work, fail)
 
 
 def _end_span(stage: _Stage, error: BaseException | None = None) -> None:
     span, stage.span = stage.span, None
+    _finish(span, error)
+
+
+def _finish(span: Any, error: BaseException | None = None) -> None:
     if span is not None:
         if error is not None:
             span.record_exception(error)
@@ -360,12 +366,27 @@ class GroupCommitter(Generic[T, R]):
         if not batch:
             return None
         ops = [op for ops, _ in batch for op in ops]
+        span = self._batch_span(batch, ops, attempt) if self._traced else None
         try:
-            staged = await self.book.stage(ops, attempt)
+            if span is None:
+                staged = await self.book.stage(ops, attempt)
+            else:
+                with tracing.use_current(span), tracing.child_span("apply", internal=True):
+                    staged = await self.book.stage(ops, attempt)
         except Exception as exc:
             _fail(batch, exc)
+            _finish(span, exc)
             return None
-        return _Stage(batch, ops, staged, attempt)
+        return _Stage(batch, ops, staged, attempt, span=span)
+
+    def _batch_span(self, batch: list[Waiter], ops: list[Any], attempt: int) -> Any:
+        """The batch's span (apply, write, commit), if it holds sampled callers."""
+        members = [s for _, f in batch if (s := self._traced.pop(f, None)) is not None]
+        return tracing.start_batch(
+            f"group commit {self._name}",
+            members,
+            **{"raymall.commit.ops": len(ops), "raymall.commit.attempt": attempt},
+        )
 
     def _start(self, stage: _Stage) -> _Stage:
         work = stage.staged.work
@@ -379,13 +400,6 @@ class GroupCommitter(Generic[T, R]):
         stage.started = time.perf_counter()
         # asyncio.to_thread without its task: awaited through a shield (see _pipeline), the
         # executor's future itself wakes the committer one loop turn sooner
-        if self._traced:
-            members = [s for _, f in stage.batch if (s := self._traced.pop(f, None)) is not None]
-            stage.span = tracing.start_batch(
-                f"group commit {self._name}",
-                members,
-                **{"raymall.commit.ops": len(stage.ops), "raymall.commit.attempt": stage.attempt},
-            )
         if stage.span is not None:
             with tracing.use_current(stage.span):
                 run = contextvars.copy_context().run

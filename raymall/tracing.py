@@ -488,11 +488,12 @@ def start_consumer(name: str, carriers: Sequence[str | None], **attributes: Any)
     )
 
 
-def child_span(name: str, **attributes: Any) -> Any:
-    """A context manager: a CLIENT span under the current recording span (none without
-    one), current while it runs."""
+def child_span(name: str, *, internal: bool = False, **attributes: int | str) -> Any:
+    """A context manager: a CLIENT (or ``internal``) span under the current recording span
+    (none without one), current while it runs."""
     from opentelemetry.trace import SpanKind
 
     if recording_span() is None:
         return use(None)
-    return _tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+    kind = SpanKind.INTERNAL if internal else SpanKind.CLIENT
+    return _tracer.start_as_current_span(name, kind=kind, attributes=attributes)

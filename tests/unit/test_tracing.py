@@ -182,6 +182,7 @@ async def test_a_group_commit_is_a_span_over_its_sql_linked_to_its_callers(
         found["call 1"].context.span_id,
         found["call 2"].context.span_id,
     }
+    assert found["apply"].parent.span_id == commit.context.span_id  # the book's staging
     transaction = found["db transaction"]  # the writer, in its thread
     assert transaction.parent.span_id == commit.context.span_id
     sql = found["db SELECT"]
