@@ -7,8 +7,10 @@ exists, and the settings turn on an autoscaling config Serve accepts."""
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from pathlib import Path
+from types import FunctionType
 from typing import Any
 
 import pytest
@@ -111,7 +113,9 @@ def test_the_rayservice_runs_the_app_with_both_autoscalers() -> None:
     serve_config = yaml.safe_load(service["spec"]["serveConfigV2"])
     (application,) = serve_config["applications"]
     module, _, attr = application["import_path"].partition(":")
-    assert callable(getattr(importlib.import_module(module), attr))
+    builder = getattr(importlib.import_module(module), attr)
+    # what Serve requires of an application builder before it calls one
+    assert isinstance(builder, FunctionType) and len(inspect.signature(builder).parameters) == 1
     assert application["route_prefix"] == "/"
     assert serve_config["http_options"]["port"] == 8000
     cluster = service["spec"]["rayClusterConfig"]
