@@ -280,3 +280,30 @@ def test_the_payment_providers_callback_joins_the_paying_requests_trace(
     callback = next(s for s in spans if s["name"] == "POST /payments/callback")
     assert callback["kind"] == "SERVER" and callback["remote_parent"]
     assert callback["attributes"]["http.response.status_code"] < 300
+
+
+def test_a_shard_restarted_after_a_crash_is_counted(
+    app: Any, ray_session: Any, client: httpx.Client
+) -> None:
+    import re
+
+    import ray
+
+    def restarts() -> float:
+        text = client.get("/metrics").text
+        found = re.search(r'raymall_actor_restarts_total\{actor="inventory-3"\} ([\d.]+)', text)
+        return float(found.group(1)) if found else 0.0
+
+    before = restarts()
+    shard = ray.get_actor("inventory-3", namespace=ray_session.namespace)
+    ray.kill(shard, no_restart=False)  # a crash: Ray restarts it (max_restarts=-1)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            ray.get(shard.check_alive.remote(), timeout=5)
+            if restarts() >= before + 1:
+                break
+        except Exception:  # still restarting
+            pass
+        assert time.monotonic() < deadline, "the restart was not counted within 60 s"
+        time.sleep(0.5)
