@@ -37,7 +37,9 @@ from raymall.catalog.repository import (
     sku_ids_of,
 )
 from raymall.catalog.search import search_products
+from raymall.catalog.search_cache import SearchCache
 from raymall.catalog.service import CatalogService
+from raymall.catalog.text import query_terms
 from raymall.errors import NotFound
 from raymall.feed import Feed, scoped_channel
 from raymall.logs import get_logger
@@ -109,6 +111,14 @@ class CatalogRuntime:
         )
         self.listings = ListingCache(
             redis,
+            ttl_s=settings.listing_cache_ttl_s,
+            keys=CacheKeys(KEY_PREFIX),
+            enabled=settings.cache_enabled,
+        )
+        self.searches: SearchCache[PageParts] = SearchCache(
+            redis,
+            name="product_search",
+            decode=PageParts,
             ttl_s=settings.listing_cache_ttl_s,
             keys=CacheKeys(KEY_PREFIX),
             enabled=settings.cache_enabled,
@@ -229,19 +239,7 @@ class CatalogRuntime:
         generation, so a catalog change shows on the next request); each card's
         ``in_stock`` from the availability read model where it can answer, as in
         listings."""
-        from raymall.catalog.search_cache import SearchCache
-        from raymall.catalog.text import query_terms
-
-        cache: SearchCache[PageParts] | None = getattr(self, "_search_cache", None)
-        if cache is None:
-            cache = self._search_cache = SearchCache(
-                self.listings.redis,
-                name="product_search",
-                decode=PageParts,
-                ttl_s=self.settings.listing_cache_ttl_s,
-                keys=CacheKeys(KEY_PREFIX),
-                enabled=self.settings.cache_enabled,
-            )
+        cache = self.searches
         key = {  # everything the page depends on (the query only through its terms)
             "q": query_terms(query),
             "filters": asdict(filters),
