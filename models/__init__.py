@@ -5,6 +5,17 @@ Times are integer epoch milliseconds (``*_ms``) so SQLite and MySQL store them a
 money is integer minor units (``*_cents``).
 """
 
+from models.aftersales import (
+    Refund,
+    ReturnEvent,
+    ReturnItem,
+    ReturnRequest,
+    Review,
+    Shipment,
+    ShipmentEvent,
+    ShipmentItem,
+    ShippingMethod,
+)
 from models.base import Base
 from models.catalog import Brand, Category, Product, Sku
 from models.flash import FlashPurchase, FlashSale
@@ -15,6 +26,15 @@ from models.promotions import CouponCampaign, Promotion, UserCoupon
 from models.users import Address, Permission, RefreshFamily, Role, User
 
 __all__ = [
+    "ShippingMethod",
+    "ShipmentItem",
+    "ShipmentEvent",
+    "Shipment",
+    "Review",
+    "ReturnRequest",
+    "ReturnItem",
+    "ReturnEvent",
+    "Refund",
     "Address",
     "Base",
     "Brand",

@@ -44,6 +44,7 @@ class Product(Base):
         Index("ix_products_status_category", "status", "category_id"),
         Index("ix_products_status_created", "status", "created_ms"),
         Index("ix_products_status_sales", "status", "sales_count"),
+        Index("ix_products_status_rating", "status", "rating_x100"),
         Index("ft_products_search", "title", "search_text", mysql_prefix="FULLTEXT"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -57,6 +58,10 @@ class Product(Base):
     min_price_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     max_price_cents: Mapped[int] = mapped_column(BigInteger, default=0)
     sales_count: Mapped[int] = mapped_column(BigInteger, default=0)
+    # visible reviews: how many, their sum, and the average x100 (for sort=rating)
+    rating_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    rating_sum: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    rating_x100: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     search_text: Mapped[str] = mapped_column(Text, default="")
     created_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger)

@@ -13,7 +13,10 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, BigId, ExactKey, Json
 
-ORDER_STATUSES = ("pending_payment", "paid", "shipped", "completed", "cancelled", "refunded")
+ORDER_STATUSES = (
+    "pending_payment", "paid", "partially_shipped", "shipped", "delivered", "completed",
+    "cancelled", "refunded",
+)  # fmt: skip
 
 
 class Order(Base):
@@ -32,12 +35,21 @@ class Order(Base):
     total_cents: Mapped[int] = mapped_column(BigInteger)  # to pay: lines - discount_cents
     # promotions and coupons: the sum of the items' discount_cents
     discount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # the shipping method chosen and its fee (part of total_cents)
+    shipping_method_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    shipping_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # when the carrier delivered the last shipment (returns are counted from here)
+    delivered_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Σ of the order's succeeded refunds
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     currency: Mapped[str] = mapped_column(String(3), default="USD")
     address: Mapped[dict[str, Any]] = mapped_column(Json, default=dict)
     reservation_key: Mapped[str] = mapped_column(ExactKey(160))
     idempotency_key: Mapped[str | None] = mapped_column(ExactKey(128), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     flash_sale_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True, index=True)
+    # the next deadline of the order's state: the payment deadline while pending_payment,
+    # the automatic completion while delivered (the shard's sweeper acts on both)
     expires_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     cancel_reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
@@ -58,6 +70,10 @@ class OrderItem(Base):
     # what promotions and coupons took off this line (a refund of it pays back at most
     # line_total_cents - discount_cents)
     discount_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # units shipped, returned (received back) and refunded money, bounded by the line
+    shipped_quantity: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    returned_quantity: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class OrderEvent(Base):
@@ -81,6 +97,8 @@ class Payment(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     outcome: Mapped[str] = mapped_column(String(16), default="succeed")
     callbacks: Mapped[int] = mapped_column(Integer, default=0)
+    # Σ of this payment's succeeded refunds; never above amount_cents
+    refunded_cents: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger)
 

@@ -19,7 +19,9 @@ from recommend.text import ProductDoc
 
 PRODUCT_TOPIC_PREFIX = "product."
 # an order in these states means the user bought (or is buying) the product
-BOUGHT_STATUSES = ("pending_payment", "paid", "shipped", "completed")
+BOUGHT_STATUSES = (
+    "pending_payment", "paid", "partially_shipped", "shipped", "delivered", "completed"
+)  # fmt: skip
 
 
 def category_paths(session: Session) -> dict[int, tuple[str, ...]]:

@@ -12,9 +12,13 @@ from raymall.errors import Forbidden, InvalidTransition
 ALLOWED = {
     (st.PENDING_PAYMENT, st.PAID),
     (st.PENDING_PAYMENT, st.CANCELLED),
+    (st.PAID, st.PARTIALLY_SHIPPED),
     (st.PAID, st.SHIPPED),
     (st.PAID, st.REFUNDED),
+    (st.PARTIALLY_SHIPPED, st.SHIPPED),
+    (st.SHIPPED, st.DELIVERED),
     (st.SHIPPED, st.COMPLETED),
+    (st.DELIVERED, st.COMPLETED),
 }
 
 
