@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     max_ongoing_requests: int = Field(256, ge=1, le=10_000)
     access_log: bool = False
     ha_proxy: bool = True
+    # the local Ray instance's object store (shared memory), in MiB; unset: Ray's default,
+    # 30% of the machine's memory (a local `raymall serve` only; `ray start` sets its own)
+    ray_object_store_mb: int | None = Field(None, ge=75, le=1_048_576)
     # Serve watches every request for a client disconnect (two tasks per request) unless
     # told not to; raymall tells it not to (deployments/serve_http.py)
     serve_watch_disconnects: bool = False

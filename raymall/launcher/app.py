@@ -291,4 +291,6 @@ def init_ray(settings: Settings, address: str | None = None, num_cpus: int | Non
         kwargs["address"] = "local"
         if num_cpus:
             kwargs["num_cpus"] = num_cpus
+        if settings.ray_object_store_mb:
+            kwargs["object_store_memory"] = settings.ray_object_store_mb * 1024 * 1024
     ray.init(**kwargs)

@@ -1,0 +1,520 @@
+"""The capacity model: CPU milliseconds per request by component, for each core route, and
+the throughput they predict, checked against the measured throughput.
+
+Setup (not timed): one fresh MariaDB database (``raymall seed --demo`` plus ``--skus`` SKUs
+with a huge stock and ``--users`` users with access tokens, 64 of them with an address) and
+Redis db ``--redis`` (flushed before and after); one ``raymall serve --num-cpus 2`` on them
+(defaults: HAProxy, 2 ingress replicas, 4 inventory and 2 order shards; the recommender off,
+as in the other benches; rate limits raised so that every request is served). Routes:
+
+- ``flash``: ``POST /flash-sales/{id}/purchase``, one sale with a huge quantity and per-user
+  limit on one SKU (every request a durable purchase, 201; one hot SKU, so one shard);
+- ``detail``: ``GET /products/{id}`` over every published demo product;
+- ``order``: ``POST /orders``, one line of a random big-stock SKU, a fresh Idempotency-Key;
+- ``listing``: ``GET /products?page=N&size=20``;
+- ``cart``: ``POST /cart/items`` (one unit of a random big-stock SKU, a random user).
+
+Per route: ``--warmup`` seconds of load, then ``--rounds`` rounds of two wrk runs of
+``--seconds`` each (64 connections): the **fixed load** (each connection waits so that the
+offered rate is about ``--fixed-rate`` of the route; wrk's ``delay()``), where the costs are
+measured, and the **saturated** run (no wait), whose throughput the model must predict.
+Around every run, utime + stime of /proc/<pid>/stat of every process of the server's tree,
+of mariadbd and redis-server, and of wrk (this process's reaped children) are sampled and
+summed by kind (``bench/capacity_procs.py``); CPU while idle (``--idle`` seconds with no
+load, per kind) is measured once before the routes and taken out: a component's cost is
+(CPU in the run - idle rate x run time) / requests answered.
+
+The model, from the fixed-load costs (medians over rounds):
+
+- one all-in-one node of C cores (app, MariaDB and Redis; no load client):
+  ``(C - idle cores) x 1000 / sum of ms per request``;
+- an app node (Ray processes only; MariaDB and Redis on servers of their own), and how many
+  of them a target load needs, and the MariaDB and Redis cores that load needs;
+- single-process limits: a Python process serves at most one core, so a kind of n
+  processes caps the route at n x 1000 / its ms (one hot SKU lives on one shard:
+  ``1000 / shard ms``);
+- the check on this machine, where wrk takes its share: predicted =
+  min((C - idle) x 1000 / (sum + wrk ms), single-process limits), against the
+  saturated runs' median; the target is a ratio measured / predicted in 0.75..1.25.
+
+Writes ``--json`` (default bench/report/capacity.json) and renders docs/capacity.md
+(``bench/capacity_report.py``, with the memory figures of ``bench/memory_footprint.py``).
+
+    .venv/bin/python bench/capacity.py [--routes flash,detail,order] [--rounds 3]
+
+Traffic goes to 127.0.0.1 only; bounded: one server start, per route ``--warmup`` +
+2 x ``--rounds`` x ``--seconds`` of load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+from sqlalchemy import create_engine
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(HERE), str(ROOT)]
+from _harness import raymall_server  # noqa: E402
+from capacity_procs import cpu_by_kind, sample_cpu, serve_pid, servers, tree  # noqa: E402
+from catalog_bench import catalog_facts  # noqa: E402
+from catalog_bench import seed as seed_catalog  # noqa: E402
+
+from raymall.auth.tokens import TokenCodec  # noqa: E402
+from raymall.ids import now_ms  # noqa: E402
+from raymall.launcher.scratch import make_mysql_database  # noqa: E402
+from raymall.launcher.shop import SkuSpec, add_category, add_product, add_users  # noqa: E402
+
+STOCK = 1_000_000_000
+BIG = 100_000_000
+SHARDS = 4
+ROUTES = ("flash", "detail", "order", "listing", "cart")
+FIXED_RATE = {"flash": 1500, "detail": 1500, "order": 500, "listing": 1500, "cart": 1000}
+ADDRESS = {
+    "recipient": "Capacity Bench",
+    "phone": "+1 555 0199",
+    "line1": "1 Load Street",
+    "city": "Springfield",
+    "postal_code": "00001",
+    "country": "US",
+    "is_default": True,
+}
+CLIENT = "load client (wrk)"
+SHARED = ("mariadbd", "redis-server")
+# how many cores one process of a kind can keep busy: Python processes and Redis one (the
+# GIL, one thread), HAProxy its RAY_SERVE_HAPROXY_NBTHREAD; 0: no such limit (MariaDB's
+# thread pool, Ray's daemons)
+THREADS = {"mariadbd": 0, "raylet": 0, "gcs_server": 0, "haproxy": 2}
+
+
+# ---- fixtures ------------------------------------------------------------------------------
+def seed_big(url: str, users: int, n_skus: int) -> tuple[list[int], list[int], int]:
+    """``n_skus`` SKUs of STOCK units (written before the shards start), ``users`` users and
+    one admin. Returns (sku ids, user ids, admin id)."""
+    engine = create_engine(url)
+    tag = secrets.token_hex(3)
+    with engine.begin() as conn:
+        cat = add_category(conn, "Capacity", f"capacity-{tag}")
+        specs = [SkuSpec(f"CAP-{tag}-{i}", 5000 + i, STOCK) for i in range(n_skus)]
+        skus = add_product(conn, cat, "Capacity kettle", specs, shards=SHARDS)[1]
+        ids = add_users(conn, users + 1, tag=f"c{tag}", roles=["admin"])
+    engine.dispose()
+    return skus, ids[1:], ids[0]
+
+
+LUA = """
+local paths = {%(paths)s}
+local tokens = {%(tokens)s}
+local bodies = {%(bodies)s}
+local method = "%(method)s"
+local wait_ms = tonumber(os.getenv("CAP_DELAY_MS") or "0")
+local n, threads = 0, 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+function init(args) math.randomseed(1000 + tid); counts = {} end
+function delay() if wait_ms > 0 then return math.random(0, 2 * wait_ms) end return 0 end
+function request()
+  n = n + 1
+  local h = {}
+  if #tokens > 0 then h["Authorization"] = "Bearer " .. tokens[math.random(#tokens)] end
+  local body = nil
+  if #bodies > 0 then
+    body = bodies[math.random(#bodies)]
+    h["Content-Type"] = "application/json"
+  end
+  if method == "POST" then
+    h["Idempotency-Key"] = "k" .. tid .. "-" .. n .. "-" .. math.random(1e9)
+  end
+  return wrk.format(method, paths[math.random(#paths)], h, body)
+end
+function response(status, headers, body) counts[status] = (counts[status] or 0) + 1 end
+function done(summary, latency, requests)
+  io.write(string.format('CAPJSON {"requests": %%d, "duration_us": %%d, "p50_us": %%d, ' ..
+    '"p99_us": %%d, "errors": %%d}\\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99),
+    summary.errors.connect + summary.errors.read + summary.errors.write +
+    summary.errors.timeout + summary.errors.status))
+end
+"""
+
+
+def lua(paths: list[str], method: str, tokens: list[str], bodies: list[str]) -> str:
+    def strings(items: list[str]) -> str:
+        return ",".join(json.dumps(x) for x in items)
+
+    return LUA % {
+        "paths": strings(paths),
+        "tokens": strings(tokens),
+        "bodies": strings(bodies),
+        "method": method,
+    }
+
+
+def route_scripts(ctx: dict[str, Any], tmp: Path) -> dict[str, Path]:
+    published = ctx["facts"]["published"]
+    pages = ctx["facts"]["pages"]
+    big = [json.dumps({"items": [{"sku_id": s, "quantity": 1}]}) for s in ctx["skus"][1:]]
+    carts = [json.dumps({"sku_id": s, "quantity": 1}) for s in ctx["skus"][1:]]
+    scripts = {
+        "flash": lua([ctx["flash_path"]], "POST", ctx["tokens"], []),
+        "detail": lua([f"/products/{p}" for p in published], "GET", [], []),
+        "order": lua(["/orders"], "POST", ctx["tokens"][:64], big),
+        "listing": lua([f"/products?page={p}&size=20" for p in range(1, pages + 1)], "GET", [], []),
+        "cart": lua(["/cart/items"], "POST", ctx["tokens"], carts),
+    }
+    out = {}
+    for name, text in scripts.items():
+        out[name] = tmp / f"cap_{name}.lua"
+        out[name].write_text(text)
+    return out
+
+
+# ---- measuring -----------------------------------------------------------------------------
+def procs_of(pid: int) -> list[Any]:
+    return tree(pid) + servers()
+
+
+def client_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def run_load(
+    base: str, script: Path, seconds: int, conns: int, delay_ms: float, pid: int
+) -> dict[str, Any]:
+    """One wrk run; answers, latency and CPU seconds per kind (the client's too)."""
+    env = {**os.environ, "CAP_DELAY_MS": str(int(delay_ms))}
+    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script)]
+    before, client0, t0 = sample_cpu(procs_of(pid)), client_seconds(), time.monotonic()
+    out = subprocess.run(
+        [*cmd, base], capture_output=True, text=True, env=env, timeout=seconds + 120, check=True
+    ).stdout
+    wall = time.monotonic() - t0
+    after = sample_cpu(procs_of(pid))
+    cpu = cpu_by_kind(before, after)
+    cpu[CLIENT] = client_seconds() - client0
+    line = next(ln for ln in out.splitlines() if ln.startswith("CAPJSON "))
+    raw = json.loads(line[len("CAPJSON ") :])
+    duration = raw["duration_us"] / 1e6
+    return {
+        "requests": raw["requests"],
+        "errors": raw["errors"],
+        "rps": raw["requests"] / duration,
+        "p50_ms": raw["p50_us"] / 1000,
+        "p99_ms": raw["p99_us"] / 1000,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "machine_busy_cores": (after.busy - before.busy) / wall,
+    }
+
+
+def idle_rate(pid: int, seconds: float) -> dict[str, float]:
+    """Cores used per kind with no load (heartbeats, sweepers, pollers, Ray's daemons)."""
+    before = sample_cpu(procs_of(pid))
+    time.sleep(seconds)
+    after = sample_cpu(procs_of(pid))
+    wall = after.total - before.total  # CPU-seconds of all cores
+    span = wall / (os.cpu_count() or 1)
+    return {k: v / span for k, v in cpu_by_kind(before, after).items()}
+
+
+def net_ms(run: dict[str, Any], idle: dict[str, float]) -> dict[str, float]:
+    """ms of CPU per answered request by kind, less the idle rate over the run's time."""
+    n = max(1, run["requests"])
+    out = {}
+    for k, sec in run["cpu_s"].items():
+        out[k] = max(0.0, 1000 * (sec - idle.get(k, 0.0) * run["wall_s"]) / n)
+    return out
+
+
+# ---- the model -----------------------------------------------------------------------------
+def process_counts(pid: int) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for k in sample_cpu(procs_of(pid)).kinds.values():
+        counts[k] = counts.get(k, 0) + 1
+    return counts
+
+
+def model(
+    fixed_ms: dict[str, float],
+    idle: dict[str, float],
+    counts: dict[str, int],
+    cores: int,
+    measured_rps: float,
+    hot: bool = False,
+) -> dict[str, Any]:
+    idle_cores = sum(idle.values())
+    server = {k: v for k, v in fixed_ms.items() if k != CLIENT}
+    app = {k: v for k, v in server.items() if k not in SHARED}
+    sum_server, sum_app = sum(server.values()), sum(app.values())
+    app_idle = sum(v for k, v in idle.items() if k not in SHARED)
+    limits = {}
+    for k, v in server.items():
+        per_process = THREADS.get(k, 1)
+        if v > 0.02 and per_process:  # a kind of n processes of t busy threads: n x t cores
+            n = 1 if (hot and k == "inventory shard") else counts.get(k, 1)
+            limits[k] = n * per_process * 1000 / v
+    bound_kind = min(limits, key=lambda k: limits[k]) if limits else None
+    here_cpu = (cores - idle_cores) * 1000 / (sum_server + fixed_ms.get(CLIENT, 0.0))
+    here = min([here_cpu, *limits.values()])
+    return {
+        "sum_ms": round(sum_server, 3),
+        "app_sum_ms": round(sum_app, 3),
+        "idle_cores": round(idle_cores, 3),
+        "node_rps": round((cores - idle_cores) * 1000 / sum_server, 0),
+        "app_node_rps": round((cores - app_idle) * 1000 / sum_app, 0),
+        "process_limits": {k: round(v, 0) for k, v in sorted(limits.items(), key=lambda kv: kv[1])},
+        "tightest_process": bound_kind,
+        "predicted_here_rps": round(here, 0),
+        "predicted_here_by": "CPU" if here == here_cpu else bound_kind,
+        "measured_rps": round(measured_rps, 0),
+        "ratio": round(measured_rps / here, 3),
+        "within_25pct": 0.75 <= measured_rps / here <= 1.25,
+    }
+
+
+def summarise(name: str, runs: list[dict[str, Any]], idle: dict[str, float]) -> dict[str, Any]:
+    fixed = [r for r in runs if r["load"] == "fixed"]
+    sat = [r for r in runs if r["load"] == "saturated"]
+    kinds = sorted({k for r in runs for k in r["cpu_s"]})
+
+    def med_ms(rs: list[dict[str, Any]]) -> dict[str, float]:
+        per = [net_ms(r, idle) for r in rs]
+        out = {k: statistics.median(p.get(k, 0.0) for p in per) for k in kinds}
+        return {
+            k: round(v, 4) for k, v in sorted(out.items(), key=lambda kv: -kv[1]) if v >= 0.0005
+        }
+
+    return {
+        "route": name,
+        "fixed": {
+            "rps": round(statistics.median(r["rps"] for r in fixed), 1),
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in fixed), 2),
+            "errors": sum(r["errors"] for r in fixed),
+            "ms_per_request": med_ms(fixed),
+        },
+        "saturated": {
+            "rps": round(statistics.median(r["rps"] for r in sat), 1),
+            "runs_rps": [round(r["rps"], 1) for r in sat],
+            "p50_ms": round(statistics.median(r["p50_ms"] for r in sat), 2),
+            "p99_ms": round(statistics.median(r["p99_ms"] for r in sat), 2),
+            "errors": sum(r["errors"] for r in sat),
+            "machine_busy_cores": round(statistics.median(r["machine_busy_cores"] for r in sat), 2),
+            "ms_per_request": med_ms(sat),
+        },
+    }
+
+
+# ---- main ----------------------------------------------------------------------------------
+def server_env(ctx: dict[str, Any]) -> dict[str, str]:
+    return {
+        "RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"),
+        "RAYMALL_DATABASE_URL": ctx["db"],
+        "RAYMALL_REDIS_URL": ctx["redis"],
+        "RAYMALL_JWT_SECRET": ctx["secret"],
+        "RAYMALL_RECOMMENDER": "0",
+        "RAYMALL_INVENTORY_SHARDS": str(SHARDS),
+        "RAYMALL_ACCESS_TOKEN_TTL_S": "86400",
+        "RAYMALL_FLASH_ORDER_TIMEOUT_S": "7200",
+        "RAYMALL_ORDER_TIMEOUT_S": "7200",
+        "RAYMALL_FLASH_RATE_USER_PER_S": "100000",
+        "RAYMALL_FLASH_RATE_USER_BURST": "100000",
+        "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
+        "RAYMALL_FLASH_RATE_IP_PER_S": "10000000",
+    }
+
+
+def prepare(base: str, ctx: dict[str, Any]) -> None:
+    """The flash sale and the addresses of the ordering users (through the API)."""
+    admin = {"Authorization": f"Bearer {ctx['admin_token']}"}
+    body = {
+        "sku_id": ctx["skus"][0],
+        "price_cents": 990,
+        "quantity": BIG,
+        "per_user_limit": 1_000_000,
+        "starts_at_ms": now_ms() - 1000,
+        "ends_at_ms": now_ms() + 3_600_000,
+        "title": "capacity bench",
+    }
+    with httpx.Client(base_url=base, timeout=60) as c:
+        resp = c.post("/admin/flash-sales", json=body, headers=admin)
+        if resp.status_code != 201:
+            raise RuntimeError(f"creating the sale failed: {resp.text}")
+        ctx["flash_path"] = f"/flash-sales/{resp.json()['id']}/purchase"
+        for token in ctx["tokens"][:64]:
+            resp = c.post(
+                "/me/addresses", json=ADDRESS, headers={"Authorization": f"Bearer {token}"}
+            )
+            if resp.status_code != 201:
+                raise RuntimeError(f"adding an address failed: {resp.text}")
+
+
+def git_commit() -> str:
+    out = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip() + (" (tree with uncommitted edits)" if dirty.stdout.strip() else "")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--routes", default=",".join(ROUTES))
+    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--idle", type=float, default=8.0)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--users", type=int, default=5_000)
+    p.add_argument("--skus", type=int, default=9, help="big-stock SKUs (the first is the sale's)")
+    p.add_argument("--cores", type=int, default=2, help="C, the cores of the node predicted")
+    p.add_argument("--target-rps", type=float, default=10_000, help="the load to size nodes for")
+    p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/12")
+    p.add_argument("--json", type=Path, default=HERE / "report" / "capacity.json")
+    p.add_argument("--doc", type=Path, default=ROOT / "docs" / "capacity.md")
+    a = p.parse_args()
+    # a SIGTERM (timeout, kill) unwinds like Ctrl-C, so the server started here is stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    for url in (a.mysql, a.redis):
+        if "127.0.0.1" not in url and "localhost" not in url:
+            raise SystemExit("load only 127.0.0.1")
+    routes = a.routes.split(",")
+    load_at_start = os.getloadavg()
+    db, drop = make_mysql_database(a.mysql, "rm_capacity")
+    redis.Redis.from_url(a.redis).flushdb()
+    secret = secrets.token_urlsafe(48)
+    tmp = Path(tempfile.mkdtemp(prefix="capacity-bench-"))
+    try:
+        seed_catalog(db, a.redis, None, tmp / "seed")
+        facts = catalog_facts(db)
+        skus, users, admin = seed_big(db, a.users, a.skus)
+        codec = TokenCodec(secret, access_ttl_s=86_400, refresh_ttl_s=86_400)
+        ctx: dict[str, Any] = {
+            "db": db,
+            "redis": a.redis,
+            "secret": secret,
+            "skus": skus,
+            "facts": facts,
+            "tokens": [codec.issue_access(u, "user", f"c{u}")[0] for u in users],
+            "admin_token": codec.issue_access(admin, "admin", "cadmin")[0],
+        }
+        var = tmp / "var"
+        var.mkdir()
+        results: dict[str, Any] = {"routes": {}}
+        with raymall_server(server_env(ctx), var=var) as base:
+            pid = serve_pid(var)
+            prepare(base, ctx)
+            scripts = route_scripts(ctx, tmp)
+            time.sleep(3)
+            idle = idle_rate(pid, a.idle)
+            counts = process_counts(pid)
+            print(
+                "idle cores: "
+                + ", ".join(
+                    f"{k} {v:.3f}"
+                    for k, v in sorted(idle.items(), key=lambda kv: -kv[1])
+                    if v >= 0.001
+                ),
+                flush=True,
+            )
+            for name in routes:
+                script = scripts[name]
+                run_load(base, script, a.warmup, a.connections, 0, pid)
+                runs = []
+                delay = a.connections * 1000 / FIXED_RATE[name]
+                for rnd in range(a.rounds):
+                    for load in ("fixed", "saturated"):
+                        run = run_load(
+                            base,
+                            script,
+                            a.seconds,
+                            a.connections,
+                            delay if load == "fixed" else 0,
+                            pid,
+                        )
+                        run["load"], run["round"] = load, rnd + 1
+                        runs.append(run)
+                        print(
+                            f"{name:8} round {rnd + 1} {load:9}: {run['rps']:7.0f} req/s, p99 "
+                            f"{run['p99_ms']:.1f} ms, {run['errors']} errors, machine busy "
+                            f"{run['machine_busy_cores']:.2f} cores",
+                            flush=True,
+                        )
+                summary = summarise(name, runs, idle)
+                summary["model"] = model(
+                    summary["fixed"]["ms_per_request"],
+                    idle,
+                    counts,
+                    a.cores,
+                    summary["saturated"]["rps"],
+                    hot=name == "flash",
+                )
+                summary["model_from_saturated_costs"] = model(
+                    summary["saturated"]["ms_per_request"],
+                    idle,
+                    counts,
+                    a.cores,
+                    summary["saturated"]["rps"],
+                    hot=name == "flash",
+                )
+                summary["runs"] = runs
+                results["routes"][name] = summary
+                m = summary["model"]
+                print(
+                    f"{name:8} predicted {m['predicted_here_rps']:.0f} req/s "
+                    f"({m['predicted_here_by']}), "
+                    f"measured {m['measured_rps']:.0f}: ratio {m['ratio']:.2f}",
+                    flush=True,
+                )
+        results["idle_cores"] = {k: round(v, 4) for k, v in idle.items() if v >= 0.0005}
+        results["process_counts"] = counts
+        results["conditions"] = {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "commit": git_commit(),
+            "machine": f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.1f} GiB, "
+            f"{platform.system()} {platform.release()}; "
+            f"load average {load_at_start[0]:.1f} at start",
+            "stores": f"MariaDB {facts['mariadb']} (database of its own), "
+            f"Redis db {a.redis.rsplit('/', 1)[1]}",
+            "server": "raymall serve --num-cpus 2: HAProxy, 2 ingress replicas, 4 inventory and 2 "
+            "order shards, recommender off, rate limits raised",
+            "load": f"wrk -t2 -c{a.connections}, {a.rounds} rounds x (fixed load + saturated) x "
+            f"{a.seconds} s after {a.warmup} s of warm-up per route; fixed-load offered rates "
+            + ", ".join(f"{r} {FIXED_RATE[r]}/s" for r in routes),
+            "cores": a.cores,
+            "target_rps": a.target_rps,
+        }
+        a.json.parent.mkdir(parents=True, exist_ok=True)
+        a.json.write_text(json.dumps(results, indent=2))
+        from capacity_report import write_doc
+
+        write_doc(a.json, a.doc)
+        print(f"wrote {a.json} and {a.doc}")
+    finally:
+        drop()
+        redis.Redis.from_url(a.redis).flushdb()
+
+
+if __name__ == "__main__":
+    main()
