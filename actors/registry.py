@@ -9,6 +9,7 @@ restarted by Ray and rebuilds its state from the database. ``launch_all`` is ide
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -132,10 +133,33 @@ async def check_all(
     return {"ok": not down, "actors": len(results), "down": down}
 
 
-def stop_all(settings: Settings, drain_timeout_s: float = 10.0) -> None:
-    """Drain (flush pending batches) and kill every actor this app runs."""
+def running_names(settings: Settings, kinds: tuple[str, ...] | None = None) -> list[str]:
+    """Names of this app's live named actors (of the given kinds, or all), whatever shard
+    counts they were started with: an instance launched before a reshard is found too."""
+    groups = [g for g in _groups() if kinds is None or g.kind in kinds]
+    out = []
+    for entry in ray.util.list_named_actors(all_namespaces=True):
+        if entry["namespace"] != settings.namespace:
+            continue
+        name = entry["name"]
+        kind, _, index = name.rpartition("-")
+        if index.isdigit() and any(g.kind == kind for g in groups):
+            out.append(name)
+    return sorted(out)
+
+
+def stop_all(
+    settings: Settings,
+    drain_timeout_s: float = 10.0,
+    kinds: tuple[str, ...] | None = None,
+    wait_s: float = 0.0,
+) -> None:
+    """Drain (flush pending batches) and kill every actor this app runs (of the given
+    kinds, or all), as launched with any shard counts. With ``wait_s``, wait until their
+    names are free (a new actor of the same name then is a new one: the resharding
+    stop-the-world needs every old owner gone before the new ones load)."""
     handles = []
-    for name in expected_names(settings):
+    for name in sorted({*running_names(settings, kinds), *_expected(settings, kinds)}):
         try:
             handles.append((name, get(settings, name)))
         except ValueError:
@@ -149,3 +173,31 @@ def stop_all(settings: Settings, drain_timeout_s: float = 10.0) -> None:
     for name, handle in handles:
         ray.kill(handle, no_restart=True)
         log.info("stopped actor %s", name)
+    if wait_s > 0:
+        wait_gone(settings, [name for name, _ in handles], wait_s)
+
+
+def _expected(settings: Settings, kinds: tuple[str, ...] | None) -> list[str]:
+    return [n for g in _groups() if kinds is None or g.kind in kinds for n in g.names(settings)]
+
+
+def wait_gone(settings: Settings, names: list[str], timeout_s: float) -> None:
+    """Wait until none of ``names`` is a live actor; TimeoutError if one still is."""
+    deadline = time.monotonic() + timeout_s
+    left = list(names)
+    while True:
+        left = [name for name in left if _named(settings, name)]
+        if not left:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"actors still alive after {timeout_s:g}s: {left}")
+        time.sleep(0.1)
+
+
+def _named(settings: Settings, name: str) -> bool:
+    """Whether a live actor holds ``name`` (Ray frees a name when its actor is dead)."""
+    try:
+        get(settings, name)
+    except ValueError:
+        return False
+    return True

@@ -33,7 +33,8 @@ has two owners, and each new shard loads exactly what it owns. Guarantees:
   key; ``Report.kept`` counts them.
 
 ``plan_ops`` is the pure part (no I/O, unit-tested); ``problems`` checks that a database
-is laid out for given shard counts (the launcher refuses to start otherwise).
+is laid out for given shard counts, and ``check_layout`` refuses to start an app whose
+settings it is not laid out for.
 """
 
 from __future__ import annotations
@@ -46,9 +47,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, text
 
 from actors.inventory_store import items_json
+from raymall.db import make_engine
 from raymall.domain.stock import ADJUST, CONFIRMED, REJECTED, RELEASED, RESERVE, RESERVED
 from raymall.hashing import shard_for
 from raymall.ids import now_ms
+from raymall.settings import ConfigError, Settings
 
 _CHUNK = 500
 
@@ -57,6 +60,10 @@ _CHUNK = 500
 class Layout:
     inventory_shards: int
     order_shards: int
+
+
+def layout_of(settings: Settings) -> Layout:
+    return Layout(settings.inventory_shards, settings.order_shards)
 
 
 @dataclass
@@ -360,3 +367,20 @@ def problems(engine: Engine, layout: Layout, limit: int = 5) -> list[str]:
                 if len(out) >= limit:
                     return out
     return out
+
+
+def check_layout(settings: Settings) -> None:
+    """Refuse (ConfigError) to serve with shard counts the database is not laid out for."""
+    engine = make_engine(settings.resolved_database_url, pool_size=1)
+    try:
+        found = problems(engine, layout_of(settings))
+    finally:
+        engine.dispose()
+    if found:
+        n, m = settings.inventory_shards, settings.order_shards
+        raise ConfigError(
+            f"the database is not laid out for RAYMALL_INVENTORY_SHARDS={n} and "
+            f"RAYMALL_ORDER_SHARDS={m} ({'; '.join(found[:3])}). Serve with the counts it "
+            f"was last resharded to, or stop and run `raymall reshard --inventory-shards {n} "
+            f"--order-shards {m}` first."
+        )

@@ -2,7 +2,9 @@
 deployments and the recommender, and puts them together.
 
 - ``app``: resolve settings, prepare the stores, launch the actors, run Serve;
-- ``cli``: the ``raymall`` command (serve, migrate, seed, create-admin, reindex, status);
+- ``cli``: the ``raymall`` command (serve, migrate, seed, create-admin, reindex, status,
+  reshard);
+- ``reshard``: changing the shard counts (stop the old owners, re-own, start the new);
 - ``migrate``: Alembic run programmatically against a URL;
 - ``seed``: the demo catalog and accounts;
 - ``status``: the resolved configuration and whether each store answers;

@@ -1,5 +1,5 @@
 """``raymall`` command line: serve, migrate, seed, create-admin, reindex, status, profile,
-error-codes."""
+reshard, error-codes."""
 
 from __future__ import annotations
 
@@ -147,6 +147,21 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reshard(args: argparse.Namespace) -> int:
+    from actors.reshard import Layout
+    from raymall.launcher.reshard import run_offline
+
+    settings = _settings(args)
+    layout = Layout(args.inventory_shards, args.order_shards)
+    if min(layout.inventory_shards, layout.order_shards) < 1:
+        print("raymall reshard: shard counts must be at least 1", file=sys.stderr)
+        return 2
+    address = args.address or os.environ.get("RAY_ADDRESS") or None
+    report = run_offline(settings, layout, address=address, dry_run=args.dry_run)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def cmd_error_codes(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -208,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["flamegraph", "speedscope", "raw"], default="flamegraph")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS or auto)")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser(
+        "reshard", help="move shard ownership to new shard counts (with the app stopped)"
+    )
+    p.add_argument("--inventory-shards", type=int, required=True)
+    p.add_argument("--order-shards", type=int, required=True)
+    p.add_argument("--address", help="Ray cluster to check for live shards (default: RAY_ADDRESS)")
+    p.add_argument("--dry-run", action="store_true", help="report what is out of place only")
+    p.set_defaults(func=cmd_reshard)
 
     p = sub.add_parser("error-codes", help="the error-code dictionary (docs/errors.md)")
     mode = p.add_mutually_exclusive_group()
