@@ -1,0 +1,78 @@
+"""The database side of a reshard on SQLite (actors.reshard.reown and check_layout): the
+app refuses counts the database is not laid out for, and a reshard lays it out for them
+with the stock and open units of every SKU unchanged."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import Engine, text
+
+from actors.reshard import Layout, check_layout, problems, reown
+from raymall.db import make_engine
+from raymall.hashing import shard_for
+from raymall.launcher.shop import SkuSpec, add_category, add_product
+from raymall.settings import ConfigError, Settings
+
+
+def test_a_reshard_lays_the_database_out_for_the_new_counts(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    with engine.begin() as conn:
+        category = add_category(conn, "Kettles", "kettles")
+        _, skus = add_product(
+            conn, category, "Kettle", [SkuSpec(f"K{i}", 100, 10, {}) for i in range(12)], shards=4
+        )
+        # one open reservation of three SKUs, stored per shard as the client does
+        held = {sku: i + 1 for i, sku in enumerate(skus[:3])}
+        by_shard: dict[int, dict[int, int]] = {}
+        for sku, qty in held.items():
+            by_shard.setdefault(shard_for(sku, 4), {})[sku] = qty
+            conn.execute(
+                text(
+                    "UPDATE inventory SET available = available - :q, reserved = :q "
+                    "WHERE sku_id = :s"
+                ),
+                {"q": qty, "s": sku},
+            )
+        for shard, items in by_shard.items():
+            conn.execute(
+                text(
+                    "INSERT INTO inventory_ops (`key`, shard, kind, state, items, result, "
+                    "expires_ms, created_ms, updated_ms) "
+                    "VALUES (:k, :s, 'reserve', 'reserved', :i, 'ok', 99, 1, 1)"
+                ),
+                {"k": f"order:5@{shard}", "s": shard, "i": json.dumps(items)},
+            )
+    base = {"database_url": sqlite_url, "redis_url": "redis://unused"}
+    check_layout(Settings(**base, inventory_shards=4, order_shards=2))
+    with pytest.raises(ConfigError, match="raymall reshard --inventory-shards 6"):
+        check_layout(Settings(**base, inventory_shards=6, order_shards=2))
+    stock_before = _stock(engine)
+    for layout in (Layout(6, 3), Layout(3, 2), Layout(1, 1)):
+        report = reown(engine, layout)
+        assert problems(engine, layout) == [], report.as_dict()
+        assert _stock(engine) == stock_before and not report.settled
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT `key`, shard, items, expires_ms FROM inventory_ops")
+            ).all()
+        found: dict[int, int] = {}
+        for key, shard, items, expires in rows:
+            assert key == f"order:5@{shard}" and expires == 99
+            for sku, qty in json.loads(items).items():
+                assert shard_for(int(sku), layout.inventory_shards) == shard
+                found[int(sku)] = qty
+        assert found == held
+    check_layout(Settings(**base, inventory_shards=1, order_shards=1))
+    engine.dispose()
+
+
+def _stock(engine: Engine) -> list[tuple[int, ...]]:
+    with engine.connect() as conn:
+        return [
+            tuple(r)
+            for r in conn.execute(
+                text("SELECT sku_id, total, available, reserved, sold FROM inventory ORDER BY 1")
+            ).all()
+        ]
