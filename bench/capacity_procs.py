@@ -40,7 +40,10 @@ ACTOR_KINDS = {
     "Recommender": "recommender",
     "OutboxRelay": "outbox relay",
     "IDLE": "Ray idle worker",
+    "DashboardAgent": "Ray dashboard agent",
+    "RuntimeEnvAgent": "Ray runtime-env agent",
 }
+DAEMONS = ("raylet", "gcs_server", "haproxy", "wrk")
 
 
 def kind(proc: psutil.Process) -> str:
@@ -59,14 +62,14 @@ def kind(proc: psutil.Process) -> str:
             return "Serve replica " + title.split(":")[-1].split(".")[0]
         cls = title.split(".")[0]
         return ACTOR_KINDS.get(cls, "actor " + cls)
-    joined = " ".join(cmd)
-    for script, label in RAY_SCRIPTS.items():
-        if script in joined:
+    if name in DAEMONS:
+        return name
+    script = " ".join(cmd[1:3])  # python [-u] <script>: not the flags naming other scripts
+    for path, label in RAY_SCRIPTS.items():
+        if path in script:
             return label
     if "raymall" in cmd and "serve" in cmd:
         return "raymall serve (driver)"
-    if name in ("raylet", "gcs_server", "haproxy", "wrk"):
-        return name
     return name
 
 

@@ -149,9 +149,12 @@ def measure(config: str, env: dict[str, str], idle_s: float) -> dict[str, Any]:
         journey = demo_journey(base)
         time.sleep(idle_s)
         pid = serve_pid(var)
+        # the embedded redis-server daemonizes: not below the server, named in runtime.json
+        embedded = json.loads((var / "runtime.json").read_text()).get("embedded_pids", {})
         samples = []
         for _ in range(3):  # three looks, 2 s apart: the median total
-            samples.append(memory_by_kind(tree(pid)))
+            procs = tree(pid) + [p for q in embedded.values() for p in tree(int(q))]
+            samples.append(memory_by_kind(procs))
             time.sleep(2)
     totals = [sum(r["rss_mb"] for r in s.values()) for s in samples]
     kinds = samples[sorted(range(3), key=lambda i: totals[i])[1]]
