@@ -5,6 +5,9 @@ with the stock and open units of every SKU unchanged."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
@@ -76,3 +79,28 @@ def _stock(engine: Engine) -> list[tuple[int, ...]]:
                 text("SELECT sku_id, total, available, reserved, sold FROM inventory ORDER BY 1")
             ).all()
         ]
+
+
+def test_raymall_reshard_refuses_while_the_instance_runs_then_re_owns(
+    sqlite_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from raymall.launcher import cli
+
+    monkeypatch.setenv("RAYMALL_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("RAYMALL_VAR_DIR", str(tmp_path))
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = ["reshard", "--inventory-shards", "5", "--order-shards", "3"]
+    (tmp_path / "runtime.json").write_text(json.dumps({"pid": os.getpid()}))
+    assert cli.main(args) == 2
+    assert "stop it first" in capsys.readouterr().err
+    (tmp_path / "runtime.json").unlink()
+    assert cli.main([*args, "--dry-run"]) == 0
+    assert json.loads(capsys.readouterr().out)["dry_run"] is True
+    assert cli.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["inventory_shards"] == 5 and "RAYMALL_INVENTORY_SHARDS=5" in report["next"]
+    check_layout(
+        Settings(
+            database_url=sqlite_url, redis_url="redis://unused", inventory_shards=5, order_shards=3
+        )
+    )
