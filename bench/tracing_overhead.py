@@ -12,8 +12,13 @@ SKUs with a huge stock and ``--users`` users with access tokens. Each round star
 rounds, so a drift in the shared machine's speed weighs on both), and per start runs:
 a flash sale with a huge quantity and per-user limit, ``--warmup`` seconds then
 ``--seconds`` of purchases (wrk, 64 connections, each request a new purchase: 201), then the
-same for ``GET /products/{id}`` over every published product. Reported: req/s, p50/p99 per
-mode and endpoint (median over rounds) and on/off, with the target on/off >= 0.95.
+same for ``GET /products/{id}`` over every published product. Reported per mode and
+endpoint, as medians over rounds: req/s, p50/p99, and the server's CPU per request (every
+process of the server, MariaDB and Redis: ms of CPU per request, which a busy shared
+machine disturbs less than req/s); then on/off of the req/s medians (the target: >= 0.95),
+the median of each round's own on/off (the two blocks of a round run back to back, so it
+cancels a drift of the machine's speed between rounds), and CPU on/off. The machine's load
+average is recorded before and after every block: read the figures with it.
 
 Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations, one server at a
 time, stopped at the end of its block).
@@ -41,7 +46,7 @@ from _harness import raymall_server  # noqa: E402
 from _harness import run_wrk as run_http_wrk  # noqa: E402
 from catalog_bench import catalog_facts, wrk_scripts  # noqa: E402
 from catalog_bench import seed as seed_catalog  # noqa: E402
-from flash_sale import BIG, run_wrk  # noqa: E402
+from flash_sale import BIG, _cpu_seconds, run_wrk  # noqa: E402
 from flash_sale import seed as seed_flash  # noqa: E402
 
 from raymall.auth.tokens import TokenCodec  # noqa: E402
@@ -71,7 +76,7 @@ def server_env(ctx: dict[str, Any], mode: str, ratio: float) -> dict[str, str]:
 
 def one_block(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str, Any]:
     """One server start in ``mode``: the flash throughput run, then the detail run."""
-    out: dict[str, Any] = {"mode": mode}
+    out: dict[str, Any] = {"mode": mode, "load_before": round(os.getloadavg()[0], 2)}
     var = Path(tempfile.mkdtemp(prefix=f"trace-bench-{mode}-"))
     with raymall_server(server_env(ctx, mode, a.ratio), var=var, tree=a.tree) as base:
         body = {
@@ -91,6 +96,7 @@ def one_block(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str
         run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
         flash = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads)
         out["flash"] = {k: flash[k] for k in ("rps", "p50_ms", "p99_ms", "errors")}
+        out["flash"]["cpu_ms"] = cpu_per_request(flash["cpu_ms"])
         script = str(ctx["scripts"]["detail"])
         run_http_wrk(
             base + "/products",
@@ -99,6 +105,7 @@ def one_block(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str
             seconds=a.warmup,
             script=script,
         )
+        cpu_before = _cpu_seconds()
         detail = run_http_wrk(
             base + "/products",
             threads=a.threads,
@@ -106,7 +113,13 @@ def one_block(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str
             seconds=a.seconds,
             script=script,
         )
+        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds().items()}
         out["detail"] = {k: detail[k] for k in ("rps", "p50_ms", "p99_ms", "non_2xx")}
+        served = max(1, detail["requests"])
+        out["detail"]["cpu_ms"] = round(
+            1000 * sum(cpu[k] for k in ("system", "mariadb", "redis")) / served, 3
+        )
+    out["load_after"] = round(os.getloadavg()[0], 2)
     spans = 0
     for f in (var / "traces").glob("spans-*.jsonl"):
         spans += sum(1 for _ in f.open())
@@ -114,7 +127,13 @@ def one_block(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str
     return out
 
 
+def cpu_per_request(cpu_ms: dict[str, float]) -> float:
+    """The server's CPU per request (ms): its processes, MariaDB and Redis."""
+    return round(sum(cpu_ms.get(k, 0.0) for k in ("system", "mariadb", "redis")), 3)
+
+
 def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians per mode and endpoint, and the on/off ratios (see the module docstring)."""
     res: dict[str, Any] = {}
     for endpoint in ("flash", "detail"):
         row: dict[str, Any] = {}
@@ -124,9 +143,21 @@ def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
                 "rps": round(statistics.median(r["rps"] for r in runs), 1),
                 "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
                 "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
+                "cpu_ms_per_request": round(statistics.median(r["cpu_ms"] for r in runs), 3),
                 "runs": [round(r["rps"], 1) for r in runs],
             }
         row["on_over_off"] = round(row["on"]["rps"] / row["off"]["rps"], 3)
+        rounds = sorted({b["round"] for b in blocks})
+        per_round = []
+        for rnd in rounds:
+            got = {b["mode"]: b[endpoint]["rps"] for b in blocks if b["round"] == rnd}
+            if len(got) == len(MODES):
+                per_round.append(got["on"] / got["off"])
+        row["round_on_over_off"] = [round(r, 3) for r in per_round]
+        row["median_round_on_over_off"] = round(statistics.median(per_round), 3)
+        row["cpu_on_over_off"] = round(
+            row["on"]["cpu_ms_per_request"] / row["off"]["cpu_ms_per_request"], 3
+        )
         row["meets_target"] = row["on_over_off"] >= 0.95
         res[endpoint] = row
     return res
@@ -181,7 +212,9 @@ def main() -> None:
                     f"round {rnd + 1} tracing {mode:3}: flash {block['flash']['rps']:7.0f} req/s"
                     f" (p99 {block['flash']['p99_ms']:.1f} ms), detail "
                     f"{block['detail']['rps']:7.0f} req/s (p99 {block['detail']['p99_ms']:.1f} ms)"
-                    f", {block['spans_written']} spans written"
+                    f", {block['spans_written']} spans written; CPU/request flash "
+                    f"{block['flash']['cpu_ms']:.3f} ms, detail {block['detail']['cpu_ms']:.3f} ms"
+                    f"; load {block['load_before']:.1f} -> {block['load_after']:.1f}"
                     f" [{time.monotonic() - started:.0f} s]",
                     flush=True,
                 )

@@ -164,43 +164,21 @@ class Edge:
 def _start_span(scope: Scope) -> tuple[Any, tuple[bytes, bytes], Any] | None:
     """The request's SERVER span, made current: (span, its traceparent header, token); None
     for a request that is not sampled and brought no trace of its own (no header, no id)."""
-    from opentelemetry import context, trace
-    from opentelemetry.trace import SpanKind
-
-    parent = tracing.extract(tracing.headers_traceparent(scope.get("headers", ())))
-    if parent is None and not tracing.sample_root():
-        return None  # not sampled and no trace of the client's: no span, no header, no id
-    method = scope["method"]
-    span = tracing.tracer().start_span(
-        method,
-        context=parent,
-        kind=SpanKind.SERVER,
-        attributes={"http.request.method": method, "url.path": scope["path"]},
-    )
-    token = context.attach(trace.set_span_in_context(span))
-    return span, (b"traceparent", tracing.traceparent(span).encode("latin-1")), token
+    return tracing.start_request(scope["method"], scope["path"], scope.get("headers", ()))
 
 
 def _end_span(
     traced: tuple[Any, Any, Any], scope: Scope, route: str, status: int, rid: str
 ) -> None:
-    from opentelemetry import context
-    from opentelemetry.trace import Status, StatusCode
-
-    span, _, token = traced
-    if span.is_recording():
-        span.update_name(f"{scope['method']} {route}")
-        span.set_attribute("http.route", route)
-        span.set_attribute("http.response.status_code", status)
-        span.set_attribute("raymall.request_id", rid)
-        principal = scope.get("state", {}).get("principal")
-        user_id = getattr(principal, "user_id", None)
-        if user_id is not None:
-            span.set_attribute("enduser.id", str(user_id))
-        if status >= 500:
-            span.set_status(Status(StatusCode.ERROR))
-    span.end()
-    context.detach(token)
+    attributes: dict[str, str | int] = {
+        "http.route": route,
+        "http.response.status_code": status,
+        "raymall.request_id": rid,
+    }
+    user_id = getattr(scope.get("state", {}).get("principal"), "user_id", None)
+    if user_id is not None:
+        attributes["enduser.id"] = str(user_id)
+    tracing.end_request(traced, f"{scope['method']} {route}", attributes, status >= 500)
 
 
 class _LivenessRoute:

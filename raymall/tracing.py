@@ -34,6 +34,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,9 +92,7 @@ def configure(settings: Settings, process: str, *, exporter: SpanExporter | None
                     BatchSpanProcessor(exp, schedule_delay_millis=1000, max_queue_size=8192)
                 )
         _provider, _tracer = provider, provider.get_tracer("raymall")
-        from opentelemetry.trace import get_current_span
-
-        _current_span = get_current_span  # no import statement per call on hot paths
+        _bind_api()
         _instrument_sql()
         _instrument_redis()
         from raymall import errors, logs
@@ -142,17 +141,69 @@ def recording_span() -> Span | None:
     return span if span.is_recording() else None
 
 
-def _current_span() -> Any:
+def _current_span(context: Context | None = None) -> Any:
     from opentelemetry import trace
 
-    return trace.get_current_span()
+    return trace.get_current_span(context)
+
+
+def _bind_api() -> None:
+    """Bind the OpenTelemetry names the hot paths use, once: no import statement (nor
+    attribute chain) per call."""
+    global _current_span, _SpanContext, _NonRecordingSpan, _set_span_in_context
+    global _attach, _detach, _use_span, _INVALID_SPAN, _Link, _SERVER, _CLIENT, _CONSUMER
+    global _INTERNAL, _TraceFlags
+    from opentelemetry import context, trace
+    from opentelemetry.trace import (
+        Link,
+        NonRecordingSpan,
+        SpanContext,
+        SpanKind,
+        TraceFlags,
+        get_current_span,
+        set_span_in_context,
+        use_span,
+    )
+
+    _current_span = get_current_span
+    _SpanContext, _NonRecordingSpan, _set_span_in_context = (
+        SpanContext,
+        NonRecordingSpan,
+        set_span_in_context,
+    )
+    _attach, _detach, _use_span, _INVALID_SPAN = (
+        context.attach,
+        context.detach,
+        use_span,
+        trace.INVALID_SPAN,
+    )
+    _Link, _TraceFlags = Link, TraceFlags
+    _SERVER, _CLIENT, _CONSUMER, _INTERNAL = (
+        SpanKind.SERVER,
+        SpanKind.CLIENT,
+        SpanKind.CONSUMER,
+        SpanKind.INTERNAL,
+    )
+
+
+_SpanContext: Any = None
+_NonRecordingSpan: Any = None
+_set_span_in_context: Any = None
+_attach: Any = None
+_detach: Any = None
+_use_span: Any = None
+_INVALID_SPAN: Any = None
+_Link: Any = None
+_TraceFlags: Any = None
+_SERVER: Any = None
+_CLIENT: Any = None
+_CONSUMER: Any = None
+_INTERNAL: Any = None
 
 
 def current_ids() -> tuple[str, str] | None:
     """(trace id, span id) of the current span, hex, or None."""
-    from opentelemetry import trace
-
-    ctx = trace.get_current_span().get_span_context()
+    ctx = _current_span().get_span_context()
     if not ctx.is_valid:
         return None
     return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
@@ -169,16 +220,43 @@ def traceparent(span: Span) -> str:
     return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
 
 
-def extract(carrier: str | None) -> Context | None:
-    """The context a ``traceparent`` value names (None if absent or malformed)."""
+_HEX = frozenset("0123456789abcdef")
+
+
+def parse_traceparent(carrier: str | None) -> tuple[int, int, int] | None:
+    """(trace id, parent span id, flags) of a W3C ``traceparent`` value, or None if it is
+    absent or malformed (as OpenTelemetry's propagator reads it: version ``ff``, ids of
+    zeros, wrong lengths, upper-case hex and a version 00 with more fields are refused)."""
     if not carrier:
         return None
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+    carrier = carrier.strip(" \t")
+    size = len(carrier)
+    if (
+        size < 55
+        or carrier[2] != "-"
+        or carrier[35] != "-"
+        or carrier[52] != "-"
+        or (size > 55 and (carrier[55] != "-" or carrier[:2] == "00"))
+        or carrier[:2] == "ff"
+        or not _HEX.issuperset(carrier[:2] + carrier[3:35] + carrier[36:52] + carrier[53:55])
+    ):
+        return None
+    trace_id, span_id = int(carrier[3:35], 16), int(carrier[36:52], 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, int(carrier[53:55], 16)
 
-    ctx = TraceContextTextMapPropagator().extract({"traceparent": carrier})
-    from opentelemetry import trace
 
-    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+def extract(carrier: str | None) -> Context | None:
+    """The context a ``traceparent`` value names (None if absent or malformed)."""
+    parsed = parse_traceparent(carrier)
+    if parsed is None:
+        return None
+    trace_id, span_id, flags = parsed
+    if _SpanContext is None:
+        _bind_api()
+    parent = _SpanContext(trace_id, span_id, is_remote=True, trace_flags=_TraceFlags(flags))
+    return _set_span_in_context(_NonRecordingSpan(parent))  # type: ignore[no-any-return]
 
 
 # ---- spans for the layers -----------------------------------------------------------------
@@ -186,21 +264,18 @@ def start_client(name: str, **attributes: Any) -> Span | None:
     """A CLIENT span under the current recording span (None when there is none)."""
     if recording_span() is None:
         return None
-    from opentelemetry.trace import SpanKind
-
-    return _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes or None)
+    return _tracer.start_span(name, kind=_CLIENT, attributes=attributes or None)
 
 
 def use(span: Span | None) -> Any:
     """A context manager making ``span`` current (and ending it); with None, a context in
-    which no span is current, so nothing below is parented to a stale one."""
-    from opentelemetry import trace
-
+    which no recording span is current, so nothing below is parented to a stale one (when
+    none is current already, it changes nothing and costs one look)."""
     if span is None:
-        return trace.use_span(trace.INVALID_SPAN, end_on_exit=False)
-    return trace.use_span(
-        span, end_on_exit=True, record_exception=True, set_status_on_exception=True
-    )
+        if not enabled or recording_span() is None:
+            return nullcontext()
+        return _use_span(_INVALID_SPAN, end_on_exit=False)
+    return _use_span(span, end_on_exit=True, record_exception=True, set_status_on_exception=True)
 
 
 def start_batch(name: str, members: Sequence[Span], **attributes: Any) -> Span | None:
@@ -208,11 +283,8 @@ def start_batch(name: str, members: Sequence[Span], **attributes: Any) -> Span |
     a child of the first, linked to each; each member records it."""
     if not members:
         return None
-    from opentelemetry import trace
-    from opentelemetry.trace import Link
-
-    links = [Link(m.get_span_context()) for m in members]
-    parent = trace.set_span_in_context(members[0])
+    links = [_Link(m.get_span_context()) for m in members]
+    parent = _set_span_in_context(members[0])
     attrs = {"raymall.batch.size": len(members), **attributes}
     batch = _tracer.start_span(name, context=parent, links=links, attributes=attrs)
     batch_ctx = batch.get_span_context()
@@ -228,9 +300,7 @@ def server_span(name: str, carrier: str | None, **attributes: Any) -> Span | Non
     ctx = extract(carrier)
     if ctx is None:
         return None
-    from opentelemetry.trace import SpanKind
-
-    return _tracer.start_span(name, context=ctx, kind=SpanKind.SERVER, attributes=attributes)
+    return _tracer.start_span(name, context=ctx, kind=_SERVER, attributes=attributes or None)
 
 
 def with_trace(payload: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +310,44 @@ def with_trace(payload: dict[str, Any]) -> dict[str, Any]:
     if span is None or not isinstance(payload, dict):
         return payload
     return {**payload, TRACE_KEY: traceparent(span)}
+
+
+# ---- the request at the edge -----------------------------------------------------------
+def start_request(
+    method: str, path: str, headers: Mapping[bytes, bytes] | Sequence[tuple[bytes, bytes]]
+) -> tuple[Span, tuple[bytes, bytes], Any] | None:
+    """The SERVER span of an HTTP request, made current: (span, its ``traceparent``
+    response header, the context token), continuing the client's ``traceparent`` if it
+    sends one; None for a request that brings no trace and is not sampled (``sample_root``):
+    then nothing at all is made, and nothing below the edge records."""
+    parent = extract(headers_traceparent(headers))
+    if parent is None and not sample_root():
+        return None
+    span = _tracer.start_span(
+        method,
+        context=parent,
+        kind=_SERVER,
+        attributes={"http.request.method": method, "url.path": path},
+    )
+    token = _attach(_set_span_in_context(span))
+    return span, (b"traceparent", traceparent(span).encode("latin-1")), token
+
+
+def end_request(
+    traced: tuple[Span, Any, Any], name: str, attributes: dict[str, Any], error: bool
+) -> None:
+    """End the request's span (from ``start_request``): named ``name`` (the route
+    template), with ``attributes`` set in one call, an error status if ``error``."""
+    span, _, token = traced
+    if span.is_recording():
+        span.update_name(name)
+        span.set_attributes(attributes)
+        if error:
+            from opentelemetry.trace import Status, StatusCode
+
+            span.set_status(Status(StatusCode.ERROR))
+    span.end()
+    _detach(token)
 
 
 # ---- actors ----------------------------------------------------------------------------------
@@ -390,11 +498,12 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
     ctx = span.get_span_context()
     assert ctx is not None
     parent = span.parent
+    resource = span.resource.attributes or {}
     return {
         "name": span.name,
-        "trace_id": format(ctx.trace_id, "032x"),
-        "span_id": format(ctx.span_id, "016x"),
-        "parent_span_id": format(parent.span_id, "016x") if parent is not None else None,
+        "trace_id": f"{ctx.trace_id:032x}",
+        "span_id": f"{ctx.span_id:016x}",
+        "parent_span_id": f"{parent.span_id:016x}" if parent is not None else None,
         "remote_parent": bool(parent is not None and parent.is_remote),
         "kind": span.kind.name,
         "start_ns": span.start_time,
@@ -402,15 +511,15 @@ def span_record(span: ReadableSpan) -> dict[str, Any]:
         "status": span.status.status_code.name,
         "attributes": dict(span.attributes or {}),
         "links": [
-            {
-                "trace_id": format(link.context.trace_id, "032x"),
-                "span_id": format(link.context.span_id, "016x"),
-            }
+            {"trace_id": f"{link.context.trace_id:032x}", "span_id": f"{link.context.span_id:016x}"}
             for link in span.links
         ],
-        "process": (span.resource.attributes or {}).get("raymall.process"),
-        "pid": (span.resource.attributes or {}).get("process.pid"),
+        "process": resource.get("raymall.process"),
+        "pid": resource.get("process.pid"),
     }
+
+
+_encoder = json.JSONEncoder(default=str, check_circular=False)
 
 
 class JsonLinesExporter:
@@ -424,7 +533,8 @@ class JsonLinesExporter:
     def export(self, spans: Sequence[ReadableSpan]) -> Any:
         from opentelemetry.sdk.trace.export import SpanExportResult
 
-        lines = "".join(json.dumps(span_record(s), default=str) + "\n" for s in spans)
+        dumps = _encoder.encode
+        lines = "".join([dumps(span_record(s)) + "\n" for s in spans])
         try:
             with self._lock:
                 self.directory.mkdir(parents=True, exist_ok=True)
@@ -465,9 +575,7 @@ def headers_traceparent(
 def use_current(span: Span) -> Any:
     """A context manager making ``span`` current without ending it (to copy the context
     for a thread, say)."""
-    from opentelemetry import trace
-
-    return trace.use_span(span, end_on_exit=False)
+    return _use_span(span, end_on_exit=False)
 
 
 def start_consumer(name: str, carriers: Sequence[str | None], **attributes: Any) -> Span | None:
@@ -475,25 +583,22 @@ def start_consumer(name: str, carriers: Sequence[str | None], **attributes: Any)
     ``with_trace``): a child of the first, linked to each; None if none was traced."""
     if not enabled:
         return None
-    contexts = [c for c in map(extract, carriers) if c is not None]
+    # events written by one batch carry the same traceparent: one look and one link each
+    distinct = list(dict.fromkeys(c for c in carriers if c))
+    contexts = [c for c in map(extract, distinct) if c is not None]
     if not contexts:
         return None
-    from opentelemetry import trace
-    from opentelemetry.trace import Link, SpanKind
-
-    links = [Link(trace.get_current_span(c).get_span_context()) for c in contexts]
+    links = [_Link(_current_span(c).get_span_context()) for c in contexts]
     attrs = {"raymall.batch.size": len(contexts), **attributes}
     return _tracer.start_span(
-        name, context=contexts[0], kind=SpanKind.CONSUMER, links=links, attributes=attrs
+        name, context=contexts[0], kind=_CONSUMER, links=links, attributes=attrs
     )
 
 
 def child_span(name: str, *, internal: bool = False, **attributes: int | str) -> Any:
     """A context manager: a CLIENT (or ``internal``) span under the current recording span
     (none without one), current while it runs."""
-    from opentelemetry.trace import SpanKind
-
     if recording_span() is None:
-        return use(None)
-    kind = SpanKind.INTERNAL if internal else SpanKind.CLIENT
+        return nullcontext()  # no recording span current: nothing stale to hide
+    kind = _INTERNAL if internal else _CLIENT
     return _tracer.start_as_current_span(name, kind=kind, attributes=attributes)
