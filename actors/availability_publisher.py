@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -48,8 +48,19 @@ CHUNK = 1_000  # fields per HSET of a reset
 
 
 class AvailabilityPublisher:
-    def __init__(self, redis: Any, shard: int, *, channel: str, heartbeat_s: float) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        shard: int,
+        *,
+        channel: str,
+        heartbeat_s: float,
+        key: Callable[[int], str] = hash_key,
+    ) -> None:
+        """``key``: the name of the shard's hash (another read model of ids to counts, such
+        as ``raymall.flash.live``'s sales, publishes through its own publisher)."""
         self.redis = redis
+        self.key = key
         self.shard = shard
         self.channel = channel
         self.heartbeat_s = heartbeat_s
@@ -119,7 +130,7 @@ class AvailabilityPublisher:
             await self.redis.publish(self.channel, self._message(BEAT, self.seq).encode())
             return
         seq = self.seq + 1
-        key = hash_key(self.shard)
+        key = self.key(self.shard)
         pipe = self.redis.pipeline(transaction=True)
         if reset is not None:
             reset.update(pending)

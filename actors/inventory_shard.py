@@ -42,12 +42,15 @@ from actors.wire import pack_results, unpack_batch
 from raymall import logs, metrics
 from raymall.domain.ledger import Ledger
 from raymall.domain.shard_ops import Expire, Op, Result, kinds_of, result_code
+from raymall.feed import scoped_channel
+from raymall.flash import live_model
 from raymall.ids import now_ms
 from raymall.logs import get_logger
 from raymall.settings import Settings
 
 log = get_logger("inventory")
 GIL_SWITCH_INTERVAL_S = 0.0005
+SALES_HEARTBEAT_S = 30.0  # the sales' readers need no heartbeat: a long one keeps it quiet
 
 
 class InventoryShard:
@@ -83,6 +86,7 @@ class InventoryShard:
         self._tasks = [self.committer.task, loop.create_task(self._sweep_loop())]
         # the availability read model (raymall.catalog.availability): committed values only
         self.publisher: AvailabilityPublisher | None = None
+        self.sales_publisher: AvailabilityPublisher | None = None
         if settings.redis_url and settings.availability_read_model:
             self.publisher = AvailabilityPublisher.from_url(
                 settings.redis_url, index, heartbeat_s=settings.availability_heartbeat_ms / 1000
@@ -91,6 +95,15 @@ class InventoryShard:
             self.book.on_reset = self._publish_all
             self.book.on_loaded = self.publisher.changed
             self._tasks.append(self.publisher.task)
+            # the flash sales' read model (raymall.flash.live_model): committed values only
+            self.sales_publisher = AvailabilityPublisher(
+                self.publisher.redis,
+                index,
+                channel=scoped_channel(settings.redis_url, live_model.CHANNEL),
+                heartbeat_s=SALES_HEARTBEAT_S,
+                key=live_model.hash_key,
+            )
+            self._tasks.append(self.sales_publisher.task)
 
     def _publish_all(self, ledger: Ledger) -> None:
         if self.publisher is not None:
@@ -114,6 +127,8 @@ class InventoryShard:
     def _observe(self, ops: list[Op], stage: Stage, elapsed: float | None) -> None:
         if self.publisher is not None and stage.available:
             self.publisher.changed(dict(stage.available))
+        if self.sales_publisher is not None and stage.sales:
+            self.sales_publisher.changed(dict(stage.sales))
         if stage.available:
             self.low_stock.update(dict(stage.available))
         if elapsed is not None:

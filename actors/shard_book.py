@@ -57,6 +57,7 @@ from raymall.domain.shard_ops import (
 )
 from raymall.domain.stock import Record, Stock
 from raymall.errors import DomainError, Unavailable
+from raymall.flash.live_model import live_value
 from raymall.hashing import shard_for
 from raymall.ids import MAX_WORKER, Snowflake, now_ms
 from raymall.logs import get_logger
@@ -141,6 +142,9 @@ class Stage(NamedTuple):
     attempt: int = 0
     # (sku id, available) of every SKU the batch touched: the read model's part of it
     available: tuple[tuple[int, int], ...] = ()
+    # (sale id, live value) of every flash sale the batch sold, gave back or ended: the
+    # sales' read model (``raymall.flash.live``)
+    sales: tuple[tuple[int, int], ...] = ()
 
     @property
     def work(self) -> list[Statement]:
@@ -349,7 +353,8 @@ class ShardBook:
             raise
         available = tuple((sku_id, stock.available) for sku_id, stock in changes.stock)
         created = [k for k, _ in changes.created]
-        return Stage(results, statements, created, attempt, available)
+        sales = tuple((sid, live_value(info, now)) for sid, info in flash_changes.sales.items())
+        return Stage(results, statements, created, attempt, available, sales)
 
     async def stage(self, ops: list[Op], attempt: int = 0) -> Stage:
         """``prepare`` then ``apply``, with the shard's errors: a load that fails is

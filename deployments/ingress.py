@@ -33,6 +33,7 @@ ROUTER_MODULES = (
     "deployments.catalog_routes",
     "deployments.recommend_routes",
     "deployments.flash_routes",
+    "deployments.flash_live_routes",
     "deployments.coupon_routes",
     "deployments.cart_routes",
     "deployments.order_routes",

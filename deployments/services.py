@@ -43,6 +43,8 @@ from raymall.coupons.admin import CouponAdmin
 from raymall.coupons.pricing import Pricer
 from raymall.coupons.service import CouponService
 from raymall.feed import Feed, RedisHealth
+from raymall.flash.live import SaleHub
+from raymall.flash.public import PublicSales
 from raymall.flash.service import FlashService
 from raymall.logs import get_logger
 from raymall.orders.service import OrderService
@@ -75,6 +77,9 @@ class Services:
     payments: ServeGateway | None
     # the replica's one Redis pub/sub connection: pushed read models (raymall.feed)
     feed: Feed
+    # flash sales for the public: the listing, and the live view of watched sales
+    flash_public: PublicSales
+    flash_live: SaleHub
     # name -> async check answering {"ok": bool, ...}, shown by /readyz after its own
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
     # background work started with the services (kept referenced so it is not collected)
@@ -137,6 +142,8 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
 
     flash = FlashService(s, ctx.sessions, ctx.redis, inventory, limit_fallback=limit_fallback)
     warmup = asyncio.get_running_loop().create_task(flash.keep_warm())
+    flash_live = SaleHub(ctx.redis, flash.cache, inventory.shard_of, s.redis_url)
+    flash_live.follow(feed)  # the sales' read model (raymall.flash.live_model)
 
     coupons = CouponService(
         ctx.sessions,
@@ -201,6 +208,8 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         cart=cart,
         orders=orders,
         flash=flash,
+        flash_public=PublicSales(ctx.sessions),
+        flash_live=flash_live,
         coupons=coupons,
         coupon_admin=CouponAdmin(ctx.sessions, coupons),
         recommend=recommend,

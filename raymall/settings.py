@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     flash_batch_max: int = Field(256, ge=1, le=10_000)
     flash_sold_out_ttl_s: float = Field(1.0, gt=0, le=60)  # local sold-out flag lifetime
     flash_sale_cache_ttl_s: float = Field(5.0, gt=0, le=3_600)  # replica copy of an event
+    # live viewers of flash sales (GET /flash-sales/{id}/events) one replica serves at once;
+    # each holds a request slot, so the ingress's max_ongoing_requests is raised by as many
+    flash_stream_max_clients: int = Field(4096, ge=0, le=100_000)
     # rate limits of POST /flash-sales/{id}/purchase, per second (0 turns a rule off);
     # the burst is what a bucket admits at once
     flash_rate_user_per_s: int = Field(5, ge=0)

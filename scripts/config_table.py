@@ -126,6 +126,8 @@ DOCS = {
     "flash_batch_max": "largest flash purchase batch",
     "flash_sold_out_ttl_s": "how long a replica trusts its local sold-out flag",
     "flash_sale_cache_ttl_s": "how long a replica caches a sale's metadata",
+    "flash_stream_max_clients": "live flash-sale viewers (`GET /flash-sales/{id}/events`) one "
+    "replica serves at once; each holds a request slot on top of `max_ongoing_requests`",
     "flash_rate_user_per_s": "flash purchases per user per second",
     "flash_rate_user_burst": "flash purchase burst per user",
     "flash_rate_ip_per_s": "flash purchases per client address per second",

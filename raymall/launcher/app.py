@@ -148,7 +148,8 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
     replica. A replica the autoscaler or a rolling update takes away is drained first: it
     leaves HAProxy at once and finishes what it holds (up to ``graceful_shutdown_timeout_s``)."""
     options: dict[str, Any] = {
-        "max_ongoing_requests": settings.max_ongoing_requests,
+        # a live flash-sale viewer holds a slot for as long as it watches (an idle stream)
+        "max_ongoing_requests": settings.max_ongoing_requests + settings.flash_stream_max_clients,
         "ray_actor_options": {
             "num_cpus": settings.ingress_num_cpus,
             "resources": dict(settings.ingress_resources),
