@@ -85,9 +85,9 @@ def model_section(cap: dict[str, Any]) -> list[str]:
 def check_section(cap: dict[str, Any]) -> list[str]:
     lines = [
         "| route | predicted here (req/s) | bound by | measured saturated (req/s, median) | "
-        "measured / predicted | within 25% | from saturated costs: predicted, ratio | "
-        "machine busy (cores) | p99 saturated (ms) |",
-        "| --- | ---: | --- | ---: | ---: | --- | --- | ---: | ---: |",
+        "measured / predicted | within 25% | other work (cores) | quiet-machine prediction "
+        "(req/s) | from saturated costs: predicted, ratio | p99 saturated (ms) |",
+        "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | --- | ---: |",
     ]
     for r, row in cap["routes"].items():
         m, s = row["model"], row["model_from_saturated_costs"]
@@ -96,8 +96,9 @@ def check_section(cap: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {NAMES.get(r, r)} | {_n(m['predicted_here_rps'])} | {m['predicted_here_by']} | "
             f"{_n(m['measured_rps'])} ({runs}) | {m['ratio']:.2f} | "
-            f"{'yes' if m['within_25pct'] else '**no**'} | {_n(s['predicted_here_rps'])}, "
-            f"{s['ratio']:.2f} | {sat['machine_busy_cores']:.2f} | {sat['p99_ms']:.1f} |"
+            f"{'yes' if m['within_25pct'] else '**no**'} | {m.get('foreign_cores', 0):.2f} | "
+            f"{_n(m.get('predicted_quiet_rps', m['predicted_here_rps']))} | "
+            f"{_n(s['predicted_here_rps'])}, {s['ratio']:.2f} | {sat['p99_ms']:.1f} |"
         )
     return lines
 
