@@ -7,7 +7,11 @@ answer, exact total and per-user limit, idempotent. This side, as flash sales' d
 
 - refuses on its own what needs no shard: an unknown campaign, a claim before the window
   opens or after it closes (from its copy of the campaign, at most ``ttl_s`` old), and,
-  once the shard has granted a sold-out lease, ``coupons_sold_out`` until the lease ends;
+  once the shard has granted a sold-out lease, ``coupons_sold_out`` until the lease ends.
+  In its last ``RENEW_S`` one claim at a time goes to the shard (which decides it like any
+  other, and answers a campaign still sold out with a new lease) while the others are
+  still refused here, so a campaign that stays sold out never sends a crowd to the shard
+  when a lease ends;
   a request with its own ``Idempotency-Key`` refused locally is first looked up among the
   stored claims, so a retry of a claim that succeeded still gets its coupon, and a user at
   the limit hears ``coupon_limit_reached`` as the desk would say: under a lease from one
@@ -53,7 +57,20 @@ MAX_INFLIGHT = 2
 SNAPSHOT_MAX_RECORDS = 50_000  # bigger campaigns are looked up key by key
 SNAPSHOT_KEEP_S = 60.0  # a snapshot is dropped this long after its campaign's last lease
 LEASE_MARGIN_S, LEASE_MARGIN_RATE = 0.001, 0.002  # as flash sales' (raymall.flash.service)
+# a lease with less than this left is renewed by one claim sent to the shard, so that a
+# campaign that stays sold out is refused here without a gap (more than a shard round trip)
+RENEW_S = 0.3
 Answer = Result | BaseException
+# (outcome, local) -> its child of COUPON_CLAIMS: ``labels()`` looks the child up under a
+# lock on every call, which costs about as much as the rest of a refused claim's own work
+_COUNTERS: dict[tuple[str, str], Any] = {}
+
+
+def _count(outcome: str, local: str) -> None:
+    child = _COUNTERS.get((outcome, local))
+    if child is None:
+        child = _COUNTERS[(outcome, local)] = metrics.COUPON_CLAIMS.labels(outcome, local)
+    child.inc()
 
 
 def campaign_shard(campaign_id: int, shards: int) -> int:
@@ -88,6 +105,7 @@ class CouponService:
         self._loads = SingleFlight()
         # campaign -> (end of its sold-out lease here, the campaign's claims then)
         self._leases: dict[int, tuple[float, int]] = {}
+        self._renewing: set[int] = set()  # campaigns whose lease a claim is renewing
         # campaign -> (claims, (user, key) -> coupon, user -> coupons held)
         self._snapshots: dict[int, tuple[int, dict[tuple[int, str], Any], dict[int, int]]] = {}
         self._snapshot_loads = SingleFlight()
@@ -156,9 +174,22 @@ class CouponService:
             return await self._refused(campaign, user_id, key, "not_started")
         if now >= campaign.claim_ends_ms:
             return await self._refused(campaign, user_id, key, "ended")
-        lease = self._leases.get(campaign.id)
-        if lease is not None and lease[0] > self.clock():
-            return await self._refused(campaign, user_id, key, "sold_out", lease[1])
+        cid = campaign.id
+        lease = self._leases.get(cid)
+        if lease is not None:
+            left_s = lease[0] - self.clock()
+            if left_s > RENEW_S or (left_s > 0 and cid in self._renewing):
+                return await self._refused(campaign, user_id, key, "sold_out", lease[1])
+            if left_s > 0:  # this claim renews the lease: to the shard, one at a time
+                self._renewing.add(cid)
+                try:
+                    return await self._decided(campaign, user_id, key)
+                finally:
+                    self._renewing.discard(cid)
+        return await self._decided(campaign, user_id, key)
+
+    async def _decided(self, campaign: Campaign, user_id: int, key: str) -> dict[str, Any]:
+        """The claim as the shard decides it."""
         key = key or f"a:{secrets.token_hex(8)}"
         result = await self._claims.put(_Claim(campaign, user_id, key))
         return self._answer(campaign, result)
@@ -178,17 +209,17 @@ class CouponService:
                 found = await self._lookups.submit((campaign.id, user_id, key))
                 coupon, held = found["coupon"], int(found["held"])
             if coupon is not None:
-                metrics.COUPON_CLAIMS.labels("replayed", "1").inc()
+                _count("replayed", "1")
                 return _success(campaign, coupon["coupon_id"], coupon, True)
             if code == "sold_out" and held >= campaign.per_user_limit:
                 code = "limit_reached"
-        metrics.COUPON_CLAIMS.labels(code, "1").inc()
+        _count(code, "1")
         raise _error(campaign, code)
 
     def _answer(self, campaign: Campaign, result: Result) -> dict[str, Any]:
         if type(result) is not ClaimResult:
             raise outcomes.error_for(str(result), UNREAD)
-        metrics.COUPON_CLAIMS.labels("replayed" if result.replayed else result.code, "0").inc()
+        _count("replayed" if result.replayed else result.code, "0")
         if result.code == "ok":
             found = {"valid_from_ms": result.valid_from_ms, "valid_until_ms": result.valid_until_ms}
             return _success(campaign, result.coupon_id, found, result.replayed)

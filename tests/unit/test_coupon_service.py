@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.orm import sessionmaker
 
 from actors.shard_book import ShardBook
-from raymall.coupons.service import CouponService
+from raymall.coupons.service import RENEW_S, CouponService
 from raymall.domain.shard_ops import CouponUpdate
 from raymall.errors import (
     ClaimNotStarted,
@@ -98,6 +98,34 @@ async def test_claims_sell_out_then_the_replica_answers_alone(world: World) -> N
     wallet = await svc.wallet(1)
     assert [c["id"] for c in wallet] == [first["coupon_id"]]
     assert wallet[0]["state"] == "available"
+
+
+async def test_one_claim_renews_a_lease_before_it_ends_while_the_rest_stay_local(
+    world: World,
+) -> None:
+    shards, clock = Shards(world), Clock()
+    svc = CouponService(sessionmaker(world.engine), shards, 1, window_s=0, clock=clock)
+    cid = await active(world, shards, total=1, limit=1)
+    await svc.claim(1, cid, "k")  # the last coupon: its answer carries the lease
+    calls = shards.calls
+    with pytest.raises(CouponsSoldOut):
+        await svc.claim(2, cid, "k")
+    assert shards.calls == calls  # refused here
+    clock.t += 1.0 - RENEW_S + 0.05  # the lease ends soon: one claim renews it
+    results = await asyncio.gather(
+        *(svc.claim(u, cid, "k") for u in (3, 4, 5, 1)), return_exceptions=True
+    )
+    assert shards.calls == calls + 1
+    assert [type(r).__name__ for r in results[:3]] == ["CouponsSoldOut"] * 3
+    assert isinstance(results[3], dict) and results[3]["replayed"]  # a repeat: its coupon
+    clock.t += RENEW_S  # past the first lease, within the renewed one
+    with pytest.raises(CouponsSoldOut):
+        await svc.claim(6, cid, None)
+    assert shards.calls == calls + 1
+    clock.t += 5  # every lease has ended: the shard decides again
+    with pytest.raises(CouponsSoldOut):
+        await svc.claim(6, cid, None)
+    assert shards.calls == calls + 2
 
 
 async def test_a_claim_before_the_window_is_refused_without_the_shard(world: World) -> None:
