@@ -14,16 +14,18 @@ as in the other benches; rate limits raised so that every request is served). Ro
 - ``listing``: ``GET /products?page=N&size=20``;
 - ``cart``: ``POST /cart/items`` (one unit of a random big-stock SKU, a random user).
 
-Per route: ``--warmup`` seconds of load, then ``--rounds`` rounds of two wrk runs of
+Per route: ``--warmup`` seconds of load, then ``--rounds`` rounds of three wrk runs of
 ``--seconds`` each (64 connections): the **saturated** run (no wait), whose throughput the
 model must predict, then the **fixed load** (each connection waits, wrk's ``delay()``, so
 that the offered rate is ``--fixed-fraction`` of what the saturated run answered), where the
-costs are measured. Around every run, utime + stime of /proc/<pid>/stat of every process of
-the server's tree, of mariadbd and redis-server, and of wrk (this process's reaped children)
-are sampled and summed by kind (``bench/capacity_procs.py``), and the machine's busy time
-(/proc/stat): what is busy beyond our processes is other work on the shared machine. CPU
-while idle (``--idle`` seconds with no load, per kind) is measured once before the routes
-and taken out: a component's cost is (CPU in the run - idle rate x run time) / requests.
+costs are measured; and a **low load** (``--low-fraction``), which shows how the cost of a
+request grows as batches shrink. Around every run, utime + stime of /proc/<pid>/stat of
+every process of the server's tree, of mariadbd and redis-server, and of wrk (this process's
+reaped children) are sampled and summed by kind (``bench/capacity_procs.py``), and the
+machine's busy time (/proc/stat): what is busy beyond our processes is other work on the
+shared machine. CPU while idle (``--idle`` seconds with no load, per kind) is measured once
+before the routes and taken out: a component's cost is (CPU in the run - idle rate x run
+time) / requests.
 
 The model, from the fixed-load costs (medians over rounds):
 
@@ -46,7 +48,7 @@ Writes ``--json`` (default bench/report/capacity.json) and renders docs/capacity
     .venv/bin/python bench/capacity.py [--routes flash,detail,order] [--rounds 3]
 
 Traffic goes to 127.0.0.1 only; bounded: one server start, per route ``--warmup`` +
-2 x ``--rounds`` x ``--seconds`` of load.
+3 x ``--rounds`` x ``--seconds`` of load.
 """
 
 from __future__ import annotations
@@ -308,6 +310,7 @@ def model(
 
 def summarise(name: str, runs: list[dict[str, Any]], idle: dict[str, float]) -> dict[str, Any]:
     fixed = [r for r in runs if r["load"] == "fixed"]
+    low = [r for r in runs if r["load"] == "low"]
     sat = [r for r in runs if r["load"] == "saturated"]
     kinds = sorted({k for r in runs for k in r["cpu_s"]})
 
@@ -336,6 +339,12 @@ def summarise(name: str, runs: list[dict[str, Any]], idle: dict[str, float]) -> 
             "foreign_cores": round(statistics.median(r["foreign_cores"] for r in sat), 3),
             "ms_per_request": med_ms(sat),
         },
+        "low": {
+            "rps": round(statistics.median(r["rps"] for r in low), 1),
+            "ms_per_request": med_ms(low),
+        }
+        if low
+        else None,
     }
 
 
@@ -399,10 +408,13 @@ def git_commit() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--routes", default=",".join(ROUTES))
-    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument(
-        "--fixed-fraction", type=float, default=0.5, help="fixed load / saturated throughput"
+        "--fixed-fraction", type=float, default=0.8, help="fixed load / saturated throughput"
+    )
+    p.add_argument(
+        "--low-fraction", type=float, default=0.5, help="a second, lower fixed load (0: none)"
     )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--idle", type=float, default=8.0)
@@ -460,17 +472,21 @@ def main() -> None:
                 ),
                 flush=True,
             )
+            fractions = [("fixed", a.fixed_fraction)]
+            if a.low_fraction:
+                fractions.append(("low", a.low_fraction))
             for name in routes:
                 script = scripts[name]
                 run_load(base, script, a.warmup, a.connections, 0, pid)
                 runs = []
                 for rnd in range(a.rounds):
-                    delay = 0.0
-                    for load in ("saturated", "fixed"):
+                    saturated = 0.0
+                    for load, fraction in (("saturated", 0), *fractions):
+                        # a fixed load: each connection waits so that the offered rate is
+                        # this fraction of what the round's saturated run answered
+                        delay = a.connections * 1000 / (fraction * saturated) if fraction else 0
                         run = run_load(base, script, a.seconds, a.connections, delay, pid)
-                        # the fixed load: each connection waits so that the offered rate is
-                        # --fixed-fraction of what this round's saturated run answered
-                        delay = a.connections * 1000 / (a.fixed_fraction * run["rps"])
+                        saturated = saturated or run["rps"]
                         run["load"], run["round"] = load, rnd + 1
                         runs.append(run)
                         print(
@@ -499,6 +515,16 @@ def main() -> None:
                     hot=name == "flash",
                     foreign=summary["saturated"]["foreign_cores"],
                 )
+                if summary["low"]:
+                    summary["model_from_low_load_costs"] = model(
+                        summary["low"]["ms_per_request"],
+                        idle,
+                        counts,
+                        a.cores,
+                        summary["saturated"]["rps"],
+                        hot=name == "flash",
+                        foreign=summary["saturated"]["foreign_cores"],
+                    )
                 summary["runs"] = runs
                 results["routes"][name] = summary
                 m = summary["model"]
@@ -523,7 +549,8 @@ def main() -> None:
             "order shards, recommender off, rate limits raised",
             "load": f"wrk -t2 -c{a.connections}, {a.rounds} rounds x (fixed load + saturated) x "
             f"{a.seconds} s after {a.warmup} s of warm-up per route; fixed-load offered rates "
-            + f"{a.fixed_fraction:.0%} of the round's saturated throughput",
+            + f"{a.fixed_fraction:.0%} of the round's saturated throughput (and a low load of "
+            f"{a.low_fraction:.0%})",
             "cores": a.cores,
             "target_rps": a.target_rps,
         }
