@@ -28,6 +28,8 @@ from raymall.ids import MAX_WORKER, now_ms
 from raymall.logs import get_logger
 from raymall.orders.ports import Placed, PlaceOrder
 from raymall.orders.workflow import OrderWorkflow
+from raymall.refunds.money import MoneyBack
+from raymall.returns.desk import ReturnDesk
 from raymall.settings import Settings
 
 log = get_logger("orders.shard")
@@ -57,6 +59,9 @@ class OrderShard:
             grace_s=settings.order_reservation_grace_s,
             worker_id=worker_id(index),
         )
+        # refunds and returns run here too: one operation at a time per order
+        self.money = MoneyBack(self.workflow)
+        self.returns = ReturnDesk(self.workflow, window_days=settings.return_window_days)
         self._started_ms = now_ms()
         self._sweeps = 0
         self._timed_out = 0
@@ -125,6 +130,25 @@ class OrderShard:
     async def sweep_now(self) -> int:
         """Run one deadline sweep at once (operators and tests)."""
         return await self.workflow.sweep()
+
+    # ---- money back and returns (raymall.refunds.money, raymall.returns.desk) -----------
+    async def refund(self, order_id: int, **kw: Any) -> dict[str, Any]:
+        return await self.money.refund(order_id, **kw)
+
+    async def settle_refund(self, refund_id: str, **kw: Any) -> dict[str, Any]:
+        return await self.money.settle(refund_id, **kw)
+
+    async def retry_refund(self, refund_id: str, **kw: Any) -> dict[str, Any]:
+        return await self.money.retry(refund_id, **kw)
+
+    async def request_return(self, order_id: int, **kw: Any) -> dict[str, Any]:
+        return await self.returns.request(order_id, **kw)
+
+    async def move_return(self, return_id: int, to: str, **kw: Any) -> dict[str, Any]:
+        return await self.returns.move(return_id, to, **kw)
+
+    async def refund_return(self, return_id: int) -> dict[str, Any]:
+        return await self.returns.refund(return_id)
 
     # ---- lifecycle ----------------------------------------------------------------------
     async def stats(self) -> dict[str, Any]:

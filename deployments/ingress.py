@@ -38,6 +38,7 @@ ROUTER_MODULES = (
     "deployments.cart_routes",
     "deployments.order_routes",
     "deployments.payment_routes",
+    "deployments.return_routes",
     "deployments.auth_routes",
     "deployments.inventory_routes",
     "deployments.health",

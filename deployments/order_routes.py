@@ -6,12 +6,15 @@ with the order, 409 ``coupon_*`` if one does not apply), ``POST /orders/quote`` 
 body: lines, promotions, the named coupons or else the best combination of the caller's,
 each line's discount and the saving; nothing reserved), ``GET /orders``,
 ``GET /orders/{id}``, ``GET /orders/{id}/history``,
-``POST /orders/{id}/cancel``, ``POST /orders/{id}/confirm-receipt``, and
-``GET /me/notifications``. Another user's order is 404.
+``POST /orders/{id}/cancel`` (a paid order that has not shipped is refunded in full
+through the payment provider, its stock and coupons come back), ``POST
+/orders/{id}/confirm-receipt``, and ``GET /me/notifications``. Another user's order is 404.
 
 Admins: ``GET /admin/orders`` (``orders:read_all``; filters status, user_id, from_ms,
 to_ms; keyset pages), ``GET /admin/orders/{id}``, ``POST /admin/orders/{id}/ship`` and
-``/complete`` (``orders:ship``), ``POST /admin/orders/{id}/refund`` (``orders:refund``).
+``/complete`` (``orders:ship``), ``POST /admin/orders/{id}/refund`` (``orders:refund``;
+all that is left goes back through the provider, the units back to stock; partial
+refunds: deployments.return_routes).
 Order ids are strings in bodies (64-bit) and integers in paths.
 """
 
@@ -128,7 +131,9 @@ async def my_order_history(request: Request, order_id: OrderId, me: Reader) -> d
 
 @router.post("/orders/{order_id}/cancel")
 async def cancel_order(request: Request, order_id: OrderId, me: Creator) -> dict[str, Any]:
-    return await _svc(request).cancel(order_id, user_id=me.user_id)
+    view = await _svc(request).cancel(order_id, user_id=me.user_id)
+    await services(request).aftersales.send_pending(order_id)  # a paid order's refund
+    return view
 
 
 @router.post("/orders/{order_id}/confirm-receipt")
@@ -184,4 +189,6 @@ async def complete(request: Request, order_id: OrderId, admin: Shipper) -> dict[
 
 @router.post("/admin/orders/{order_id}/refund", tags=["admin"])
 async def refund(request: Request, order_id: OrderId, admin: Refunder) -> dict[str, Any]:
-    return await _svc(request).move(order_id, st.REFUNDED, role="admin", actor_id=admin.user_id)
+    view = await _svc(request).move(order_id, st.REFUNDED, role="admin", actor_id=admin.user_id)
+    await services(request).aftersales.send_pending(order_id)
+    return view

@@ -10,7 +10,12 @@ real provider's webhook. Guarantees:
   2xx or 4xx (4xx is final: a refusal is not retried); a repeated ``charge`` of the same
   payment sends the callback again, which the shop treats as a duplicate;
 - the provider keeps no state the shop depends on: if it dies, an unpaid order simply
-  times out.
+  times out;
+- refunds (``refund``) go the same way: the provider answers at once and posts a signed
+  ``POST /payments/refund-callback`` (``succeeded`` unless the refund asked for ``fail``),
+  retried likewise; a refund handed over again while its callback is under way is not
+  sent twice, and one handed over later is answered again (the shop's compare-and-set
+  makes the second a duplicate).
 """
 
 from __future__ import annotations
@@ -42,6 +47,25 @@ def callback_url(settings: Settings) -> str:
     return f"http://{host}:{settings.http_port}/payments/callback"
 
 
+def refund_callback_url(settings: Settings) -> str:
+    if settings.refund_callback_url:
+        return settings.refund_callback_url
+    base = callback_url(settings)
+    return base.rsplit("/", 1)[0] + "/refund-callback"
+
+
+def refund_body(refund: dict[str, Any]) -> bytes:
+    body = {
+        "refund_id": refund["refund_id"],
+        "payment_id": refund["payment_id"],
+        "order_id": str(refund["order_id"]),
+        "amount_cents": int(refund["amount_cents"]),
+        "status": "failed" if refund.get("outcome") == "fail" else "succeeded",
+        "sent_ms": int(time.time() * 1000),
+    }
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
 def callback_body(charge: dict[str, Any]) -> bytes:
     body = {
         "payment_id": charge["payment_id"],
@@ -61,6 +85,7 @@ class PaymentProvider:
         self.settings = settings
         self.secret = settings.secret("payment_secret")
         self.url = callback_url(settings)
+        self.refund_url = refund_callback_url(settings)
         self._session: aiohttp.ClientSession | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.delivered = 0
@@ -69,17 +94,28 @@ class PaymentProvider:
     async def charge(self, charge: dict[str, Any]) -> dict[str, Any]:
         """Accept a charge; the callback follows after ``payment_callback_delay_s``."""
         payment_id = str(charge["payment_id"])
-        running = self._tasks.get(payment_id)
-        if running is None or running.done():
-            task = asyncio.get_running_loop().create_task(self._deliver(charge))
-            self._tasks[payment_id] = task
-            task.add_done_callback(self._forget(payment_id))
+        self._start(payment_id, charge, self.url, callback_body)
         return {"payment_id": payment_id, "accepted": True}
 
-    def _forget(self, payment_id: str) -> Callable[[asyncio.Task[None]], None]:
+    async def refund(self, refund: dict[str, Any]) -> dict[str, Any]:
+        """Accept a refund; its callback follows after ``payment_callback_delay_s``."""
+        refund_id = str(refund["refund_id"])
+        self._start(refund_id, refund, self.refund_url, refund_body)
+        return {"refund_id": refund_id, "accepted": True}
+
+    def _start(
+        self, key: str, what: dict[str, Any], url: str, body: Callable[[dict[str, Any]], bytes]
+    ) -> None:
+        running = self._tasks.get(key)
+        if running is None or running.done():
+            task = asyncio.get_running_loop().create_task(self._deliver(what, url, body, key))
+            self._tasks[key] = task
+            task.add_done_callback(self._forget(key))
+
+    def _forget(self, key: str) -> Callable[[asyncio.Task[None]], None]:
         def done(task: asyncio.Task[None]) -> None:
-            if self._tasks.get(payment_id) is task:
-                del self._tasks[payment_id]
+            if self._tasks.get(key) is task:
+                del self._tasks[key]
 
         return done
 
@@ -88,34 +124,40 @@ class PaymentProvider:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         return self._session
 
-    async def _deliver(self, charge: dict[str, Any]) -> None:
+    async def _deliver(
+        self,
+        charge: dict[str, Any],
+        url: str,
+        make_body: Callable[[dict[str, Any]], bytes],
+        key: str,
+    ) -> None:
         await asyncio.sleep(self.settings.payment_callback_delay_s)
         backoff = Backoff(first_s=0.2, max_s=5.0)
         for attempt in range(1, self.settings.payment_callback_attempts + 1):
-            body = callback_body(charge)
+            body = make_body(charge)
             headers = signed_headers(self.secret, int(time.time()), body)
             if charge.get("traceparent"):  # the paying request's trace (raymall.tracing)
                 headers["traceparent"] = str(charge["traceparent"])
             try:
                 client = await self._client()
-                async with client.post(self.url, data=body, headers=headers) as resp:
+                async with client.post(url, data=body, headers=headers) as resp:
                     if resp.status < 500:
                         if resp.status >= 400:
                             log.warning(
                                 "callback for %s refused: %s %s",
-                                charge["payment_id"],
+                                key,
                                 resp.status,
                                 (await resp.text())[:200],
                             )
                         self.delivered += 1
                         return
-                    log.warning("callback for %s got %s", charge["payment_id"], resp.status)
+                    log.warning("callback for %s got %s", key, resp.status)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                log.warning("callback for %s failed: %r", charge["payment_id"], exc)
+                log.warning("callback for %s failed: %r", key, exc)
             if attempt < self.settings.payment_callback_attempts:
                 await backoff.wait()
         self.failed += 1
-        log.error("gave up delivering the callback for %s", charge["payment_id"])
+        log.error("gave up delivering the callback for %s", key)
 
     async def stats(self) -> dict[str, Any]:
         return {"delivered": self.delivered, "failed": self.failed, "pending": len(self._tasks)}

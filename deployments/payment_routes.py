@@ -9,6 +9,9 @@
   ``bad_signature``, a wrong amount 400 ``amount_mismatch``; both leave a
   ``payment_audit`` row and change nothing. Duplicates answer 200 with
   ``"duplicate": true``.
+- ``POST /payments/refund-callback``: the provider's answer to a refund, signed and
+  checked the same way (``raymall.orders.callbacks``); it settles the refund
+  (``succeeded`` or ``failed``) once, duplicates answer 200 with ``"duplicate": true``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from raymall.orders.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER
 
 router = APIRouter(tags=["payments"])
 public("POST", "/payments/callback")
+public("POST", "/payments/refund-callback")
 MAX_CALLBACK_BYTES = 16 * 1024
 OrderId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
@@ -50,13 +54,28 @@ async def pay_order(
     return await _svc(request).pay(me.user_id, order_id, outcome)
 
 
-@router.post("/payments/callback")
-async def payment_callback(request: Request) -> dict[str, Any]:
+async def _body(request: Request) -> bytes:
     raw = b""
     async for chunk in request.stream():
         raw += chunk
         if len(raw) > MAX_CALLBACK_BYTES:
             raise PayloadTooLarge(f"a callback is at most {MAX_CALLBACK_BYTES} bytes")
+    return raw
+
+
+@router.post("/payments/refund-callback")
+async def refund_callback(request: Request) -> dict[str, Any]:
+    return await _svc(request).callbacks.handle_refund(
+        await _body(request),
+        request.headers.get(TIMESTAMP_HEADER),
+        request.headers.get(SIGNATURE_HEADER),
+        client_ip(request) or "unknown",
+    )
+
+
+@router.post("/payments/callback")
+async def payment_callback(request: Request) -> dict[str, Any]:
+    raw = await _body(request)
     return await _svc(request).callback(
         raw,
         request.headers.get(TIMESTAMP_HEADER),

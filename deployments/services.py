@@ -49,6 +49,7 @@ from raymall.flash.service import FlashService
 from raymall.logs import get_logger
 from raymall.orders.service import OrderService
 from raymall.ratelimit import LimitFallback
+from raymall.returns.service import AfterSalesService
 from raymall.settings import Settings
 from recommend.service import RecommendService
 
@@ -73,6 +74,8 @@ class Services:
     coupons: CouponService
     coupon_admin: CouponAdmin
     recommend: RecommendService
+    # refunds through the payment provider, cancels after payment, returns (RMAs)
+    aftersales: AfterSalesService
     # the payment provider deployment, as orders reach it (None: not deployed)
     payments: ServeGateway | None
     # the replica's one Redis pub/sub connection: pushed read models (raymall.feed)
@@ -107,6 +110,9 @@ class ServeGateway:
             # the provider sends it back on its callback, which joins this trace
             charge = {**charge, "traceparent": tracing.traceparent(span)}
         await self.handle.charge.remote(charge)
+
+    async def refund(self, refund: dict[str, Any]) -> None:
+        await self.handle.refund.remote(refund)
 
 
 async def ensure_roles(ctx: AppContext) -> None:
@@ -213,6 +219,7 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         coupons=coupons,
         coupon_admin=CouponAdmin(ctx.sessions, coupons),
         recommend=recommend,
+        aftersales=AfterSalesService(ctx.sessions, OrderShardClient(s), gateway, catalog.media),
         payments=gateway,
         feed=feed,
         readiness=readiness,

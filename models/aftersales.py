@@ -93,7 +93,10 @@ class ShipmentEvent(Base):
 class Refund(Base):
     """Money going back on a payment: ``pending -> succeeded | failed``, settled by the
     provider's signed refund callback. ``key`` names what it refunds (``cancel:<order>``,
-    ``return:<rma>``, ``admin:<order>``), so a second refund of the same thing is refused."""
+    ``return:<rma>``, ``admin:<order>:<idempotency key>``), so a second refund of the same
+    thing is refused; a failed refund gives its key up (``<key>~<id>``) so it can be retried.
+    ``lines`` is how the amount was reserved on the order's lines ({order_item_id: cents};
+    the rest is shipping), so a failed refund releases exactly what it reserved."""
 
     __tablename__ = "refunds"
     __table_args__ = (UniqueConstraint("key", name="uq_refunds_key"),)
@@ -105,6 +108,9 @@ class Refund(Base):
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     reason: Mapped[str] = mapped_column(String(32), default="")
+    lines: Mapped[dict[str, int]] = mapped_column(Json, default=dict)
+    # what the simulated provider is asked to answer (succeed | fail)
+    outcome: Mapped[str] = mapped_column(String(16), default="succeed")
     callbacks: Mapped[int] = mapped_column(Integer, default=0)
     created_ms: Mapped[int] = mapped_column(BigInteger)
     updated_ms: Mapped[int] = mapped_column(BigInteger)
@@ -118,6 +124,7 @@ class ReturnRequest(Base):
     __table_args__ = (
         Index("ix_returns_order", "order_id"),
         Index("ix_returns_status_created", "status", "created_ms"),
+        UniqueConstraint("user_id", "idempotency_key", name="uq_returns_user_idem"),
     )
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))

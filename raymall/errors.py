@@ -17,6 +17,8 @@
     │   └── CouponNotOwned    403  coupon_not_owned
     ├── NotFound              404  not_found
     │   ├── UnknownSku        404  unknown_sku
+    │   ├── RefundNotFound    404  refund_not_found
+    │   ├── ReturnNotFound    404  return_not_found
     │   ├── CampaignNotFound  404  campaign_not_found
     │   ├── CouponNotFound    404  coupon_not_found
     │   └── CouponCodeInvalid 404  coupon_code_invalid
@@ -24,6 +26,11 @@
     │   ├── EmailTaken        409  email_taken
     │   ├── UsernameTaken     409  username_taken
     │   ├── InvalidTransition 409  invalid_transition
+    │   ├── RefundExceedsRemaining 409 refund_exceeds_remaining
+    │   ├── OrderNotRefundable 409 order_not_refundable
+    │   ├── OrderNotReturnable 409 order_not_returnable
+    │   ├── ReturnWindowClosed 409 return_window_closed
+    │   ├── ReturnQuantityExceeded 409 return_quantity_exceeded
     │   ├── IdempotencyMismatch 409 idempotency_key_reused
     │   ├── CategoryCycle     409  category_cycle
     │   ├── CategoryNotEmpty  409  category_not_empty
@@ -341,6 +348,58 @@ class CartLimitExceeded(Conflict):
 
     action = "Remove items before adding more."
     code = "cart_limit_exceeded"
+
+
+class RefundNotFound(NotFound):
+    """No refund has this id (a refund callback naming an unknown refund is audited)."""
+
+    code = "refund_not_found"
+    action = "Check the refund id; do not retry."
+
+
+class ReturnNotFound(NotFound):
+    """No return (RMA) has this id, or it is another customer's."""
+
+    code = "return_not_found"
+    action = "Check the return id (`GET /orders/{id}/returns`); do not retry."
+
+
+class RefundExceedsRemaining(Conflict):
+    """A refund asks for more than is left to refund: on the payment, on a line, or on the
+    shipping; `details.left_cents` says what is left (for a line: `details.order_item_id`)."""
+
+    code = "refund_exceeds_remaining"
+    action = "Re-read the order's refunds and ask for at most `details.left_cents`."
+
+
+class OrderNotRefundable(Conflict):
+    """The order has no succeeded payment to refund (unpaid, or its payment failed)."""
+
+    code = "order_not_refundable"
+    action = "Do not retry; an unpaid order is cancelled, not refunded."
+
+
+class OrderNotReturnable(Conflict):
+    """Only a delivered or completed order takes a return; `details.status` says where it is."""
+
+    code = "order_not_returnable"
+    action = "Ask for the return once the order is delivered (or cancel it before it ships)."
+
+
+class ReturnWindowClosed(Conflict):
+    """The return window (`RAYMALL_RETURN_WINDOW_DAYS` after delivery) has passed;
+    `details.closed_ms` says when it closed."""
+
+    code = "return_window_closed"
+    action = "Do not retry; contact the shop."
+
+
+class ReturnQuantityExceeded(Conflict):
+    """A return asks for more units of a line than were bought less those already returned
+    or asked for; `details` names the line and what may still be returned."""
+
+    code = "return_quantity_exceeded"
+    action = "Ask for at most `details.returnable` units of that line."
 
 
 class CouponNotOwned(Forbidden):

@@ -162,6 +162,10 @@ class Settings(BaseSettings):
     # reservations outlive their order's deadline by this much: a safety net, never the path
     order_reservation_grace_s: float = Field(600, ge=1)
     order_max_lines: int = Field(50, ge=1, le=500)
+    # returns: asked within this many days of delivery (or completion, without a delivery)
+    return_window_days: int = Field(14, ge=0, le=365)
+    # the provider's refund callback (None: /payments/refund-callback beside the payment one)
+    refund_callback_url: str | None = None
 
     # flash sales
     flash_batch_window_ms: float = Field(2.0, ge=0, le=50)  # replica-side purchase batching

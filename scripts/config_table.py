@@ -122,6 +122,10 @@ DOCS = {
     "order_sweep_interval_s": "how often order shards look for overdue orders",
     "order_reservation_grace_s": "reservations outlive the order timeout by this much",
     "order_max_lines": "most lines in one order",
+    "return_window_days": "a return may be asked this many days after delivery "
+    "(or completion when no delivery was recorded)",
+    "refund_callback_url": "where the payment provider posts refund results; "
+    "unset: `/payments/refund-callback` beside the payment callback",
     "flash_batch_window_ms": "flash purchase batching window (`@serve.batch`)",
     "flash_batch_max": "largest flash purchase batch",
     "flash_sold_out_ttl_s": "how long a replica trusts its local sold-out flag",

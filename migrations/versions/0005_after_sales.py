@@ -61,6 +61,7 @@ def upgrade() -> None:
         ),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_returns_user_id_users")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_returns")),
+        sa.UniqueConstraint("user_id", "idempotency_key", name="uq_returns_user_idem"),
     )
     with op.batch_alter_table("returns", schema=None) as batch_op:
         batch_op.create_index("ix_returns_order", ["order_id"], unique=False)
@@ -111,6 +112,8 @@ def upgrade() -> None:
         sa.Column("amount_cents", sa.BigInteger(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("reason", sa.String(length=32), nullable=False),
+        sa.Column("lines", sa.Text(), nullable=False),
+        sa.Column("outcome", sa.String(length=16), nullable=False),
         sa.Column("callbacks", sa.Integer(), nullable=False),
         sa.Column("created_ms", sa.BigInteger(), nullable=False),
         sa.Column("updated_ms", sa.BigInteger(), nullable=False),

@@ -7,8 +7,10 @@
   ``CouponUnavailable`` (and stores nothing);
 - ``follow``: in the transaction of the order's winning transition, ``locked -> used``
   when it is paid, ``locked -> available`` (order cleared) when it is cancelled or timed
-  out, with a ``coupon.used`` / ``coupon.returned`` outbox event per coupon moved. Only
-  the coupons locked by that order move, once: a second run finds none locked.
+  out, ``used -> available`` (order cleared) when a paid order is cancelled (the
+  customer's cancel after payment, refunded in full), with a ``coupon.used`` /
+  ``coupon.returned`` outbox event per coupon moved. Only the coupons held by that order
+  move, once: a second run finds none left to move.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from sqlalchemy.orm import Session
 
 from models import UserCoupon
 from raymall.domain import order_state as st
-from raymall.domain.coupons import AVAILABLE, LOCKED, MOVES, RETURN, USE
+from raymall.domain.coupons import AVAILABLE, LOCKED, MOVES, RESTORE, RETURN, USE
 from raymall.errors import CouponUnavailable
 from raymall.orders import rows
 
-_MOVE_FOR = {st.PAID: USE, st.CANCELLED: RETURN}
+# an order is cancelled either unpaid (its coupons locked) or paid (used): both go back
+_MOVES_FOR = {st.PAID: (USE,), st.CANCELLED: (RETURN, RESTORE)}
 
 
 def lock(
@@ -62,9 +65,13 @@ def held_coupons(session: Session, order_id: int) -> list[str]:
 def follow(session: Session, order_id: int, to: str, now: int) -> list[int]:
     """Move the coupons the order holds as its transition to ``to`` says (see the module
     docstring); the ids moved."""
-    move = _MOVE_FOR.get(to)
-    if move is None:
-        return []
+    moved: list[int] = []
+    for move in _MOVES_FOR.get(to, ()):
+        moved += _move(session, order_id, move, now)
+    return moved
+
+
+def _move(session: Session, order_id: int, move: str, now: int) -> list[int]:
     frm, dest, topic = MOVES[move]
     held = session.execute(
         select(UserCoupon.id, UserCoupon.user_id, UserCoupon.campaign_id).where(

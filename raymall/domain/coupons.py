@@ -11,8 +11,9 @@ A coupon's life (every move a compare-and-set on ``user_coupons.state``, DESIGN
 invariant 8; the move table below is the only one)::
 
     available ──lock (order placed, same transaction)──▶ locked ──use (order paid)──▶ used
-        ▲                                                  │
-        └──────────return (order cancelled or timed out)───┘
+        ▲  ▲                                               │                          │
+        │  └──────────return (order cancelled or timed out)┘                          │
+        └──────────────restore (the paid order cancelled by its customer, refunded)───┘
     available ──(its validity ends)──▶ expired   (read as such; no write needed)
 
 A locked coupon names its order (``order_id``); only that order's transitions move it.
@@ -29,11 +30,12 @@ AVAILABLE, LOCKED, USED, EXPIRED = "available", "locked", "used", "expired"
 STATES = (AVAILABLE, LOCKED, USED, EXPIRED)
 
 # move -> (from, to, outbox topic)
-LOCK, USE, RETURN = "lock", "use", "return"
+LOCK, USE, RETURN, RESTORE = "lock", "use", "return", "restore"
 MOVES: dict[str, tuple[str, str, str | None]] = {
     LOCK: (AVAILABLE, LOCKED, None),
     USE: (LOCKED, USED, "coupon.used"),
     RETURN: (LOCKED, AVAILABLE, "coupon.returned"),
+    RESTORE: (USED, AVAILABLE, "coupon.returned"),
 }
 CLAIMED_TOPIC = "coupon.claimed"
 DAY_MS = 86_400_000

@@ -1,9 +1,11 @@
 """The order state machine: which moves exist and who may make them. Plain Python, no I/O.
 
     pending_payment ──▶ paid ──▶ partially_shipped ──▶ shipped ──▶ delivered ──▶ completed
-          │              │  └──────────────────────────────▲  └──────────────────────▲
-          ▼              ▼
-      cancelled       refunded
+          │             │ │ └──────────────────────────────▲  └──────────────────────▲
+          ▼             │ ▼
+      cancelled ◀───────┘ refunded
+
+(paid -> cancelled: the customer's cancel before anything shipped, refunded in full.)
 
 An order whose lines all left in shipments is ``shipped``; some of them, ``partially_shipped``.
 The carrier's "delivered" event (all shipments delivered) makes it ``delivered``; the
@@ -16,7 +18,8 @@ Guarantees (tests/unit/test_order_state.py):
 - ``check_move`` accepts exactly the moves drawn above; anything else raises
   ``InvalidTransition`` (409) whose details carry the current status, so a caller always
   learns where the order is;
-- each move names who may make it: a user cancels an unpaid order and confirms receipt,
+- each move names who may make it: a user cancels an unpaid or a paid, unshipped order
+  (the paid one is refunded in full, its stock and coupons come back) and confirms receipt,
   an admin ships, completes, refunds or cancels, the system pays (a verified payment
   callback), cancels (the payment deadline), marks delivery (a verified
   carrier callback) and completes (N days after delivery). Anyone else gets ``Forbidden``;
@@ -50,7 +53,7 @@ Actor = Literal["user", "admin", "system"]
 
 MOVES: dict[str, frozenset[str]] = {
     PENDING_PAYMENT: frozenset({PAID, CANCELLED}),
-    PAID: frozenset({PARTIALLY_SHIPPED, SHIPPED, REFUNDED}),
+    PAID: frozenset({PARTIALLY_SHIPPED, SHIPPED, REFUNDED, CANCELLED}),
     PARTIALLY_SHIPPED: frozenset({SHIPPED}),
     SHIPPED: frozenset({DELIVERED, COMPLETED}),
     DELIVERED: frozenset({COMPLETED}),
@@ -67,6 +70,7 @@ MOVERS: dict[tuple[str, str], frozenset[str]] = {
     (PAID, PARTIALLY_SHIPPED): frozenset({"admin"}),
     (PAID, SHIPPED): frozenset({"admin"}),
     (PAID, REFUNDED): frozenset({"admin"}),
+    (PAID, CANCELLED): frozenset({"user", "admin"}),
     (PARTIALLY_SHIPPED, SHIPPED): frozenset({"admin"}),
     (SHIPPED, DELIVERED): frozenset({"system"}),
     (SHIPPED, COMPLETED): frozenset({"user", "admin"}),

@@ -1,4 +1,4 @@
-"""The payment provider's callback, as a replica receives it.
+"""The payment provider's callbacks (payments and refunds), as a replica receives them.
 
 Guarantees:
 - a callback is believed only after its signature, its timestamp window and its amount
@@ -9,7 +9,11 @@ Guarantees:
   (when known) and in all before they are audited: past the limits they answer 429 and
   write no row, so forgeries cannot fill the table. A callback whose signature and
   timestamp check out is never limited, so forgeries cannot crowd out the provider's. If
-  the limits cannot be checked (Redis down) the refusal is audited anyway.
+  the limits cannot be checked (Redis down) the refusal is audited anyway;
+- a refund callback (``handle_refund``) is checked the same way (signature, window, the
+  refund's amount, payment and order) and settled by the order's shard by compare-and-set;
+  its refusals are audited in ``payment_audit`` under the refund id, reasons prefixed
+  ``refund_``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from models import Refund
 from raymall import jsonin
 from raymall.errors import (
     AmountMismatch,
@@ -27,6 +32,7 @@ from raymall.errors import (
     DomainError,
     NotFound,
     RateLimited,
+    RefundNotFound,
     ValidationFailed,
 )
 from raymall.ids import now_ms
@@ -110,6 +116,60 @@ class PaymentCallbacks:
             await self._audit(raw, exc.code, remote, payment_id)
             raise
 
+    async def handle_refund(
+        self, raw: bytes, timestamp: str | None, signature: str | None, remote: str
+    ) -> dict[str, Any]:
+        s = self.settings
+        reason = verify(
+            s.secret("payment_secret"),
+            timestamp,
+            signature,
+            raw,
+            now_s=now_ms() / 1000,
+            window_s=s.payment_callback_window_s,
+        )
+        if reason is not None:
+            await self._limit_refusals(remote)
+            await self._audit(raw, f"refund_{reason}", remote, _refund_id(raw))
+            raise BadSignature(f"refund callback refused: {reason.replace('_', ' ')}")
+        try:
+            body = jsonin.loads(raw)
+            if not isinstance(body, dict):
+                raise TypeError("not an object")
+            refund_id = str(body["refund_id"])[:64]
+            amount = body["amount_cents"]
+            status = body["status"]
+            if type(amount) is not int or status not in ("succeeded", "failed"):
+                raise ValueError("bad amount or status")
+        except (ValueError, KeyError, TypeError) as exc:
+            await self._audit(raw, "refund_malformed", remote, _refund_id(raw))
+            raise ValidationFailed("malformed refund callback") from exc
+
+        def owner(session: Session) -> tuple[int, int, str, str]:
+            refund = session.get(Refund, refund_id)
+            if refund is None:
+                raise RefundNotFound(f"refund {refund_id} not found")
+            order = repo.get_order(session, int(refund.order_id))
+            assert order is not None
+            return int(order.shard), int(order.user_id), str(order.id), str(refund.payment_id)
+
+        try:
+            shard, owner_id, order_id, payment_id = await self._read(owner)
+            if str(body.get("order_id")) != order_id or body.get("payment_id") != payment_id:
+                raise AmountMismatch("the refund callback names another order or payment")
+            result: dict[str, Any] = await self.shards.call(
+                self.shards.owner(shard, owner_id),
+                "settle_refund",
+                refund_id,
+                succeeded=status == "succeeded",
+                amount_cents=amount,
+            )
+            return result
+        except (AmountMismatch, NotFound) as exc:
+            reason = exc.code if exc.code.startswith("refund_") else f"refund_{exc.code}"
+            await self._audit(raw, reason, remote, refund_id)
+            raise
+
     async def _limit_refusals(self, remote: str) -> None:
         """429 past the refused-callback limits (per address, when known, and in all)."""
         s = self.settings
@@ -155,3 +215,11 @@ class PaymentCallbacks:
             raise
         except Exception:  # the refusal stands even when the audit row cannot be written
             log.error("could not write the payment audit row (%s)", reason, exc_info=True)
+
+
+def _refund_id(raw: bytes) -> str | None:
+    try:
+        found = jsonin.loads(raw).get("refund_id")
+    except (ValueError, AttributeError):
+        return None
+    return None if found is None else str(found)[:64]

@@ -3,9 +3,12 @@
 - ``notifications``: a simulated e-mail. For order placed, paid, shipped, cancelled and
   refunded it writes one ``notifications`` row per (user, event id); the unique key makes
   a redelivered event harmless.
-- ``refund-restock``: returns a refunded order's units to stock (idempotent by the
-  ``refund:{order}:{sku}`` keys). The OrderShard does this at once after a refund; this
-  consumer is the durable second path when that attempt failed.
+- ``refund-restock``: returns the units of a refunded order, of a paid order cancelled by
+  its customer, and of a received return to stock (idempotent by the
+  ``refund:{order}:{sku}`` and ``return:{rma}:{sku}`` keys). The OrderShard does this at
+  once; this consumer is the durable second path when that attempt failed.
+- refunds and returns notify the customer too: a refund succeeded or failed, a return
+  requested, approved, rejected or received.
 
 Each consumer names its ``topics``; the stream consumer acknowledges the others without
 calling it (and the handlers ignore them too). The notifications of one stream read are
@@ -30,10 +33,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from models import Notification
 from raymall import tracing
 from raymall.db import transaction
+from raymall.domain import order_state as st
 from raymall.ids import now_ms
 from raymall.orders.ports import StockPort
 from raymall.orders.stream import Event
 from raymall.orders.workflow import restock_refund
+from raymall.returns.desk import restock_return
 
 MESSAGES: dict[str, tuple[str, str]] = {
     "order.placed": (
@@ -44,6 +49,27 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "order.shipped": ("order_shipped", "Order {order_id} is on its way."),
     "order.cancelled": ("order_cancelled", "Order {order_id} was cancelled ({reason})."),
     "order.refunded": ("order_refunded", "Order {order_id} was refunded: {total}."),
+    "refund.succeeded": ("refund_succeeded", "We refunded {amount} for order {order_id}."),
+    "refund.failed": (
+        "refund_failed",
+        "A refund of {amount} for order {order_id} did not go through; we will try again.",
+    ),
+    "return.requested": (
+        "return_requested",
+        "We received your return request {return_id} for order {order_id}.",
+    ),
+    "return.approved": (
+        "return_approved",
+        "Return {return_id} is approved: send the items back and add the tracking number.",
+    ),
+    "return.rejected": (
+        "return_rejected",
+        "Return {return_id} for order {order_id} was not approved.",
+    ),
+    "return.received": (
+        "return_received",
+        "We received return {return_id}; {amount} goes back to you.",
+    ),
 }
 # rows are written with a Core INSERT (one executemany): the ORM's bulk path costs several
 # times as much per row in the relay's CPU and nothing here needs it
@@ -55,6 +81,12 @@ SUBJECTS = {
     "order_shipped": "Order shipped",
     "order_cancelled": "Order cancelled",
     "order_refunded": "Order refunded",
+    "refund_succeeded": "Refund sent",
+    "refund_failed": "Refund delayed",
+    "return_requested": "Return requested",
+    "return_approved": "Return approved",
+    "return_rejected": "Return not approved",
+    "return_received": "Return received",
 }
 
 
@@ -73,6 +105,8 @@ def render(event: Event) -> tuple[int, str, str, str] | None:
         order_id=event.payload.get("order_id", event.aggregate_id),
         total=money(int(event.payload.get("total_cents") or 0)),
         reason=event.payload.get("reason", ""),
+        amount=money(int(event.payload.get("amount_cents") or 0)),
+        return_id=event.payload.get("return_id", ""),
     )
     return user_id, kind, SUBJECTS[kind], body
 
@@ -151,17 +185,26 @@ class NotificationConsumer:
 
 class RefundRestockConsumer:
     group = "refund-restock"
-    topics = frozenset({"order.refunded"})
+    topics = frozenset({"order.refunded", "order.cancelled", "return.received"})
 
     def __init__(self, stock: StockPort) -> None:
         self.stock = stock
 
     async def __call__(self, event: Event) -> None:
-        if event.topic != "order.refunded":
+        payload = event.payload
+        items = payload.get("items") or []
+        if event.topic == "return.received":
+            with tracing.use(_span(self.group, [event])):
+                await restock_return(
+                    self.stock, int(payload["return_id"]), int(payload["order_id"]), items
+                )
             return
-        items = event.payload.get("items") or []
+        if event.topic == "order.cancelled" and payload.get("from_status") != st.PAID:
+            return  # an unpaid order's stock was released, never sold
+        if event.topic not in ("order.refunded", "order.cancelled"):
+            return
         with tracing.use(_span(self.group, [event])):
-            await restock_refund(self.stock, int(event.payload["order_id"]), items)
+            await restock_refund(self.stock, int(payload["order_id"]), items)
 
 
 def _span(group: str, events: Sequence[Event]) -> Any:

@@ -2,8 +2,10 @@
 
 A payment moves ``pending -> succeeded | failed | refunded`` exactly once, by
 compare-and-set, so a duplicate callback finds it settled and changes nothing.
-``refunded`` means the money went back: the order could not take it (cancelled or its
-stock gone) or an admin refunded the order.
+``refunded`` means the money went back at once: the order could not take it (cancelled or
+its stock gone). Refunds of a succeeded payment are rows of their own
+(``raymall.refunds.ledger``): the payment stays ``succeeded`` and ``refunded_cents`` counts
+its pending and succeeded refunds, never above ``amount_cents``.
 """
 
 from __future__ import annotations
@@ -67,17 +69,6 @@ def settle(session: Session, payment_id: str, to: str, now: int) -> bool:
     return result.rowcount == 1  # type: ignore[attr-defined]
 
 
-def refund_succeeded(session: Session, order_id: int, now: int) -> int:
-    """Mark the order's succeeded payments refunded (an admin refund)."""
-    result = session.execute(
-        update(Payment)
-        .where(Payment.order_id == order_id, Payment.status == SUCCEEDED)
-        .values(status=REFUNDED, updated_ms=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount)  # type: ignore[attr-defined]
-
-
 def count_callback(session: Session, payment_id: str, now: int) -> None:
     session.execute(
         update(Payment)
@@ -100,6 +91,7 @@ def payment_view(p: Payment) -> dict[str, Any]:
         "order_id": str(p.order_id),
         "amount_cents": int(p.amount_cents),
         "status": p.status,
+        "refunded_cents": int(p.refunded_cents or 0),
         "callbacks": int(p.callbacks),
         "created_ms": int(p.created_ms),
         "updated_ms": int(p.updated_ms),

@@ -67,6 +67,11 @@ class OrderShards(Protocol):
     async def cancel(self, shard: int, order_id: int, **kw: Any) -> dict[str, Any]: ...
     async def move(self, shard: int, order_id: int, to: str, **kw: Any) -> dict[str, Any]: ...
     async def settle(self, shard: int, payment_id: str, **kw: Any) -> dict[str, Any]: ...
+    async def call(
+        self, shard: int, method: str, *args: Any, _target: str | None = None, **kw: Any
+    ) -> Any:
+        """Any other shard operation (refunds, returns: ``actors.order_shard``), retried
+        like the others; ``_target``: the status a transition moves to."""
 
 
 class PaymentGateway(Protocol):

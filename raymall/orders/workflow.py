@@ -12,7 +12,12 @@ of the transitions:
   compare-and-set that follows always agrees with it. A crash between the two steps is
   healed by the next sweep or callback retry (release and confirm are idempotent);
 - refunds return the sold units to stock under ``refund:{order}:{sku}`` keys, once, also
-  when driven again by the ``order.refunded`` event.
+  when driven again by the ``order.refunded`` event;
+- money goes back through the payment provider: a full refund (paid -> refunded) and the
+  cancel of a paid order (paid -> cancelled, its coupons back) store a pending refund of
+  all that is left, with its money reserved, in the transaction of their compare-and-set
+  (``raymall.refunds``); the units of a cancelled paid order go back to stock under the
+  same ``refund:{order}:{sku}`` keys (again from the ``order.cancelled`` event if needed).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from raymall.orders import payments as pay
 from raymall.orders import repository as repo
 from raymall.orders.placement import Placement
 from raymall.orders.ports import Placed, PlaceOrder, StockPort
+from raymall.refunds.money import refund_rest
 
 log = get_logger("orders")
 T = TypeVar("T")
@@ -132,7 +138,15 @@ class OrderWorkflow:
             if user_id is not None and int(order.user_id) != user_id:
                 raise NotFound(f"order {order_id} not found")
             st.check_move(order.status, st.CANCELLED, role)
-            return await self._cancel_locked(order, items, reason=reason, actor=actor)
+            if order.status == st.PAID:
+                view = await self._commit_move(
+                    order, items, st.CANCELLED, reason=reason, actor=actor,
+                    also=refund_rest(order_id, f"cancel:{order_id}", reason="cancel"),
+                )  # fmt: skip
+            else:
+                return await self._cancel_locked(order, items, reason=reason, actor=actor)
+        await self._restock_refunded(order_id, items)
+        return view
 
     async def _cancel_locked(
         self, order: Order, items: list[OrderItem], *, reason: str, actor: str
@@ -269,19 +283,19 @@ class OrderWorkflow:
             if user_id is not None and int(order.user_id) != user_id:
                 raise NotFound(f"order {order_id} not found")
             st.check_move(order.status, to, role)
-            oid = int(order.id)
-
-            def refund_payments(session: Session) -> None:
-                pay.refund_succeeded(session, oid, now_ms())
-
-            also = refund_payments if to == st.REFUNDED else None
+            also = None
+            if to == st.REFUNDED:  # all that is left goes back through the provider
+                also = refund_rest(order_id, f"refund:{order_id}", reason="refund")
             view = await self._commit_move(order, items, to, reason=reason, actor=actor, also=also)
         if to == st.REFUNDED:
-            try:
-                await restock_refund(self.stock, order_id, repo.stock_items(items))
-            except Exception:  # the order.refunded event drives it again
-                log.warning("refund restock of %s deferred to the event", order_id, exc_info=True)
+            await self._restock_refunded(order_id, items)
         return view
+
+    async def _restock_refunded(self, order_id: int, items: list[OrderItem]) -> None:
+        try:
+            await restock_refund(self.stock, order_id, repo.stock_items(items))
+        except Exception:  # the order.refunded / order.cancelled event drives it again
+            log.warning("refund restock of %s deferred to the event", order_id, exc_info=True)
 
     # ---- deadlines ------------------------------------------------------------------
     async def sweep(self, limit: int = 500, concurrency: int = 64) -> int:

@@ -318,8 +318,17 @@ def test_a_refund_returns_the_units_to_stock(
         )
         == 3
     )
+    # the money goes back through the provider's signed refund callback
+    refunds = wait_for(
+        lambda: [
+            r
+            for r in client.get(f"/orders/{oid}/refunds", headers=erin.headers).json()["items"]
+            if r["status"] == "succeeded"
+        ]
+    )
+    assert [(r["amount_cents"], r["reason"]) for r in refunds] == [(4500, "refund")]
     detail = client.get(f"/orders/{oid}", headers=erin.headers).json()
-    assert [p["status"] for p in detail["payments"]] == ["refunded"]
+    assert [(p["status"], p["refunded_cents"]) for p in detail["payments"]] == [("succeeded", 4500)]
     _error(
         client.post(f"/admin/orders/{oid}/refund", headers=admin.headers), 409, "invalid_transition"
     )

@@ -15,6 +15,7 @@ ALLOWED = {
     (st.PAID, st.PARTIALLY_SHIPPED),
     (st.PAID, st.SHIPPED),
     (st.PAID, st.REFUNDED),
+    (st.PAID, st.CANCELLED),
     (st.PARTIALLY_SHIPPED, st.SHIPPED),
     (st.SHIPPED, st.DELIVERED),
     (st.SHIPPED, st.COMPLETED),
@@ -59,6 +60,16 @@ def test_users_cancel_unpaid_orders_and_confirm_receipt_but_do_not_ship_or_refun
         with pytest.raises(Forbidden):
             st.check_move(frm, to, "user")
         st.check_move(frm, to, "admin")
+
+
+def test_a_paid_order_is_cancelled_by_its_customer_or_an_admin_never_by_the_timeout() -> None:
+    st.check_move(st.PAID, st.CANCELLED, "user")
+    st.check_move(st.PAID, st.CANCELLED, "admin")
+    with pytest.raises(Forbidden):
+        st.check_move(st.PAID, st.CANCELLED, "system")
+    for shipped in (st.PARTIALLY_SHIPPED, st.SHIPPED, st.DELIVERED):
+        with pytest.raises(InvalidTransition):
+            st.check_move(shipped, st.CANCELLED, "user")
 
 
 def test_the_timeout_may_cancel_but_not_ship() -> None:
