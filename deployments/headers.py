@@ -4,7 +4,8 @@ security headers, CORS, and the operations routes closed to the public in prod.
 - Security headers on every response, shortcuts and errors alike: ``nosniff``,
   ``X-Frame-Options: DENY``, ``Referrer-Policy: no-referrer``, a Content-Security-Policy
   that lets a JSON answer load nothing (the docs pages get their own, which allows the
-  Swagger UI and ReDoc assets FastAPI serves them with), and ``Strict-Transport-Security``
+  Swagger UI and ReDoc assets FastAPI serves them with; the storefront and admin pages
+  theirs, which allows this origin only), and ``Strict-Transport-Security``
   only when ``RAYMALL_BEHIND_TLS`` says clients reach the API over HTTPS.
 - CORS, off unless ``RAYMALL_CORS_ORIGINS`` names origins: a request from a listed origin
   gets ``Access-Control-Allow-Origin`` with that origin (``Vary: Origin``), and its
@@ -39,6 +40,14 @@ DOCS_CSP = (
     b"https://cdn.redoc.ly; connect-src 'self'; worker-src blob:; frame-ancestors 'none'; "
     b"base-uri 'none'; form-action 'self'"
 )
+# the storefront and admin pages (deployments.web_routes): their own scripts, styles and
+# the app's images, and calls to this origin only
+WEB_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+)
+WEB_PATHS = frozenset({"/", "/admin"})
+WEB_PREFIX = "/web/"
 HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 CORS_METHODS = b"GET, POST, PUT, PATCH, DELETE"
 CORS_HEADERS = b"Authorization, Content-Type, Idempotency-Key, X-Request-ID, X-Flash-Token"
@@ -80,9 +89,11 @@ class HttpPolicy:
         self._ops_bearer = f"Bearer {ops_token}".encode() if ops_token else None
         self.api_headers = _base(behind_tls, API_CSP)
         self.docs_headers = _base(behind_tls, DOCS_CSP)
+        self.web_headers = _base(behind_tls, WEB_CSP)
         if self.origins:  # answers differ by origin: caches must keep them apart
             self.api_headers.append((b"vary", b"Origin"))
             self.docs_headers.append((b"vary", b"Origin"))
+            self.web_headers.append((b"vary", b"Origin"))
 
     @classmethod
     def from_settings(cls, settings: Any) -> HttpPolicy:
@@ -113,7 +124,13 @@ class HttpPolicy:
     # ---- headers ----------------------------------------------------------------------
     def response_headers(self, scope: Scope) -> Headers:
         """Security headers, plus CORS ones for an allowed origin."""
-        base = self.docs_headers if scope["path"] in DOCS_PATHS else self.api_headers
+        path = scope["path"]
+        if path in DOCS_PATHS:
+            base = self.docs_headers
+        elif path in WEB_PATHS or path.startswith(WEB_PREFIX):
+            base = self.web_headers
+        else:
+            base = self.api_headers
         origin = self._allowed_origin(scope)
         if origin is None:
             return base

@@ -42,6 +42,7 @@ ROUTER_MODULES = (
     "deployments.auth_routes",
     "deployments.inventory_routes",
     "deployments.health",
+    "deployments.web_routes",
 )
 
 
