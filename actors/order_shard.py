@@ -8,8 +8,9 @@ payment settlement, refunds) that adds the deadline sweeper. Guarantees:
   order, and each is a compare-and-set in the database (DESIGN invariant 6);
 - **deadlines live in the database** (``orders.expires_ms``): every
   ``order_sweep_interval_s`` the shard cancels its overdue unpaid orders and releases
-  their stock. A restarted shard does the same at once, so orders that fell due while it
-  was down are cancelled and the others keep their deadlines;
+  their stock, and completes its delivered orders past their automatic completion
+  (``raymall.shipping.fulfilment``). A restarted shard does the same at once, so orders
+  that fell due while it was down are handled and the others keep their deadlines;
 - order ids are snowflakes whose worker id is derived from the shard index
   (``ORDER_WORKER_BASE + index``), unique among live shards.
 """
@@ -58,6 +59,7 @@ class OrderShard:
             timeout_s=settings.order_timeout_s,
             grace_s=settings.order_reservation_grace_s,
             worker_id=worker_id(index),
+            auto_complete_days=settings.auto_complete_days,
         )
         # refunds and returns run here too: one operation at a time per order
         self.money = MoneyBack(self.workflow)
@@ -78,6 +80,12 @@ class OrderShard:
                     log.info("shard %s cancelled %s overdue orders", self.index, cancelled)
             except Exception:  # the sweeper must outlive a database or inventory outage
                 log.warning("shard %s sweep failed", self.index, exc_info=True)
+            try:
+                completed = await self.workflow.fulfilment.complete_overdue(limit=SWEEP_LIMIT)
+                if completed:
+                    log.info("shard %s completed %s delivered orders", self.index, completed)
+            except Exception:
+                log.warning("shard %s auto-completion failed", self.index, exc_info=True)
             if cancelled < SWEEP_LIMIT:  # a full round means a backlog: go on at once
                 await asyncio.sleep(self.settings.order_sweep_interval_s)
 
@@ -130,6 +138,27 @@ class OrderShard:
     async def sweep_now(self) -> int:
         """Run one deadline sweep at once (operators and tests)."""
         return await self.workflow.sweep()
+
+    # ---- fulfilment (raymall.shipping.fulfilment) -----------------------------------------
+    async def ship(
+        self,
+        order_id: int,
+        *,
+        carrier: str,
+        tracking_number: str,
+        lines: list[tuple[int, int]] | None,
+        actor: str,
+    ) -> dict[str, Any]:
+        return await self.workflow.fulfilment.ship(
+            order_id, carrier=carrier, tracking_number=tracking_number, lines=lines, actor=actor
+        )
+
+    async def track(self, order_id: int, shipment_id: int, **event: Any) -> dict[str, Any]:
+        return await self.workflow.fulfilment.track(order_id, shipment_id, **event)
+
+    async def complete_now(self) -> int:
+        """Complete overdue delivered orders at once (operators and tests)."""
+        return await self.workflow.fulfilment.complete_overdue()
 
     # ---- money back and returns (raymall.refunds.money, raymall.returns.desk) -----------
     async def refund(self, order_id: int, **kw: Any) -> dict[str, Any]:

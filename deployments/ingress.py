@@ -39,6 +39,7 @@ ROUTER_MODULES = (
     "deployments.order_routes",
     "deployments.payment_routes",
     "deployments.return_routes",
+    "deployments.shipping_routes",
     "deployments.auth_routes",
     "deployments.inventory_routes",
     "deployments.health",
@@ -91,16 +92,20 @@ def area_shortcuts(services: Services) -> list[Shortcut]:
 class Ingress:
     """Thin HTTP shell: builds per-replica resources, then serves the app."""
 
-    def __init__(self, settings: Settings, payment_provider: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, payment_provider: Any = None, carrier: Any = None
+    ) -> None:
         logs.configure(settings.log_level)
         tracing.configure(settings, "replica")
         self.settings = settings
         self.ctx = AppContext.build(settings)
         # handle of the simulated payment provider deployment (deployments.payment_provider)
         self.payment_provider = payment_provider
+        # handle of the simulated carrier deployment (deployments.carrier)
+        self.carrier = carrier
 
     async def __serve_build_asgi_app__(self) -> Any:
-        self.services = await build_services(self.ctx, self.payment_provider)
+        self.services = await build_services(self.ctx, self.payment_provider, self.carrier)
         app = build_app(self.services)
         self.drain = DrainWatch(self.ctx.redis, drain_key(self.settings))
         self.drain.start()

@@ -105,6 +105,12 @@ EXTRA_STATUSES: dict[tuple[str, str], set[int]] = {
     ("POST", "/admin/orders/{order_id}/complete"): {409},
     ("POST", "/admin/orders/{order_id}/refund"): {409},
     ("POST", "/payments/callback"): {400, 401, 404, 409, 413, 422, 429},
+    # shipping: a duplicate method code; a shipment of more than remains, of an order not
+    # paid, or under another order's tracking number; the carrier's signed callback
+    ("POST", "/admin/shipping-methods"): {409},
+    ("PATCH", "/admin/shipping-methods/{method_id}"): {409},
+    ("POST", "/admin/orders/{order_id}/shipments"): {409},
+    ("POST", "/carrier/callback"): {400, 401, 404, 413, 422, 429},
     # flash sales
     ("POST", "/flash-sales/{sale_id}/purchase"): {409, 429},
     ("GET", "/flash-sales/{sale_id}/token"): {409},  # not started, or ended
@@ -136,6 +142,13 @@ RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "required": True,
         "description": "the provider's event, signed: `X-Signature` is the hex HMAC-SHA256 "
         "of `X-Timestamp + '.' + body`",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+    ("POST", "/carrier/callback"): {
+        "required": True,
+        "description": "the carrier's tracking event (`event_id`, `shipment_id`, `order_id`, "
+        "`tracking_number`, `status`, `location`, `occurred_ms`), signed: `X-Signature` is "
+        "the hex HMAC-SHA256 of `X-Timestamp + '.' + body` with the carrier secret",
         "content": {"application/json": {"schema": {"type": "object"}}},
     },
 }
@@ -193,6 +206,8 @@ SUCCESS_CONTENT: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/me/notifications"): _KEYSET,
     ("GET", "/admin/flash-sales"): _KEYSET,
     ("GET", "/coupon-campaigns"): _LIST,
+    ("GET", "/shipping-methods"): _LIST,
+    ("GET", "/admin/shipping-methods"): _LIST,
     ("GET", "/promotions"): _LIST,
     ("GET", "/me/coupons"): _LIST,
     ("GET", "/admin/coupon-campaigns"): _KEYSET,

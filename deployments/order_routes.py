@@ -2,10 +2,14 @@
 
 Users (``orders:create`` / ``orders:read_own``): ``POST /orders`` (optional
 ``Idempotency-Key``; optional ``coupon_id`` / ``coupon_ids``: the coupons to use, locked
-with the order, 409 ``coupon_*`` if one does not apply), ``POST /orders/quote`` (the same
-body: lines, promotions, the named coupons or else the best combination of the caller's,
-each line's discount and the saving; nothing reserved), ``GET /orders``,
-``GET /orders/{id}``, ``GET /orders/{id}/history``,
+with the order, 409 ``coupon_*`` if one does not apply; optional ``shipping_method_id``:
+its fee, by the address's region, is the order's ``shipping_cents`` and part of
+``total_cents``, 404 ``shipping_method_not_found`` if unknown or inactive),
+``POST /orders/quote`` (the same body: lines, promotions, the named coupons or else the
+best combination of the caller's, each line's discount and the saving, the shipping fee;
+nothing reserved), ``GET /orders``,
+``GET /orders/{id}`` (with its ``shipments`` and their tracking ``events``),
+``GET /orders/{id}/history``,
 ``POST /orders/{id}/cancel`` (a paid order that has not shipped is refunded in full
 through the payment provider, its stock and coupons come back), ``POST
 /orders/{id}/confirm-receipt``, and ``GET /me/notifications``. Another user's order is 404.
@@ -15,6 +19,10 @@ to_ms; keyset pages), ``GET /admin/orders/{id}``, ``POST /admin/orders/{id}/ship
 ``/complete`` (``orders:ship``), ``POST /admin/orders/{id}/refund`` (``orders:refund``;
 all that is left goes back through the provider, the units back to stock; partial
 refunds: deployments.return_routes).
+``/ship`` ships every unit that remains in one shipment: with an optional body
+``{carrier, tracking_number}`` (as ``POST /admin/orders/{id}/shipments`` without lines,
+deployments.shipping_routes), else as carrier ``manual`` with tracking number
+``order-{id}``, which no carrier tracks (the customer confirms receipt).
 Order ids are strings in bodies (64-bit) and integers in paths.
 """
 
@@ -27,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from deployments.security import Principal, current_user, require
 from deployments.services import services
+from deployments.shipping_routes import ShipAllIn
 from raymall.domain import order_state as st
 from raymall.orders.queries import OrderFilters
 from raymall.orders.service import OrderRequest, OrderService
@@ -67,6 +76,7 @@ class OrderIn(BaseModel):
     address_id: int | None = Field(None, ge=1, le=MAX_ID)
     coupon_id: CouponId | None = None
     coupon_ids: list[CouponId] | None = Field(None, min_length=1, max_length=5)
+    shipping_method_id: int | None = Field(None, ge=1, le=MAX_ID)
 
     @model_validator(mode="after")
     def _one_source(self) -> OrderIn:
@@ -88,6 +98,7 @@ class OrderIn(BaseModel):
             cart_sku_ids=tuple(self.cart_sku_ids or ()),
             address_id=self.address_id,
             coupon_ids=self.coupons(),
+            shipping_method_id=self.shipping_method_id,
         )
 
 
@@ -178,7 +189,18 @@ async def any_order(request: Request, order_id: OrderId, _: AdminReader) -> dict
 
 
 @router.post("/admin/orders/{order_id}/ship", tags=["admin"])
-async def ship(request: Request, order_id: OrderId, admin: Shipper) -> dict[str, Any]:
+async def ship(
+    request: Request, order_id: OrderId, admin: Shipper, body: ShipAllIn | None = None
+) -> dict[str, Any]:
+    if body is not None and body.carrier is not None and body.tracking_number is not None:
+        answer = await services(request).shipping.ship(
+            order_id,
+            carrier=body.carrier,
+            tracking_number=body.tracking_number,
+            lines=None,
+            admin_id=admin.user_id,
+        )
+        return dict(answer["order"])
     return await _svc(request).move(order_id, st.SHIPPED, role="admin", actor_id=admin.user_id)
 
 

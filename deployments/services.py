@@ -51,6 +51,7 @@ from raymall.orders.service import OrderService
 from raymall.ratelimit import LimitFallback
 from raymall.returns.service import AfterSalesService
 from raymall.settings import Settings
+from raymall.shipping.service import ShippingService
 from recommend.service import RecommendService
 
 log = get_logger("services")
@@ -76,6 +77,8 @@ class Services:
     recommend: RecommendService
     # refunds through the payment provider, cancels after payment, returns (RMAs)
     aftersales: AfterSalesService
+    # shipping methods, shipments and the carrier's tracking callback
+    shipping: ShippingService
     # the payment provider deployment, as orders reach it (None: not deployed)
     payments: ServeGateway | None
     # the replica's one Redis pub/sub connection: pushed read models (raymall.feed)
@@ -115,6 +118,16 @@ class ServeGateway:
         await self.handle.refund.remote(refund)
 
 
+class ServeCarrier:
+    """The carrier deployment (a Serve handle) as a ``CarrierGateway``."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    async def track(self, shipment: dict[str, Any]) -> None:
+        await self.handle.track.remote(shipment)
+
+
 async def ensure_roles(ctx: AppContext) -> None:
     """Roles and grants must exist before anyone registers. Idempotent; replicas starting
     together may race, so one retry."""
@@ -127,9 +140,12 @@ async def ensure_roles(ctx: AppContext) -> None:
                 raise
 
 
-async def build_services(ctx: AppContext, payment_provider: Any = None) -> Services:
+async def build_services(
+    ctx: AppContext, payment_provider: Any = None, carrier: Any = None
+) -> Services:
     """The replica's services, on its event loop. ``payment_provider``: the handle of the
-    payment provider deployment (``deployments.payment_provider``), if deployed."""
+    payment provider deployment (``deployments.payment_provider``), if deployed;
+    ``carrier``: the handle of the simulated carrier (``deployments.carrier``), if deployed."""
     s = ctx.settings
     await ensure_roles(ctx)
     inventory = InventoryClient(s)
@@ -172,6 +188,13 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         ctx.engine,
         redis=ctx.redis,  # rate limits of refused payment callbacks
         pricer=pricer,
+    )
+    shipping = ShippingService(
+        s,
+        ctx.sessions,
+        orders.shards,
+        ServeCarrier(carrier) if carrier is not None else None,
+        redis=ctx.redis,
     )
 
     auth = AuthService(
@@ -220,6 +243,7 @@ async def build_services(ctx: AppContext, payment_provider: Any = None) -> Servi
         coupon_admin=CouponAdmin(ctx.sessions, coupons),
         recommend=recommend,
         aftersales=AfterSalesService(ctx.sessions, OrderShardClient(s), gateway, catalog.media),
+        shipping=shipping,
         payments=gateway,
         feed=feed,
         readiness=readiness,

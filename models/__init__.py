@@ -6,6 +6,7 @@ money is integer minor units (``*_cents``).
 """
 
 from models.aftersales import (
+    CarrierAudit,
     Refund,
     ReturnEvent,
     ReturnItem,
@@ -26,6 +27,7 @@ from models.promotions import CouponCampaign, Promotion, UserCoupon
 from models.users import Address, Permission, RefreshFamily, Role, User
 
 __all__ = [
+    "CarrierAudit",
     "ShippingMethod",
     "ShipmentItem",
     "ShipmentEvent",

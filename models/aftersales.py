@@ -90,6 +90,20 @@ class ShipmentEvent(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
 
 
+class CarrierAudit(Base):
+    """Every carrier callback that was refused (bad or stale signature, unknown shipment,
+    another order's shipment, malformed), kept for audit like ``payment_audit``."""
+
+    __tablename__ = "carrier_audit"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    shipment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    event_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    reason: Mapped[str] = mapped_column(String(64))
+    remote_addr: Mapped[str] = mapped_column(String(64), default="")
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
 class Refund(Base):
     """Money going back on a payment: ``pending -> succeeded | failed``, settled by the
     provider's signed refund callback. ``key`` names what it refunds (``cancel:<order>``,

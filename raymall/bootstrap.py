@@ -29,6 +29,7 @@ ADMIN_PERMISSIONS = USER_PERMISSIONS | {
     ("orders", "read_all"),
     ("orders", "ship"),
     ("orders", "refund"),
+    ("shipping", "manage"),
     ("users", "read"),
     ("users", "block"),
 }

@@ -3,7 +3,8 @@
     DomainError (code, status)
     ├── BadRequest            400  bad_request
     │   ├── ValidationFailed  422  validation_error
-    │   └── AmountMismatch    400  amount_mismatch
+    │   ├── AmountMismatch    400  amount_mismatch
+    │   └── CarrierEventMismatch 400 carrier_event_mismatch
     ├── Unauthorized          401  unauthorized
     │   ├── InvalidCredentials 401 invalid_credentials
     │   ├── InvalidToken      401  invalid_token
@@ -21,7 +22,9 @@
     │   ├── ReturnNotFound    404  return_not_found
     │   ├── CampaignNotFound  404  campaign_not_found
     │   ├── CouponNotFound    404  coupon_not_found
-    │   └── CouponCodeInvalid 404  coupon_code_invalid
+    │   ├── CouponCodeInvalid 404  coupon_code_invalid
+    │   ├── ShippingMethodNotFound 404 shipping_method_not_found
+    │   └── ShipmentNotFound  404  shipment_not_found
     ├── Conflict              409  conflict
     │   ├── EmailTaken        409  email_taken
     │   ├── UsernameTaken     409  username_taken
@@ -46,6 +49,8 @@
     │   ├── FlashTokenUsed    409  flash_token_used
     │   ├── NotForSale        409  sku_not_for_sale
     │   ├── CartLimitExceeded 409  cart_limit_exceeded
+    │   ├── ShipQuantityExceeded 409 ship_quantity_exceeded
+    │   ├── TrackingNumberTaken 409 tracking_number_taken
     │   └── CouponRefused     409  coupon_refused (subclasses, each its own code:
     │       coupon_expired, coupon_not_yet_valid, coupon_out_of_scope,
     │       coupon_below_threshold, coupon_unavailable, coupon_not_combinable,
@@ -512,6 +517,42 @@ class CouponLimitReached(CouponRefused):
 
     code = "coupon_limit_reached"
     action = "Do not retry; use the coupons you hold."
+
+
+class ShippingMethodNotFound(NotFound):
+    """No active shipping method has this id."""
+
+    code = "shipping_method_not_found"
+    action = "Pick a method from `GET /shipping-methods`."
+
+
+class ShipmentNotFound(NotFound):
+    """No shipment has this id (a carrier callback naming an unknown shipment is audited)."""
+
+    code = "shipment_not_found"
+    action = "Check the shipment id; do not retry."
+
+
+class CarrierEventMismatch(BadRequest):
+    """A carrier callback names another order or tracking number than its shipment's; audited."""
+
+    code = "carrier_event_mismatch"
+    action = "Send the shipment's own order id and tracking number; do not retry unchanged."
+
+
+class ShipQuantityExceeded(Conflict):
+    """A shipment asks for more units of a line than remain unshipped (or for none);
+    `details` names the line and what remains."""
+
+    code = "ship_quantity_exceeded"
+    action = "Re-read the order (each line's `shipped_quantity`) and ship at most what remains."
+
+
+class TrackingNumberTaken(Conflict):
+    """Another order's shipment already has this carrier and tracking number."""
+
+    code = "tracking_number_taken"
+    action = "Use the tracking number the carrier gave this parcel."
 
 
 class PayloadTooLarge(DomainError):

@@ -24,7 +24,7 @@ from raymall.passwords import PasswordHasher
 from raymall.ports import MAX_HTTP_PORT
 
 MIN_SECRET_BYTES = 32
-SECRETS = ("jwt_secret", "payment_secret", "flash_token_secret")
+SECRETS = ("jwt_secret", "payment_secret", "flash_token_secret", "carrier_secret")
 _WEAK_SECRETS = {"changeme", "secret", "change-me", "password", "raymall", "dev"}
 
 
@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     payment_secret: SecretStr | None = None
     flash_token_secret: SecretStr | None = None  # HMAC key of flash purchase tokens
+    carrier_secret: SecretStr | None = None  # HMAC key of the carrier's tracking callbacks
 
     # auth
     access_token_ttl_s: int = Field(900, ge=30, le=86_400)
@@ -166,6 +167,16 @@ class Settings(BaseSettings):
     return_window_days: int = Field(14, ge=0, le=365)
     # the provider's refund callback (None: /payments/refund-callback beside the payment one)
     refund_callback_url: str | None = None
+
+    # shipping: the simulated carrier (deployments/carrier.py) tracks shipments whose
+    # carrier is carrier_name, one tracking event every carrier_step_ms
+    carrier_name: str = Field("raycarrier", pattern=r"^[a-z0-9_-]{1,32}$")
+    carrier_step_ms: int = Field(500, ge=0, le=86_400_000)
+    carrier_callback_window_s: int = Field(300, ge=1)
+    carrier_callback_attempts: int = Field(5, ge=1, le=50)
+    carrier_callback_url: str | None = None  # None: http://{http_host}:{http_port}
+    # a delivered order completes by itself this many days after delivery
+    auto_complete_days: float = Field(7, gt=0, le=3_650)
 
     # flash sales
     flash_batch_window_ms: float = Field(2.0, ge=0, le=50)  # replica-side purchase batching
@@ -315,7 +326,10 @@ class Settings(BaseSettings):
             argon2_parallelism=self.argon2_parallelism,
         )
 
-    def secret(self, name: Literal["jwt_secret", "payment_secret", "flash_token_secret"]) -> str:
+    def secret(
+        self,
+        name: Literal["jwt_secret", "payment_secret", "flash_token_secret", "carrier_secret"],
+    ) -> str:
         value: SecretStr | None = getattr(self, name)
         if value is None:
             raise ConfigError(f"RAYMALL_{name.upper()} is not resolved; call with_secrets()")

@@ -34,6 +34,8 @@ DOCS = {
     "jwt_secret": "HS256 signing key (32+ chars); dev/test: generated into `var/`",
     "payment_secret": "HMAC key of payment callbacks (32+ chars); dev/test: generated",
     "flash_token_secret": "HMAC key of flash purchase tokens (32+ chars); dev/test: generated",
+    "carrier_secret": "HMAC key of the carrier's tracking callbacks (32+ chars); dev/test: "
+    "generated",
     "access_token_ttl_s": "access-token lifetime",
     "refresh_token_ttl_s": "refresh-token lifetime",
     "jwt_leeway_s": "clock skew allowed when verifying tokens (at most 60)",
@@ -126,6 +128,15 @@ DOCS = {
     "(or completion when no delivery was recorded)",
     "refund_callback_url": "where the payment provider posts refund results; "
     "unset: `/payments/refund-callback` beside the payment callback",
+    "carrier_name": "the simulated carrier's code: shipments with this carrier get its tracking "
+    "events",
+    "carrier_step_ms": "simulated carrier's delay before each tracking event (picked up, in "
+    "transit, out for delivery, delivered)",
+    "carrier_callback_window_s": "accepted age of a signed carrier callback",
+    "carrier_callback_attempts": "simulated carrier's delivery attempts per tracking event",
+    "carrier_callback_url": "where the carrier calls back (default: this app's "
+    "`/carrier/callback`)",
+    "auto_complete_days": "a delivered order completes by itself this many days after delivery",
     "flash_batch_window_ms": "flash purchase batching window (`@serve.batch`)",
     "flash_batch_max": "largest flash purchase batch",
     "flash_sold_out_ttl_s": "how long a replica trusts its local sold-out flag",

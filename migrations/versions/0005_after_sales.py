@@ -97,6 +97,22 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_shipments_order_id"), ["order_id"], unique=False)
 
     op.create_table(
+        "carrier_audit",
+        sa.Column(
+            "id",
+            sa.BigInteger().with_variant(sa.INTEGER(), "sqlite"),
+            autoincrement=True,
+            nullable=False,
+        ),
+        sa.Column("shipment_id", sa.String(length=64), nullable=True),
+        sa.Column("event_id", sa.String(length=64), nullable=True),
+        sa.Column("reason", sa.String(length=64), nullable=False),
+        sa.Column("remote_addr", sa.String(length=64), nullable=False),
+        sa.Column("body_sha256", sa.String(length=64), nullable=False),
+        sa.Column("created_ms", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_carrier_audit")),
+    )
+    op.create_table(
         "refunds",
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("payment_id", sa.String(length=64), nullable=False),
@@ -366,4 +382,5 @@ def downgrade() -> None:
     op.drop_table("refunds")
     op.drop_table("shipments")
     op.drop_table("returns")
+    op.drop_table("carrier_audit")
     op.drop_table("shipping_methods")

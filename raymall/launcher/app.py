@@ -175,7 +175,9 @@ def ingress_options(settings: Settings) -> dict[str, Any]:
 
 
 def application(settings: Settings) -> Any:
-    """The Serve application (ingress over the payment provider) for resolved settings."""
+    """The Serve application (ingress over the payment provider and the carrier) for
+    resolved settings."""
+    from deployments.carrier import Carrier
     from deployments.ingress import Ingress
     from deployments.payment_provider import PaymentProvider
 
@@ -187,7 +189,13 @@ def application(settings: Settings) -> Any:
         # often (Serve's default, 2 s, was a fixed 2 s of every stop)
         graceful_shutdown_wait_loop_s=0.25,
     ).bind(settings)
-    return Ingress.options(**ingress_options(settings)).bind(settings, provider)  # type: ignore[attr-defined]
+    carrier = Carrier.options(  # type: ignore[attr-defined]
+        num_replicas=1,
+        max_ongoing_requests=settings.max_ongoing_requests,
+        ray_actor_options={"num_cpus": settings.actor_num_cpus},
+        graceful_shutdown_wait_loop_s=0.25,
+    ).bind(settings)
+    return Ingress.options(**ingress_options(settings)).bind(settings, provider, carrier)  # type: ignore[attr-defined]
 
 
 def deploy(settings: Settings) -> dict[str, Any]:

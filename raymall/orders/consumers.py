@@ -1,8 +1,10 @@
 """The built-in consumers of order events, and the user's notification inbox.
 
-- ``notifications``: a simulated e-mail. For order placed, paid, shipped, cancelled and
-  refunded it writes one ``notifications`` row per (user, event id); the unique key makes
-  a redelivered event harmless.
+- ``notifications``: a simulated e-mail. For order placed, paid, partially shipped,
+  shipped, delivered, completed, cancelled and refunded, a further shipment of a partially
+  shipped order, and a parcel out for delivery, it writes one ``notifications`` row per
+  (user, event id); the unique key makes a redelivered event harmless. Events marked
+  ``silent`` (a shipment whose order move notifies already, other tracking steps) write none.
 - ``refund-restock``: returns the units of a refunded order, of a paid order cancelled by
   its customer, and of a received return to stock (idempotent by the
   ``refund:{order}:{sku}`` and ``return:{rma}:{sku}`` keys). The OrderShard does this at
@@ -46,7 +48,24 @@ MESSAGES: dict[str, tuple[str, str]] = {
         "We received your order {order_id}: {total} due within the payment window.",
     ),
     "order.paid": ("order_paid", "Payment received for order {order_id}: {total}."),
+    "order.partially_shipped": (
+        "order_partially_shipped",
+        "Part of order {order_id} is on its way; the rest follows.",
+    ),
     "order.shipped": ("order_shipped", "Order {order_id} is on its way."),
+    "shipment.created": (
+        "shipment_created",
+        "More of order {order_id} is on its way: {carrier} {tracking_number}.",
+    ),
+    "shipment.tracking": (
+        "shipment_out_for_delivery",
+        "A parcel of order {order_id} is out for delivery today.",
+    ),
+    "order.delivered": (
+        "order_delivered",
+        "Order {order_id} was delivered. Confirm receipt, or it completes by itself.",
+    ),
+    "order.completed": ("order_completed", "Order {order_id} is complete. Thank you!"),
     "order.cancelled": ("order_cancelled", "Order {order_id} was cancelled ({reason})."),
     "order.refunded": ("order_refunded", "Order {order_id} was refunded: {total}."),
     "refund.succeeded": ("refund_succeeded", "We refunded {amount} for order {order_id}."),
@@ -78,7 +97,12 @@ NOTIFICATIONS = cast(Table, Notification.__table__)
 SUBJECTS = {
     "order_placed": "Order received",
     "order_paid": "Payment received",
+    "order_partially_shipped": "Order partially shipped",
     "order_shipped": "Order shipped",
+    "shipment_created": "Another parcel shipped",
+    "shipment_out_for_delivery": "Out for delivery",
+    "order_delivered": "Order delivered",
+    "order_completed": "Order completed",
     "order_cancelled": "Order cancelled",
     "order_refunded": "Order refunded",
     "refund_succeeded": "Refund sent",
@@ -98,7 +122,7 @@ def render(event: Event) -> tuple[int, str, str, str] | None:
     """(user id, kind, subject, body) for a notifiable event, else None."""
     spec = MESSAGES.get(event.topic)
     user_id = event.payload.get("user_id")
-    if spec is None or not isinstance(user_id, int):
+    if spec is None or not isinstance(user_id, int) or event.payload.get("silent"):
         return None
     kind, template = spec
     body = template.format(
@@ -107,6 +131,8 @@ def render(event: Event) -> tuple[int, str, str, str] | None:
         reason=event.payload.get("reason", ""),
         amount=money(int(event.payload.get("amount_cents") or 0)),
         return_id=event.payload.get("return_id", ""),
+        carrier=event.payload.get("carrier", ""),
+        tracking_number=event.payload.get("tracking_number", ""),
     )
     return user_id, kind, SUBJECTS[kind], body
 

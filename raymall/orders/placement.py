@@ -131,7 +131,8 @@ class Placement:
             user_id=cmd.user_id,
             shard=self.shard,
             total_cents=sum(line.line_total_cents for line in cmd.lines)
-            - sum(cents for _, cents in cmd.line_discounts),
+            - sum(cents for _, cents in cmd.line_discounts)
+            + cmd.shipping_cents,
             currency=cmd.currency,
             address=cmd.address,
             reservation_key=f"order:{order_id}",
@@ -142,6 +143,8 @@ class Placement:
             lines=cmd.lines,
             line_discounts=cmd.line_discounts,
             coupon_ids=cmd.coupon_ids,
+            shipping_method_id=cmd.shipping_method_id,
+            shipping_cents=cmd.shipping_cents,
         )
         items = {line.sku_id: line.quantity for line in cmd.lines}
         try:

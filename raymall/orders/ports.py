@@ -39,6 +39,9 @@ class PlaceOrder:
     # discount allocated to each line (sku id -> cents) and the coupons the order locks
     line_discounts: tuple[tuple[int, int], ...] = ()
     coupon_ids: tuple[int, ...] = ()
+    # the shipping method chosen and its fee, priced by the replica (raymall.shipping.fees)
+    shipping_method_id: int | None = None
+    shipping_cents: int = 0
 
 
 @dataclass(frozen=True)

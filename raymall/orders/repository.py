@@ -53,6 +53,9 @@ class NewOrder:
     # the coupons the order locks in its insert's transaction
     line_discounts: tuple[tuple[int, int], ...] = ()
     coupon_ids: tuple[int, ...] = ()
+    # the shipping method chosen and its fee (part of total_cents)
+    shipping_method_id: int | None = None
+    shipping_cents: int = 0
 
     @property
     def discount_cents(self) -> int:
@@ -129,6 +132,8 @@ def insert_orders(session: Session, news: Sequence[NewOrder], actors: Sequence[s
                 new.expires_ms,
                 new.created_ms,
                 new.discount_cents,
+                new.shipping_method_id,
+                new.shipping_cents,
             )
         )
         for line in new.lines:
@@ -190,11 +195,13 @@ def transition(
     actor: str,
     now: int,
     items: list[dict[str, int]] | None = None,
+    also_set: dict[str, Any] | None = None,
 ) -> bool:
     """Compare-and-set ``order.status -> to``; on success also the history and outbox
-    rows. ``False`` means another transition got there first (nothing was written)."""
+    rows. ``False`` means another transition got there first (nothing was written).
+    ``also_set``: more columns the move sets (e.g. ``delivered_ms``, ``expires_ms``)."""
     frm = order.status
-    values: dict[str, Any] = {"status": to, "updated_ms": now}
+    values: dict[str, Any] = {**(also_set or {}), "status": to, "updated_ms": now}
     if to == st.CANCELLED:
         values["cancel_reason"] = reason[:32]
     result = session.execute(
@@ -282,13 +289,17 @@ def history(session: Session, order_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def overdue(session: Session, shard: int, now: int, limit: int) -> list[int]:
-    """This shard's unpaid orders whose deadline has passed, oldest deadline first."""
+def overdue(
+    session: Session, shard: int, now: int, limit: int, status: str = st.PENDING_PAYMENT
+) -> list[int]:
+    """This shard's orders in ``status`` whose deadline (``expires_ms``) has passed, oldest
+    deadline first: unpaid orders past their payment deadline, or delivered orders past
+    their automatic completion."""
     rows = session.scalars(
         select(Order.id)
         .where(
             Order.shard == shard,
-            Order.status == st.PENDING_PAYMENT,
+            Order.status == status,
             Order.expires_ms <= now,
         )
         .order_by(Order.expires_ms)
@@ -313,6 +324,9 @@ def new_order_view(new: NewOrder) -> dict[str, Any]:
         "kind": new.kind,
         "total_cents": new.total_cents,
         "discount_cents": new.discount_cents,
+        "shipping_method_id": new.shipping_method_id,
+        "shipping_cents": new.shipping_cents,
+        "delivered_ms": None,
         "coupon_ids": [str(c) for c in new.coupon_ids],
         "currency": new.currency,
         "address": new.address,
@@ -337,6 +351,11 @@ def order_view(order: Order, items: Sequence[OrderItem] | None = None) -> dict[s
         "kind": order.kind,
         "total_cents": int(order.total_cents),
         "discount_cents": int(order.discount_cents or 0),
+        "shipping_method_id": (
+            int(order.shipping_method_id) if order.shipping_method_id is not None else None
+        ),
+        "shipping_cents": int(order.shipping_cents or 0),
+        "delivered_ms": int(order.delivered_ms) if order.delivered_ms is not None else None,
         "currency": order.currency,
         "address": order.address,
         "expires_ms": int(order.expires_ms) if order.expires_ms is not None else None,
@@ -347,6 +366,7 @@ def order_view(order: Order, items: Sequence[OrderItem] | None = None) -> dict[s
     if items is not None:
         view["items"] = [
             {
+                "id": int(i.id),  # the line's id: returns and reviews name lines by it
                 "sku_id": int(i.sku_id),
                 "product_id": int(i.product_id),
                 "title": i.title,
@@ -355,6 +375,7 @@ def order_view(order: Order, items: Sequence[OrderItem] | None = None) -> dict[s
                 "quantity": int(i.quantity),
                 "line_total_cents": int(i.line_total_cents),
                 "discount_cents": int(i.discount_cents or 0),
+                "shipped_quantity": int(i.shipped_quantity or 0),
             }
             for i in items
         ]

@@ -39,6 +39,8 @@ ORDER_COLUMNS = (
     "created_ms",
     "updated_ms",
     "discount_cents",
+    "shipping_method_id",
+    "shipping_cents",
 )
 ORDER_ITEMS = "order_items"
 ITEM_COLUMNS = (
@@ -87,9 +89,12 @@ def order_row(
     expires_ms: int | None,
     created_ms: int,
     discount_cents: int = 0,
+    shipping_method_id: int | None = None,
+    shipping_cents: int = 0,
 ) -> tuple[Any, ...]:
     """A new order, pending payment (``address_json``: ``dumps`` of its address;
-    ``total_cents``: what is to be paid, its lines less ``discount_cents``)."""
+    ``total_cents``: what is to be paid, its lines less ``discount_cents`` plus
+    ``shipping_cents``, the fee of ``shipping_method_id``)."""
     return (
         order_id,
         user_id,
@@ -107,6 +112,8 @@ def order_row(
         created_ms,
         created_ms,
         discount_cents,
+        shipping_method_id,
+        shipping_cents,
     )
 
 

@@ -10,6 +10,11 @@ OrderShard that owns the order, through the ``OrderShards`` port
   transaction that stores it;
 - the shipping address is one of the caller's (404 otherwise) and is copied into the
   order, so later address edits do not rewrite history;
+- shipping (an optional ``shipping_method_id``) is priced here too, from the method's
+  terms read now and the address's region (``raymall.shipping.fees``): free over the
+  method's threshold of the goods after discounts, or with a free-shipping promotion. The
+  fee is stored as ``shipping_cents`` and is part of ``total_cents``, which is what the
+  payment must be;
 - ``Idempotency-Key``: the same key and the same (normalized) body give the same order;
   the same key with another body answers 409 ``idempotency_key_reused``. Without a key the
   replica makes one up for the request, so its own retries after a shard restart cannot
@@ -56,6 +61,9 @@ from raymall.orders.queries import OrderFilters, list_orders
 from raymall.orders.quotes import QuoteReader
 from raymall.ratelimit import RateLimiter
 from raymall.settings import Settings
+from raymall.shipping.fees import shipping_fee
+from raymall.shipping.methods import ShippingMethods
+from raymall.shipping.shipments import shipments_of
 
 log = get_logger("orders.service")
 T = TypeVar("T")
@@ -70,6 +78,7 @@ class OrderRequest:
     cart_sku_ids: tuple[int, ...]
     address_id: int | None
     coupon_ids: tuple[int, ...] = ()
+    shipping_method_id: int | None = None
 
 
 class OrderService:
@@ -100,6 +109,7 @@ class OrderService:
         self.provider = provider
         self.quotes = QuoteReader(engine)
         self.pricer = pricer
+        self.shipping = ShippingMethods(sessions)
 
     async def _read(self, fn: Callable[[Session], T]) -> T:
         def run() -> T:
@@ -127,6 +137,8 @@ class OrderService:
             normalized["cart_sku_ids"] = sorted(set(req.cart_sku_ids))
         if req.coupon_ids:
             normalized["coupon_ids"] = sorted(set(req.coupon_ids))
+        if req.shipping_method_id is not None:
+            normalized["shipping_method_id"] = req.shipping_method_id
         rhash = request_hash(normalized)
         owner = CartOwner(f"cart:{user_id}", user_id=user_id)
         try:
@@ -148,12 +160,21 @@ class OrderService:
             return await self.get(user_id, existing[0]), False
         discounts: tuple[tuple[int, int], ...] = ()
         coupon_ids = tuple(sorted(set(req.coupon_ids)))
+        free_shipping = False
         if self.pricer is not None:
             priced = await self.pricer.for_order(user_id, quote.lines, coupon_ids)
             discounts = tuple(sorted((s, c) for s, c in priced.line_discounts.items() if c))
             coupon_ids = tuple(sorted(c.ref for c in priced.coupons))
+            free_shipping = priced.free_shipping
         elif coupon_ids:
             raise ValidationFailed("coupons are not available")
+        shipping_cents = 0
+        if req.shipping_method_id is not None:
+            terms = await self.shipping.terms(req.shipping_method_id)
+            goods = quote.total_cents - sum(cents for _, cents in discounts)
+            shipping_cents = shipping_fee(
+                terms, address, goods_cents=goods, free_shipping=free_shipping
+            )
         cmd = PlaceOrder(
             user_id=user_id,
             idempotency_key=idempotency_key or f"{AUTO_KEY_PREFIX}{uuid.uuid4().hex}",
@@ -164,6 +185,8 @@ class OrderService:
             checked=True,
             line_discounts=discounts,
             coupon_ids=coupon_ids,
+            shipping_method_id=req.shipping_method_id,
+            shipping_cents=shipping_cents,
         )
         placed = await self.shards.place(cmd)
         if placed.created and req.items is None:
@@ -208,10 +231,29 @@ class OrderService:
         if self.pricer is None:
             view.update(subtotal_cents=quote.total_cents, discount_cents=0)
             view["total_cents"] = quote.total_cents
+        else:
+            priced = await self.pricer.quote(user_id, quote.lines, req.coupon_ids or None)
+            view.update(priced.view())
+            view["coupon_ids"] = [str(c.ref) for c in priced.coupons]
+        return await self._quote_shipping(user_id, req, view)
+
+    async def _quote_shipping(
+        self, user_id: int, req: OrderRequest, view: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Add the shipping fee (0 without a method) to a quote's total."""
+        view["shipping_method_id"] = req.shipping_method_id
+        view["shipping_cents"] = 0
+        if req.shipping_method_id is None:
             return view
-        priced = await self.pricer.quote(user_id, quote.lines, req.coupon_ids or None)
-        view.update(priced.view())
-        view["coupon_ids"] = [str(c.ref) for c in priced.coupons]
+        method_id = req.shipping_method_id
+        terms = await self.shipping.terms(method_id)
+        address = await self._read(lambda ses: repo.shipping_address(ses, user_id, req.address_id))
+        goods = int(view["total_cents"])
+        fee = shipping_fee(
+            terms, address, goods_cents=goods, free_shipping=bool(view.get("free_shipping"))
+        )
+        view["shipping_cents"] = fee
+        view["total_cents"] = goods + fee
         return view
 
     async def _replay(self, user_id: int, key: str, rhash: str) -> dict[str, Any] | None:
@@ -279,6 +321,7 @@ class OrderService:
             view = repo.order_view(order, repo.items_of(session, [order_id])[order_id])
             view["payments"] = pay.payments_of(session, order_id)
             view["coupon_ids"] = held_coupons(session, order_id)
+            view["shipments"] = shipments_of(session, order_id)
             return view
 
         return await self._read(read)

@@ -35,6 +35,7 @@ from raymall.db import transaction
 from raymall.domain import order_state as st
 from raymall.errors import (
     AmountMismatch,
+    Forbidden,
     InvalidTransition,
     NotFound,
 )
@@ -46,6 +47,8 @@ from raymall.orders import repository as repo
 from raymall.orders.placement import Placement
 from raymall.orders.ports import Placed, PlaceOrder, StockPort
 from raymall.refunds.money import refund_rest
+from raymall.shipping.fulfilment import Fulfilment
+from raymall.shipping.tracking import MANUAL_CARRIER
 
 log = get_logger("orders")
 T = TypeVar("T")
@@ -73,6 +76,7 @@ class OrderWorkflow:
         timeout_s: float,
         grace_s: float,
         worker_id: int,
+        auto_complete_days: float = 7.0,
     ) -> None:
         self.sessions = sessions
         self.stock = stock
@@ -86,6 +90,10 @@ class OrderWorkflow:
             ids=Snowflake(worker_id),
         )
         self._locks: dict[int, tuple[asyncio.Lock, int]] = {}
+        # shipments, carrier tracking, delivery and automatic completion
+        self.fulfilment = Fulfilment(
+            self, self.placement.ids, auto_complete_days=auto_complete_days
+        )
 
     # ---- plumbing -------------------------------------------------------------------
     async def _tx(self, fn: Callable[[Session], T]) -> T:
@@ -275,9 +283,22 @@ class OrderWorkflow:
         role: str,
         user_id: int | None = None,
     ) -> dict[str, Any]:
-        """Ship, complete or refund (pay and cancel have their own paths)."""
+        """Ship, complete or refund (pay and cancel have their own paths). Shipping here
+        ships every unit that remains in one shipment without a carrier (``manual``)."""
         if to in (st.PAID, st.CANCELLED, st.PENDING_PAYMENT):
             raise InvalidTransition(f"use the {to} path", details={"to": to})
+        if to == st.SHIPPED:
+            if user_id is not None:
+                raise Forbidden(f"{role} may not ship an order")
+            answer = await self.fulfilment.ship(
+                order_id,
+                carrier=MANUAL_CARRIER,
+                tracking_number=f"order-{order_id}",
+                lines=None,
+                actor=actor,
+                role=role,
+            )
+            return dict(answer["order"])
         async with self._locked(order_id):
             order, items = await self._tx(self._load(order_id))
             if user_id is not None and int(order.user_id) != user_id:

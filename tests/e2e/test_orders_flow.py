@@ -137,6 +137,7 @@ def test_the_full_flow_from_browsing_to_completed(
         "order.placed",
         "order.paid",
         "order.shipped",
+        "shipment.created",  # /ship ships every unit as one shipment
         "order.completed",
     ]
     wait_for(

@@ -147,7 +147,7 @@ def test_the_policy_follows_the_settings_and_prod_refuses_a_weak_ops_token() -> 
     from raymall.settings import ConfigError, load_settings
 
     strong = {n: "s3cret-" + "x1y2z3w4v5" * 4 for n in ("jwt_secret", "payment_secret")}
-    strong["flash_token_secret"] = strong["jwt_secret"]
+    strong["flash_token_secret"] = strong["carrier_secret"] = strong["jwt_secret"]
     with pytest.raises(ConfigError, match="RAYMALL_OPS_TOKEN"):
         load_settings(env="prod", ops_token="short", **strong)
     prod = HttpPolicy.from_settings(load_settings(env="prod", ops_token=OPS + "-long", **strong))

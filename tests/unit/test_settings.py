@@ -44,6 +44,7 @@ def test_prod_accepts_strong_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAYMALL_JWT_SECRET", "Zq8v1N0aQmX7rT2pL5sW9yB4cD6eF3gH0jK")
     monkeypatch.setenv("RAYMALL_PAYMENT_SECRET", "Pq8v1N0aQmX7rT2pL5sW9yB4cD6eF3gH0jK")
     monkeypatch.setenv("RAYMALL_FLASH_TOKEN_SECRET", "Fq8v1N0aQmX7rT2pL5sW9yB4cD6eF3gH0jK")
+    monkeypatch.setenv("RAYMALL_CARRIER_SECRET", "Cq8v1N0aQmX7rT2pL5sW9yB4cD6eF3gH0jK")
     assert load_settings().env == "prod"
 
 

@@ -1,0 +1,1 @@
+"""Shipping: methods and fees, shipments with carrier tracking, delivery and completion."""
