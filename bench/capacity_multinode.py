@@ -156,8 +156,19 @@ def main() -> None:
                         flush=True,
                     )
                 measured = statistics.median(r["rps"] for r in runs)
-                one = model["routes"].get(name, {}).get("model", {})
-                predicted = one.get("predicted_here_rps")
+                one = model["routes"].get(name, {})
+                # the one-node model (its costs, idle CPU and process counts), with the other
+                # work measured on the machine during these runs
+                check = cap.model(
+                    one["fixed"]["ms_per_request"],
+                    model["idle_cores"],
+                    model["process_counts"],
+                    model["conditions"]["cores"],
+                    measured,
+                    hot=name == "flash",
+                    foreign=statistics.median(r["foreign_cores"] for r in runs),
+                )
+                predicted = check["predicted_here_rps"]
                 cpu = {
                     k: round(
                         statistics.median(
@@ -172,9 +183,10 @@ def main() -> None:
                     "runs_rps": [round(r["rps"], 1) for r in runs],
                     "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
                     "errors": sum(r["errors"] for r in runs),
-                    "one_node_measured_rps": one.get("measured_rps"),
+                    "one_node_measured_rps": one["saturated"]["rps"],
                     "predicted_rps": predicted,
-                    "ratio": round(measured / predicted, 3) if predicted else None,
+                    "foreign_cores": check["foreign_cores"],
+                    "ratio": check["ratio"],
                     "ms_per_request": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
                 }
                 print(
