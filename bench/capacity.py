@@ -547,7 +547,7 @@ def main() -> None:
             f"Redis db {a.redis.rsplit('/', 1)[1]}",
             "server": "raymall serve --num-cpus 2: HAProxy, 2 ingress replicas, 4 inventory and 2 "
             "order shards, recommender off, rate limits raised",
-            "load": f"wrk -t2 -c{a.connections}, {a.rounds} rounds x (fixed load + saturated) x "
+            "load": f"wrk -t2 -c{a.connections}, {a.rounds} rounds x (saturated, fixed, low) x "
             f"{a.seconds} s after {a.warmup} s of warm-up per route; fixed-load offered rates "
             + f"{a.fixed_fraction:.0%} of the round's saturated throughput (and a low load of "
             f"{a.low_fraction:.0%})",
