@@ -2,26 +2,26 @@
 tracing off and on (``--ratio`` 0.1 sampling, the JSON-lines exporter writing every
 sampled span under the server's var/traces/), in one run.
 
-    .venv/bin/python bench/tracing_overhead.py [--seconds 15] [--rounds 2] [--ratio 0.1]
+    .venv/bin/python bench/tracing_overhead.py [--seconds 10] [--rounds 4] [--ratio 0.1]
     mkdir /tmp/head && git archive HEAD | tar -x -C /tmp/head   # a fixed tree to measure
     .venv/bin/python bench/tracing_overhead.py --tree /tmp/head
 
 One fresh MariaDB database and Redis db: the demo catalog (``raymall seed --demo``) plus two
-SKUs with a huge stock and ``--users`` users with access tokens. Each round starts
-``raymall serve`` twice, once per mode (the mode that goes first alternates between
-rounds, so a drift in the shared machine's speed weighs on both), and per start runs:
-a flash sale with a huge quantity and per-user limit, ``--warmup`` seconds then
-``--seconds`` of purchases (wrk, 64 connections, each request a new purchase: 201), then the
-same for ``GET /products/{id}`` over every published product. Reported per mode and
-endpoint, as medians over rounds: req/s, p50/p99, and the server's CPU per request (every
-process of the server, MariaDB and Redis: ms of CPU per request, which a busy shared
-machine disturbs less than req/s); then on/off of the req/s medians (the target: >= 0.95),
-the median of each round's own on/off (the two blocks of a round run back to back, so it
-cancels a drift of the machine's speed between rounds), and CPU on/off. The machine's load
-average is recorded before and after every block: read the figures with it.
+SKUs with a huge stock and ``--users`` users with access tokens. Two ``raymall serve`` run
+side by side for the whole run, one with tracing off and one with it on, each with its own
+flash sale (huge quantity and per-user limit). Each round loads one server at a time, the
+other idling: the flash purchase (``--warmup`` seconds, then ``--seconds`` of purchases by
+wrk, 64 connections, each request a new purchase: 201) on the one and then the other, then
+``GET /products/{id}`` over every published product the same way; the mode that goes first
+alternates between rounds. The two measurements of a pair are seconds apart on the same
+machine, so a shared machine's drift (other work starting and stopping) weighs on both,
+and no server start sits between them. Reported per mode and endpoint, as medians over
+rounds: req/s and p50/p99; then on/off of the req/s medians (the target: >= 0.95) and
+the median of each round's own on/off. The machine's load average is recorded around
+every measurement: read the figures with it.
 
-Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations, one server at a
-time, stopped at the end of its block).
+Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations; the servers are
+stopped at the end).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,7 @@ from _harness import raymall_server  # noqa: E402
 from _harness import run_wrk as run_http_wrk  # noqa: E402
 from catalog_bench import catalog_facts, wrk_scripts  # noqa: E402
 from catalog_bench import seed as seed_catalog  # noqa: E402
-from flash_sale import BIG, _cpu_seconds, run_wrk  # noqa: E402
+from flash_sale import BIG, run_wrk  # noqa: E402
 from flash_sale import seed as seed_flash  # noqa: E402
 
 from raymall.auth.tokens import TokenCodec  # noqa: E402
@@ -74,62 +75,71 @@ def server_env(ctx: dict[str, Any], mode: str, ratio: float) -> dict[str, str]:
     return env
 
 
-def one_block(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str, Any]:
-    """One server start in ``mode``: the flash throughput run, then the detail run."""
-    out: dict[str, Any] = {"mode": mode, "load_before": round(os.getloadavg()[0], 2)}
-    var = Path(tempfile.mkdtemp(prefix=f"trace-bench-{mode}-"))
-    with raymall_server(server_env(ctx, mode, a.ratio), var=var, tree=a.tree) as base:
-        body = {
-            "sku_id": ctx["skus"][0],
-            "price_cents": 990,
-            "quantity": BIG,
-            "per_user_limit": 1_000_000,
-            "starts_at_ms": now_ms() - 1000,
-            "ends_at_ms": now_ms() + 3_600_000,
-            "title": "trace bench",
-        }
-        headers = {"Authorization": f"Bearer {ctx['admin_token']}"}
-        resp = httpx.post(base + "/admin/flash-sales", json=body, headers=headers, timeout=60)
-        if resp.status_code != 201:
-            raise RuntimeError(f"creating the sale failed: {resp.text}")
-        path = f"/flash-sales/{resp.json()['id']}/purchase"
+def start_sale(base: str, ctx: dict[str, Any]) -> str:
+    """A flash sale on ``ctx``'s first SKU that never sells out; its purchase path."""
+    body = {
+        "sku_id": ctx["skus"][0],
+        "price_cents": 990,
+        "quantity": BIG,
+        "per_user_limit": 1_000_000,
+        "starts_at_ms": now_ms() - 1000,
+        "ends_at_ms": now_ms() + 3_600_000,
+        "title": "trace bench",
+    }
+    headers = {"Authorization": f"Bearer {ctx['admin_token']}"}
+    resp = httpx.post(base + "/admin/flash-sales", json=body, headers=headers, timeout=60)
+    if resp.status_code != 201:
+        raise RuntimeError(f"creating the sale failed: {resp.text}")
+    return f"/flash-sales/{resp.json()['id']}/purchase"
+
+
+def measure(
+    endpoint: str, base: str, path: str, ctx: dict[str, Any], a: argparse.Namespace
+) -> dict[str, Any]:
+    """One measurement of ``endpoint`` on the server at ``base``: warm-up, then the run."""
+    if endpoint == "flash":
         run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
         flash = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads)
-        out["flash"] = {k: flash[k] for k in ("rps", "p50_ms", "p99_ms", "errors")}
-        out["flash"]["cpu_ms"] = cpu_per_request(flash["cpu_ms"])
-        script = str(ctx["scripts"]["detail"])
-        run_http_wrk(
-            base + "/products",
-            threads=a.threads,
-            connections=a.connections,
-            seconds=a.warmup,
-            script=script,
-        )
-        cpu_before = _cpu_seconds()
-        detail = run_http_wrk(
-            base + "/products",
-            threads=a.threads,
-            connections=a.connections,
-            seconds=a.seconds,
-            script=script,
-        )
-        cpu = {k: v - cpu_before.get(k, 0.0) for k, v in _cpu_seconds().items()}
-        out["detail"] = {k: detail[k] for k in ("rps", "p50_ms", "p99_ms", "non_2xx")}
-        served = max(1, detail["requests"])
-        out["detail"]["cpu_ms"] = round(
-            1000 * sum(cpu[k] for k in ("system", "mariadb", "redis")) / served, 3
-        )
-    out["load_after"] = round(os.getloadavg()[0], 2)
+        return {k: flash[k] for k in ("rps", "p50_ms", "p99_ms", "errors")}
+    script = str(ctx["scripts"]["detail"])
+    options = {"threads": a.threads, "connections": a.connections, "script": script}
+    run_http_wrk(base + "/products", seconds=a.warmup, **options)
+    detail = run_http_wrk(base + "/products", seconds=a.seconds, **options)
+    return {k: detail[k] for k in ("rps", "p50_ms", "p99_ms", "non_2xx")}
+
+
+def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
+    """Both servers up side by side; ``a.rounds`` rounds of paired measurements. Answers
+    one block per (round, mode) and the number of spans the traced server wrote."""
+    vars_ = {mode: Path(tempfile.mkdtemp(prefix=f"trace-bench-{mode}-")) for mode in MODES}
+    blocks: dict[tuple[int, str], dict[str, Any]] = {}
+    with ExitStack() as stack:
+        bases = {
+            mode: stack.enter_context(
+                raymall_server(server_env(ctx, mode, a.ratio), var=vars_[mode], tree=a.tree)
+            )
+            for mode in MODES
+        }
+        paths = {mode: start_sale(bases[mode], ctx) for mode in MODES}
+        for rnd in range(1, a.rounds + 1):
+            order = MODES if rnd % 2 else MODES[::-1]
+            for endpoint in ("flash", "detail"):
+                for mode in order:
+                    block = blocks.setdefault((rnd, mode), {"mode": mode, "round": rnd})
+                    load_before = os.getloadavg()[0]
+                    got = measure(endpoint, bases[mode], paths[mode], ctx, a)
+                    got["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
+                    block[endpoint] = got
+                    print(
+                        f"round {rnd} {endpoint:6} tracing {mode:3}: {got['rps']:7.0f} req/s"
+                        f" (p50 {got['p50_ms']:.1f} ms, p99 {got['p99_ms']:.1f} ms)"
+                        f"; load {got['load'][0]:.1f} -> {got['load'][1]:.1f}",
+                        flush=True,
+                    )
     spans = 0
-    for f in (var / "traces").glob("spans-*.jsonl"):
+    for f in (vars_["on"] / "traces").glob("spans-*.jsonl"):
         spans += sum(1 for _ in f.open())
-    out["spans_written"] = spans
-    return out
-
-
-def cpu_per_request(cpu_ms: dict[str, float]) -> float:
-    """The server's CPU per request (ms): its processes, MariaDB and Redis."""
-    return round(sum(cpu_ms.get(k, 0.0) for k in ("system", "mariadb", "redis")), 3)
+    return list(blocks.values()), spans
 
 
 def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -143,7 +153,6 @@ def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
                 "rps": round(statistics.median(r["rps"] for r in runs), 1),
                 "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
                 "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
-                "cpu_ms_per_request": round(statistics.median(r["cpu_ms"] for r in runs), 3),
                 "runs": [round(r["rps"], 1) for r in runs],
             }
         row["on_over_off"] = round(row["on"]["rps"] / row["off"]["rps"], 3)
@@ -155,9 +164,6 @@ def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
                 per_round.append(got["on"] / got["off"])
         row["round_on_over_off"] = [round(r, 3) for r in per_round]
         row["median_round_on_over_off"] = round(statistics.median(per_round), 3)
-        row["cpu_on_over_off"] = round(
-            row["on"]["cpu_ms_per_request"] / row["off"]["cpu_ms_per_request"], 3
-        )
         row["meets_target"] = row["on_over_off"] >= 0.95
         res[endpoint] = row
     return res
@@ -165,9 +171,9 @@ def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--seconds", type=int, default=15)
+    p.add_argument("--seconds", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--ratio", type=float, default=0.1)
     p.add_argument("--users", type=int, default=5_000)
     p.add_argument("--connections", type=int, default=64)
@@ -202,26 +208,15 @@ def main() -> None:
             "scripts": wrk_scripts(facts, tmp),
             "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
         }
-        blocks = []
-        for rnd in range(a.rounds):
-            for mode in MODES if rnd % 2 == 0 else MODES[::-1]:
-                started = time.monotonic()
-                block = one_block(ctx, mode, a)
-                blocks.append({**block, "round": rnd + 1})
-                print(
-                    f"round {rnd + 1} tracing {mode:3}: flash {block['flash']['rps']:7.0f} req/s"
-                    f" (p99 {block['flash']['p99_ms']:.1f} ms), detail "
-                    f"{block['detail']['rps']:7.0f} req/s (p99 {block['detail']['p99_ms']:.1f} ms)"
-                    f", {block['spans_written']} spans written; CPU/request flash "
-                    f"{block['flash']['cpu_ms']:.3f} ms, detail {block['detail']['cpu_ms']:.3f} ms"
-                    f"; load {block['load_before']:.1f} -> {block['load_after']:.1f}"
-                    f" [{time.monotonic() - started:.0f} s]",
-                    flush=True,
-                )
+        started = time.monotonic()
+        blocks, spans = run_rounds(ctx, a)
         result = {
             "conditions": {
                 "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "load": f"wrk -t{a.threads} -c{a.connections} -d{a.seconds}s after {a.warmup} s",
+                "rounds": f"{a.rounds}, both servers up, one loaded at a time, order alternating",
+                "minutes": round((time.monotonic() - started) / 60, 1),
+                "spans written (tracing on)": spans,
                 "tracing on": f"sample ratio {a.ratio}, JSON-lines exporter (var/traces/)",
                 "machine": f"{os.cpu_count()} CPUs shared; load average {load[0]:.1f} at start",
                 "raymall": str(a.tree or HERE.parent),
