@@ -10,11 +10,13 @@ BENCH_RATE ?= 200
 BENCH_STORES ?= --mysql-server mysql+pymysql://root@127.0.0.1:3306/ --redis-url redis://127.0.0.1:6379/13
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install run test lint unit integration e2e bench bench-flash migration clean
+.PHONY: install run test lint unit integration e2e browser bench bench-flash migration clean
 
 # the outage tests (tests/e2e/test_outages.py) start, kill and restart servers of their own;
 # promtool (Debian package prometheus) checks deploy/alerts.yml in the unit tests
 SERVER_PACKAGES := mariadb-server redis-server
+# the browser tests (tests/browser/) drive Debian's headless Chromium through Selenium
+BROWSER_PACKAGES := chromium chromium-driver
 
 install: $(STAMP)
 	@PATH="$$PATH:/usr/sbin" command -v mariadbd >/dev/null && command -v redis-server >/dev/null || \
@@ -25,6 +27,10 @@ install: $(STAMP)
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus || \
 		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; } || \
 		echo "warning: the alert-rule tests need promtool: apt-get install prometheus" >&2
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) || \
+		{ apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES); } || \
+		echo "warning: the browser tests need $(BROWSER_PACKAGES): apt-get install $(BROWSER_PACKAGES)" >&2
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,7 +58,11 @@ integration: install
 	$(VENV)/bin/pytest -q -p no:cacheprovider tests/integration
 
 e2e: install
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e tests/browser
+
+# the storefront and admin journeys alone (headless Chromium; screenshots in var/screenshots/)
+browser: install
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/browser
 
 test: install
 	@bash scripts/test.sh

@@ -39,7 +39,8 @@ else
   echo "== integration tests skipped: RAYMALL_TEST_DATABASE_URL / RAYMALL_TEST_REDIS_URL unset"
 fi
 
-echo "== end-to-end tests (Ray Serve over HTTP), the API fuzz stage last (tests/e2e/conftest.py)"
-pytest -q -p no:cacheprovider --durations=15 tests/e2e
+# the browser journeys (tests/browser/) run in the same session, on the same server
+echo "== end-to-end tests (Ray Serve over HTTP; the pages in headless Chromium), the API fuzz stage last (tests/e2e/conftest.py)"
+pytest -q -p no:cacheprovider --durations=15 tests/e2e tests/browser
 
 echo "backends exercised: $backends"

@@ -5,7 +5,7 @@ const main = () => document.getElementById("main");
 let stops = [];
 
 function page(title, ...nodes) {
-  main().replaceChildren(h("h1", { tabindex: "-1", id: "page-title" }, title), ...nodes);
+  main().replaceChildren(h("h1", { tabindex: "-1", id: "page-title" }, title), ...nodes.filter(n => n !== null && n !== undefined));
   document.title = title + " · raymall admin";
   document.getElementById("page-title").focus({ preventScroll: true });
   for (const a of document.querySelectorAll(".tabs a")) {

@@ -6,7 +6,7 @@ let leaving = []; // cleanups of the current page (event streams, timers)
 
 function show(title, ...nodes) {
   const main = view();
-  main.replaceChildren(h("h1", { tabindex: "-1", id: "page-title" }, title), ...nodes);
+  main.replaceChildren(h("h1", { tabindex: "-1", id: "page-title" }, title), ...nodes.filter(n => n !== null && n !== undefined));
   document.title = title + " · raymall";
   document.getElementById("page-title").focus({ preventScroll: true });
 }
