@@ -129,7 +129,9 @@ def render(event: Event) -> tuple[int, str, str, str] | None:
         order_id=event.payload.get("order_id", event.aggregate_id),
         total=money(int(event.payload.get("total_cents") or 0)),
         reason=event.payload.get("reason", ""),
-        amount=money(int(event.payload.get("amount_cents") or 0)),
+        amount=money(
+            int(event.payload.get("amount_cents") or event.payload.get("refund_cents") or 0)
+        ),
         return_id=event.payload.get("return_id", ""),
         carrier=event.payload.get("carrier", ""),
         tracking_number=event.payload.get("tracking_number", ""),

@@ -80,3 +80,17 @@ async def test_forged_stale_and_malformed_refund_callbacks_are_refused_and_audit
         "refund_not_found",
     ]
     assert shards.calls == []
+
+
+def test_refund_and_return_notifications_name_the_amount_going_back() -> None:
+    from raymall.orders.consumers import render
+    from raymall.orders.stream import Event
+
+    def body(topic: str, **payload: Any) -> str:
+        rendered = render(Event("1-0", "e1", topic, "9", {"user_id": 5, **payload}, 1))
+        assert rendered is not None and rendered[0] == 5
+        return rendered[3]
+
+    assert "$9.67" in body("return.received", return_id="9", order_id="7", refund_cents=967)
+    assert "$12.00" in body("refund.succeeded", order_id="7", amount_cents=1200)
+    assert "7" in body("refund.failed", order_id="7", amount_cents=1)
