@@ -535,10 +535,15 @@ class JsonLinesExporter:
 
         dumps = _encoder.encode
         lines = "".join([dumps(span_record(s)) + "\n" for s in spans])
+        path = self.directory / f"spans-{os.getpid()}.jsonl"
         try:
             with self._lock:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                with open(self.directory / f"spans-{os.getpid()}.jsonl", "a") as f:
+                try:
+                    f = open(path, "a")  # noqa: SIM115
+                except FileNotFoundError:  # the first export (or the directory was removed)
+                    self.directory.mkdir(parents=True, exist_ok=True)
+                    f = open(path, "a")  # noqa: SIM115
+                with f:
                     f.write(lines)
         except OSError:
             return SpanExportResult.FAILURE
