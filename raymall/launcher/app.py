@@ -19,6 +19,7 @@ import ray
 from ray import serve
 
 from actors import registry
+from actors.reshard import check_layout
 from deployments.drain import set_draining
 from raymall import logs, metrics, ports
 from raymall.bootstrap import ensure_reference_data
@@ -222,6 +223,11 @@ def deploy(settings: Settings) -> dict[str, Any]:
 def start(settings: Settings) -> RunningApp:
     logs.configure(settings.log_level)
     resolved, stores = resolve_settings(settings)
+    try:
+        check_layout(resolved)  # shards would find no stock of their own otherwise
+    except BaseException:
+        stores.close()
+        raise
     actors = deploy(resolved)
     running = RunningApp(settings=resolved, stores=stores, actors=actors)
     write_runtime_file(running)

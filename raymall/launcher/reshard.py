@@ -67,16 +67,13 @@ def reshard_app(app: Any, *, inventory_shards: int, order_shards: int) -> Report
     time.sleep(app_mod.DRAIN_GRACE_S)
     serve.delete(app_mod.APP_NAME)
     registry.stop_all(old, kinds=OWNER_KINDS, wait_s=STOP_WAIT_S)
-    report = reown_database(old, layout_of(new))
-    app.actors = registry.launch_all(new)
-    serve.run(
-        app_mod.application(new),
-        name=app_mod.APP_NAME,
-        route_prefix="/",
-        logging_config=app_mod.app_logging(new),
-    )
-    set_draining(new, False)
-    app.settings = new
+    try:
+        report = reown_database(old, layout_of(new))
+    except BaseException:  # one transaction: the old layout is whole, so serve it again
+        log.exception("re-owning failed; starting again with the old counts")
+        _start(app, old)
+        raise
+    _start(app, new)
     app_mod.write_runtime_file(app)
     log.info(
         "resharded to %s inventory and %s order shards in %.1f s",
@@ -85,6 +82,24 @@ def reshard_app(app: Any, *, inventory_shards: int, order_shards: int) -> Report
         time.monotonic() - started,
     )
     return report
+
+
+def _start(app: Any, settings: Settings) -> None:
+    """Start the owners and the Serve app for ``settings`` and clear the drain flag."""
+    from ray import serve
+
+    from deployments.drain import set_draining
+
+    app.actors = registry.launch_all(settings)
+    # no replica of the old app is left: new replicas must not start out draining
+    set_draining(settings, False)
+    serve.run(
+        app_mod.application(settings),
+        name=app_mod.APP_NAME,
+        route_prefix="/",
+        logging_config=app_mod.app_logging(settings),
+    )
+    app.settings = settings
 
 
 def instance_running(settings: Settings) -> str | None:
