@@ -92,7 +92,7 @@ async def admin_products(
     status: Literal["draft", "published", "unpublished"] | None = None,
     category_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     brand_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
-    sort: Literal["newest", "sales", "price_asc", "price_desc"] = "newest",
+    sort: Literal["newest", "sales", "price_asc", "price_desc", "rating"] = "newest",
     page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 20,
     cursor: Annotated[str | None, Query(min_length=1, max_length=512)] = None,

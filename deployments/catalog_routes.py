@@ -46,8 +46,8 @@ Cents = Annotated[int | None, Query(ge=0, le=100_000_000_00)]
 PageNo = Annotated[int, Query(ge=1, le=MAX_PAGE)]
 PageSize = Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)]
 Cursor = Annotated[str | None, Query(min_length=1, max_length=512)]
-ListSort = Literal["newest", "sales", "price_asc", "price_desc"]
-SearchSort = Literal["relevance", "newest", "sales", "price_asc", "price_desc"]
+ListSort = Literal["newest", "sales", "price_asc", "price_desc", "rating"]
+SearchSort = Literal["relevance", "newest", "sales", "price_asc", "price_desc", "rating"]
 
 
 def catalog(request: Request) -> CatalogRuntime:
@@ -159,7 +159,7 @@ async def image(request: Request, name: Annotated[str, Path(max_length=80)]) -> 
 # ---- the hot reads below FastAPI (``deployments.edge.Shortcut``) -------------------------
 _DETAIL = re.compile(r"/products/([1-9][0-9]{0,18})")
 _DIGITS = re.compile(r"[1-9][0-9]{0,5}")
-LIST_SORTS = ("newest", "sales", "price_asc", "price_desc")
+LIST_SORTS = ("newest", "sales", "price_asc", "price_desc", "rating")
 MAX_ID = 2**63 - 1
 
 

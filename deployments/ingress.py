@@ -37,6 +37,7 @@ ROUTER_MODULES = (
     "deployments.coupon_routes",
     "deployments.cart_routes",
     "deployments.order_routes",
+    "deployments.review_routes",
     "deployments.payment_routes",
     "deployments.return_routes",
     "deployments.shipping_routes",

@@ -124,6 +124,9 @@ EXTRA_STATUSES: dict[tuple[str, str], set[int]] = {
     ("PATCH", "/admin/coupon-campaigns/{campaign_id}"): {409},
     # recommendations
     ("POST", "/me/views"): {404},
+    # reviews: a second review of a line, or of an order not yet received
+    ("POST", "/orders/{order_id}/items/{item_id}/review"): {409},
+    ("POST", "/reviews"): {409},
     # in RAYMALL_ENV=prod, only with the operations token (deployments.headers)
     ("GET", "/metrics"): {401},
 }
@@ -204,6 +207,7 @@ SUCCESS_CONTENT: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/orders"): _KEYSET,
     ("GET", "/admin/orders"): _KEYSET,
     ("GET", "/me/notifications"): _KEYSET,
+    ("GET", "/products/{product_id}/reviews"): _KEYSET,
     ("GET", "/admin/flash-sales"): _KEYSET,
     ("GET", "/coupon-campaigns"): _LIST,
     ("GET", "/shipping-methods"): _LIST,

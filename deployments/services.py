@@ -50,6 +50,7 @@ from raymall.logs import get_logger
 from raymall.orders.service import OrderService
 from raymall.ratelimit import LimitFallback
 from raymall.returns.service import AfterSalesService
+from raymall.reviews.service import ReviewService
 from raymall.settings import Settings
 from raymall.shipping.service import ShippingService
 from recommend.service import RecommendService
@@ -75,6 +76,8 @@ class Services:
     coupons: CouponService
     coupon_admin: CouponAdmin
     recommend: RecommendService
+    # reviews from verified buyers and their moderation (products' ratings)
+    reviews: ReviewService
     # refunds through the payment provider, cancels after payment, returns (RMAs)
     aftersales: AfterSalesService
     # shipping methods, shipments and the carrier's tracking callback
@@ -242,6 +245,7 @@ async def build_services(
         coupons=coupons,
         coupon_admin=CouponAdmin(ctx.sessions, coupons),
         recommend=recommend,
+        reviews=ReviewService(ctx.sessions, media=catalog.media, products=catalog),
         aftersales=AfterSalesService(ctx.sessions, OrderShardClient(s), gateway, catalog.media),
         shipping=shipping,
         payments=gateway,

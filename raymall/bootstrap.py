@@ -18,6 +18,7 @@ USER_PERMISSIONS = {
     ("flash_sale", "purchase"),
     ("coupons", "use"),
     ("recommendations", "read"),
+    ("reviews", "write"),
 }
 ADMIN_PERMISSIONS = USER_PERMISSIONS | {
     ("catalog", "write"),
@@ -32,6 +33,7 @@ ADMIN_PERMISSIONS = USER_PERMISSIONS | {
     ("shipping", "manage"),
     ("users", "read"),
     ("users", "block"),
+    ("reviews", "moderate"),
 }
 ROLES = {"user": USER_PERMISSIONS, "admin": ADMIN_PERMISSIONS}
 

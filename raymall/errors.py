@@ -15,7 +15,8 @@
     │   ├── AccountBlocked    403  account_blocked
     │   ├── FlashTokenRequired 403 flash_token_required
     │   ├── FlashTokenInvalid 403  flash_token_invalid
-    │   └── CouponNotOwned    403  coupon_not_owned
+    │   ├── CouponNotOwned    403  coupon_not_owned
+    │   └── NotVerifiedBuyer  403  not_verified_buyer
     ├── NotFound              404  not_found
     │   ├── UnknownSku        404  unknown_sku
     │   ├── RefundNotFound    404  refund_not_found
@@ -23,6 +24,7 @@
     │   ├── CampaignNotFound  404  campaign_not_found
     │   ├── CouponNotFound    404  coupon_not_found
     │   ├── CouponCodeInvalid 404  coupon_code_invalid
+    │   ├── ReviewNotFound    404  review_not_found
     │   ├── ShippingMethodNotFound 404 shipping_method_not_found
     │   └── ShipmentNotFound  404  shipment_not_found
     ├── Conflict              409  conflict
@@ -49,6 +51,8 @@
     │   ├── FlashTokenUsed    409  flash_token_used
     │   ├── NotForSale        409  sku_not_for_sale
     │   ├── CartLimitExceeded 409  cart_limit_exceeded
+    │   ├── OrderNotReceived  409  order_not_received
+    │   ├── AlreadyReviewed   409  already_reviewed
     │   ├── ShipQuantityExceeded 409 ship_quantity_exceeded
     │   ├── TrackingNumberTaken 409 tracking_number_taken
     │   └── CouponRefused     409  coupon_refused (subclasses, each its own code:
@@ -553,6 +557,35 @@ class TrackingNumberTaken(Conflict):
 
     code = "tracking_number_taken"
     action = "Use the tracking number the carrier gave this parcel."
+
+
+class NotVerifiedBuyer(Forbidden):
+    """Only the buyer of an order line may review it; the caller has no such line (the
+    order is another customer's, does not exist, or does not hold it)."""
+
+    code = "not_verified_buyer"
+    action = "Review a line of one of your own orders (`GET /orders`); do not retry."
+
+
+class ReviewNotFound(NotFound):
+    """No review has this id."""
+
+    code = "review_not_found"
+    action = "Check the id; do not retry."
+
+
+class OrderNotReceived(Conflict):
+    """The order is not delivered or completed yet; `details.status` says where it is."""
+
+    code = "order_not_received"
+    action = "Review the line once the order is delivered."
+
+
+class AlreadyReviewed(Conflict):
+    """This order line has a review already (one review per line)."""
+
+    code = "already_reviewed"
+    action = "Do not retry; the first review stands."
 
 
 class PayloadTooLarge(DomainError):

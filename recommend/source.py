@@ -15,6 +15,7 @@ from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from models import Brand, Category, Inventory, Order, OrderItem, OutboxEvent, Product, Sku
+from raymall.reviews.rules import public_rating
 from recommend.text import ProductDoc
 
 PRODUCT_TOPIC_PREFIX = "product."
@@ -124,6 +125,8 @@ def cards(session: Session, product_ids: Sequence[int]) -> dict[int, dict[str, A
             Product.max_price_cents,
             Product.images,
             Product.sales_count,
+            Product.rating_count,
+            Product.rating_x100,
             Product.created_ms,
             stocked.label("in_stock"),
         )
@@ -143,6 +146,7 @@ def cards(session: Session, product_ids: Sequence[int]) -> dict[int, dict[str, A
             "max_price_cents": int(r.max_price_cents),
             "image": (r.images or [None])[0],
             "sales_count": int(r.sales_count),
+            **public_rating(r.rating_count, r.rating_x100),
             "created_ms": int(r.created_ms),
             "in_stock": bool(r.in_stock),
         }
@@ -240,9 +244,12 @@ def products_for_skus(session: Session, skus: Sequence[str]) -> dict[str, int]:
 
 
 def best_sellers(session: Session, limit: int, exclude: Sequence[int] = ()) -> list[int]:
-    """Published products by sales, most sold first (ties: newest id first)."""
+    """Published products by sales, most sold first; ties go to the better rated (the
+    average of their visible reviews), then to the newest id."""
     stmt = select(Product.id).where(Product.status == "published")
     if exclude:
         stmt = stmt.where(Product.id.not_in(list(exclude)))
-    stmt = stmt.order_by(Product.sales_count.desc(), Product.id.desc()).limit(limit)
+    stmt = stmt.order_by(
+        Product.sales_count.desc(), Product.rating_x100.desc(), Product.id.desc()
+    ).limit(limit)
     return [int(i) for i in session.scalars(stmt)]

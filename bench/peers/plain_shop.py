@@ -41,7 +41,7 @@ MISSING = b"-"  # the cached answer for an id that is not in the products table
 PRODUCT_SQL = (
     "SELECT p.id, p.title, p.description, p.status, p.category_id, p.brand_id, p.attributes,"
     " p.images, p.min_price_cents, p.max_price_cents, p.sales_count, p.created_ms,"
-    " p.updated_ms, b.name, b.slug"
+    " p.updated_ms, b.name, b.slug, p.rating_count, p.rating_x100"
     " FROM products p LEFT JOIN brands b ON b.id = p.brand_id WHERE p.id = %s"
 )
 SKUS_SQL = (
@@ -61,7 +61,7 @@ PAGE_SQL = (
     "SELECT p.id, p.title, p.brand_id, b.name, p.category_id, p.status, p.min_price_cents,"
     " p.max_price_cents, p.images, p.sales_count, p.created_ms,"
     " EXISTS (SELECT 1 FROM skus s JOIN inventory i ON i.sku_id = s.id"
-    "   WHERE s.product_id = p.id AND i.available > 0)"
+    "   WHERE s.product_id = p.id AND i.available > 0), p.rating_count, p.rating_x100"
     " FROM products p LEFT JOIN brands b ON b.id = p.brand_id"
     " WHERE p.status = 'published'"
     " ORDER BY p.created_ms DESC, p.id DESC LIMIT %s OFFSET %s"
@@ -80,6 +80,11 @@ def error(status: int, code: str, message: str) -> Response:
 def first_image(images: str | None) -> str | None:
     found = json.loads(images) if images else None
     return (found or [None])[0]  # type: ignore[no-any-return]
+
+
+def rating(count: int, x100: int) -> dict[str, Any]:
+    """The review summary fields of raymall's documents and cards."""
+    return {"rating_count": int(count), "rating_average": None if count <= 0 else x100 / 100}
 
 
 def next_cursor(created_ms: int, product_id: int) -> str:
@@ -127,6 +132,7 @@ class Store:
             "min_price_cents": int(row[8]),
             "max_price_cents": int(row[9]),
             "sales_count": int(row[10]),
+            **rating(row[15], row[16]),
             "created_ms": int(row[11]),
             "updated_ms": int(row[12]),
             "skus": [
@@ -167,6 +173,7 @@ class Store:
                 "max_price_cents": int(r[7]),
                 "image": first_image(r[8]),
                 "sales_count": int(r[9]),
+                **rating(r[12], r[13]),
                 "created_ms": int(r[10]),
                 "in_stock": bool(r[11]),
             }

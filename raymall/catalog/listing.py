@@ -1,4 +1,4 @@
-"""The public product listing: filters, four sorts, page/size and keyset cursors.
+"""The public product listing: filters, five sorts, page/size and keyset cursors.
 
 Guarantees: ``total`` counts every product matching the filters (not just the page);
 pages and cursors walk the same order, which is total (ties broken by id), so no product
@@ -26,13 +26,15 @@ from raymall import jsonin
 from raymall.catalog.repository import ProductFilters, filter_clauses, product_summaries
 from raymall.errors import ValidationFailed
 
-Sort = Literal["newest", "sales", "price_asc", "price_desc"]
+Sort = Literal["newest", "sales", "price_asc", "price_desc", "rating"]
 SORTS: dict[str, tuple[InstrumentedAttribute[int], bool]] = {
     # sort -> (key column, descending); "price" is the product's from-price (cheapest SKU)
     "newest": (Product.created_ms, True),
     "sales": (Product.sales_count, True),
     "price_asc": (Product.min_price_cents, False),
     "price_desc": (Product.min_price_cents, True),
+    # the average of the visible reviews (x100); unrated products last
+    "rating": (Product.rating_x100, True),
 }
 MAX_PAGE_SIZE = 100
 MAX_PAGE = 10_000

@@ -16,6 +16,7 @@ from sqlalchemy import CTE, ColumnElement, and_, exists, literal, select
 from sqlalchemy.orm import Session
 
 from models import Brand, Category, Inventory, Product, Sku
+from raymall.reviews.rules import public_rating
 
 MAX_TREE_DEPTH = 64
 
@@ -126,6 +127,7 @@ def load_product_doc(session: Session, product_id: int) -> dict[str, Any] | None
         "min_price_cents": int(product.min_price_cents),
         "max_price_cents": int(product.max_price_cents),
         "sales_count": int(product.sales_count),
+        **public_rating(product.rating_count, product.rating_x100),
         "created_ms": int(product.created_ms),
         "updated_ms": int(product.updated_ms),
         "skus": [sku_doc(s) for s in skus],
@@ -216,6 +218,7 @@ def product_summaries(session: Session, product_ids: Sequence[int]) -> list[dict
             "max_price_cents": int(product.max_price_cents),
             "image": (product.images or [None])[0],
             "sales_count": int(product.sales_count),
+            **public_rating(product.rating_count, product.rating_x100),
             "created_ms": int(product.created_ms),
             "in_stock": int(product.id) in stocked,
         }

@@ -329,6 +329,10 @@ class CatalogRuntime:
                 local.put_doc(product_id, token, doc)
         return doc
 
+    def invalidate_sync(self, product_ids: Sequence[int]) -> None:
+        """``invalidate`` for a writer running in a worker thread (after its commit)."""
+        self.service.hooks.invalidate(list(product_ids))
+
     async def invalidate(self, product_ids: Sequence[int]) -> None:
         """For other areas that change product rows outside the catalog service (e.g. a
         sales counter): call after the commit so the next read sees the change."""

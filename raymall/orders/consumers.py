@@ -68,6 +68,10 @@ MESSAGES: dict[str, tuple[str, str]] = {
     "order.completed": ("order_completed", "Order {order_id} is complete. Thank you!"),
     "order.cancelled": ("order_cancelled", "Order {order_id} was cancelled ({reason})."),
     "order.refunded": ("order_refunded", "Order {order_id} was refunded: {total}."),
+    "review.created": (
+        "review_created",
+        "Thank you for reviewing your purchase from order {order_id}.",
+    ),
     "refund.succeeded": ("refund_succeeded", "We refunded {amount} for order {order_id}."),
     "refund.failed": (
         "refund_failed",
@@ -105,6 +109,7 @@ SUBJECTS = {
     "order_completed": "Order completed",
     "order_cancelled": "Order cancelled",
     "order_refunded": "Order refunded",
+    "review_created": "Thanks for your review",
     "refund_succeeded": "Refund sent",
     "refund_failed": "Refund delayed",
     "return_requested": "Return requested",

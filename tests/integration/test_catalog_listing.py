@@ -27,6 +27,7 @@ from raymall.catalog.text import query_terms
 from raymall.db import make_engine, session_factory
 from raymall.errors import ValidationFailed
 from raymall.launcher.seed import seed_demo
+from raymall.reviews.repository import add_rating
 from raymall.settings import Settings
 from tests.conftest import SERVER_DB, make_mysql_database
 
@@ -42,6 +43,7 @@ class Row:
     min_price: int
     created_ms: int
     sales: int
+    rating: int
     search_text: str
     prices: list[int]
     available: list[int]
@@ -69,6 +71,11 @@ def demo_db(
             s.get(Product, pid).status = "unpublished"  # type: ignore[union-attr]
         for pid in ids[3:]:
             s.get(Product, pid).status = "draft"  # type: ignore[union-attr]
+        # ratings (through the reviews' guarded UPDATE), with ties, for sort=rating
+        rated = s.scalars(select(Product.id).order_by(Product.id).limit(40)).all()
+        for n, pid in enumerate(rated):
+            for stars in (1 + n % 5, 1 + n % 3, 5)[: 1 + n % 3]:
+                add_rating(s, pid, stars)
     yield sessions
     engine.dispose()
     if drop:
@@ -90,6 +97,7 @@ def model_rows(s: Session) -> tuple[list[Row], dict[int, int | None]]:
             p.min_price_cents,
             p.created_ms,
             p.sales_count,
+            p.rating_x100,
             p.search_text,
             [x[0] for x in skus.get(p.id, [])],
             [x[1] for x in skus.get(p.id, [])],
@@ -133,6 +141,7 @@ def ordered(rows: list[Row], sort: str) -> list[int]:
     key = {
         "newest": lambda r: (r.created_ms, r.id),
         "sales": lambda r: (r.sales, r.id),
+        "rating": lambda r: (r.rating, r.id),
         "price_asc": lambda r: (r.min_price, r.id),
         "price_desc": lambda r: (r.min_price, r.id),
     }[sort]

@@ -1,0 +1,1 @@
+"""Reviews from verified buyers: one per delivered order line, and the product's rating."""
