@@ -194,7 +194,8 @@ async function pageOrders(params) {
     const cell = h("td", { class: "status" }, o.status);
     const set = (r) => { cell.textContent = r.status || cell.textContent; };
     return h("tr", { "data-order": o.id }, h("td", {}, o.id), h("td", {}, o.user_id), h("td", {}, when(o.created_ms)), cell, h("td", {}, money(o.total_cents)),
-      h("td", {}, o.status === "paid" ? act("Ship", async () => set(await Api.call("POST", `/admin/orders/${o.id}/ship`, {}))) : null, " ",
+      h("td", {}, o.status === "paid" ? act("Ship", async () => set(await Api.call("POST", `/admin/orders/${o.id}/ship`,
+        { carrier: "raycarrier", tracking_number: "RC" + idemKey().slice(0, 12).toUpperCase() }))) : null, " ",
         ["paid", "shipped", "delivered", "completed"].includes(o.status) ? act("Refund", async () => set(await Api.call("POST", `/admin/orders/${o.id}/refund`)), "danger") : null));
   })));
 }

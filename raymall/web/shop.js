@@ -243,7 +243,8 @@ async function pageCheckout() {
     try {
       const q = await Api.call("POST", "/orders/quote", body());
       quoteBox.append(h("p", {}, "Total: ", h("span", { class: "big", id: "quote-total" }, money(q.total_cents)),
-        q.discount_cents ? h("span", { class: "ok" }, ` (you save ${money(q.discount_cents)})`) : null));
+        q.discount_cents ? h("span", { class: "ok" }, ` (you save ${money(q.discount_cents)})`) : null,
+        q.shipping_cents ? h("span", {}, ` (shipping ${money(q.shipping_cents)})`) : null));
     } catch (e) { quoteBox.append(errorBox(e)); }
   }
   const place = h("button", { id: "place-order", type: "button", onclick: async () => {
@@ -362,6 +363,7 @@ async function pageFlash(id) {
   const status = h("p", { id: "sale-status", "aria-live": "polite" });
   const msg = h("div", { "aria-live": "assertive" });
   const similar = h("ul", { class: "grid", id: "similar" });
+  const similarHead = h("h2", { hidden: true }, "In stock and similar");
   let state = { status: sale.status, remaining: sale.remaining, starts_at_ms: sale.starts_at_ms, ends_at_ms: sale.ends_at_ms };
   const buy = h("button", { id: "buy", type: "button", disabled: true, onclick: async () => {
     if (!Api.signedIn()) { go("#/login?next=" + encodeURIComponent("flash/" + id)); return; }
@@ -392,6 +394,7 @@ async function pageFlash(id) {
     status.className = state.status === "active" ? "ok" : state.status === "sold_out" ? "bad" : "";
     tick();
     if ((state.status === "sold_out" || state.status === "ended") && sale.product_id && !similar.childElementCount) {
+      similarHead.hidden = false;
       Api.call("GET", `/products/${sale.product_id}/similar?k=6&in_stock_only=true`)
         .then(r => similar.replaceChildren(...r.items.map(productCard))).catch(() => {});
     }
@@ -401,7 +404,7 @@ async function pageFlash(id) {
       h("div", {}, h("p", { class: "price big hot" }, money(sale.price_cents)),
         sale.product_id ? h("p", {}, h("a", { href: "#/p/" + sale.product_id }, "About the product")) : null,
         clock, remaining, status, h("p", {}, buy), msg)),
-    h("h2", {}, "In stock and similar"), similar);
+    similarHead, similar);
   paint();
   const timer = setInterval(tick, 250);
   const sent = Date.now();
