@@ -309,9 +309,36 @@ async function pageOrder(id) {
       o.shipping_cents ? ` (shipping ${money(o.shipping_cents)})` : ""),
     actions, msg,
     shipments.length ? h("h2", {}, "Tracking") : null, ...shipments,
+    ...(["delivered", "completed"].includes(o.status) ? await returnsPart(o) : []),
     h("h2", {}, "Status history"),
     h("ol", { class: "history", id: "history" }, (hist.items || []).map(ev =>
       h("li", {}, `${when(ev.created_ms || ev.at_ms)}: ${ev.from_status || "—"} → ${ev.to_status} (${ev.reason || ""})`))));
+}
+
+const RETURN_REASONS = ["damaged", "defective", "wrong_item", "not_as_described", "no_longer_needed", "other"];
+async function returnsPart(o) {
+  const mine = await Api.call("GET", `/orders/${o.id}/returns`).catch(() => ({ items: [] }));
+  const qty = {};
+  const reason = h("select", { id: "return-reason" }, RETURN_REASONS.map(r => h("option", { value: r }, r.replace(/_/g, " "))));
+  const note = h("input", { id: "return-note", maxlength: "1000" });
+  const msg = h("div", { "aria-live": "assertive" });
+  const form = h("form", { id: "return-form", class: "panel", "aria-label": "Request a return" },
+    h("div", { class: "row" }, (o.items || []).map(i => field(`Return units of ${i.title}`,
+      qty[i.id] = h("input", { type: "number", min: "0", max: String(i.quantity), value: "0" }))),
+      field("Reason", reason), field("Note", note)),
+    h("p", {}, h("button", { type: "submit" }, "Request a return")), msg);
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault(); msg.replaceChildren();
+    const lines = Object.entries(qty).filter(([, el]) => Number(el.value) > 0)
+      .map(([id, el]) => ({ order_item_id: String(id), quantity: Number(el.value) }));
+    if (!lines.length) { msg.append(h("p", { class: "error" }, "Choose at least one unit to return.")); return; }
+    try {
+      await Api.call("POST", `/orders/${o.id}/returns`, { lines, reason: reason.value, note: note.value }, { headers: { "Idempotency-Key": idemKey() } });
+      route();
+    } catch (err) { msg.append(errorBox(err)); }
+  });
+  return [h("h2", {}, "Returns"),
+    h("ul", { id: "returns" }, (mine.items || []).map(r => h("li", {}, `Return #${r.id}: ${r.status}`))), form];
 }
 
 function waitPaid(id, msg) {
