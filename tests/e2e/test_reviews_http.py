@@ -128,7 +128,8 @@ def test_a_verified_buyer_reviews_once_and_the_rating_shows_everywhere(
     )
     # the outbox announced the review, and the buyer is thanked in the inbox
     topics = shop.rows(
-        "SELECT topic FROM outbox WHERE aggregate_id = :a ORDER BY id", a=str(review["id"])
+        "SELECT topic FROM outbox WHERE aggregate_id = :a AND topic LIKE 'review.%' ORDER BY id",
+        a=str(review["id"]),
     )
     assert [t[0] for t in topics] == ["review.created", "review.hidden", "review.shown"]
     wait_for(
