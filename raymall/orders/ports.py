@@ -5,7 +5,11 @@
   payment settlement by the order's owner;
 - ``StockPort``: the inventory owner (``actors.inventory_client.InventoryClient``):
   reserve, release and confirm an order's stock, adjust it for refunds;
-- ``PaymentGateway``: the payment provider a payment is handed to.
+- ``PaymentGateway``: the payment provider a payment is handed to;
+- ``OrderSerial``: what the shard's after-sales parts (``raymall.shipping.fulfilment``,
+  ``raymall.refunds.money``) use of ``raymall.orders.workflow.OrderWorkflow``: one
+  operation at a time per order, transactions off the event loop, an order's load and a
+  compare-and-set move.
 
 ``PlaceOrder`` and ``Placed`` are what a replica sends an order shard and gets back; they
 travel through Ray, so they are plain picklable values.
@@ -13,11 +17,19 @@ travel through Ray, so they are plain picklable values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from raymall.domain.pricing import PricedLine
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from models import Order, OrderItem
+
+T = TypeVar("T")
 
 AUTO_KEY_PREFIX = "auto:"  # keys the replica makes up when the client sent none
 
@@ -82,3 +94,26 @@ class PaymentGateway(Protocol):
     ``outcome``); the result arrives later by the signed callback."""
 
     async def charge(self, charge: dict[str, Any]) -> None: ...
+
+
+class OrderSerial(Protocol):
+    """The order shard's serialized access to its orders (``OrderWorkflow``)."""
+
+    shard: int
+
+    def _locked(self, order_id: int) -> AbstractAsyncContextManager[None]: ...
+
+    async def _tx(self, fn: Callable[[Session], T]) -> T: ...
+
+    def _load(self, order_id: int) -> Callable[[Session], tuple[Order, list[OrderItem]]]: ...
+
+    async def _commit_move(
+        self,
+        order: Order,
+        items: list[OrderItem],
+        to: str,
+        *,
+        reason: str,
+        actor: str,
+        also: Callable[[Session], None] | None = None,
+    ) -> dict[str, Any]: ...

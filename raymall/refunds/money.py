@@ -22,19 +22,17 @@ next operation on the order or by ``retry``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.orm import Session
 
 from raymall.errors import AmountMismatch, InvalidTransition, NotFound, RefundNotFound
 from raymall.ids import now_ms
 from raymall.orders import repository as repo
+from raymall.orders.ports import OrderSerial
 from raymall.refunds import ledger
 from raymall.returns import repo as returns_repo
 from raymall.returns import states as rs
-
-if TYPE_CHECKING:
-    from raymall.orders.workflow import OrderWorkflow
 
 
 def refund_rest(order_id: int, key: str, reason: str) -> Callable[[Session], None]:
@@ -57,7 +55,7 @@ def refund_rest(order_id: int, key: str, reason: str) -> Callable[[Session], Non
 class MoneyBack:
     """The shard's refund operations (see the module docstring)."""
 
-    def __init__(self, workflow: OrderWorkflow) -> None:
+    def __init__(self, workflow: OrderSerial) -> None:
         self.wf = workflow
 
     async def refund(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -39,18 +39,16 @@ from raymall.errors import (
 from raymall.ids import Snowflake, now_ms
 from raymall.logs import get_logger
 from raymall.orders import repository as repo
+from raymall.orders.ports import OrderSerial
 from raymall.shipping import shipments as sh
 from raymall.shipping import tracking as tr
-
-if TYPE_CHECKING:
-    from raymall.orders.workflow import OrderWorkflow
 
 log = get_logger("shipping")
 DAY_MS = 86_400_000
 
 
 class Fulfilment:
-    def __init__(self, wf: OrderWorkflow, ids: Snowflake, *, auto_complete_days: float) -> None:
+    def __init__(self, wf: OrderSerial, ids: Snowflake, *, auto_complete_days: float) -> None:
         self.wf = wf
         self.ids = ids
         self.auto_complete_ms = int(auto_complete_days * DAY_MS)

@@ -26,6 +26,9 @@ class Recorder:
         self.permissions = SimpleNamespace(grants={"user": 1}, reload=self._reload)
         self.mirror = None
         self.media = SimpleNamespace(name="image store")
+        self.cache = SimpleNamespace(name="sale cache")
+        self.shards = SimpleNamespace(name="order shards")
+        self.shard_of = len
         self.followed: list[Any] = []
         type(self).made.append(self)
 
@@ -92,6 +95,12 @@ def wired(monkeypatch: pytest.MonkeyPatch) -> dict[str, type[Recorder]]:
             "CouponAdmin",
             "Pricer",
             "RecommendService",
+            "SaleHub",
+            "PublicSales",
+            "ShippingService",
+            "ServeCarrier",
+            "ReviewService",
+            "AfterSalesService",
         )
     }
     for name, cls in classes.items():
@@ -135,6 +144,10 @@ async def test_one_inventory_client_serves_flash_catalog_cart_and_the_stock_rout
         assert svc.inventory is inventory
         (flash,) = wired["FlashService"].made
         assert flash.args[3] is inventory
+        (hub,) = wired["SaleHub"].made  # the live sale stream reads the flash service's sales
+        assert hub.args[1] is flash.cache and svc.flash_live is hub
+        (shipping,) = wired["ShippingService"].made  # shipments run in the orders' shards
+        assert shipping.args[2] is svc.orders.shards and svc.shipping is shipping
         (coupons,) = wired["CouponService"].made
         assert coupons.args[1] is inventory and svc.coupons is coupons
         (pricer,) = wired["Pricer"].made  # one pricing of promotions, for carts and orders
