@@ -241,6 +241,17 @@ def get_user_order(session: Session, user_id: int, order_id: int) -> Order:
     return order
 
 
+def visible_order(session: Session, order_id: int, user_id: int | None) -> Order:
+    """The order as ``user_id`` sees it (None: an admin, who sees every order); another
+    user's order, like a missing one, is NotFound."""
+    if user_id is not None:
+        return get_user_order(session, user_id, order_id)
+    order = get_order(session, order_id)
+    if order is None:
+        raise NotFound(f"order {order_id} not found")
+    return order
+
+
 def find_by_key(session: Session, user_id: int, key: str) -> Order | None:
     return session.scalar(
         select(Order).where(Order.user_id == user_id, Order.idempotency_key == key)

@@ -46,7 +46,6 @@ from raymall.errors import (
     DomainError,
     IdempotencyMismatch,
     InvalidTransition,
-    NotFound,
     Unavailable,
     ValidationFailed,
 )
@@ -311,13 +310,7 @@ class OrderService:
         """One order with items and payments; another user's order is NotFound."""
 
         def read(session: Session) -> dict[str, Any]:
-            order = (
-                repo.get_user_order(session, user_id, order_id)
-                if user_id is not None
-                else repo.get_order(session, order_id)
-            )
-            if order is None:
-                raise NotFound(f"order {order_id} not found")
+            order = repo.visible_order(session, order_id, user_id)
             view = repo.order_view(order, repo.items_of(session, [order_id])[order_id])
             view["payments"] = pay.payments_of(session, order_id)
             view["coupon_ids"] = held_coupons(session, order_id)
@@ -328,10 +321,7 @@ class OrderService:
 
     async def history(self, user_id: int | None, order_id: int) -> list[dict[str, Any]]:
         def read(session: Session) -> list[dict[str, Any]]:
-            if user_id is not None:
-                repo.get_user_order(session, user_id, order_id)
-            elif repo.get_order(session, order_id) is None:
-                raise NotFound(f"order {order_id} not found")
+            repo.visible_order(session, order_id, user_id)
             return repo.history(session, order_id)
 
         return await self._read(read)
@@ -339,13 +329,7 @@ class OrderService:
     # ---- transitions ----------------------------------------------------------------
     async def _owner(self, order_id: int, user_id: int | None) -> int:
         def read(session: Session) -> tuple[int, int]:
-            order = (
-                repo.get_user_order(session, user_id, order_id)
-                if user_id is not None
-                else repo.get_order(session, order_id)
-            )
-            if order is None:
-                raise NotFound(f"order {order_id} not found")
+            order = repo.visible_order(session, order_id, user_id)
             return int(order.shard), int(order.user_id)
 
         shard, owner_id = await self._read(read)

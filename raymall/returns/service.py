@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Refund
 from raymall.catalog.media import URL_PREFIX
-from raymall.errors import NotFound, RefundNotFound, ReturnNotFound, ValidationFailed
+from raymall.errors import RefundNotFound, ReturnNotFound, ValidationFailed
 from raymall.logs import get_logger
 from raymall.orders import repository as repo
 from raymall.orders.ports import OrderShards
@@ -82,13 +82,7 @@ class AfterSalesService:
 
     async def _owner(self, order_id: int, user_id: int | None = None) -> int:
         def read(session: Session) -> tuple[int, int]:
-            order = (
-                repo.get_user_order(session, user_id, order_id)
-                if user_id is not None
-                else repo.get_order(session, order_id)
-            )
-            if order is None:
-                raise NotFound(f"order {order_id} not found")
+            order = repo.visible_order(session, order_id, user_id)
             return int(order.shard), int(order.user_id)
 
         shard, owner_id = await self._read(read)
@@ -163,13 +157,7 @@ class AfterSalesService:
         """An order's refunds and what is left to refund."""
 
         def read(session: Session) -> dict[str, Any]:
-            order = (
-                repo.get_user_order(session, user_id, order_id)
-                if user_id is not None
-                else repo.get_order(session, order_id)
-            )
-            if order is None:
-                raise NotFound(f"order {order_id} not found")
+            order = repo.visible_order(session, order_id, user_id)
             items = repo.items_of(session, [order_id])[order_id]
             left = ledger.left_to_refund(session, order, items)
             return {

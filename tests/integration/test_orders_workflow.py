@@ -26,6 +26,7 @@ from raymall.errors import (
 )
 from raymall.ids import now_ms
 from raymall.orders import payments as pay
+from raymall.orders import repository as repo
 from raymall.orders.ports import PlaceOrder
 from raymall.orders.repository import load_skus, shipping_address
 from raymall.orders.workflow import OrderWorkflow
@@ -306,3 +307,16 @@ async def test_a_stale_replica_check_still_returns_the_stored_order(shop: Shop) 
     assert third.order["id"] == first.order["id"] and not third.created
     assert stock.of(sku) == {"available": 5, "reserved": 3, "sold": 0}
     assert shop.scalar("SELECT COUNT(*) FROM orders WHERE user_id = :u", u=uid) == 1
+
+
+async def test_an_order_is_visible_to_its_owner_and_admins_only(shop: Shop) -> None:
+    uid, sku, stock = setup(shop)
+    other = shop.user()
+    placed = await make(shop, stock).place(command(shop, uid, {sku: 1}))
+    oid = int(placed.order["id"])
+    with session_factory(shop.engine)() as session:
+        assert int(repo.visible_order(session, oid, uid).id) == oid
+        assert int(repo.visible_order(session, oid, None).user_id) == uid  # an admin
+        for who in (other, None):  # another user's order reads like a missing one
+            with pytest.raises(NotFound):
+                repo.visible_order(session, oid if who is not None else oid + 10**12, who)
