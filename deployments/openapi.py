@@ -111,6 +111,22 @@ EXTRA_STATUSES: dict[tuple[str, str], set[int]] = {
     ("PATCH", "/admin/shipping-methods/{method_id}"): {409},
     ("POST", "/admin/orders/{order_id}/shipments"): {409},
     ("POST", "/carrier/callback"): {400, 401, 404, 413, 422, 429},
+    # money back: the provider's signed refund callback; a refund larger than what is left;
+    # a return of more than was bought, after the window, or a step from the wrong state
+    ("POST", "/payments/refund-callback"): {400, 401, 404, 409, 413, 422, 429},
+    ("POST", "/admin/orders/{order_id}/refunds"): {409},
+    ("POST", "/admin/refunds/{refund_id}/retry"): {409},
+    ("POST", "/orders/{order_id}/returns"): {409},
+    ("POST", "/returns/{return_id}/tracking"): {409},
+    ("POST", "/returns/photos"): {413, 415},
+    ("GET", "/admin/returns"): {404},  # the order filter names no order
+    ("POST", "/admin/returns/{return_id}/approve"): {409},
+    ("POST", "/admin/returns/{return_id}/reject"): {409},
+    ("POST", "/admin/returns/{return_id}/receive"): {409},
+    ("POST", "/admin/returns/{return_id}/refund"): {409},
+    # reviews: a second review of a line, or of an order not yet received
+    ("POST", "/orders/{order_id}/items/{item_id}/review"): {409},
+    ("POST", "/reviews"): {409},
     # flash sales
     ("POST", "/flash-sales/{sale_id}/purchase"): {409, 429},
     ("GET", "/flash-sales/{sale_id}/token"): {409},  # not started, or ended
@@ -124,9 +140,6 @@ EXTRA_STATUSES: dict[tuple[str, str], set[int]] = {
     ("PATCH", "/admin/coupon-campaigns/{campaign_id}"): {409},
     # recommendations
     ("POST", "/me/views"): {404},
-    # reviews: a second review of a line, or of an order not yet received
-    ("POST", "/orders/{order_id}/items/{item_id}/review"): {409},
-    ("POST", "/reviews"): {409},
     # in RAYMALL_ENV=prod, only with the operations token (deployments.headers)
     ("GET", "/metrics"): {401},
 }
@@ -147,6 +160,13 @@ RAW_BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "of `X-Timestamp + '.' + body`",
         "content": {"application/json": {"schema": {"type": "object"}}},
     },
+    ("POST", "/payments/refund-callback"): {
+        "required": True,
+        "description": "the provider's answer to a refund (`refund_id`, `amount_cents`, "
+        "`status`), signed like the payment callback",
+        "content": {"application/json": {"schema": {"type": "object"}}},
+    },
+    ("POST", "/returns/photos"): _IMAGE_BODY,
     ("POST", "/carrier/callback"): {
         "required": True,
         "description": "the carrier's tracking event (`event_id`, `shipment_id`, `order_id`, "

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 REPLICA_PREFIX = "ServeReplica:"
+INGRESS_REPLICA_CLASS = REPLICA_PREFIX + "raymall:Ingress"  # ServeReplica:<app>:<deployment>
 
 
 class ProfileError(Exception):
@@ -48,7 +49,8 @@ def live_actors() -> list[dict[str, Any]]:
 def find_target(
     actors: list[dict[str, Any]], *, actor: str | None = None, replica: int | None = None
 ) -> Target:
-    """The actor named ``actor``, or the ``replica``-th live Serve replica by name."""
+    """The actor named ``actor``, or the ``replica``-th live replica of the ingress by name
+    (the payment provider's and the carrier's replicas are not the app's: not counted)."""
     if actor is not None:
         found = [a for a in actors if a.get("Name") == actor]
         if not found:
@@ -56,7 +58,7 @@ def find_target(
             raise ProfileError(f"no live actor named {actor!r}; live: {', '.join(names)}")
     else:
         replicas = sorted(
-            (a for a in actors if str(a.get("ActorClassName", "")).startswith(REPLICA_PREFIX)),
+            (a for a in actors if str(a.get("ActorClassName", "")) == INGRESS_REPLICA_CLASS),
             key=lambda a: str(a.get("Name")),
         )
         index = replica or 0

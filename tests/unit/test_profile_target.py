@@ -1,5 +1,6 @@
 """``raymall profile`` picks its target from Ray's actor table: a named actor, or the N-th
-live Serve replica by name; an unknown one is refused with the live names."""
+live replica of the ingress by name (the carrier's and payment provider's are skipped); an
+unknown one is refused with the live names."""
 
 from __future__ import annotations
 
@@ -16,6 +17,11 @@ ACTORS = [
      "Pid": 22, "Address": {"NodeID": "n1", "IPAddress": "10.0.0.1"}},
     {"Name": "SERVE_REPLICA::raymall#Ingress#a", "ActorClassName": "ServeReplica:raymall:Ingress",
      "Pid": 33, "Address": {"NodeID": "n2", "IPAddress": "10.0.0.2"}},
+    {"Name": "SERVE_REPLICA::raymall#Carrier#a", "ActorClassName": "ServeReplica:raymall:Carrier",
+     "Pid": 44, "Address": {"NodeID": "n1", "IPAddress": "10.0.0.1"}},
+    {"Name": "SERVE_REPLICA::raymall#PaymentProvider#a",
+     "ActorClassName": "ServeReplica:raymall:PaymentProvider",
+     "Pid": 55, "Address": {"NodeID": "n1", "IPAddress": "10.0.0.1"}},
 ]  # fmt: skip
 
 
@@ -23,7 +29,7 @@ def test_a_named_actor_is_found_with_its_pid_and_node() -> None:
     assert find_target(ACTORS, actor="inventory-0") == Target("inventory-0", 11, "n1", "10.0.0.1")
 
 
-def test_replicas_are_numbered_by_name() -> None:
+def test_the_ingress_replicas_are_numbered_by_name_and_no_other_deployment_s() -> None:
     assert find_target(ACTORS, replica=0).pid == 33
     assert find_target(ACTORS, replica=1).pid == 22
     with pytest.raises(ProfileError, match="2 live replicas"):
