@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions as ec
@@ -51,7 +52,13 @@ def png(width: int = 240, height: int = 180) -> bytes:
 
 
 def wait(driver: Any, timeout: float = WAIT_S) -> WebDriverWait:
-    return WebDriverWait(driver, timeout, poll_frequency=0.1)
+    """A wait that polls again when the page re-renders the element it was looking at."""
+    return WebDriverWait(
+        driver,
+        timeout,
+        poll_frequency=0.1,
+        ignored_exceptions=(NoSuchElementException, StaleElementReferenceException),
+    )
 
 
 def shows(driver: Any, css: str, text: str, timeout: float = WAIT_S) -> Any:
