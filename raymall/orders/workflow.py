@@ -46,6 +46,7 @@ from raymall.orders import payments as pay
 from raymall.orders import repository as repo
 from raymall.orders.placement import Placement
 from raymall.orders.ports import Placed, PlaceOrder, StockPort
+from raymall.orders.sweeps import for_each_overdue
 from raymall.refunds.money import refund_rest
 from raymall.shipping.fulfilment import Fulfilment
 from raymall.shipping.tracking import MANUAL_CARRIER
@@ -322,21 +323,7 @@ class OrderWorkflow:
     async def sweep(self, limit: int = 500, concurrency: int = 64) -> int:
         """Cancel this shard's overdue unpaid orders; answer how many were cancelled."""
         ids = await self._tx(lambda s: repo.overdue(s, self.shard, now_ms(), limit))
-        if not ids:
-            return 0
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(order_id: int) -> bool:
-            async with gate:
-                try:
-                    return await self._time_out(order_id)
-                except InvalidTransition:
-                    return False
-                except Exception:
-                    log.warning("timeout of order %s failed; next sweep", order_id, exc_info=True)
-                    return False
-
-        return sum(await asyncio.gather(*(one(i) for i in ids)))
+        return await for_each_overdue(ids, self._time_out, concurrency, "timeout")
 
     async def _time_out(self, order_id: int) -> bool:
         async with self._locked(order_id):

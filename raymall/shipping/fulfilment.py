@@ -21,7 +21,6 @@ under its per-order lock, so one operation at a time touches an order. Guarantee
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -40,6 +39,7 @@ from raymall.ids import Snowflake, now_ms
 from raymall.logs import get_logger
 from raymall.orders import repository as repo
 from raymall.orders.ports import OrderSerial
+from raymall.orders.sweeps import for_each_overdue
 from raymall.shipping import shipments as sh
 from raymall.shipping import tracking as tr
 
@@ -243,21 +243,7 @@ class Fulfilment:
         ids = await self.wf._tx(
             lambda s: repo.overdue(s, shard, now_ms(), limit, status=st.DELIVERED)
         )
-        if not ids:
-            return 0
-        gate = asyncio.Semaphore(concurrency)
-
-        async def one(order_id: int) -> bool:
-            async with gate:
-                try:
-                    return await self._complete(order_id)
-                except InvalidTransition:
-                    return False
-                except Exception:
-                    log.warning("auto-completion of %s failed; next sweep", order_id, exc_info=True)
-                    return False
-
-        return sum(await asyncio.gather(*(one(i) for i in ids)))
+        return await for_each_overdue(ids, self._complete, concurrency, "auto-completion")
 
     async def _complete(self, order_id: int) -> bool:
         async with self.wf._locked(order_id):
