@@ -16,16 +16,17 @@ as in the other benches; rate limits raised so that every request is served). Ro
 
 Per route: ``--warmup`` seconds of load, then ``--rounds`` rounds of three wrk runs of
 ``--seconds`` each (64 connections): the **saturated** run (no wait), whose throughput the
-model must predict, then the **fixed load** (each connection waits, wrk's ``delay()``, so
-that the offered rate is ``--fixed-fraction`` of what the saturated run answered), where the
-costs are measured; and a **low load** (``--low-fraction``), which shows how the cost of a
-request grows as batches shrink. Around every run, utime + stime of /proc/<pid>/stat of
-every process of the server's tree, of mariadbd and redis-server, and of wrk (this process's
-reaped children) are sampled and summed by kind (``bench/capacity_procs.py``), and the
-machine's busy time (/proc/stat): what is busy beyond our processes is other work on the
-shared machine. CPU while idle (``--idle`` seconds with no load, per kind) is measured once
-before the routes and taken out: a component's cost is (CPU in the run - idle rate x run
-time) / requests.
+model must predict, then the **fixed load**: an offered rate of ``--fixed-fraction`` of what
+the saturated run answered, paced open-loop by a schedule in wrk's ``delay()`` (each wrk
+thread sends at evenly spaced times whatever the answers' latency, on its free connections),
+where the costs are measured; and a **low load** (``--low-fraction``), which shows how the
+cost of a request grows as batches shrink. Around every run, utime + stime of
+/proc/<pid>/stat of every process of the server's tree, of mariadbd and redis-server, and of
+wrk (this process's reaped children) are sampled and summed by kind
+(``bench/capacity_procs.py``), and the machine's busy time (/proc/stat): what is busy beyond
+our processes is other work on the shared machine. CPU while idle (``--idle`` seconds with
+no load, per kind) is measured once before the routes and taken out: a component's cost is
+(CPU in the run - idle rate x run time) / requests.
 
 The model, from the fixed-load costs (medians over rounds):
 
@@ -100,6 +101,7 @@ ADDRESS = {
 }
 CLIENT = "load client (wrk)"
 SHARED = ("mariadbd", "redis-server")
+THREADS_WRK = 2
 # how many cores one process of a kind can keep busy: Python processes and Redis one (the
 # GIL, one thread), HAProxy its RAY_SERVE_HAPROXY_NBTHREAD; 0: no such limit (MariaDB's
 # thread pool, Ray's daemons)
@@ -126,7 +128,22 @@ local paths = {%(paths)s}
 local tokens = {%(tokens)s}
 local bodies = {%(bodies)s}
 local method = "%(method)s"
-local wait_ms = tonumber(os.getenv("CAP_DELAY_MS") or "0")
+-- an offered rate (CAP_RATE req/s over CAP_THREADS threads; 0: none): each thread keeps a
+-- schedule of send times, one every threads/rate s, and a connection that is free waits for
+-- the next slot of its thread (open loop: a slow answer does not push the schedule back)
+local ffi = require("ffi")
+ffi.cdef[[
+  typedef struct { long tv_sec; long tv_nsec; } cap_ts;
+  int clock_gettime(int, cap_ts *);
+]]
+local ts = ffi.new("cap_ts")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
+local rate = tonumber(os.getenv("CAP_RATE") or "0")
+local interval = rate > 0 and 1000 * tonumber(os.getenv("CAP_THREADS") or "1") / rate or 0
+local next_at = nil
 local n, threads, all = 0, 0, {}
 function setup(thread)
   threads = threads + 1
@@ -134,7 +151,16 @@ function setup(thread)
   table.insert(all, thread)
 end
 function init(args) math.randomseed(1000 + tid); counts = {} end
-function delay() if wait_ms > 0 then return math.random(0, 2 * wait_ms) end return 0 end
+function delay()
+  if interval <= 0 then return 0 end
+  local now = now_ms()
+  -- a schedule more than a second behind starts again from now (no burst to catch up)
+  if next_at == nil or next_at < now - 1000 then next_at = now + math.random() * interval end
+  local at = next_at
+  next_at = next_at + interval
+  if at <= now then return 0 end
+  return math.floor(at - now + 0.5)
+end
 function request()
   n = n + 1
   local h = {}
@@ -207,11 +233,13 @@ def client_seconds() -> float:
 
 
 def run_load(
-    base: str, script: Path, seconds: int, conns: int, delay_ms: float, pid: int
+    base: str, script: Path, seconds: int, conns: int, rate: float, pid: int
 ) -> dict[str, Any]:
-    """One wrk run; answers, latency and CPU seconds per kind (the client's too)."""
-    env = {**os.environ, "CAP_DELAY_MS": str(int(delay_ms))}
-    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "-s", str(script)]
+    """One wrk run (``rate`` req/s offered, 0: as fast as the connections go); answers,
+    latency and CPU seconds per kind (the client's too)."""
+    env = {**os.environ, "CAP_RATE": f"{rate:.1f}", "CAP_THREADS": str(THREADS_WRK)}
+    cmd = ["wrk", f"-t{THREADS_WRK}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s"]
+    cmd += ["-s", str(script)]
     before, client0, t0 = sample_cpu(procs_of(pid)), client_seconds(), time.monotonic()
     out = subprocess.run(
         [*cmd, base], capture_output=True, text=True, env=env, timeout=seconds + 120, check=True
@@ -305,6 +333,62 @@ def model(
         "measured_rps": round(measured_rps, 0),
         "ratio": round(measured_rps / here, 3),
         "within_25pct": 0.75 <= measured_rps / here <= 1.25,
+    }
+
+
+def fit(low: list[dict[str, Any]], fixed: list[dict[str, Any]]) -> dict[str, Any]:
+    """The utilization law fitted per kind through each round's two paced loads: a kind's
+    cores U = intercept + slope x throughput. The slope is its marginal CPU per request (ms);
+    the intercept the cores it keeps busy under load whatever the rate (idle included:
+    pollers woken, a batch's fixed cost). Medians over rounds; a slope is never below 0."""
+    slopes: dict[str, list[float]] = {}
+    intercepts: dict[str, list[float]] = {}
+    for lo, hi in zip(low, fixed, strict=True):
+        dx = hi["rps"] - lo["rps"]
+        if dx <= 0:
+            continue
+        for k in set(lo["cpu_s"]) | set(hi["cpu_s"]):
+            u_lo = lo["cpu_s"].get(k, 0.0) / lo["wall_s"]
+            u_hi = hi["cpu_s"].get(k, 0.0) / hi["wall_s"]
+            slope = max(0.0, (u_hi - u_lo) / dx)
+            slopes.setdefault(k, []).append(1000 * slope)
+            intercepts.setdefault(k, []).append(max(0.0, u_hi - slope * hi["rps"]))
+    return {
+        "ms_per_request": {
+            k: round(statistics.median(v), 4)
+            for k, v in sorted(slopes.items(), key=lambda kv: -statistics.median(kv[1]))
+        },
+        "intercept_cores": {k: round(statistics.median(v), 4) for k, v in intercepts.items()},
+    }
+
+
+def fit_model(
+    fitted: dict[str, Any],
+    counts: dict[str, int],
+    cores: int,
+    measured_rps: float,
+    hot: bool = False,
+    foreign: float = 0.0,
+) -> dict[str, Any]:
+    """The prediction from the fit: (C - intercepts - other work) x 1000 / sum of slopes,
+    and per kind of n processes of t threads (n x t - its intercept) x 1000 / its slope."""
+    ms, base = fitted["ms_per_request"], fitted["intercept_cores"]
+    limits = {}
+    for k, v in ms.items():
+        per_process = THREADS.get(k, 1)
+        if k != CLIENT and v > 0.02 and per_process:
+            n = 1 if (hot and k == "inventory shard") else counts.get(k, 1)
+            limits[k] = max(0.0, n * per_process - base.get(k, 0.0)) * 1000 / v
+    here_cpu = (cores - sum(base.values()) - foreign) * 1000 / max(1e-9, sum(ms.values()))
+    here = min([here_cpu, *limits.values()])
+    return {
+        "sum_ms": round(sum(v for k, v in ms.items() if k != CLIENT), 3),
+        "intercept_cores": round(sum(base.values()), 3),
+        "predicted_here_rps": round(here, 0),
+        "predicted_here_by": "CPU" if here == here_cpu else min(limits, key=lambda k: limits[k]),
+        "measured_rps": round(measured_rps, 0),
+        "ratio": round(measured_rps / here, 3) if here > 0 else None,
+        "within_25pct": here > 0 and 0.75 <= measured_rps / here <= 1.25,
     }
 
 
@@ -411,10 +495,10 @@ def main() -> None:
     p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument(
-        "--fixed-fraction", type=float, default=0.8, help="fixed load / saturated throughput"
+        "--fixed-fraction", type=float, default=0.85, help="fixed load / saturated throughput"
     )
     p.add_argument(
-        "--low-fraction", type=float, default=0.5, help="a second, lower fixed load (0: none)"
+        "--low-fraction", type=float, default=0.4, help="a second, lower fixed load (0: none)"
     )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--idle", type=float, default=8.0)
@@ -482,10 +566,11 @@ def main() -> None:
                 for rnd in range(a.rounds):
                     saturated = 0.0
                     for load, fraction in (("saturated", 0), *fractions):
-                        # a fixed load: each connection waits so that the offered rate is
-                        # this fraction of what the round's saturated run answered
-                        delay = a.connections * 1000 / (fraction * saturated) if fraction else 0
-                        run = run_load(base, script, a.seconds, a.connections, delay, pid)
+                        # a fixed load: an offered rate of this fraction of what the round's
+                        # saturated run answered, paced by a schedule (open loop)
+                        rate = fraction * saturated
+                        run = run_load(base, script, a.seconds, a.connections, rate, pid)
+                        run["offered_rps"] = round(rate, 1)
                         saturated = saturated or run["rps"]
                         run["load"], run["round"] = load, rnd + 1
                         runs.append(run)
@@ -516,6 +601,17 @@ def main() -> None:
                     foreign=summary["saturated"]["foreign_cores"],
                 )
                 if summary["low"]:
+                    low_runs = [r for r in runs if r["load"] == "low"]
+                    fixed_runs = [r for r in runs if r["load"] == "fixed"]
+                    summary["fit"] = fit(low_runs, fixed_runs)
+                    summary["model_from_fit"] = fit_model(
+                        summary["fit"],
+                        counts,
+                        a.cores,
+                        summary["saturated"]["rps"],
+                        hot=name == "flash",
+                        foreign=summary["saturated"]["foreign_cores"],
+                    )
                     summary["model_from_low_load_costs"] = model(
                         summary["low"]["ms_per_request"],
                         idle,

@@ -87,8 +87,8 @@ def check_section(cap: dict[str, Any]) -> list[str]:
         "| route | predicted here (req/s) | bound by | measured saturated (req/s, median) | "
         "measured / predicted | within 25% | other work (cores) | quiet-machine prediction "
         "(req/s) | from saturated costs: predicted, ratio | from low-load costs: predicted, "
-        "ratio | p99 saturated (ms) |",
-        "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | --- | --- | ---: |",
+        "ratio | from the fit of the two paced loads: predicted, ratio | p99 saturated (ms) |",
+        "| --- | ---: | --- | ---: | ---: | --- | ---: | ---: | --- | --- | --- | ---: |",
     ]
     for r, row in cap["routes"].items():
         m, s = row["model"], row["model_from_saturated_costs"]
@@ -96,12 +96,15 @@ def check_section(cap: dict[str, Any]) -> list[str]:
         runs = ", ".join(_n(x) for x in sat["runs_rps"])
         lo = row.get("model_from_low_load_costs")
         low = f"{_n(lo['predicted_here_rps'])}, {lo['ratio']:.2f}" if lo else "-"
+        fm = row.get("model_from_fit")
+        fitted = f"{_n(fm['predicted_here_rps'])}, {fm['ratio']:.2f}" if fm and fm["ratio"] else "-"
         lines.append(
             f"| {NAMES.get(r, r)} | {_n(m['predicted_here_rps'])} | {m['predicted_here_by']} | "
             f"{_n(m['measured_rps'])} ({runs}) | {m['ratio']:.2f} | "
             f"{'yes' if m['within_25pct'] else '**no**'} | {m.get('foreign_cores', 0):.2f} | "
             f"{_n(m.get('predicted_quiet_rps', m['predicted_here_rps']))} | "
-            f"{_n(s['predicted_here_rps'])}, {s['ratio']:.2f} | {low} | {sat['p99_ms']:.1f} |"
+            f"{_n(s['predicted_here_rps'])}, {s['ratio']:.2f} | {low} | {fitted} | "
+            f"{sat['p99_ms']:.1f} |"
         )
     return lines
 
@@ -245,7 +248,11 @@ def render(cap: dict[str, Any] | None, mem: list[dict[str, Any]]) -> str:
             "model fed with the costs measured in the saturated runs and at the low load: "
             "batches (group commit, coalesced shard calls, the outbox relay's reads) grow with "
             "the load, so a request costs less near saturation, and costs measured at a low "
-            "load underestimate what a node serves.",
+            "load underestimate what a node serves. 'From the fit' fits each component's CPU "
+            "against the throughput through the two paced loads of a round (the utilization "
+            "law, U = intercept + slope x X: the slope is the marginal ms per request, the "
+            "intercept the cores the load keeps busy whatever its rate) and predicts "
+            "`(C - intercepts - other work) x 1000 / sum of slopes`.",
             "",
             "## Check: the same CPUs as a multi-node cluster",
             "",
