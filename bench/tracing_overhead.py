@@ -17,8 +17,11 @@ alternates between rounds. The two measurements of a pair are seconds apart on t
 machine, so a shared machine's drift (other work starting and stopping) weighs on both,
 and no server start sits between them. Reported per mode and endpoint, as medians over
 rounds: req/s and p50/p99; then on/off of the req/s medians (the target: >= 0.95) and
-the median of each round's own on/off. The machine's load average is recorded around
-every measurement: read the figures with it.
+the median of each round's own on/off. Around each measured run the CPU of the loaded
+server's processes, MariaDB and Redis is read (/proc/<pid>/stat): CPU ms per request per
+mode, and off/on of those, which is what tracing costs a CPU-bound machine in throughput and
+is less sensitive than req/s to other work on a shared machine. The machine's load average
+is recorded around every measurement: read the figures with it.
 
 Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations; the servers are
 stopped at the end).
@@ -45,6 +48,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _harness import raymall_server  # noqa: E402
 from _harness import run_wrk as run_http_wrk  # noqa: E402
+from capacity_procs import cpu_by_kind, sample_cpu, serve_pid, servers, tree  # noqa: E402
 from catalog_bench import catalog_facts, wrk_scripts  # noqa: E402
 from catalog_bench import seed as seed_catalog  # noqa: E402
 from flash_sale import BIG, run_wrk  # noqa: E402
@@ -94,18 +98,28 @@ def start_sale(base: str, ctx: dict[str, Any]) -> str:
 
 
 def measure(
-    endpoint: str, base: str, path: str, ctx: dict[str, Any], a: argparse.Namespace
+    endpoint: str, base: str, path: str, ctx: dict[str, Any], a: argparse.Namespace, pid: int
 ) -> dict[str, Any]:
-    """One measurement of ``endpoint`` on the server at ``base``: warm-up, then the run."""
-    if endpoint == "flash":
-        run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
-        flash = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads)
-        return {k: flash[k] for k in ("rps", "p50_ms", "p99_ms", "errors")}
+    """One measurement of ``endpoint`` on the server at ``base`` (``raymall serve``'s pid):
+    warm-up, then the run, with the CPU the server's processes, MariaDB and Redis spent in
+    it per request (less sensitive than req/s to other work on a shared machine)."""
     script = str(ctx["scripts"]["detail"])
     options = {"threads": a.threads, "connections": a.connections, "script": script}
-    run_http_wrk(base + "/products", seconds=a.warmup, **options)
-    detail = run_http_wrk(base + "/products", seconds=a.seconds, **options)
-    return {k: detail[k] for k in ("rps", "p50_ms", "p99_ms", "non_2xx")}
+    if endpoint == "flash":
+        run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
+    else:
+        run_http_wrk(base + "/products", seconds=a.warmup, **options)
+    before = sample_cpu(tree(pid) + servers())
+    if endpoint == "flash":
+        got = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads)
+        keys: tuple[str, ...] = ("rps", "p50_ms", "p99_ms", "errors")
+    else:
+        got = run_http_wrk(base + "/products", seconds=a.seconds, **options)
+        keys = ("rps", "p50_ms", "p99_ms", "non_2xx")
+    cpu = sum(cpu_by_kind(before, sample_cpu(tree(pid) + servers())).values())
+    out = {k: got[k] for k in keys}
+    out["cpu_ms_per_request"] = round(1000 * cpu / max(1.0, got["rps"] * a.seconds), 4)
+    return out
 
 
 def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
@@ -121,18 +135,20 @@ def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[st
             for mode in MODES
         }
         paths = {mode: start_sale(bases[mode], ctx) for mode in MODES}
+        pids = {mode: serve_pid(vars_[mode]) for mode in MODES}
         for rnd in range(1, a.rounds + 1):
             order = MODES if rnd % 2 else MODES[::-1]
             for endpoint in ("flash", "detail"):
                 for mode in order:
                     block = blocks.setdefault((rnd, mode), {"mode": mode, "round": rnd})
                     load_before = os.getloadavg()[0]
-                    got = measure(endpoint, bases[mode], paths[mode], ctx, a)
+                    got = measure(endpoint, bases[mode], paths[mode], ctx, a, pids[mode])
                     got["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                     block[endpoint] = got
                     print(
                         f"round {rnd} {endpoint:6} tracing {mode:3}: {got['rps']:7.0f} req/s"
-                        f" (p50 {got['p50_ms']:.1f} ms, p99 {got['p99_ms']:.1f} ms)"
+                        f" (p50 {got['p50_ms']:.1f} ms, p99 {got['p99_ms']:.1f} ms,"
+                        f" {got['cpu_ms_per_request']:.3f} ms of CPU per request)"
                         f"; load {got['load'][0]:.1f} -> {got['load'][1]:.1f}",
                         flush=True,
                     )
@@ -155,7 +171,16 @@ def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
                 "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
                 "runs": [round(r["rps"], 1) for r in runs],
             }
+        for mode in MODES:
+            runs = [b[endpoint] for b in blocks if b["mode"] == mode]
+            row[mode]["cpu_ms_per_request"] = round(
+                statistics.median(r["cpu_ms_per_request"] for r in runs), 4
+            )
         row["on_over_off"] = round(row["on"]["rps"] / row["off"]["rps"], 3)
+        # what the CPU per request gives a CPU-bound machine: off's CPU / on's CPU
+        row["cpu_off_over_on"] = round(
+            row["off"]["cpu_ms_per_request"] / row["on"]["cpu_ms_per_request"], 3
+        )
         rounds = sorted({b["round"] for b in blocks})
         per_round = []
         for rnd in rounds:
