@@ -163,6 +163,12 @@ def memory_section(mem: list[dict[str, Any]]) -> list[str]:
         )
         + " |"
     )
+    if all("machine_mb" in by[c] for c in configs):
+        lines.append(
+            "| the machine's MemAvailable fell by (MiB) | "
+            + " | ".join(f"{by[c]['machine_mb']:.0f}" for c in configs)
+            + " |"
+        )
     lines.append("")
     for c in configs:
         env = by[c]["env"]
@@ -269,7 +275,9 @@ def render(cap: dict[str, Any] | None, mem: list[dict[str, Any]]) -> str:
         "",
         "RSS counts every page a process maps (shared libraries in each process again); PSS "
         "shares a page among the processes that map it, so PSS adds up to what the server "
-        "really holds. Measured by `bench/memory_footprint.py` on the embedded stores "
+        "really holds; the last row is the whole machine's view (MemAvailable just before "
+        "the start and at the measurement). Measured by `bench/memory_footprint.py` on the "
+        "embedded stores "
         "(`make run`'s setup: SQLite, embedded redis-server, Milvus Lite), demo shop seeded.",
         "",
         *memory_section(mem),
