@@ -124,8 +124,8 @@ async def add_line(request: Request, body: LineIn, token: CartToken = None) -> d
     svc = _svc(request)
     owner = await _owner(request, token)
     await check_on_sale(svc.skus, body.sku_id)
-    await svc.store.put(owner, body.sku_id, body.quantity, add=True)
-    return await svc.view(owner)
+    lines = await svc.store.put_and_list(owner, body.sku_id, body.quantity, add=True)
+    return await svc.view(owner, lines)
 
 
 @router.put("/cart/items/{sku_id}")
@@ -136,8 +136,8 @@ async def set_line(
     svc = _svc(request)
     owner = await _owner(request, token)
     await check_on_sale(svc.skus, sku_id)
-    await svc.store.put(owner, sku_id, body.quantity, add=False)
-    return await svc.view(owner)
+    lines = await svc.store.put_and_list(owner, sku_id, body.quantity, add=False)
+    return await svc.view(owner, lines)
 
 
 @router.delete("/cart/items/{sku_id}", status_code=204)

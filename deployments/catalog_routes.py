@@ -159,6 +159,7 @@ async def image(request: Request, name: Annotated[str, Path(max_length=80)]) -> 
 # ---- the hot reads below FastAPI (``deployments.edge.Shortcut``) -------------------------
 _DETAIL = re.compile(r"/products/([1-9][0-9]{0,18})")
 _DIGITS = re.compile(r"[1-9][0-9]{0,5}")
+_ID = re.compile(r"[1-9][0-9]{0,18}")
 LIST_SORTS = ("newest", "sales", "price_asc", "price_desc", "rating")
 MAX_ID = 2**63 - 1
 
@@ -203,9 +204,9 @@ class DetailShortcut:
         return await _answer(scope, send, self.path, read)
 
 
-def plain_listing_args(query: bytes) -> tuple[int, int, str] | None:
-    """(page, size, sort) of a listing whose query names at most those three, each once,
-    as plain valid values; None for anything else, which the app then rules on."""
+def plain_listing_args(query: bytes) -> tuple[int, int, str, int | None] | None:
+    """(page, size, sort, category_id) of a listing whose query names at most those four,
+    each once, as plain valid values; None for anything else, which the app then rules on."""
     args: dict[str, str] = {}
     if query:
         try:
@@ -213,7 +214,7 @@ def plain_listing_args(query: bytes) -> tuple[int, int, str] | None:
         except (UnicodeDecodeError, ValueError):
             return None
         for name, value in pairs:
-            if name not in ("page", "size", "sort") or name in args:
+            if name not in ("page", "size", "sort", "category_id") or name in args:
                 return None
             args[name] = value
     page, size, sort = args.get("page", "1"), args.get("size", "20"), args.get("sort", "newest")
@@ -221,11 +222,14 @@ def plain_listing_args(query: bytes) -> tuple[int, int, str] | None:
         return None
     if int(page) > MAX_PAGE or int(size) > MAX_PAGE_SIZE:
         return None
-    return int(page), int(size), sort
+    category = args.get("category_id")
+    if category is not None and not (_ID.fullmatch(category) and int(category) <= MAX_ID):
+        return None
+    return int(page), int(size), sort, None if category is None else int(category)
 
 
 class ListingShortcut:
-    """``GET /products`` with no filters, answered exactly as ``products``."""
+    """``GET /products`` with no filters but a category, answered exactly as ``products``."""
 
     path = "/products"
 
@@ -238,8 +242,8 @@ class ListingShortcut:
         args = plain_listing_args(scope.get("query_string", b""))
         if args is None:
             return False
-        page, size, sort = args
-        filters = ProductFilters()
+        page, size, sort, category_id = args
+        filters = ProductFilters(category_id=category_id)
         return await _answer(
             scope,
             send,

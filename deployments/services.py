@@ -42,6 +42,7 @@ from raymall.catalog.stock_admin import StockAdmin
 from raymall.coupons.admin import CouponAdmin
 from raymall.coupons.pricing import Pricer
 from raymall.coupons.service import CouponService
+from raymall.db import read_sessions
 from raymall.feed import Feed, RedisHealth
 from raymall.flash.live import SaleHub
 from raymall.flash.public import PublicSales
@@ -178,8 +179,8 @@ async def build_services(
         batch_max=s.flash_batch_max,
         window_s=s.flash_batch_window_ms / 1000,
     )
-    pricer = Pricer(ctx.sessions)
-    cart = CartService(s, ctx.sessions, ctx.redis, catalog.availability)
+    pricer = Pricer(read_sessions(ctx.sessions))  # plain reads: no ROLLBACK round trip
+    cart = CartService(s, ctx.sessions, ctx.redis, catalog.availability, catalog.skus.lookup)
     cart.pricer = pricer  # promotions and the best coupon on the cart
     gateway = ServeGateway(payment_provider) if payment_provider is not None else None
     orders = OrderService(

@@ -14,8 +14,11 @@ so only issued tokens open a cart. Guarantees:
   the maximum, and deletes the guest cart, atomically (a repeated merge adds nothing);
 - removing ordered lines subtracts the ordered quantities, so units added to the cart
   while the order was being placed stay in it;
-- a listing carries live prices from the catalog and live availability from the
-  inventory; lines that can no longer be bought are kept and flagged.
+- a listing carries the catalog's prices, as fresh as product detail (the products'
+  documents, ``raymall.catalog.skus``, which every catalog write invalidates; the
+  catalog rows when no such source is wired) and availability from the inventory's read
+  model; lines that can no longer be bought are kept and flagged. An order prices its
+  lines from the catalog rows again.
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from raymall.catalog.skus import CatalogSku
 from raymall.coupons.pricing import Pricer
+from raymall.db import read_sessions
 from raymall.domain.pricing import SkuInfo, check_sku, price
 from raymall.errors import CartLimitExceeded, NotFound
 from raymall.logs import get_logger
@@ -50,7 +55,11 @@ if ARGV[6] == 'add' then new = cur + new end
 if new > tonumber(ARGV[3]) then return {-1, cur} end
 redis.call('HSET', KEYS[1], ARGV[1], new)
 if tonumber(ARGV[5]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[5]) end
-return {new, cur}
+if ARGV[7] ~= '1' then return {new, cur} end
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, cur)
+table.insert(out, 1, new)
+return out
 """
 
 _MERGE = """
@@ -165,6 +174,18 @@ def cart_view(
 
 SkuLoader = Callable[[Sequence[int]], Awaitable[dict[int, SkuInfo]]]
 Availability = Callable[[Sequence[int]], Awaitable[dict[int, int]]]
+CatalogSkus = Callable[[Sequence[int]], Awaitable[dict[int, CatalogSku]]]
+Products = dict[int, tuple[int, int | None]]  # product id -> (category id, brand id)
+
+
+def _lines(flat: Sequence[Any]) -> dict[int, int]:
+    """A cart hash as Redis answers it (HGETALL: a mapping, or field, value, ...)."""
+    pairs = flat.items() if isinstance(flat, Mapping) else zip(flat[0::2], flat[1::2], strict=True)
+    out = {}
+    for sku, qty in pairs:
+        if str(sku).isdigit() and str(qty).lstrip("-").isdigit() and int(qty) > 0:
+            out[int(sku)] = int(qty)
+    return out
 
 
 class CartStore:
@@ -178,20 +199,24 @@ class CartStore:
         self._subtract = redis.register_script(_SUBTRACT)
 
     async def lines(self, owner: CartOwner) -> dict[int, int]:
-        raw = await self.redis.hgetall(owner.key)
-        out = {}
-        for sku, qty in raw.items():
-            if str(sku).isdigit() and str(qty).lstrip("-").isdigit() and int(qty) > 0:
-                out[int(sku)] = int(qty)
-        return out
+        return _lines(await self.redis.hgetall(owner.key))
 
     async def put(self, owner: CartOwner, sku_id: int, qty: int, *, add: bool) -> int:
         """Add ``qty`` to the line (``add``) or set it; answer the new quantity."""
+        return (await self._put(owner, sku_id, qty, add=add, listing=False))[0]
+
+    async def put_and_list(
+        self, owner: CartOwner, sku_id: int, qty: int, *, add: bool
+    ) -> dict[int, int]:
+        """``put``, answering the cart's lines after it (read in the same script)."""
+        return (await self._put(owner, sku_id, qty, add=add, listing=True))[1]
+
+    async def _put(
+        self, owner: CartOwner, sku_id: int, qty: int, *, add: bool, listing: bool
+    ) -> tuple[int, dict[int, int]]:
         lim = self.limits
-        new, cur = await self._add(
-            keys=[owner.key],
-            args=[sku_id, qty, lim.max_qty, lim.max_lines, owner.ttl_s, "add" if add else "set"],
-        )
+        args = [sku_id, qty, lim.max_qty, lim.max_lines, owner.ttl_s, "add" if add else "set"]
+        new, cur, *rest = await self._add(keys=[owner.key], args=[*args, int(listing)])
         if int(new) == -1:
             raise CartLimitExceeded(
                 f"at most {lim.max_qty} units of one SKU in the cart",
@@ -201,7 +226,7 @@ class CartStore:
             raise CartLimitExceeded(
                 f"at most {lim.max_lines} lines in the cart", details={"max_lines": lim.max_lines}
             )
-        return int(new)
+        return int(new), _lines(rest)
 
     async def remove(self, owner: CartOwner, sku_id: int) -> None:
         if not await self.redis.hdel(owner.key, str(sku_id)):
@@ -235,8 +260,10 @@ async def check_on_sale(load: SkuLoader, sku_id: int) -> SkuInfo:
 
 class CartService:
     """A replica's carts: the Redis store, guest tokens, and what a listing shows next to
-    the lines (live prices from the catalog rows; ``availability`` is the catalog's, live
-    from the inventory owner with the last committed value as its fallback)."""
+    the lines (prices from ``catalog_skus``, the catalog's SKUs from their products'
+    documents, or from the catalog rows without it; ``availability`` is the catalog's,
+    from the inventory's read model with the owner and then the last committed value as
+    its fallbacks)."""
 
     def __init__(
         self,
@@ -244,39 +271,59 @@ class CartService:
         sessions: sessionmaker[Session],
         redis: Any,
         availability: Availability,
+        catalog_skus: CatalogSkus | None = None,
     ) -> None:
         self.store = CartStore(
             redis, CartLimits(settings.cart_max_qty_per_line, settings.cart_max_lines)
         )
         self.secret = settings.secret("jwt_secret")
         self.guest_ttl_s = settings.cart_guest_ttl_s
-        self.sessions = sessions
+        self.sessions = read_sessions(sessions)
         self.availability = availability
+        self.catalog_skus = catalog_skus
         # promotions and coupons on the listing (raymall.coupons.pricing; None: none shown)
         self.pricer: Pricer | None = None
 
     async def skus(self, sku_ids: Sequence[int]) -> dict[int, SkuInfo]:
+        """The SKUs among ``sku_ids`` that exist (on sale or not)."""
+        return (await self._catalog(sku_ids))[0]
+
+    async def _catalog(self, sku_ids: Sequence[int]) -> tuple[dict[int, SkuInfo], Products | None]:
+        """The SKUs that exist, and their products' (category, brand) when known."""
+        if self.catalog_skus is not None:
+            found = await self.catalog_skus(sku_ids)
+            infos = {s: c.info for s, c in found.items()}
+            return infos, {c.info.product_id: (c.category_id, c.brand_id) for c in found.values()}
+
         def read() -> dict[int, SkuInfo]:
             with self.sessions() as session:
                 return load_skus(session, list(sku_ids))
 
-        return await asyncio.to_thread(read)
+        return await asyncio.to_thread(read), None
 
-    async def view(self, owner: CartOwner) -> dict[str, Any]:
-        """The cart's lines with live prices and availability, and its total."""
-        lines = await self.store.lines(owner)
+    async def view(
+        self, owner: CartOwner, lines: Mapping[int, int] | None = None
+    ) -> dict[str, Any]:
+        """The cart's lines (``lines``: as just read from the cart) with prices and
+        availability, and its total."""
+        if lines is None:
+            lines = await self.store.lines(owner)
         if not lines:
             return cart_view({}, {}, {})
-        catalog, stock = await asyncio.gather(
-            self.skus(list(lines)), self.availability(list(lines))
-        )
+        ids = list(lines)
+        catalog, products = await self._catalog(ids)  # both answer from memory in steady
+        stock = await self.availability(ids)  # operation, so one after the other
         view = cart_view(lines, catalog, stock)
         if self.pricer is not None:
-            view["pricing"] = await self._pricing(owner, view, catalog)
+            view["pricing"] = await self._pricing(owner, view, catalog, products)
         return view
 
     async def _pricing(
-        self, owner: CartOwner, view: dict[str, Any], catalog: Mapping[int, SkuInfo]
+        self,
+        owner: CartOwner,
+        view: dict[str, Any],
+        catalog: Mapping[int, SkuInfo],
+        products: Products | None,
     ) -> dict[str, Any] | None:
         """The purchasable lines priced with the running promotions and, for a signed-in
         customer, the best combination of their coupons (each line's discount, the saving,
@@ -287,7 +334,7 @@ class CartService:
             return None
         try:
             quote = price(buyable, catalog)
-            priced = await self.pricer.quote(owner.user_id, quote.lines)
+            priced = await self.pricer.quote(owner.user_id, quote.lines, products=products)
         except Exception:
             log.warning("could not price cart %s", owner.key, exc_info=True)
             return {"unavailable": True}

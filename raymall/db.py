@@ -3,11 +3,17 @@
 SQLite (the embedded default) is shared by many Ray processes, so every connection turns on
 WAL and a busy timeout. Where the dialects truly differ, callers branch on
 ``is_mysql(engine)`` here and nowhere else.
+
+Reads that need no transaction of their own take their sessions from ``read_sessions``:
+on MySQL these run each statement in autocommit on a pool of their own, so closing one
+costs no ``ROLLBACK`` round trip (under READ COMMITTED every statement of a transaction
+reads its own fresh snapshot anyway, so a read sees exactly what it saw before).
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,11 +29,18 @@ IDLE_PING_S = 5.0  # MySQL connections idle longer than this are pinged at check
 
 
 def make_engine(
-    url: str, *, pool_size: int = 10, echo: bool = False, io_timeout_s: float | None = None
+    url: str,
+    *,
+    pool_size: int = 10,
+    echo: bool = False,
+    io_timeout_s: float | None = None,
+    autocommit: bool = False,
 ) -> Engine:
     """An engine for ``url``. ``io_timeout_s`` bounds each socket read and write on MySQL,
     so a call on a connection the server dropped without a word fails instead of waiting
-    for ever; leave it unset where a statement may rightly run long (migrations, reindex)."""
+    for ever; leave it unset where a statement may rightly run long (migrations, reindex).
+    ``autocommit`` (MySQL; ignored on SQLite): every statement commits on its own and a
+    session's end sends no ``ROLLBACK``: for ``read_sessions`` only."""
     parsed = make_url(url)
     kwargs: dict[str, Any] = {"echo": echo, "future": True}
     if parsed.get_backend_name() == "sqlite":
@@ -49,6 +62,9 @@ def make_engine(
             pool_recycle=3600,
             isolation_level="READ COMMITTED",
         )
+        if autocommit:
+            # set once per connection; rollback() is then skipped with no round trip
+            kwargs.update(isolation_level="AUTOCOMMIT", skip_autocommit_rollback=True)
         if io_timeout_s is not None:
             kwargs["connect_args"] = {"read_timeout": io_timeout_s, "write_timeout": io_timeout_s}
         q = dict(parsed.query)
@@ -104,6 +120,31 @@ def is_mysql(engine: Engine) -> bool:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+_readers: weakref.WeakKeyDictionary[Engine, sessionmaker[Session]] = weakref.WeakKeyDictionary()
+
+
+def read_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for plain reads beside ``sessions`` (same database): on MySQL, bound to one
+    autocommit engine per engine of ``sessions`` (made on first use, disposed with it), so
+    a read session's end costs no round trip; elsewhere ``sessions`` itself. Never write,
+    lock (``FOR UPDATE``) or rely on one snapshot across statements in them."""
+    engine = sessions.kw.get("bind") if isinstance(sessions, sessionmaker) else None
+    if not isinstance(engine, Engine) or not is_mysql(engine):
+        return sessions
+    found = _readers.get(engine)
+    if found is None:
+        size = engine.pool.size() if hasattr(engine.pool, "size") else 10
+        reader = make_engine(
+            engine.url.render_as_string(hide_password=False),
+            pool_size=size,
+            echo=bool(engine.echo),
+            autocommit=True,
+        )
+        event.listen(engine, "engine_disposed", lambda _engine: reader.dispose())
+        found = _readers[engine] = session_factory(reader)
+    return found
 
 
 @contextmanager

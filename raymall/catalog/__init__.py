@@ -15,5 +15,6 @@ Modules, each with one job:
 - ``media``: image uploads checked by size, declared type and magic bytes;
 - ``demo_data``/``demo_vocab``: the deterministic demo catalog;
 - ``stock_admin``: stock as admins see and adjust it, through the inventory owner;
+- ``skus``: SKUs for the cart, read from their products' cached documents;
 - ``runtime``: all of the above wired for one Serve replica (``Services.catalog``).
 """

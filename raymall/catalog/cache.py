@@ -30,6 +30,7 @@ import asyncio
 import hashlib
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -209,7 +210,7 @@ class DetailCache:
 
 
 LISTING_LOOKUP = """
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2])}
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[2])}
 """
 LISTING_CACHE_NAME = "product_listing"
 
@@ -249,30 +250,44 @@ class ListingCache:
 
     async def get(self, query: dict[str, Any], load: Callable[[], Awaitable[str]]) -> str:
         """The page for ``query`` as JSON text; ``load`` reads it from the database."""
+        return (await self.fetch(query, load))[0]
+
+    async def fetch(
+        self, query: dict[str, Any], load: Callable[[], Awaitable[str]]
+    ) -> tuple[str, float]:
+        """``get``, and the seconds the shared copy of the page has left (0: there is
+        none, as when the cache is off or Redis failed)."""
         if not self.enabled:
             self._count("bypass")
-            return await load()
+            return await load(), 0.0
         key = self.keys.listing(self.digest(query))
         try:
-            gen, cached = await self._lookup(keys=[self.keys.listing_gen(), key])
+            gen, cached, left_ms = await self._lookup(keys=[self.keys.listing_gen(), key])
         except (RedisError, OSError) as exc:
             self._count("error")
             log.warning("listing cache unavailable, reading the database: %s", exc)
             # concurrent reads of one page still share one database read
-            return await self.direct.do(key, load)
+            return await self.direct.do(key, load), 0.0
         generation = gen or "0"  # the app's client decodes replies to str
         if cached is not None:
             stored_gen, _, body = cached.partition("|")
             if stored_gen == generation:
                 self._count("hit")
-                return body
+                return body, max(0, int(left_ms)) / 1000
         self._count("miss")
-        return await self.flight.do((key, generation), lambda: self._fill(key, generation, load))
+        body, read_at = await self.flight.do(
+            (key, generation), lambda: self._fill(key, generation, load)
+        )
+        return body, max(0.0, read_at + self.ttl_ms / 1000 - time.monotonic())
 
-    async def _fill(self, key: str, generation: str, load: Callable[[], Awaitable[str]]) -> str:
+    async def _fill(
+        self, key: str, generation: str, load: Callable[[], Awaitable[str]]
+    ) -> tuple[str, float]:
+        """The page, and when its read began (it is stored for ``ttl`` from after that)."""
+        read_at = time.monotonic()
         body = await load()
         try:
             await self.redis.set(key, f"{generation}|{body}", px=self.ttl_ms)
         except (RedisError, OSError) as exc:
             log.warning("listing cache fill failed: %s", exc)
-        return body
+        return body, read_at

@@ -12,18 +12,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import Select, and_, bindparam, func, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from models import Product
 from raymall import jsonin
-from raymall.catalog.repository import ProductFilters, filter_clauses, product_summaries
+from raymall.catalog.repository import (
+    FilterShape,
+    ProductFilters,
+    filter_params,
+    product_summaries,
+    shaped_clauses,
+)
 from raymall.errors import ValidationFailed
 
 Sort = Literal["newest", "sales", "price_asc", "price_desc", "rating"]
@@ -95,14 +102,35 @@ def verified_cursor(cursor: str, key: bytes) -> dict[str, Any]:
     return decode_cursor(body)
 
 
-def _after(sort: str, cursor: dict[str, Any]) -> ColumnElement[bool]:
-    key, desc = SORTS[sort]
+def _after(sort: str, cursor: dict[str, Any]) -> tuple[int, int]:
+    """The (sort key, id) a cursor continues after; 422 if it is not this sort's."""
     value, last_id = cursor.get("v"), cursor.get("i")
     if cursor.get("s") != sort or not _is_int(value) or not _is_int(last_id):
         raise ValidationFailed("cursor does not belong to this sort", details={"field": "cursor"})
-    if desc:
-        return or_(key < value, and_(key == value, Product.id < last_id))
-    return or_(key > value, and_(key == value, Product.id > last_id))
+    return int(value), int(last_id)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=512)
+def _statements(shape: FilterShape, sort: str, keyset: bool) -> tuple[Select[Any], Select[Any]]:
+    """The count and the page statements for a shape of filters and a sort, built once
+    with bound parameters (``filter_params``; ``limit``, and ``offset`` or the keyset's
+    ``after_v`` and ``after_i``)."""
+    clauses = shaped_clauses(shape)
+    count = select(func.count()).select_from(Product).where(*clauses)
+    key, desc = SORTS[sort]
+    order = (key.desc(), Product.id.desc()) if desc else (key.asc(), Product.id.asc())
+    stmt = select(Product.id, key).where(*clauses).order_by(*order).limit(bindparam("limit"))
+    if keyset:
+        value: Any = bindparam("after_v")
+        last_id: Any = bindparam("after_i")
+        if desc:
+            after = or_(key < value, and_(key == value, Product.id < last_id))
+        else:
+            after = or_(key > value, and_(key == value, Product.id > last_id))
+        stmt = stmt.where(after)
+    else:
+        stmt = stmt.offset(bindparam("offset"))
+    return count, stmt
 
 
 def _is_int(v: Any) -> bool:
@@ -124,16 +152,15 @@ def list_products(
         raise ValidationFailed(f"unknown sort '{sort}'", details={"field": "sort"})
     if not 1 <= size <= MAX_PAGE_SIZE or not 1 <= page <= MAX_PAGE:
         raise ValidationFailed("page or size out of range", details={"field": "size"})
-    clauses = filter_clauses(filters)
-    total = int(session.scalar(select(func.count()).select_from(Product).where(*clauses)) or 0)
-    key, desc = SORTS[sort]
-    order = (key.desc(), Product.id.desc()) if desc else (key.asc(), Product.id.asc())
-    stmt = select(Product.id, key).where(*clauses).order_by(*order).limit(size + 1)
+    params = filter_params(filters)
+    count, stmt = _statements(FilterShape.of(filters), sort, cursor is not None)
+    total = int(session.scalar(count, params) or 0)
+    params["limit"] = size + 1
     if cursor is not None:
-        stmt = stmt.where(_after(sort, decode_cursor(cursor)))
+        params["after_v"], params["after_i"] = _after(sort, decode_cursor(cursor))
     else:
-        stmt = stmt.offset((page - 1) * size)
-    rows = session.execute(stmt).all()
+        params["offset"] = (page - 1) * size
+    rows = session.execute(stmt, params).all()
     more = len(rows) > size
     rows = rows[:size]
     next_cursor = None

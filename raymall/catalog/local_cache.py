@@ -14,7 +14,9 @@ holds. Guarantees:
   if the token is unchanged when it lands; a write's message processed in between makes
   the token stale, and one processed after it drops the copy;
 - **bounded**: at most ``max_docs`` documents and ``max_pages`` pages (oldest out), a
-  document for at most ``doc_ttl_s`` and a page for at most ``page_ttl_s``.
+  document for at most ``doc_ttl_s`` and a page for at most ``page_ttl_s`` and never
+  longer than the shared copy it came from has left (so what the listing cache's TTL
+  bounds, the ``in_stock`` filter, stays bounded by it).
 
 Freshness is the feed's: another replica's write shows here once its message arrives
 (well under a millisecond on one host), while the writer's own replica drops its copy
@@ -48,19 +50,21 @@ class _Bounded(Generic[V]):
         self.max_items = max_items
         self.ttl_s = ttl_s
         self.clock = clock
-        self.items: OrderedDict[Any, tuple[float, V]] = OrderedDict()
+        self.items: OrderedDict[Any, tuple[float, V]] = OrderedDict()  # key -> (expiry, value)
 
     def get(self, key: Any) -> V | None:
         found = self.items.get(key)
         if found is None:
             return None
-        if self.clock() - found[0] > self.ttl_s:
+        if self.clock() > found[0]:
             del self.items[key]
             return None
         return found[1]
 
-    def put(self, key: Any, value: V) -> None:
-        self.items[key] = (self.clock(), value)
+    def put(self, key: Any, value: V, ttl_s: float | None = None) -> None:
+        """Keep ``value`` for ``ttl_s`` (at most the limit) from now."""
+        life = self.ttl_s if ttl_s is None else min(ttl_s, self.ttl_s)
+        self.items[key] = (self.clock() + life, value)
         self.items.move_to_end(key)
         while len(self.items) > self.max_items:
             self.items.popitem(last=False)
@@ -136,9 +140,11 @@ class LocalCatalog:
     def page_token(self) -> int:
         return self._page_epoch
 
-    def put_page(self, key: Any, token: int, page: Any) -> None:
+    def put_page(self, key: Any, token: int, page: Any, ttl_s: float | None = None) -> None:
+        """Keep ``page`` for ``ttl_s`` (the time its shared copy has left; at most
+        ``page_ttl_s``), unless a write was seen since ``token`` was taken."""
         if token == self._page_epoch and self.connected():
-            self.pages.put(key, page)
+            self.pages.put(key, page, ttl_s)
 
 
 class PageParts:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import CTE, ColumnElement, and_, exists, literal, select
+from sqlalchemy import CTE, ColumnElement, and_, bindparam, exists, literal, select
 from sqlalchemy.orm import Session
 
 from models import Brand, Category, Inventory, Product, Sku
@@ -35,8 +35,9 @@ class ProductFilters:
     statuses: tuple[str, ...] = ("published",)
 
 
-def subtree_cte(category_id: int) -> CTE:
-    """Ids of a category and all its descendants."""
+def subtree_cte(category_id: Any) -> CTE:
+    """Ids of a category and all its descendants (``category_id``: a value or a bound
+    parameter)."""
     tree = (
         select(Category.id, literal(0).label("depth"))
         .where(Category.id == category_id)
@@ -68,23 +69,96 @@ def category_path(session: Session, category_id: int) -> list[dict[str, Any]]:
     return [{"id": int(r.id), "name": r.name, "slug": r.slug} for r in rows]
 
 
-def filter_clauses(f: ProductFilters) -> list[ColumnElement[bool]]:
-    clauses: list[ColumnElement[bool]] = []
+@dataclass(frozen=True)
+class FilterShape:
+    """Which filters a ``ProductFilters`` sets (not their values): the shape of its
+    statement, which ``shaped_clauses`` builds once with bound parameters."""
+
+    statuses: bool
+    category: bool
+    brand: bool
+    min_price: bool
+    max_price: bool
+    in_stock: bool
+
+    @staticmethod
+    def of(f: ProductFilters) -> FilterShape:
+        return FilterShape(
+            bool(f.statuses),
+            f.category_id is not None,
+            f.brand_id is not None,
+            f.min_price_cents is not None,
+            f.max_price_cents is not None,
+            f.in_stock,
+        )
+
+
+def filter_params(f: ProductFilters) -> dict[str, Any]:
+    """The values of ``shaped_clauses(FilterShape.of(f))``'s parameters."""
+    params: dict[str, Any] = {}
     if f.statuses:
-        clauses.append(Product.status.in_(f.statuses))
+        params["f_statuses"] = list(f.statuses)
     if f.category_id is not None:
-        tree = subtree_cte(f.category_id)
-        clauses.append(Product.category_id.in_(select(tree.c.id)))
+        params["f_category"] = f.category_id
     if f.brand_id is not None:
-        clauses.append(Product.brand_id == f.brand_id)
-    if f.min_price_cents is not None or f.max_price_cents is not None:
+        params["f_brand"] = f.brand_id
+    if f.min_price_cents is not None:
+        params["f_min_price"] = f.min_price_cents
+    if f.max_price_cents is not None:
+        params["f_max_price"] = f.max_price_cents
+    return params
+
+
+def shaped_clauses(shape: FilterShape) -> list[ColumnElement[bool]]:
+    """``filter_clauses`` with bound parameters in place of the values (``filter_params``),
+    so that a statement built once per shape serves every value (SQLAlchemy computes a
+    statement's cache key once per statement object, and a key over a recursive CTE costs
+    more than the query)."""
+
+    def given(name: str, present: bool) -> Any:
+        return bindparam(name) if present else None
+
+    return _clauses(
+        bindparam("f_statuses", expanding=True) if shape.statuses else None,
+        given("f_category", shape.category),
+        given("f_brand", shape.brand),
+        given("f_min_price", shape.min_price),
+        given("f_max_price", shape.max_price),
+        shape.in_stock,
+    )
+
+
+def filter_clauses(f: ProductFilters) -> list[ColumnElement[bool]]:
+    return _clauses(
+        f.statuses or None,
+        f.category_id,
+        f.brand_id,
+        f.min_price_cents,
+        f.max_price_cents,
+        f.in_stock,
+    )
+
+
+def _clauses(
+    statuses: Any, category_id: Any, brand_id: Any, min_price: Any, max_price: Any, in_stock: bool
+) -> list[ColumnElement[bool]]:
+    """The filters' clauses; each value a plain value or a bound parameter (None: unset)."""
+    clauses: list[ColumnElement[bool]] = []
+    if statuses is not None:
+        clauses.append(Product.status.in_(statuses))
+    if category_id is not None:
+        tree = subtree_cte(category_id)
+        clauses.append(Product.category_id.in_(select(tree.c.id)))
+    if brand_id is not None:
+        clauses.append(Product.brand_id == brand_id)
+    if min_price is not None or max_price is not None:
         price = [Sku.product_id == Product.id]
-        if f.min_price_cents is not None:
-            price.append(Sku.price_cents >= f.min_price_cents)
-        if f.max_price_cents is not None:
-            price.append(Sku.price_cents <= f.max_price_cents)
+        if min_price is not None:
+            price.append(Sku.price_cents >= min_price)
+        if max_price is not None:
+            price.append(Sku.price_cents <= max_price)
         clauses.append(exists().where(and_(*price)))
-    if f.in_stock:
+    if in_stock:
         clauses.append(
             exists()
             .where(Sku.product_id == Product.id, Inventory.sku_id == Sku.id)
@@ -159,13 +233,17 @@ def db_availability(session: Session, sku_ids: Sequence[int]) -> dict[int, int]:
 def in_stock_products(session: Session, product_ids: Sequence[int]) -> set[int]:
     if not product_ids:
         return set()
-    rows = session.scalars(
-        select(Sku.product_id)
-        .join(Inventory, Inventory.sku_id == Sku.id)
-        .where(Sku.product_id.in_(product_ids), Inventory.available > 0)
-        .distinct()
-    )
+    rows = session.scalars(_IN_STOCK, {"ids": [int(p) for p in product_ids]})
     return {int(p) for p in rows}
+
+
+# built once (see ``shaped_clauses``): the ids are an expanding parameter
+_IN_STOCK = (
+    select(Sku.product_id)
+    .join(Inventory, Inventory.sku_id == Sku.id)
+    .where(Sku.product_id.in_(bindparam("ids", expanding=True)), Inventory.available > 0)
+    .distinct()
+)
 
 
 # The products among a list that exist and have no SKU in stock. Most listed products are in
@@ -192,23 +270,43 @@ def sold_out_products(session: Session, product_ids: Sequence[int]) -> set[int]:
     return {int(r[0]) for r in conn.exec_driver_sql(sql, tuple(int(p) for p in product_ids))}
 
 
+_CARD_COLUMNS = (
+    Product.id,
+    Product.title,
+    Product.brand_id,
+    Product.category_id,
+    Product.status,
+    Product.min_price_cents,
+    Product.max_price_cents,
+    Product.images,
+    Product.sales_count,
+    Product.rating_count,
+    Product.rating_x100,
+    Product.created_ms,
+)
+
+
+# the card's columns only (no ORM objects, no description or search text), built once
+_CARDS = (
+    select(*_CARD_COLUMNS, Brand.name.label("brand_name"))
+    .outerjoin(Brand, Brand.id == Product.brand_id)
+    .where(Product.id.in_(bindparam("ids", expanding=True)))
+)
+
+
 def product_summaries(session: Session, product_ids: Sequence[int]) -> list[dict[str, Any]]:
     """Listing cards for ``product_ids``, in the given order (missing ids are skipped)."""
     if not product_ids:
         return []
-    rows = session.execute(
-        select(Product, Brand.name)
-        .outerjoin(Brand, Brand.id == Product.brand_id)
-        .where(Product.id.in_(product_ids))
-    ).all()
+    rows = session.execute(_CARDS, {"ids": [int(p) for p in product_ids]}).all()
     stocked = in_stock_products(session, product_ids)
     by_id = {}
-    for product, brand_name in rows:
+    for product in rows:
         by_id[int(product.id)] = {
             "id": int(product.id),
             "title": product.title,
             "brand": (
-                {"id": int(product.brand_id), "name": brand_name}
+                {"id": int(product.brand_id), "name": product.brand_name}
                 if product.brand_id is not None
                 else None
             ),
@@ -268,9 +366,14 @@ def sku_ids_of(session: Session, product_ids: Sequence[int]) -> dict[int, list[i
     if not product_ids:
         return {}
     out: dict[int, list[int]] = {}
-    rows = session.execute(
-        select(Sku.product_id, Sku.id).where(Sku.product_id.in_(product_ids)).order_by(Sku.id)
-    )
+    rows = session.execute(_SKU_IDS, {"ids": [int(p) for p in product_ids]})
     for pid, sku_id in rows:
         out.setdefault(int(pid), []).append(int(sku_id))
     return out
+
+
+_SKU_IDS = (
+    select(Sku.product_id, Sku.id)
+    .where(Sku.product_id.in_(bindparam("ids", expanding=True)))
+    .order_by(Sku.id)
+)

@@ -3,7 +3,9 @@ and the public reads (listing, search, categories, brands), wired from the resol
 settings. The HTTP routes call this and nothing deeper. Availability comes from the
 replica's mirror of the read model the inventory owners publish
 (``raymall.catalog.availability``), from the owner (the ``LiveStock`` port) for what the
-mirror cannot answer, and from the database when neither can."""
+mirror cannot answer, and from the database when neither can. SKUs for the cart come from
+their products' documents (``raymall.catalog.skus``). Reads use read sessions
+(``raymall.db.read_sessions``); the catalog service writes with ``sessions``."""
 
 from __future__ import annotations
 
@@ -39,7 +41,9 @@ from raymall.catalog.repository import (
 from raymall.catalog.search import search_products
 from raymall.catalog.search_cache import SearchCache
 from raymall.catalog.service import CatalogService
+from raymall.catalog.skus import SkuDirectory
 from raymall.catalog.text import query_terms
+from raymall.db import read_sessions
 from raymall.errors import NotFound
 from raymall.feed import Feed, scoped_channel
 from raymall.logs import get_logger
@@ -85,7 +89,7 @@ class CatalogRuntime:
     ) -> None:
         assert settings.redis_url, "settings must be resolved"
         self.settings = settings
-        self.sessions = sessions
+        self.sessions = read_sessions(sessions)  # the reads below; the service writes
         self.inventory = inventory
         self.sync_redis = redis_sync.Redis.from_url(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=2
@@ -126,6 +130,7 @@ class CatalogRuntime:
         self._refresher: asyncio.Task[None] | None = None
         self.mirror: AvailabilityMirror | None = None
         self.local: LocalCatalog | None = None
+        self.skus = SkuDirectory(self.sessions, self.documents)
 
     def follow(self, feed: Feed, redis: Any) -> None:
         """Read availability from the read model the shards publish, through ``feed``
@@ -144,7 +149,8 @@ class CatalogRuntime:
         if self.settings.cache_enabled:
             self.local = local = LocalCatalog(
                 lambda: feed.connected,
-                page_ttl_s=min(5.0, self.settings.listing_cache_ttl_s),
+                # a page lives as long as its shared copy has left (``ListingCache.fetch``)
+                page_ttl_s=self.settings.listing_cache_ttl_s,
                 doc_ttl_s=min(60.0, self.settings.cache_ttl_s),
             )
             channel = scoped_channel(self.settings.redis_url, local_cache.CHANNEL)
@@ -182,18 +188,19 @@ class CatalogRuntime:
         parts = local.page(key) if local is not None else None
         if parts is None:
             token = local.page_token() if local is not None else 0
-            parts = PageParts(await self._listing_text(filters, sort, page, size, cursor))
-            if local is not None:
-                local.put_page(key, token, parts)
+            text, left_s = await self._listing_text(filters, sort, page, size, cursor)
+            parts = PageParts(text)
+            if local is not None and left_s > 0:
+                local.put_page(key, token, parts, left_s)
         if self.mirror is None:
             return parts.render(lambda sku_ids: None)
         return parts.render(self.mirror.in_stock_view())
 
     async def _listing_text(
         self, filters: ProductFilters, sort: str, page: int, size: int, cursor: str | None
-    ) -> str:
+    ) -> tuple[str, float]:
         """The page's JSON text with its cards' SKU ids (``_skus``), through the listing
-        cache."""
+        cache, and the seconds its shared copy has left."""
         # everything the page depends on: the cache key
         query = {
             "filters": asdict(filters),
@@ -212,7 +219,7 @@ class CatalogRuntime:
                 found["_skus"] = [by_product.get(card["id"], []) for card in found["items"]]
                 return json.dumps(found, separators=(",", ":"))
 
-        return await self.listings.get(query, lambda: asyncio.to_thread(run))
+        return await self.listings.fetch(query, lambda: asyncio.to_thread(run))
 
     async def admin_listing(
         self, filters: ProductFilters, *, sort: str, page: int, size: int, cursor: str | None
@@ -328,6 +335,27 @@ class CatalogRuntime:
             if doc is not None:
                 local.put_doc(product_id, token, doc)
         return doc
+
+    async def documents(self, product_ids: Sequence[int]) -> dict[int, dict[str, Any] | None]:
+        """``document`` of each product: the replica's copies at once, the others read
+        together."""
+        out: dict[int, dict[str, Any] | None] = {}
+        local = self.local
+        missing = list(product_ids)
+        if local is not None and local.usable():
+            missing = []
+            for pid in product_ids:
+                doc = local.doc(pid)
+                if doc is None:
+                    missing.append(pid)
+                else:
+                    out[pid] = doc
+        if len(missing) == 1:
+            out[missing[0]] = await self.document(missing[0])
+        elif missing:
+            docs = await asyncio.gather(*(self.document(pid) for pid in missing))
+            out.update(zip(missing, docs, strict=True))
+        return out
 
     def invalidate_sync(self, product_ids: Sequence[int]) -> None:
         """``invalidate`` for a writer running in a worker thread (after its commit)."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -103,9 +103,14 @@ class Pricer:
         return await self._loads.do("shop", load)  # type: ignore[no-any-return]
 
     async def _lines(
-        self, lines: Sequence[PricedLine], parents: dict[int, int | None]
+        self,
+        lines: Sequence[PricedLine],
+        parents: dict[int, int | None],
+        known: Mapping[int, tuple[int, int | None]] | None = None,
     ) -> list[PriceLine]:
         ids = sorted({ln.product_id for ln in lines})
+        if known is not None and all(i in known for i in ids):
+            return price_lines(lines, dict(known), parents)
 
         def read(session: Session) -> dict[int, tuple[int, int | None]]:
             rows = session.execute(
@@ -121,10 +126,12 @@ class Pricer:
         user_id: int | None,
         lines: Sequence[PricedLine],
         coupon_ids: Sequence[int] | None = None,
+        products: Mapping[int, tuple[int, int | None]] | None = None,
     ) -> Priced:
-        """Promotions, and the named coupons or else the user's best combination."""
+        """Promotions, and the named coupons or else the user's best combination.
+        ``products``: the lines' products' (category, brand) when the caller has them."""
         promos, parents = await self._shop()
-        priced_lines = await self._lines(lines, parents)
+        priced_lines = await self._lines(lines, parents, products)
         now = now_ms()
         if coupon_ids:
             assert user_id is not None

@@ -53,6 +53,20 @@ def test_a_user_cart_holds_lines_with_live_prices_and_stock(
     )
     assert patched.status_code == 200, patched.text
     assert client.get("/cart", headers=h).json()["total_cents"] == 5000
+    # so is taking a product off sale: its line is flagged, adding it is refused
+    product = lines[kettle]["product_id"]
+    off = client.post(f"/admin/products/{product}/unpublish", headers=admin.headers)
+    assert off.status_code == 200, off.text
+    hidden = {line["sku_id"]: line for line in client.get("/cart", headers=h).json()["items"]}
+    assert hidden[kettle]["problem"] == "sku_not_for_sale" and not hidden[kettle]["purchasable"]
+    _error(
+        client.post("/cart/items", json={"sku_id": kettle, "quantity": 1}, headers=h),
+        409,
+        "sku_not_for_sale",
+    )
+    on = client.post(f"/admin/products/{product}/publish", headers=admin.headers)
+    assert on.status_code == 200, on.text
+    assert client.get("/cart", headers=h).json()["total_cents"] == 5000
     # set, remove, clear
     assert client.put(f"/cart/items/{kettle}", json={"quantity": 1}, headers=h).status_code == 200
     assert client.delete(f"/cart/items/{mug}", headers=h).status_code == 204

@@ -249,7 +249,15 @@ def test_the_read_shortcuts_answer_as_the_routes_do(client: httpx.Client, admin:
         client.get(f"/products/{missing}?via=app")
     )
     _error(client.get(f"/products/{missing}"), 404, "not_found")
-    for query in ("", "?page=1&size=5", "?sort=price_asc&size=3&page=2"):
+    cat = product["category"]["id"]
+    for query in (
+        "",
+        "?page=1&size=5",
+        "?sort=price_asc&size=3&page=2",
+        f"?category_id={cat}&sort=sales",
+        f"?page=1&category_id={cat}",
+        "?category_id=9223372036854775807",  # no such category: an empty listing
+    ):
         fast = client.get(f"/products{query}")
         sep = "&" if query else "?"
         routed = client.get(f"/products{query}{sep}in_stock=false")
@@ -258,6 +266,9 @@ def test_the_read_shortcuts_answer_as_the_routes_do(client: httpx.Client, admin:
     # declined, then refused by the route in the one shape
     _error(client.get("/products?size=0"), 422)
     _error(client.get("/products?sort=cheapest"), 422)
+    _error(client.get("/products?category_id=0"), 422)
+    _error(client.get("/products?category_id=9223372036854775808"), 422)
+    _error(client.get(f"/products?category_id={cat}&category_id={cat}x"), 422)
 
 
 def test_listing_cards_show_stock_from_the_read_model(

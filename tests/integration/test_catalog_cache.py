@@ -279,6 +279,14 @@ async def test_a_listing_page_is_read_once_then_served_from_redis(env: Env) -> N
     other = {**listing_query(env), "page": 2}
     await replica_b.get(other, load)
     assert len(calls) == 2  # another query is another page
+    # what the shared copy has left, which bounds the replicas' own copies
+    body, left = await replica_b.fetch(other, load)
+    assert 25 < left <= 30 and len(calls) == 2
+    await asyncio.sleep(0.3)
+    assert (await replica_a.fetch(other, load))[1] <= left - 0.25
+    dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    assert await ListingCache(dead, ttl_s=30).fetch(other, load) == (body, 0.0)  # none
+    await dead.aclose()
 
 
 async def test_a_catalog_write_makes_every_cached_listing_page_stale(env: Env) -> None:

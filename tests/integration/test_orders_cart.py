@@ -59,6 +59,24 @@ async def test_set_replaces_and_the_line_count_is_capped(store: CartStore) -> No
     assert await store.lines(me) == {1: 2, 2: 1, 3: 9}
 
 
+async def test_put_and_list_answers_the_lines_after_the_change_and_refuses_alike(
+    store: CartStore,
+) -> None:
+    me = owner()
+    assert await store.put_and_list(me, 5, 2, add=True) == {5: 2}
+    assert await store.put_and_list(me, 6, 1, add=True) == {5: 2, 6: 1}
+    assert await store.put_and_list(me, 5, 3, add=True) == {5: 5, 6: 1}
+    assert await store.put_and_list(me, 5, 1, add=False) == {5: 1, 6: 1}
+    await store.put(me, 7, 1, add=True)
+    with pytest.raises(CartLimitExceeded) as err:
+        await store.put_and_list(me, 8, 1, add=True)
+    assert err.value.details == {"max_lines": 3}
+    with pytest.raises(CartLimitExceeded) as err:
+        await store.put_and_list(me, 6, 10, add=True)
+    assert err.value.details == {"sku_id": 6, "max_quantity": 10, "in_cart": 1}
+    assert await store.lines(me) == {5: 1, 6: 1, 7: 1}
+
+
 async def test_the_user_cart_lives_at_cart_user_id_as_sku_to_quantity(store: CartStore) -> None:
     me = owner()
     await store.put(me, 42, 3, add=True)

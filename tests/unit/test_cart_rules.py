@@ -1,8 +1,10 @@
-"""Cart rules that need no Redis: guest tokens and the listing view."""
+"""Cart rules that need no Redis: guest tokens, the listing view and its SKUs as the
+products' documents describe them."""
 
 from __future__ import annotations
 
 from raymall.cart import cart_view, guest_token_ok, issue_guest_token
+from raymall.catalog.skus import CatalogSku, from_document
 from raymall.domain.pricing import SkuInfo
 
 SECRET = "k" * 48
@@ -38,3 +40,31 @@ def test_the_listing_prices_lines_live_and_flags_what_cannot_be_bought() -> None
 
 def test_an_empty_cart_lists_nothing_and_costs_nothing() -> None:
     assert cart_view({}, {}, {}) == {"items": [], "lines": 0, "units": 0, "total_cents": 0}
+
+
+def test_a_sku_is_read_from_its_products_document_only_if_the_document_lists_it() -> None:
+    doc = {
+        "id": 10,
+        "title": "Kettle",
+        "status": "published",
+        "category": {"id": 4, "name": "Kitchen", "path": []},
+        "brand": {"id": 7, "name": "Acme", "slug": "acme"},
+        "skus": [
+            {
+                "id": 1,
+                "product_id": 10,
+                "code": "K-1",
+                "specs": {"size": "1l"},
+                "price_cents": 1999,
+            },
+            {"id": 2, "product_id": 10, "code": "K-2", "specs": {}, "price_cents": 2499},
+        ],
+    }
+    found = from_document(2, doc)
+    assert found == CatalogSku(SkuInfo(2, 10, "Kettle", 2499, True, {}), 4, 7)
+    assert from_document(1, doc).info.specs == {"size": "1l"}  # type: ignore[union-attr]
+    assert from_document(3, doc) is None and from_document(1, None) is None
+    hidden = {**doc, "status": "unpublished", "brand": None}
+    assert from_document(1, hidden) == CatalogSku(
+        SkuInfo(1, 10, "Kettle", 1999, False, {"size": "1l"}), 4, None
+    )

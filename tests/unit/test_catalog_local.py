@@ -69,6 +69,19 @@ def test_pages_drop_on_any_write_and_expire() -> None:
     assert local.page_token() > token
 
 
+def test_a_page_lives_no_longer_than_its_shared_copy_has_left() -> None:
+    local, _, clock = make(page_ttl_s=30.0)
+    local.put_page("short", local.page_token(), "page", 2.0)
+    local.put_page("long", local.page_token(), "page", 300.0)  # capped at page_ttl_s
+    local.put_page("plain", local.page_token(), "page")
+    clock.t = 1.9
+    assert local.page("short") == "page"
+    clock.t = 2.1
+    assert local.page("short") is None and local.page("long") == "page"
+    clock.t = 30.1
+    assert local.page("long") is None and local.page("plain") is None
+
+
 def test_the_copy_is_bounded() -> None:
     local, _, _ = make(max_docs=2)
     for pid in (1, 2, 3):

@@ -29,6 +29,7 @@ class Recorder:
         self.cache = SimpleNamespace(name="sale cache")
         self.shards = SimpleNamespace(name="order shards")
         self.shard_of = len
+        self.skus = SimpleNamespace(lookup=self.availability)
         self.followed: list[Any] = []
         type(self).made.append(self)
 
@@ -158,6 +159,7 @@ async def test_one_inventory_client_serves_flash_catalog_cart_and_the_stock_rout
         assert stock.args[1] is inventory
         (cart,) = wired["CartService"].made
         assert cart.args[3] == catalog.availability  # the cart's availability is the catalog's
+        assert cart.args[4] is catalog.skus.lookup  # and its SKUs the catalog's documents
         (orders,) = wired["OrderService"].made
         assert orders.args[3] is cart.store
         assert isinstance(orders.args[4], wiring.ServeGateway)
