@@ -28,6 +28,9 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 IDLE_PING_S = 5.0  # MySQL connections idle longer than this are pinged at checkout
 
 
+_io_timeouts: weakref.WeakKeyDictionary[Engine, float | None] = weakref.WeakKeyDictionary()
+
+
 def make_engine(
     url: str,
     *,
@@ -70,6 +73,7 @@ def make_engine(
         q = dict(parsed.query)
         q.setdefault("charset", "utf8mb4")
         engine = create_engine(parsed.set(query=q), **kwargs)
+        _io_timeouts[engine] = io_timeout_s  # its read sessions' engine gets the same bound
         event.listen(engine.pool, "checkin", _mark_checkin)
         event.listen(engine.pool, "checkout", _ping_if_idle)
         return engine
@@ -140,6 +144,7 @@ def read_sessions(sessions: sessionmaker[Session]) -> sessionmaker[Session]:
             engine.url.render_as_string(hide_password=False),
             pool_size=size,
             echo=bool(engine.echo),
+            io_timeout_s=_io_timeouts.get(engine),
             autocommit=True,
         )
         event.listen(engine, "engine_disposed", lambda _engine: reader.dispose())

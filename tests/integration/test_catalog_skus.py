@@ -169,3 +169,20 @@ async def test_a_read_session_sends_no_rollback_and_sees_every_commit(
         assert again.scalar_one() == "New"  # each statement reads the latest commit
     engine.dispose()
     assert reader.pool.checkedin() == 0  # disposed with the engine it reads beside
+
+
+def test_a_read_session_keeps_the_engines_io_timeout(mysql_url: str) -> None:
+    """A read on a connection the server dropped fails after the engine's I/O bound, as
+    every other statement does, instead of waiting for ever."""
+    bounded = make_engine(mysql_url, pool_size=1, io_timeout_s=2.5)
+    plain = make_engine(mysql_url, pool_size=1)
+    try:
+        for engine, timeout in ((bounded, 2.5), (plain, None)):
+            reader = read_sessions(session_factory(engine)).kw["bind"]
+            with reader.connect() as conn:
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                assert raw._read_timeout == timeout and raw._write_timeout == timeout
+    finally:
+        bounded.dispose()
+        plain.dispose()
