@@ -130,9 +130,11 @@ class OrderShard:
             order_id, to, reason=reason, actor=actor, role=role, user_id=user_id
         )
 
-    async def settle(self, payment_id: str, *, succeeded: bool, amount_cents: int) -> dict:
+    async def settle(
+        self, payment_id: str, *, succeeded: bool, amount_cents: int, order_id: int | None = None
+    ) -> dict:
         return await self.workflow.settle(
-            payment_id, succeeded=succeeded, amount_cents=amount_cents
+            payment_id, succeeded=succeeded, amount_cents=amount_cents, order_id=order_id
         )
 
     async def sweep_now(self) -> int:

@@ -94,23 +94,22 @@ class PaymentCallbacks:
             await self._audit(raw, "malformed", remote)
             raise ValidationFailed("malformed payment callback") from exc
 
-        def owner(session: Session) -> tuple[int, int, str]:
-            payment = pay.get_payment(session, payment_id)
-            if payment is None:
+        def owner(session: Session) -> tuple[int, int, int]:
+            found = pay.payment_owner(session, payment_id)
+            if found is None:
                 raise NotFound(f"payment {payment_id} not found")
-            order = repo.get_order(session, int(payment.order_id))
-            assert order is not None
-            return int(order.shard), int(order.user_id), str(order.id)
+            return found
 
         try:
-            shard, owner_id, order_id = await self._read(owner)
-            if str(body.get("order_id")) != order_id:
+            order_id, shard, owner_id = await self._read(owner)
+            if str(body.get("order_id")) != str(order_id):
                 raise AmountMismatch("the callback names another order")
             return await self.shards.settle(
                 self.shards.owner(shard, owner_id),
                 payment_id,
                 succeeded=status == "succeeded",
                 amount_cents=amount,
+                order_id=order_id,
             )
         except (AmountMismatch, NotFound) as exc:
             await self._audit(raw, exc.code, remote, payment_id)

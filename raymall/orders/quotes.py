@@ -15,16 +15,17 @@ cost per order stays small under load. Guarantees:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, select, tuple_
+from sqlalchemy import Engine
 
-from models import Address, Order, Product, Sku
 from raymall.auth.addresses import FIELDS as ADDRESS_FIELDS
 from raymall.batching import Batcher
 from raymall.domain.pricing import SkuInfo
 from raymall.errors import NotFound, ValidationFailed
+from raymall.orders.rows import placeholder
 
 
 @dataclass(frozen=True)
@@ -42,13 +43,17 @@ class QuoteData:
     existing: tuple[int, str] | None = None  # (order id, request hash) stored under the key
 
 
-_SKU_COLUMNS = (Sku.id, Sku.product_id, Sku.price_cents, Sku.specs, Product.title, Product.status)
-_ADDRESS_COLUMNS = (
-    Address.id,
-    Address.user_id,
-    Address.is_default,
-    *(getattr(Address, name) for name in ADDRESS_FIELDS),
+# driver-level SQL: the statements are fixed but for the length of their IN lists, which
+# SQLAlchemy would otherwise re-key for its compiled cache on every batch
+_SKU_SELECT = (
+    "SELECT s.id, s.product_id, s.price_cents, s.specs, p.title, p.status "
+    "FROM skus s JOIN products p ON p.id = s.product_id"
 )
+_ADDRESS_SELECT = f"SELECT id, user_id, is_default, {', '.join(ADDRESS_FIELDS)} FROM addresses"
+
+
+def _marks(ph: str, n: int) -> str:
+    return ", ".join([ph] * n)
 
 
 class QuoteReader:
@@ -66,36 +71,41 @@ class QuoteReader:
     def _read_batch(self, reads: list[QuoteRead]) -> list[QuoteData | BaseException]:
         sku_ids = sorted({s for r in reads for s in r.sku_ids})
         user_ids = sorted({r.user_id for r in reads})
+        keys = sorted({(r.user_id, r.key) for r in reads if r.key is not None})
         with self.engine.connect() as conn:
-            skus = conn.execute(
-                select(*_SKU_COLUMNS)
-                .join(Product, Product.id == Sku.product_id)
-                .where(Sku.id.in_(sku_ids))
+            ph = placeholder(conn)
+            skus = (
+                conn.exec_driver_sql(
+                    f"{_SKU_SELECT} WHERE s.id IN ({_marks(ph, len(sku_ids))})", tuple(sku_ids)
+                ).all()
+                if sku_ids
+                else []
+            )
+            addresses = conn.exec_driver_sql(
+                f"{_ADDRESS_SELECT} WHERE user_id IN ({_marks(ph, len(user_ids))})",
+                tuple(user_ids),
             ).all()
-            addresses = conn.execute(
-                select(*_ADDRESS_COLUMNS).where(Address.user_id.in_(user_ids))
-            ).all()
-            keys = sorted({(r.user_id, r.key) for r in reads if r.key is not None})
             stored = (
-                conn.execute(
-                    select(
-                        Order.user_id, Order.idempotency_key, Order.id, Order.request_hash
-                    ).where(tuple_(Order.user_id, Order.idempotency_key).in_(keys))
+                conn.exec_driver_sql(
+                    "SELECT user_id, idempotency_key, id, request_hash FROM orders "
+                    "WHERE (user_id, idempotency_key) IN "
+                    f"({', '.join([f'({ph}, {ph})'] * len(keys))})",
+                    tuple(v for key in keys for v in key),
                 ).all()
                 if keys
                 else []
             )
         existing = {(int(r[0]), str(r[1])): (int(r[2]), str(r[3] or "")) for r in stored}
         catalog = {
-            int(r.id): SkuInfo(
-                sku_id=int(r.id),
-                product_id=int(r.product_id),
-                title=r.title,
-                price_cents=int(r.price_cents),
-                published=r.status == "published",
-                specs=dict(r.specs or {}),
+            int(sku): SkuInfo(
+                sku_id=int(sku),
+                product_id=int(product),
+                title=title,
+                price_cents=int(price_cents),
+                published=status == "published",
+                specs=dict((json.loads(specs) if specs is not None else None) or {}),
             )
-            for r in skus
+            for sku, product, price_cents, specs, title, status in skus
         }
         by_user: dict[int, list[Any]] = {}
         for row in addresses:

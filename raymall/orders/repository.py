@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.orm import Session
 
 from models import Order, OrderEvent, OrderItem, Product, Sku
@@ -62,6 +62,20 @@ class NewOrder:
         return sum(cents for _, cents in self.line_discounts)
 
 
+@dataclass(frozen=True)
+class OrderHead:
+    """The columns of an order that a transition reads (``transition``), read without
+    loading the order (``raymall.orders.payments.payment_target``)."""
+
+    id: int
+    user_id: int
+    status: str
+    kind: str
+    total_cents: int
+    reservation_key: str
+    flash_sale_id: int | None
+
+
 # ---- catalog and addresses (read only) -------------------------------------------------
 def load_skus(session: Session, sku_ids: Sequence[int]) -> dict[int, SkuInfo]:
     """Catalog rows for pricing; a SKU is on sale when its product is published."""
@@ -100,7 +114,7 @@ def shipping_address(session: Session, user_id: int, address_id: int | None) -> 
 
 
 # ---- creation ---------------------------------------------------------------------------
-def event_payload(order: NewOrder | Order, status: str, **extra: Any) -> dict[str, Any]:
+def event_payload(order: NewOrder | Order | OrderHead, status: str, **extra: Any) -> dict[str, Any]:
     oid = order.order_id if isinstance(order, NewOrder) else order.id
     return {"order_id": str(oid), "user_id": int(order.user_id), "status": status, **extra}
 
@@ -181,14 +195,13 @@ def _insert(session: Session, table: str, columns: Sequence[str], values: list[A
     """One multi-row INSERT of ``raymall.orders.rows`` rows, in the session's transaction."""
     if values:
         conn = session.connection()
-        ph = "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
-        conn.exec_driver_sql(rows.insert_sql(table, columns, ph), values)
+        conn.exec_driver_sql(rows.insert_sql(table, columns, rows.placeholder(conn)), values)
 
 
 # ---- transitions ------------------------------------------------------------------------
 def transition(
     session: Session,
-    order: Order,
+    order: Order | OrderHead,
     to: str,
     *,
     reason: str,
@@ -196,21 +209,26 @@ def transition(
     now: int,
     items: list[dict[str, int]] | None = None,
     also_set: dict[str, Any] | None = None,
+    holds_coupons: bool = True,
 ) -> bool:
     """Compare-and-set ``order.status -> to``; on success also the history and outbox
     rows. ``False`` means another transition got there first (nothing was written).
-    ``also_set``: more columns the move sets (e.g. ``delivered_ms``, ``expires_ms``)."""
+    ``also_set``: more columns the move sets (e.g. ``delivered_ms``, ``expires_ms``);
+    ``holds_coupons=False``: the caller read that the order holds no coupon (coupons are
+    locked only in the order's insert), so none is looked for."""
     frm = order.status
     values: dict[str, Any] = {**(also_set or {}), "status": to, "updated_ms": now}
     if to == st.CANCELLED:
         values["cancel_reason"] = reason[:32]
-    result = session.execute(
-        update(Order)
-        .where(Order.id == order.id, Order.status == frm)
-        .values(**values)
-        .execution_options(synchronize_session=False)
+    session.flush()  # what the session holds goes first, as before an ORM statement
+    conn = session.connection()
+    ph = rows.placeholder(conn)
+    sets = ", ".join(f"{name} = {ph}" for name in values)
+    result = conn.exec_driver_sql(
+        f"UPDATE orders SET {sets} WHERE id = {ph} AND status = {ph}",
+        (*values.values(), int(order.id), frm),
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if result.rowcount != 1:
         return False
     event = rows.event_row(int(order.id), frm, to, reason, actor, now)
     _insert(session, rows.ORDER_EVENTS, rows.EVENT_COLUMNS, [event])
@@ -224,9 +242,29 @@ def transition(
         rows.OUTBOX_COLUMNS,
         [rows.outbox_row(st.topic_for(to), order.id, payload, now)],
     )
-    if order.kind != "flash":  # flash orders take no coupons
+    if holds_coupons and order.kind != "flash":  # flash orders take no coupons
         locks.follow(session, int(order.id), to, now)
     return True
+
+
+def status_of(session: Session, order_id: int) -> str | None:
+    """The order's status now (None: no such order)."""
+    conn = session.connection()
+    found = conn.exec_driver_sql(
+        f"SELECT status FROM orders WHERE id = {rows.placeholder(conn)}", (order_id,)
+    ).first()
+    return None if found is None else str(found[0])
+
+
+def stock_lines(session: Session, order_id: int) -> list[dict[str, int]]:
+    """``stock_items`` of the order's items, read without loading them."""
+    conn = session.connection()
+    found = conn.exec_driver_sql(
+        "SELECT sku_id, quantity FROM order_items "
+        f"WHERE order_id = {rows.placeholder(conn)} ORDER BY id",
+        (order_id,),
+    )
+    return [{"sku_id": int(sku), "quantity": int(qty)} for sku, qty in found]
 
 
 # ---- reads ------------------------------------------------------------------------------

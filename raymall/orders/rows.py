@@ -67,6 +67,11 @@ def dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
+def placeholder(conn: Any) -> str:
+    """The driver's parameter mark for ``exec_driver_sql`` on ``conn`` (a Connection)."""
+    return "%s" if conn.dialect.paramstyle in ("format", "pyformat") else "?"
+
+
 @cache
 def insert_sql(table: str, columns: Sequence[str], ph: str) -> str:
     """``INSERT INTO table (columns) VALUES (ph, ...)`` with the driver's placeholder."""

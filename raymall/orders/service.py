@@ -45,7 +45,6 @@ from raymall.domain.pricing import CURRENCY, Quote, normalize_lines, price, requ
 from raymall.errors import (
     DomainError,
     IdempotencyMismatch,
-    InvalidTransition,
     Unavailable,
     ValidationFailed,
 )
@@ -371,19 +370,9 @@ class OrderService:
     async def pay(self, user_id: int, order_id: int, outcome: str) -> dict[str, Any]:
         """Create (or reuse) a pending payment and hand it to the provider."""
 
-        def create(session: Session) -> dict[str, Any]:
-            order = repo.get_user_order(session, user_id, order_id)
-            if order.status != st.PENDING_PAYMENT:
-                raise InvalidTransition(
-                    f"an order that is {order.status} cannot be paid",
-                    details={"status": order.status, "to": st.PAID},
-                )
-            payment = pay.open_payment(session, order_id)
-            if payment is None or payment.outcome != outcome:
-                payment = pay.create_payment(session, order, outcome, now_ms())
-            return {**pay.payment_view(payment), "outcome": payment.outcome}
-
-        payment = await self._tx(create)
+        payment = await self._tx(
+            lambda session: pay.start_payment(session, user_id, order_id, outcome, now_ms())
+        )
         if self.provider is None:
             raise Unavailable("the payment provider is not deployed")
         charge = {

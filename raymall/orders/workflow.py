@@ -170,7 +170,9 @@ class OrderWorkflow:
             if exc.details.get("state") != "confirmed":
                 raise
             # A payment confirmed the stock but did not get to mark the order: finish it.
-            await self._mark_paid(order, items, reason="payment_reconciled", actor="system")
+            await self._mark_paid(
+                order, repo.stock_items(items), reason="payment_reconciled", actor="system"
+            )
             raise InvalidTransition(
                 "the order has been paid", details={"status": st.PAID, "to": st.CANCELLED}
             ) from None
@@ -209,69 +211,109 @@ class OrderWorkflow:
         return view
 
     # ---- payment --------------------------------------------------------------------
-    async def settle(self, payment_id: str, *, succeeded: bool, amount_cents: int) -> dict:
-        """Apply a verified payment callback. Duplicates change nothing."""
-        first = await self._tx(lambda s: pay.get_payment(s, payment_id))
-        if first is None:
-            raise NotFound(f"payment {payment_id} not found")
-        order_id = int(first.order_id)
+    async def settle(
+        self, payment_id: str, *, succeeded: bool, amount_cents: int, order_id: int | None = None
+    ) -> dict:
+        """Apply a verified payment callback. Duplicates change nothing. ``order_id``: the
+        payment's order, when the caller has read it (else it is looked up first)."""
+        if order_id is None:
+            found = await self._tx(lambda s: pay.payment_owner(s, payment_id))
+            if found is None:
+                raise NotFound(f"payment {payment_id} not found")
+            order_id = found[0]
         async with self._locked(order_id):
-            order, items = await self._tx(self._load(order_id))
+            now = now_ms()
 
-            def check(session: Session) -> Any:
-                payment = pay.get_payment(session, payment_id)
-                assert payment is not None
-                if amount_cents != payment.amount_cents or amount_cents != order.total_cents:
+            def check(session: Session) -> tuple[pay.PaymentTarget, str, bool, list[dict]]:
+                """Count the callback, and settle it at once when the order cannot take the
+                money; answer the payment and its order, the payment's status, whether this
+                callback found it settled already, and the order's lines (when it is still
+                to be paid)."""
+                target = pay.payment_target(session, payment_id)
+                if target is None or target.order.id != order_id:
+                    raise NotFound(f"payment {payment_id} not found")
+                order = target.order
+                if amount_cents != target.amount_cents or amount_cents != order.total_cents:
                     raise AmountMismatch(
                         "the callback amount does not match the payment",
-                        details={"expected_cents": int(payment.amount_cents)},
+                        details={"expected_cents": target.amount_cents},
                     )
-                pay.count_callback(session, payment_id, now_ms())
-                return payment.status
+                pay.count_callback(session, payment_id, now)
+                if target.status != pay.PENDING:
+                    return target, target.status, True, []
+                if not succeeded:
+                    pay.settle(session, payment_id, pay.FAILED, now)
+                    return target, pay.FAILED, False, []
+                if order.status != st.PENDING_PAYMENT:  # the money goes back at once
+                    pay.settle(session, payment_id, pay.REFUNDED, now)
+                    return target, pay.REFUNDED, False, []
+                return target, pay.PENDING, False, repo.stock_lines(session, order_id)
 
-            status = await self._tx(check)
+            target, status, duplicate, lines = await self._tx(check)
+            order = target.order
             if status != pay.PENDING:
-                return _settled(payment_id, status, order.status, duplicate=True)
-            if not succeeded:
-                await self._tx(lambda s: pay.settle(s, payment_id, pay.FAILED, now_ms()))
-                return _settled(payment_id, pay.FAILED, order.status)
-            if order.status != st.PENDING_PAYMENT:
-                await self._tx(lambda s: pay.settle(s, payment_id, pay.REFUNDED, now_ms()))
-                return _settled(payment_id, pay.REFUNDED, order.status)
+                return _settled(payment_id, status, order.status, duplicate=duplicate)
             try:
-                await self.stock.confirm(order.reservation_key, [int(i.sku_id) for i in items])
+                await self.stock.confirm(order.reservation_key, [ln["sku_id"] for ln in lines])
             except InvalidTransition:
                 # The stock went back (the deadline won): the money goes back too.
                 await self._tx(lambda s: pay.settle(s, payment_id, pay.REFUNDED, now_ms()))
+                loaded, items = await self._tx(self._load(order_id))
                 view = await self._cancel_locked(
-                    order, items, reason="reservation_expired", actor="system"
+                    loaded, items, reason="reservation_expired", actor="system"
                 )
                 return _settled(payment_id, pay.REFUNDED, view["status"])
-            view = await self._mark_paid(
-                order, items, reason="payment", actor=f"payment:{payment_id}", payment=payment_id
+            moved = await self._mark_paid(
+                order,
+                lines,
+                reason="payment",
+                actor=f"payment:{payment_id}",
+                payment=payment_id,
+                holds_coupons=target.holds_coupons,
             )
-            return _settled(payment_id, pay.SUCCEEDED, view["status"])
+            return _settled(payment_id, pay.SUCCEEDED, moved)
 
     async def _mark_paid(
         self,
-        order: Order,
-        items: list[OrderItem],
+        order: Order | repo.OrderHead,
+        lines: list[dict[str, int]],
         *,
         reason: str,
         actor: str,
         payment: str | None = None,
-    ) -> dict[str, Any]:
-        def settle_payment(session: Session) -> None:
+        holds_coupons: bool = True,
+    ) -> str:
+        """pending_payment -> paid with the payment settled in the same transaction (the
+        one named, or else the pending one that confirmed the stock); answers the status,
+        or raises ``InvalidTransition`` with the order's status if another move won."""
+        frm = order.status
+        now = now_ms()
+
+        def write(session: Session) -> str | None:
+            if not repo.transition(
+                session,
+                order,
+                st.PAID,
+                reason=reason,
+                actor=actor,
+                now=now,
+                items=lines,
+                holds_coupons=holds_coupons,
+            ):
+                return repo.status_of(session, int(order.id)) or frm
             if payment is not None:
-                pay.settle(session, payment, pay.SUCCEEDED, now_ms())
+                pay.settle(session, payment, pay.SUCCEEDED, now)
             else:  # reconciliation: the payment that confirmed the stock
                 p = pay.open_payment(session, int(order.id))
                 if p is not None and p.outcome == "succeed":
-                    pay.settle(session, p.id, pay.SUCCEEDED, now_ms())
+                    pay.settle(session, p.id, pay.SUCCEEDED, now)
+            return None
 
-        return await self._commit_move(
-            order, items, st.PAID, reason=reason, actor=actor, also=settle_payment
-        )
+        lost = await self._tx(write)
+        if lost is not None:
+            raise InvalidTransition(f"the order is {lost}", details={"status": lost, "to": st.PAID})
+        metrics.ORDER_TRANSITIONS.labels(frm, st.PAID, reason).inc()
+        return st.PAID
 
     # ---- fulfilment and refunds -----------------------------------------------------
     async def move(
