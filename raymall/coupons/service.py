@@ -7,7 +7,8 @@ answer, exact total and per-user limit, idempotent. This side, as flash sales' d
 
 - refuses on its own what needs no shard: an unknown campaign, a claim before the window
   opens or after it closes (from its copy of the campaign, at most ``ttl_s`` old), and,
-  once the shard has granted a sold-out lease, ``coupons_sold_out`` until the lease ends.
+  once the shard has granted a sold-out lease, ``coupons_sold_out`` until the lease ends
+  (claims still queued for the shard when the lease arrives included: they are not sent).
   In its last ``RENEW_S`` one claim at a time goes to the shard (which decides it like any
   other, and answers a campaign still sold out with a new lease) while the others are
   still refused here, so a campaign that stays sold out never sends a crowd to the shard
@@ -17,7 +18,8 @@ answer, exact total and per-user limit, idempotent. This side, as flash sales' d
   the limit hears ``coupon_limit_reached`` as the desk would say: under a lease from one
   snapshot of the campaign's claims per number of claims the shard reported (all
   committed before the lease, and none can be added while it runs), else by a batched
-  lookup;
+  lookup; a repeat of a claim this replica saw the shard make is answered here at once
+  (its coupon: the desk answers a replay before any refusal, and a claim is never undone);
 - batches concurrent claims: one shard call carries every claim of a batch for that shard;
 - gives every claim a key: ``k:{Idempotency-Key}``, or one made up per request (so the
   client's internal retries after a shard restart take effect once); a 503 is retriable
@@ -60,7 +62,16 @@ LEASE_MARGIN_S, LEASE_MARGIN_RATE = 0.001, 0.002  # as flash sales' (raymall.fla
 # a lease with less than this left is renewed by one claim sent to the shard, so that a
 # campaign that stays sold out is refused here without a gap (more than a shard round trip)
 RENEW_S = 0.3
+REPLAYS_MAX = 50_000  # claims remembered for their repeats (all forgotten past this)
 Answer = Result | BaseException
+
+
+class _UnderLease:
+    """The answer of a queued claim that was not sent: its campaign's sold-out lease
+    arrived meanwhile (``CouponService._decide``)."""
+
+
+_UNDER_LEASE: Any = _UnderLease()
 # (outcome, local) -> its child of COUPON_CLAIMS: ``labels()`` looks the child up under a
 # lock on every call, which costs about as much as the rest of a refused claim's own work
 _COUNTERS: dict[tuple[str, str], Any] = {}
@@ -117,6 +128,10 @@ class CouponService:
             self._lookup_batch, max_batch=500, max_inflight=2
         )
         self.shard_calls = 0
+        # (campaign, user, key) -> the coupon of a claim this replica saw the shard make
+        # (durable: the shard answers after its commit; a claim is never given back), so
+        # that a repeat of it is answered here, as the desk answers a replay before all else
+        self._replays: dict[tuple[int, int, str], tuple[str, int | None, int | None]] = {}
 
     async def _tx(self, fn: Callable[[Session], Any]) -> Any:
         def run() -> Any:
@@ -169,6 +184,12 @@ class CouponService:
         return await self._claim(campaign, user_id, f"r:{code}")
 
     async def _claim(self, campaign: Campaign, user_id: int, key: str) -> dict[str, Any]:
+        if key:
+            made = self._replays.get((campaign.id, user_id, key))
+            if made is not None:
+                _count("replayed", "1")
+                found = {"valid_from_ms": made[1], "valid_until_ms": made[2]}
+                return _success(campaign, made[0], found, True)
         now = now_ms()
         if now < campaign.claim_starts_ms:
             return await self._refused(campaign, user_id, key, "not_started")
@@ -189,10 +210,25 @@ class CouponService:
         return await self._decided(campaign, user_id, key)
 
     async def _decided(self, campaign: Campaign, user_id: int, key: str) -> dict[str, Any]:
-        """The claim as the shard decides it."""
-        key = key or f"a:{secrets.token_hex(8)}"
-        result = await self._claims.put(_Claim(campaign, user_id, key))
-        return self._answer(campaign, result)
+        """The claim as the shard decides it, or, if a sold-out lease arrived while it was
+        queued, as ``_refused`` does under that lease."""
+        sent = key or f"a:{secrets.token_hex(8)}"
+        result = await self._claims.put(_Claim(campaign, user_id, sent))
+        if result is _UNDER_LEASE:
+            lease = self._leases.get(campaign.id)
+            if lease is None:  # forgotten meanwhile (an administrator's change): ask again
+                return await self._claim(campaign, user_id, key)
+            return await self._refused(campaign, user_id, key, "sold_out", lease[1])
+        answer = self._answer(campaign, result)
+        if key:
+            if len(self._replays) >= REPLAYS_MAX:
+                self._replays.clear()
+            self._replays[(campaign.id, user_id, key)] = (
+                answer["coupon_id"],
+                answer["valid_from_ms"],
+                answer["valid_until_ms"],
+            )
+        return answer
 
     async def _refused(
         self, campaign: Campaign, user_id: int, key: str, code: str, records: int | None = None
@@ -259,10 +295,17 @@ class CouponService:
         return await self._tx(lambda s: repo.claims_by_keys(s, keys))  # type: ignore[no-any-return]
 
     async def _decide(self, batch: list[_Claim]) -> list[Answer]:
-        by_shard: dict[int, list[int]] = {}
-        for i, req in enumerate(batch):
-            by_shard.setdefault(self.shard_of(req.campaign.id), []).append(i)
+        """One call per shard; a claim of a campaign whose sold-out lease arrived while it
+        was queued (the answer of an earlier batch) is not sent: ``_UNDER_LEASE``."""
         answers: list[Answer] = [Unavailable("the claim was not answered")] * len(batch)
+        by_shard: dict[int, list[int]] = {}
+        leases, now = self._leases, self.clock()
+        for i, req in enumerate(batch):
+            lease = leases.get(req.campaign.id) if leases else None
+            if lease is not None and lease[0] - now > RENEW_S:
+                answers[i] = _UNDER_LEASE
+                continue
+            by_shard.setdefault(self.shard_of(req.campaign.id), []).append(i)
         await asyncio.gather(
             *(self._call(shard, batch, idx, answers) for shard, idx in by_shard.items())
         )

@@ -137,3 +137,70 @@ async def test_a_claim_before_the_window_is_refused_without_the_shard(world: Wor
     with pytest.raises(ClaimNotStarted):
         await svc.claim(1, cid, None)
     assert shards.calls == 0
+
+
+class GatedShards(Shards):
+    """Shard calls wait for ``gate``, then run one at a time, in the order they were made."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(world)
+        self.gate = asyncio.Event()
+        self.lock = asyncio.Lock()
+        self.sent: list[list[Any]] = []
+
+    async def send_batch(self, shard: int, ops: list[Any]) -> list[Any]:
+        self.sent.append([getattr(op, "user_id", None) for op in ops])
+        await self.gate.wait()
+        async with self.lock:
+            return await super().send_batch(shard, ops)
+
+
+async def test_claims_queued_when_the_lease_arrives_are_answered_here(world: World) -> None:
+    shards = GatedShards(world)
+    svc = CouponService(sessionmaker(world.engine), shards, 1, window_s=0)
+    shards.gate.set()
+    cid = await active(world, shards, total=1, limit=1)
+    shards.gate.clear()
+    await svc.campaign(cid)  # the replica's copy, so that each claim below queues at once
+    first = asyncio.create_task(svc.claim(1, cid, "k"))  # the last coupon: it earns the lease
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(svc.claim(2, cid, "k"))  # the second call in flight
+    await asyncio.sleep(0.01)
+    queued = [
+        asyncio.create_task(svc.claim(3, cid, "k")),  # sold out
+        asyncio.create_task(svc.claim(1, cid, "k")),  # a repeat of the first: its coupon
+        asyncio.create_task(svc.claim(1, cid, "other")),  # the user is at the limit
+    ]
+    await asyncio.sleep(0.01)
+    assert shards.sent[1:] == [[1], [2]]  # at most two calls in flight: the rest wait
+    shards.gate.set()
+    won = await first
+    with pytest.raises(CouponsSoldOut):
+        await second
+    results = await asyncio.gather(*queued, return_exceptions=True)
+    assert shards.sent[1:] == [[1], [2]]  # the queued claims were not sent
+    assert type(results[0]) is CouponsSoldOut
+    assert isinstance(results[1], dict) and results[1]["replayed"]
+    assert results[1]["coupon_id"] == won["coupon_id"]
+    assert type(results[2]) is CouponLimitReached
+    shards.gate.clear()  # no more shard calls: the lease answers on its own
+    assert (await svc.claim(1, cid, "k"))["coupon_id"] == won["coupon_id"]
+    assert shards.sent[1:] == [[1], [2]]
+
+
+async def test_a_repeat_of_a_claim_made_here_is_answered_without_the_shard(world: World) -> None:
+    shards = Shards(world)
+    svc = CouponService(sessionmaker(world.engine), shards, 1, window_s=0)
+    other = CouponService(sessionmaker(world.engine), shards, 1, window_s=0)  # another replica
+    cid = await active(world, shards, total=5, limit=1)
+    first = await svc.claim(1, cid, "k")
+    calls = shards.calls
+    assert await svc.claim(1, cid, "k") == {**first, "replayed": True}
+    assert shards.calls == calls
+    with pytest.raises(CouponLimitReached):  # another key: the shard rules on it
+        await svc.claim(1, cid, "other")
+    assert shards.calls == calls + 1
+    assert await other.claim(1, cid, "k") == {**first, "replayed": True}  # from the shard
+    assert shards.calls == calls + 2
+    assert await other.claim(1, cid, "k") == {**first, "replayed": True}  # now from memory
+    assert shards.calls == calls + 2
