@@ -10,7 +10,8 @@ as in the other benches; rate limits raised so that every request is served). Ro
 - ``flash``: ``POST /flash-sales/{id}/purchase``, one sale with a huge quantity and per-user
   limit on one SKU (every request a durable purchase, 201; one hot SKU, so one shard);
 - ``detail``: ``GET /products/{id}`` over every published demo product;
-- ``order``: ``POST /orders``, one line of a random big-stock SKU, a fresh Idempotency-Key;
+- ``order``: ``POST /orders``, one line of a random big-stock SKU, a fresh Idempotency-Key
+  (new in every run: no request of one run replays another's);
 - ``listing``: ``GET /products?page=N&size=20``;
 - ``cart``: ``POST /cart/items`` (one unit of a random big-stock SKU, a random user).
 
@@ -142,6 +143,9 @@ local function now_ms()
   return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
 end
 local rate = tonumber(os.getenv("CAP_RATE") or "0")
+-- every run's keys are new: wrk starts each run's Lua afresh (n from 1, the same seed), so
+-- without the run's own id a run would repeat the keys of the runs before it (replays)
+local run = os.getenv("CAP_RUN") or "0"
 local interval = rate > 0 and 1000 * tonumber(os.getenv("CAP_THREADS") or "1") / rate or 0
 local next_at = nil
 local n, threads, all = 0, 0, {}
@@ -171,7 +175,7 @@ function request()
     h["Content-Type"] = "application/json"
   end
   if method == "POST" then
-    h["Idempotency-Key"] = "k" .. tid .. "-" .. n .. "-" .. math.random(1e9)
+    h["Idempotency-Key"] = "k" .. run .. "-" .. tid .. "-" .. n
   end
   return wrk.format(method, paths[math.random(#paths)], h, body)
 end
@@ -237,7 +241,12 @@ def run_load(
 ) -> dict[str, Any]:
     """One wrk run (``rate`` req/s offered, 0: as fast as the connections go); answers,
     latency and CPU seconds per kind (the client's too)."""
-    env = {**os.environ, "CAP_RATE": f"{rate:.1f}", "CAP_THREADS": str(THREADS_WRK)}
+    env = {
+        **os.environ,
+        "CAP_RATE": f"{rate:.1f}",
+        "CAP_THREADS": str(THREADS_WRK),
+        "CAP_RUN": secrets.token_hex(6),
+    }
     cmd = ["wrk", f"-t{THREADS_WRK}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s"]
     cmd += ["-s", str(script)]
     before, client0, t0 = sample_cpu(procs_of(pid)), client_seconds(), time.monotonic()
