@@ -21,7 +21,9 @@ the median of each round's own on/off. Around each measured run the CPU of the l
 server's processes, MariaDB and Redis is read (/proc/<pid>/stat): CPU ms per request per
 mode, and off/on of those, which is what tracing costs a CPU-bound machine in throughput and
 is less sensitive than req/s to other work on a shared machine. The machine's load average
-is recorded around every measurement: read the figures with it.
+is recorded around every measurement: read the figures with it. Before each measurement the
+bench waits (up to 45 s) until the machine is nearly idle: a flash run leaves its server's
+outbox relay and consumers working through its events for a while after the load stops.
 
 Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations; the servers are
 stopped at the end).
@@ -48,7 +50,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _harness import raymall_server  # noqa: E402
 from _harness import run_wrk as run_http_wrk  # noqa: E402
-from capacity_procs import cpu_by_kind, sample_cpu, serve_pid, servers, tree  # noqa: E402
+from capacity_procs import (  # noqa: E402
+    cpu_by_kind,
+    machine_busy_seconds,
+    sample_cpu,
+    serve_pid,
+    servers,
+    tree,
+)
 from catalog_bench import catalog_facts, wrk_scripts  # noqa: E402
 from catalog_bench import seed as seed_catalog  # noqa: E402
 from flash_sale import BIG, run_wrk  # noqa: E402
@@ -97,6 +106,25 @@ def start_sale(base: str, ctx: dict[str, Any]) -> str:
     return f"/flash-sales/{resp.json()['id']}/purchase"
 
 
+def busy_cores(seconds: float) -> float:
+    """The machine's busy cores over the next ``seconds`` (/proc/stat)."""
+    busy0, total0 = machine_busy_seconds()
+    time.sleep(seconds)
+    busy1, total1 = machine_busy_seconds()
+    return (busy1 - busy0) / max(1e-9, total1 - total0) * (os.cpu_count() or 1)
+
+
+def settle(quiet_cores: float, most_s: float = 45.0) -> float:
+    """Wait until the machine is back to idle (busy below ``quiet_cores`` over a second) or
+    ``most_s`` has passed: a flash run leaves its server's outbox relay and consumers
+    working through the run's events for a while, and that work must not land in the next
+    measurement (of either server). Answers the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < most_s and busy_cores(1.0) >= quiet_cores:
+        pass
+    return time.monotonic() - started
+
+
 def measure(
     endpoint: str, base: str, path: str, ctx: dict[str, Any], a: argparse.Namespace, pid: int
 ) -> dict[str, Any]:
@@ -105,6 +133,7 @@ def measure(
     it per request (less sensitive than req/s to other work on a shared machine)."""
     script = str(ctx["scripts"]["detail"])
     options = {"threads": a.threads, "connections": a.connections, "script": script}
+    got_settled = settle(a.quiet_cores)
     if endpoint == "flash":
         run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads)
     else:
@@ -118,6 +147,7 @@ def measure(
         keys = ("rps", "p50_ms", "p99_ms", "non_2xx")
     cpu = sum(cpu_by_kind(before, sample_cpu(tree(pid) + servers())).values())
     out = {k: got[k] for k in keys}
+    out["settled_s"] = round(got_settled, 1)
     out["cpu_ms_per_request"] = round(1000 * cpu / max(1.0, got["rps"] * a.seconds), 4)
     return out
 
@@ -136,6 +166,10 @@ def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[st
         }
         paths = {mode: start_sale(bases[mode], ctx) for mode in MODES}
         pids = {mode: serve_pid(vars_[mode]) for mode in MODES}
+        time.sleep(5)
+        # both servers idle: what "back to idle" means before each measurement
+        a.quiet_cores = busy_cores(5.0) + 0.2
+        print(f"idle machine: {a.quiet_cores - 0.2:.2f} busy cores", flush=True)
         for rnd in range(1, a.rounds + 1):
             order = MODES if rnd % 2 else MODES[::-1]
             for endpoint in ("flash", "detail"):
@@ -149,7 +183,8 @@ def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[st
                         f"round {rnd} {endpoint:6} tracing {mode:3}: {got['rps']:7.0f} req/s"
                         f" (p50 {got['p50_ms']:.1f} ms, p99 {got['p99_ms']:.1f} ms,"
                         f" {got['cpu_ms_per_request']:.3f} ms of CPU per request)"
-                        f"; load {got['load'][0]:.1f} -> {got['load'][1]:.1f}",
+                        f"; load {got['load'][0]:.1f} -> {got['load'][1]:.1f}"
+                        f"; waited {got['settled_s']:.0f} s for idle",
                         flush=True,
                     )
     spans = 0
