@@ -27,7 +27,10 @@ wrk (this process's reaped children) are sampled and summed by kind
 (``bench/capacity_procs.py``), and the machine's busy time (/proc/stat): what is busy beyond
 our processes is other work on the shared machine. CPU while idle (``--idle`` seconds with
 no load, per kind) is measured once before the routes and taken out: a component's cost is
-(CPU in the run - idle rate x run time) / requests.
+(CPU in the run - idle rate x run time) / requests. Every run starts once the machine is
+back to idle (up to 45 s): a run of purchases or orders leaves the outbox relay and its
+consumers working through the run's events after the load stops, which would otherwise be
+charged to the next run.
 
 The model, from the fixed-load costs (medians over rounds):
 
@@ -78,7 +81,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path[:0] = [str(HERE), str(ROOT)]
 from _harness import raymall_server  # noqa: E402
-from capacity_procs import cpu_by_kind, sample_cpu, serve_pid, servers, tree  # noqa: E402
+from capacity_procs import (  # noqa: E402
+    busy_cores,
+    cpu_by_kind,
+    sample_cpu,
+    serve_pid,
+    servers,
+    settle,
+    tree,
+)
 from catalog_bench import catalog_facts  # noqa: E402
 from catalog_bench import seed as seed_catalog  # noqa: E402
 
@@ -236,11 +247,17 @@ def client_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+QUIET = {"cores": 0.0}  # the machine's busy cores when the server idles, plus a margin
+
+
 def run_load(
     base: str, script: Path, seconds: int, conns: int, rate: float, pid: int
 ) -> dict[str, Any]:
-    """One wrk run (``rate`` req/s offered, 0: as fast as the connections go); answers,
-    latency and CPU seconds per kind (the client's too)."""
+    """One wrk run (``rate`` req/s offered, 0: as fast as the connections go), once the
+    machine is back to idle (``QUIET``, when set); answers, latency and CPU seconds per
+    kind (the client's too)."""
+    if QUIET["cores"]:
+        settle(QUIET["cores"])
     env = {
         **os.environ,
         "CAP_RATE": f"{rate:.1f}",
@@ -555,6 +572,7 @@ def main() -> None:
             scripts = route_scripts(ctx, tmp)
             time.sleep(3)
             idle = idle_rate(pid, a.idle)
+            QUIET["cores"] = busy_cores(3.0) + 0.2
             counts = process_counts(pid)
             print(
                 "idle cores: "

@@ -143,6 +143,7 @@ def main() -> None:
             cap.prepare(base, ctx)
             scripts = cap.route_scripts(ctx, tmp)
             time.sleep(3)
+            cap.QUIET["cores"] = cap.busy_cores(3.0) + 0.2  # each run waits for idle
             me = os.getpid()
             for name in a.routes.split(","):
                 cap.run_load(base, scripts[name], a.warmup, a.connections, 0, me)

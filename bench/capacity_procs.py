@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -106,6 +107,25 @@ def machine_busy_seconds() -> tuple[float, float]:
     idle = parts[3] + parts[4]  # idle + iowait
     total = sum(parts[:8])  # guest time is already in user
     return (total - idle) / CLK_TCK, total / CLK_TCK
+
+
+def busy_cores(seconds: float) -> float:
+    """The machine's busy cores over the next ``seconds`` (/proc/stat)."""
+    busy0, total0 = machine_busy_seconds()
+    time.sleep(seconds)
+    busy1, total1 = machine_busy_seconds()
+    return (busy1 - busy0) / max(1e-9, total1 - total0) * (os.cpu_count() or 1)
+
+
+def settle(quiet_cores: float, most_s: float = 45.0) -> float:
+    """Wait until the machine is back to idle (busy below ``quiet_cores`` over a second) or
+    ``most_s`` has passed: a run of writes leaves the server's outbox relay and consumers
+    working through its events for a while after the load stops, and that work must not
+    land in the next measurement. Answers the seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < most_s and busy_cores(1.0) >= quiet_cores:
+        pass
+    return time.monotonic() - started
 
 
 @dataclass

@@ -51,11 +51,12 @@ sys.path.insert(0, str(HERE))
 from _harness import raymall_server  # noqa: E402
 from _harness import run_wrk as run_http_wrk  # noqa: E402
 from capacity_procs import (  # noqa: E402
+    busy_cores,
     cpu_by_kind,
-    machine_busy_seconds,
     sample_cpu,
     serve_pid,
     servers,
+    settle,
     tree,
 )
 from catalog_bench import catalog_facts, wrk_scripts  # noqa: E402
@@ -104,25 +105,6 @@ def start_sale(base: str, ctx: dict[str, Any]) -> str:
     if resp.status_code != 201:
         raise RuntimeError(f"creating the sale failed: {resp.text}")
     return f"/flash-sales/{resp.json()['id']}/purchase"
-
-
-def busy_cores(seconds: float) -> float:
-    """The machine's busy cores over the next ``seconds`` (/proc/stat)."""
-    busy0, total0 = machine_busy_seconds()
-    time.sleep(seconds)
-    busy1, total1 = machine_busy_seconds()
-    return (busy1 - busy0) / max(1e-9, total1 - total0) * (os.cpu_count() or 1)
-
-
-def settle(quiet_cores: float, most_s: float = 45.0) -> float:
-    """Wait until the machine is back to idle (busy below ``quiet_cores`` over a second) or
-    ``most_s`` has passed: a flash run leaves its server's outbox relay and consumers
-    working through the run's events for a while, and that work must not land in the next
-    measurement (of either server). Answers the seconds waited."""
-    started = time.monotonic()
-    while time.monotonic() - started < most_s and busy_cores(1.0) >= quiet_cores:
-        pass
-    return time.monotonic() - started
 
 
 def measure(
