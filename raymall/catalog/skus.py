@@ -28,7 +28,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Product, Sku
-from raymall.domain.pricing import SkuInfo
+from raymall.domain.pricing import SkuInfo, sku_info
 
 Doc = dict[str, Any]
 Documents = Callable[[Sequence[int]], Awaitable[dict[int, Doc | None]]]
@@ -123,14 +123,7 @@ class SkuDirectory:
                 )
                 return {
                     int(r.id): CatalogSku(
-                        SkuInfo(
-                            sku_id=int(r.id),
-                            product_id=int(r.product_id),
-                            title=r.title,
-                            price_cents=int(r.price_cents),
-                            published=r.status == "published",
-                            specs=dict(r.specs or {}),
-                        ),
+                        sku_info(r),
                         category_id=int(r.category_id),
                         brand_id=None if r.brand_id is None else int(r.brand_id),
                     )

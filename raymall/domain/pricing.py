@@ -37,6 +37,20 @@ class SkuInfo:
     specs: dict[str, str] = field(default_factory=dict)
 
 
+def sku_info(row: Any) -> SkuInfo:
+    """A SKU as pricing sees it, from a catalog row joined with its product (``id``,
+    ``product_id``, ``title``, ``price_cents``, ``status``, ``specs``): on sale when its
+    product is published."""
+    return SkuInfo(
+        sku_id=int(row.id),
+        product_id=int(row.product_id),
+        title=row.title,
+        price_cents=int(row.price_cents),
+        published=row.status == "published",
+        specs=dict(row.specs or {}),
+    )
+
+
 @dataclass(frozen=True)
 class PricedLine:
     sku_id: int

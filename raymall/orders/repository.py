@@ -29,7 +29,7 @@ from raymall.auth.addresses import FIELDS as ADDRESS_FIELDS
 from raymall.auth.addresses import default_address, get_address
 from raymall.coupons import locks
 from raymall.domain import order_state as st
-from raymall.domain.pricing import PricedLine, SkuInfo
+from raymall.domain.pricing import PricedLine, SkuInfo, sku_info
 from raymall.errors import NotFound, ValidationFailed
 from raymall.orders import rows
 
@@ -86,17 +86,7 @@ def load_skus(session: Session, sku_ids: Sequence[int]) -> dict[int, SkuInfo]:
         .join(Product, Product.id == Sku.product_id)
         .where(Sku.id.in_(list(sku_ids)))
     )
-    return {
-        int(r.id): SkuInfo(
-            sku_id=int(r.id),
-            product_id=int(r.product_id),
-            title=r.title,
-            price_cents=int(r.price_cents),
-            published=r.status == "published",
-            specs=dict(r.specs or {}),
-        )
-        for r in rows
-    }
+    return {int(r.id): sku_info(r) for r in rows}
 
 
 def shipping_address(session: Session, user_id: int, address_id: int | None) -> dict[str, Any]:
