@@ -39,7 +39,6 @@ import statistics
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +63,7 @@ from catalog_bench import seed as seed_catalog  # noqa: E402
 from flash_sale import BIG, run_wrk  # noqa: E402
 from flash_sale import seed as seed_flash  # noqa: E402
 
+from deployments.drain import POLL_S  # noqa: E402
 from raymall.auth.tokens import TokenCodec  # noqa: E402
 from raymall.ids import now_ms  # noqa: E402
 from raymall.launcher.scratch import make_mysql_database, private_redis_db  # noqa: E402
@@ -71,8 +71,10 @@ from raymall.launcher.scratch import make_mysql_database, private_redis_db  # no
 MODES = ("off", "on")
 
 
-def server_env(ctx: dict[str, Any], mode: str, ratio: float) -> dict[str, str]:
-    env = {
+def server_env(ctx: dict[str, Any]) -> dict[str, str]:
+    """The one server: spans exported as JSON lines, sampling nothing until the bench sets
+    a ratio (``PUT /admin/tracing``)."""
+    return {
         "RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"),
         "RAYMALL_DATABASE_URL": ctx["db"],
         "RAYMALL_REDIS_URL": ctx["redis"],
@@ -83,10 +85,21 @@ def server_env(ctx: dict[str, Any], mode: str, ratio: float) -> dict[str, str]:
         "RAYMALL_FLASH_RATE_USER_PER_S": "100000",
         "RAYMALL_FLASH_RATE_USER_BURST": "100000",
         "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
+        "RAYMALL_TRACE_FILE": "true",
+        "RAYMALL_TRACE_SAMPLE_RATIO": "0",
     }
+
+
+def set_mode(base: str, ctx: dict[str, Any], mode: str, ratio: float) -> None:
+    """Sample ``ratio`` of the requests (``on``) or none (``off``) on every replica."""
+    headers = {"Authorization": f"Bearer {ctx['admin_token']}"}
     if mode == "on":
-        env |= {"RAYMALL_TRACE_FILE": "true", "RAYMALL_TRACE_SAMPLE_RATIO": str(ratio)}
-    return env
+        resp = httpx.put(base + "/admin/tracing", json={"sample_ratio": ratio}, headers=headers)
+    else:
+        resp = httpx.delete(base + "/admin/tracing", headers=headers)
+    if resp.status_code not in (200, 204):
+        raise RuntimeError(f"setting tracing {mode} failed: {resp.status_code} {resp.text}")
+    time.sleep(2 * POLL_S + 0.2)  # every replica has polled the new ratio
 
 
 def start_sale(base: str, ctx: dict[str, Any]) -> str:
@@ -134,31 +147,27 @@ def measure(
     return out
 
 
-def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[str, Any]], int]:
-    """Both servers up side by side; ``a.rounds`` rounds of paired measurements. Answers
-    one block per (round, mode) and the number of spans the traced server wrote."""
-    vars_ = {mode: Path(tempfile.mkdtemp(prefix=f"trace-bench-{mode}-")) for mode in MODES}
+def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[str, Any]], Path]:
+    """One server; ``a.rounds`` rounds of paired measurements, the ratio switched between
+    them. Answers one block per (round, mode) and the server's trace directory."""
+    var = Path(tempfile.mkdtemp(prefix="trace-bench-"))
     blocks: dict[tuple[int, str], dict[str, Any]] = {}
-    with ExitStack() as stack:
-        bases = {
-            mode: stack.enter_context(
-                raymall_server(server_env(ctx, mode, a.ratio), var=vars_[mode], tree=a.tree)
-            )
-            for mode in MODES
-        }
-        paths = {mode: start_sale(bases[mode], ctx) for mode in MODES}
-        pids = {mode: serve_pid(vars_[mode]) for mode in MODES}
+    with raymall_server(server_env(ctx), var=var, tree=a.tree) as base:
+        path = start_sale(base, ctx)
+        pid = serve_pid(var)
         time.sleep(5)
-        # both servers idle: what "back to idle" means before each measurement
+        # the server idle: what "back to idle" means before each measurement
         a.quiet_cores = busy_cores(5.0) + 0.2
         print(f"idle machine: {a.quiet_cores - 0.2:.2f} busy cores", flush=True)
         for rnd in range(1, a.rounds + 1):
-            order = MODES if rnd % 2 else MODES[::-1]
             for endpoint in ("flash", "detail"):
-                for mode in order:
+                # ABBA: the mode that goes first alternates between rounds and endpoints
+                first = (rnd + (endpoint == "detail")) % 2
+                for mode in MODES if first else MODES[::-1]:
                     block = blocks.setdefault((rnd, mode), {"mode": mode, "round": rnd})
+                    set_mode(base, ctx, mode, a.ratio)
                     load_before = os.getloadavg()[0]
-                    got = measure(endpoint, bases[mode], paths[mode], ctx, a, pids[mode])
+                    got = measure(endpoint, base, path, ctx, a, pid)
                     got["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                     block[endpoint] = got
                     print(
@@ -169,10 +178,122 @@ def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[st
                         f"; waited {got['settled_s']:.0f} s for idle",
                         flush=True,
                     )
-    spans = 0
-    for f in (vars_["on"] / "traces").glob("spans-*.jsonl"):
-        spans += sum(1 for _ in f.open())
-    return list(blocks.values()), spans
+    return list(blocks.values()), var / "traces"
+
+
+def trace_shapes(traces: Path) -> dict[str, dict[str, float]]:
+    """Per endpoint, the median sampled request's spans: all of them, and the SQL
+    statements and Redis commands among them (what an unsampled request checks, too)."""
+    from raymall.tracing import read_spans
+
+    def endpoint_of(spans: list[dict[str, Any]]) -> str | None:
+        for s in spans:
+            route = str(s.get("attributes", {}).get("http.route", ""))
+            if route.endswith("/purchase"):
+                return "flash"
+            if route.startswith("/products/{"):
+                return "detail"
+        return None
+
+    by_trace: dict[str, list[dict[str, Any]]] = {}
+    for span in read_spans(traces):
+        by_trace.setdefault(span["trace_id"], []).append(span)
+    shapes: dict[str, dict[str, float]] = {}
+    for endpoint in ("flash", "detail"):
+        rows = [spans for spans in by_trace.values() if endpoint_of(spans) == endpoint]
+        if not rows:
+            continue
+
+        def median_of(pick: Any, rows: list[list[dict[str, Any]]] = rows) -> float:
+            return float(statistics.median(sum(1 for s in spans if pick(s)) for spans in rows))
+
+        def system(s: dict[str, Any]) -> str:
+            return str(s.get("attributes", {}).get("db.system", ""))
+
+        shapes[endpoint] = {
+            "traces": len(rows),
+            "spans": median_of(lambda s: True),
+            "sql": median_of(lambda s: system(s) not in ("", "redis")),
+            "redis": median_of(lambda s: system(s) == "redis"),
+        }
+    return shapes
+
+
+def unsampled_costs(n: int = 20_000) -> dict[str, float]:
+    """What tracing, configured, costs a request it does not sample, in microseconds per
+    check, measured in this process (best of several repeats) with an exporter set and a
+    ratio of 0: the edge's decision (``start_request`` answering None), the SQL statement
+    hooks (an in-memory SQLite statement with the hooks minus without), the Redis command
+    wrapper (around a no-op, with minus without) and the test made before an actor call,
+    a batch or an outbox row (``recording_span``)."""
+    import timeit
+
+    import redis as redis_sync
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from sqlalchemy import create_engine
+
+    from raymall import tracing
+    from raymall.settings import Settings
+
+    def best_us(fn: Any, number: int = n) -> float:
+        return min(timeit.repeat(fn, number=number, repeat=7)) / number * 1e6
+
+    engine = create_engine("sqlite://")
+    original = redis_sync.Redis.execute_command
+    redis_sync.Redis.execute_command = lambda self, *args, **kw: None  # type: ignore[method-assign]
+    client = redis_sync.Redis()
+    try:
+        with engine.connect() as conn:
+            sql_without = best_us(lambda: conn.exec_driver_sql("select 1"), n // 4)
+            redis_without = best_us(lambda: client.execute_command("GET", "k"))
+            tracing.configure(
+                Settings(env="test", trace_sample_ratio=0.0),
+                "bench",
+                exporter=InMemorySpanExporter(),
+            )
+            sql_with = best_us(lambda: conn.exec_driver_sql("select 1"), n // 4)
+            redis_with = best_us(lambda: client.execute_command("GET", "k"))
+        headers = [
+            (b"host", b"127.0.0.1:8000"),
+            (b"user-agent", b"wrk"),
+            (b"authorization", b"Bearer " + b"x" * 200),
+            (b"accept", b"*/*"),
+        ]
+        edge = best_us(lambda: tracing.start_request("GET", "/products/1", headers))
+        check = best_us(tracing.recording_span)
+    finally:
+        tracing.disable()
+        redis_sync.Redis.execute_command = original  # type: ignore[method-assign]
+        engine.dispose()
+    return {
+        "edge_us": round(edge, 3),
+        "sql_us": round(max(0.0, sql_with - sql_without), 3),
+        "redis_us": round(max(0.0, redis_with - redis_without), 3),
+        "check_us": round(check, 3),
+    }
+
+
+def unsampled_share(
+    costs: dict[str, float], shapes: dict[str, dict[str, float]], res: dict[str, Any]
+) -> dict[str, Any]:
+    """Per endpoint, the unsampled request's cost (``unsampled_costs`` times the checks of
+    the median sampled request, ``trace_shapes``) and its share of the CPU a request takes
+    with no request sampled."""
+    out: dict[str, Any] = {}
+    for endpoint, shape in shapes.items():
+        others = max(0.0, shape["spans"] - 1 - shape["sql"] - shape["redis"])
+        us = (
+            costs["edge_us"]
+            + shape["sql"] * costs["sql_us"]
+            + shape["redis"] * costs["redis_us"]
+            + others * costs["check_us"]
+        )
+        cpu_ms = res[endpoint]["off"]["cpu_ms_per_request"]
+        out[endpoint] = {
+            "us_per_request": round(us, 2),
+            "share_of_request_cpu": round(us / 1000 / cpu_ms, 5),
+        }
+    return out
 
 
 def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
@@ -251,22 +372,29 @@ def main() -> None:
             "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
         }
         started = time.monotonic()
-        blocks, spans = run_rounds(ctx, a)
+        blocks, traces = run_rounds(ctx, a)
+        shapes = trace_shapes(traces)
+        res = summary(blocks)
+        costs = unsampled_costs()
         result = {
             "conditions": {
                 "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "load": f"wrk -t{a.threads} -c{a.connections} -d{a.seconds}s after {a.warmup} s",
-                "rounds": f"{a.rounds}, both servers up, one loaded at a time, order alternating",
+                "rounds": f"{a.rounds} on one server, the ratio switched, order ABBA",
                 "minutes": round((time.monotonic() - started) / 60, 1),
-                "spans written (tracing on)": spans,
+                "sampled requests (traces)": {e: v["traces"] for e, v in shapes.items()},
                 "tracing on": f"sample ratio {a.ratio}, JSON-lines exporter (var/traces/)",
+                "tracing off": "the same server sampling nothing (ratio 0, exporter set)",
                 "machine": f"{os.cpu_count()} CPUs shared; load average {load[0]:.1f} at start",
                 "raymall": str(a.tree or HERE.parent),
             },
             "blocks": blocks,
-            "summary": summary(blocks),
+            "summary": res,
+            "sampled request shape (median spans, SQL, Redis)": shapes,
+            "unsampled check costs (us)": costs,
+            "unsampled request cost": unsampled_share(costs, shapes, res),
         }
-        print(json.dumps(result["summary"], indent=2))
+        print(json.dumps({k: v for k, v in result.items() if k != "blocks"}, indent=2))
         if a.json:
             a.json.write_text(json.dumps(result, indent=2))
     finally:

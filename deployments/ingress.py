@@ -17,7 +17,7 @@ from ray import serve
 
 from deployments import auth_routes, errors, openapi
 from deployments.context import AppContext
-from deployments.drain import DrainWatch, drain_key
+from deployments.drain import ReplicaWatch
 from deployments.edge import Edge, Shortcut
 from deployments.headers import HttpPolicy
 from deployments.security import authenticate
@@ -44,6 +44,7 @@ ROUTER_MODULES = (
     "deployments.auth_routes",
     "deployments.inventory_routes",
     "deployments.health",
+    "deployments.tracing_routes",
     "deployments.web_routes",
 )
 
@@ -108,12 +109,12 @@ class Ingress:
     async def __serve_build_asgi_app__(self) -> Any:
         self.services = await build_services(self.ctx, self.payment_provider, self.carrier)
         app = build_app(self.services)
-        self.drain = DrainWatch(self.ctx.redis, drain_key(self.settings))
-        self.drain.start()
+        self.watch = ReplicaWatch(self.ctx.redis, self.settings)
+        self.watch.start()
         return Edge(
             app,
             echo_request_id=False,
-            draining=self.drain.is_draining,
+            draining=self.watch.is_draining,
             shortcuts=area_shortcuts(self.services),
             policy=HttpPolicy.from_settings(self.settings),
         )

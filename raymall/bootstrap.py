@@ -34,6 +34,7 @@ ADMIN_PERMISSIONS = USER_PERMISSIONS | {
     ("users", "read"),
     ("users", "block"),
     ("reviews", "moderate"),
+    ("tracing", "manage"),
 }
 ROLES = {"user": USER_PERMISSIONS, "admin": ADMIN_PERMISSIONS}
 

@@ -259,6 +259,13 @@ class IdempotencyMismatch(Conflict):
     code = "idempotency_key_reused"
 
 
+class TracingOff(Conflict):
+    """No span exporter is configured, so a sampling ratio would trace nothing."""
+
+    action = "Set RAYMALL_TRACE_OTLP_ENDPOINT or RAYMALL_TRACE_FILE, restart, then set the ratio."
+    code = "tracing_off"
+
+
 class CategoryCycle(Conflict):
     """The category move would make a category its own ancestor."""
 

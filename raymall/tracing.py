@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 enabled = False  # tracing configured in this process: hot paths test this first
 sample_ratio = 0.0  # the share of requests without a client's trace that the edge traces
+configured_ratio = 0.0  # ``trace_sample_ratio`` from the settings; ``set_sample_ratio(None)``
 TRACE_KEY = "_trace"  # the outbox payload key that carries the traceparent
 _tracer: Any = None
 _provider: Any = None
@@ -58,7 +59,7 @@ _lock = threading.Lock()
 def configure(settings: Settings, process: str, *, exporter: SpanExporter | None = None) -> bool:
     """Turn tracing on for this process if the settings name an exporter (or ``exporter``
     is given, for tests); True if it is on. Idempotent."""
-    global enabled, _tracer, _provider, _current_span, sample_ratio
+    global enabled, _tracer, _provider, _current_span, sample_ratio, configured_ratio
     exporters: list[Any] = [exporter] if exporter is not None else []
     if settings.trace_otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -82,7 +83,7 @@ def configure(settings: Settings, process: str, *, exporter: SpanExporter | None
         # roots are sampled by the edge (sample_root: an unsampled request makes no span at
         # all); everything else follows its parent
         sampler = ParentBased(ALWAYS_ON)
-        sample_ratio = settings.trace_sample_ratio
+        sample_ratio = configured_ratio = settings.trace_sample_ratio
         provider = TracerProvider(resource=resource, sampler=sampler)
         for exp in exporters:
             if exporter is not None and exp is exporter:  # tests read spans at once
@@ -120,6 +121,16 @@ def disable() -> None:
 def sample_root() -> bool:
     """Whether a request that brings no trace of its own is traced (``sample_ratio``)."""
     return sample_ratio >= 1.0 or (sample_ratio > 0.0 and random.random() < sample_ratio)
+
+
+def set_sample_ratio(ratio: float | None) -> float:
+    """Change the edge's sampling ratio while the process runs (``None``: back to the
+    settings' ``trace_sample_ratio``); answers the ratio now in force. Only the edge
+    decides (``sample_root``), so this is the whole switch: every other process follows
+    the sampled requests' parents."""
+    global sample_ratio
+    sample_ratio = configured_ratio if ratio is None else min(1.0, max(0.0, float(ratio)))
+    return sample_ratio
 
 
 def flush(timeout_ms: int = 5000) -> None:

@@ -307,3 +307,41 @@ def test_a_shard_restarted_after_a_crash_is_counted(
             pass
         assert time.monotonic() < deadline, "the restart was not counted within 60 s"
         time.sleep(0.5)
+
+
+def test_an_admin_changes_the_sampling_ratio_on_every_replica_without_a_restart(
+    app: Any, client: httpx.Client, admin: TestUser
+) -> None:
+    """The session's app samples nothing by itself; ``PUT /admin/tracing`` at 1.0 makes
+    every replica trace every request (each answer then carries a ``traceparent``) within
+    one poll, and ``DELETE`` brings the settings' ratio back. A shopper may not touch it."""
+    from deployments.drain import POLL_S
+
+    def traced_answers(n: int) -> int:
+        return sum(
+            "traceparent" in client.get("/products", params={"size": 1}).headers for _ in range(n)
+        )
+
+    shopper = new_user(client)
+    denied = client.put("/admin/tracing", json={"sample_ratio": 1.0}, headers=shopper.headers)
+    assert denied.status_code == 403 and denied.json()["error"]["code"] == "forbidden"
+    bad = client.put("/admin/tracing", json={"sample_ratio": 1.5}, headers=admin.headers)
+    assert bad.status_code == 422
+    assert traced_answers(8) == 0
+    try:
+        put = client.put(
+            "/admin/tracing", json={"sample_ratio": 1.0, "ttl_s": 600}, headers=admin.headers
+        )
+        assert put.status_code == 200, put.text
+        got = put.json()
+        assert got["exporting"] and got["sample_ratio"] == 1.0 and got["override"] == 1.0
+        assert got["configured_ratio"] == 0.0 and 0 < got["override_ttl_s"] <= 600
+        time.sleep(POLL_S * 2 + 0.5)  # every replica has polled since
+        assert traced_answers(12) == 12
+    finally:
+        reset = client.delete("/admin/tracing", headers=admin.headers)
+        assert reset.status_code == 204
+    time.sleep(POLL_S * 2 + 0.5)
+    assert traced_answers(12) == 0
+    state = client.get("/admin/tracing", headers=admin.headers).json()
+    assert state["override"] is None and state["sample_ratio"] == 0.0

@@ -236,6 +236,22 @@ def test_an_unsampled_request_without_a_traceparent_gets_no_trace_header_or_id()
     assert exporter.get_finished_spans() == ()
 
 
+def test_the_ratio_changed_at_run_time_samples_at_once_and_none_restores_the_settings() -> None:
+    exporter = InMemorySpanExporter()
+    tracing.configure(Settings(env="test", trace_sample_ratio=0.0), "unit", exporter=exporter)
+    try:
+        app = make_app()
+        assert "traceparent" not in app.get("/things/0").headers
+        assert tracing.set_sample_ratio(1.0) == 1.0
+        assert "traceparent" in app.get("/things/0").headers
+        assert tracing.set_sample_ratio(7) == 1.0 and tracing.set_sample_ratio(-1) == 0.0
+        assert tracing.set_sample_ratio(None) == 0.0
+        assert "traceparent" not in app.get("/things/0").headers
+    finally:
+        tracing.disable()
+    assert len(exporter.get_finished_spans()) == 1
+
+
 def test_compose_sends_traces_to_a_jaeger_with_otlp() -> None:
     from pathlib import Path
 
