@@ -1,32 +1,39 @@
 """What tracing costs: the flash purchase's throughput and the product detail read, with
 tracing off and on (``--ratio`` 0.1 sampling, the JSON-lines exporter writing every
-sampled span under the server's var/traces/), in one run.
+sampled span under the server's var/traces/), on one server.
 
-    .venv/bin/python bench/tracing_overhead.py [--seconds 10] [--rounds 4] [--ratio 0.1]
+    .venv/bin/python bench/tracing_overhead.py [--seconds 8] [--rounds 6] [--ratio 0.1]
     mkdir /tmp/head && git archive HEAD | tar -x -C /tmp/head   # a fixed tree to measure
     .venv/bin/python bench/tracing_overhead.py --tree /tmp/head
 
 One fresh MariaDB database and Redis db: the demo catalog (``raymall seed --demo``) plus two
-SKUs with a huge stock and ``--users`` users with access tokens. Two ``raymall serve`` run
-side by side for the whole run, one with tracing off and one with it on, each with its own
-flash sale (huge quantity and per-user limit). Each round loads one server at a time, the
-other idling: the flash purchase (``--warmup`` seconds, then ``--seconds`` of purchases by
-wrk, 64 connections, each request a new purchase: 201) on the one and then the other, then
-``GET /products/{id}`` over every published product the same way; the mode that goes first
-alternates between rounds. The two measurements of a pair are seconds apart on the same
-machine, so a shared machine's drift (other work starting and stopping) weighs on both,
-and no server start sits between them. Reported per mode and endpoint, as medians over
-rounds: req/s and p50/p99; then on/off of the req/s medians (the target: >= 0.95) and
-the median of each round's own on/off. Around each measured run the CPU of the loaded
-server's processes, MariaDB and Redis is read (/proc/<pid>/stat): CPU ms per request per
-mode, and off/on of those, which is what tracing costs a CPU-bound machine in throughput and
-is less sensitive than req/s to other work on a shared machine. The machine's load average
-is recorded around every measurement: read the figures with it. Before each measurement the
-bench waits (up to 45 s) until the machine is nearly idle: a flash run leaves its server's
-outbox relay and consumers working through its events for a while after the load stops.
+SKUs with a huge stock and ``--users`` users with access tokens. One ``raymall serve`` with
+the exporter configured and a sampling ratio of 0 runs for the whole bench, with a flash
+sale that never sells out. Each round measures both modes on each endpoint: ``on`` sets the
+ratio with ``PUT /admin/tracing`` (every replica applies it within one poll), ``off`` takes
+it back to 0 (``DELETE``); then the flash purchase (``--warmup`` seconds, then ``--seconds``
+of purchases by wrk, 64 connections, each request a new purchase: 201), and ``GET
+/products/{id}`` over every published product the same way. The mode that goes first
+alternates (ABBA), so drift over the run weighs on both. Two servers side by side, or one
+start per mode, differed by a third between runs of the same mode; one server switched
+between paired runs takes that difference out.
 
-Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations; the servers are
-stopped at the end).
+Reported per mode and endpoint, as medians over rounds: req/s and p50/p99; then on/off of
+the req/s medians (the target: >= 0.95) and the median of each round's own on/off. Around
+each measured run the CPU of the server's processes, MariaDB and Redis is read
+(/proc/<pid>/stat): CPU ms per request per mode, and off/on of those, which is what tracing
+costs a CPU-bound machine in throughput. The machine's load average is recorded around every
+measurement. Before each measurement the bench waits (up to 45 s) until the machine is
+nearly idle: a flash run leaves the outbox relay and consumers working through its events.
+
+``off`` here is the exporter configured with nothing sampled; what that costs against no
+exporter at all is what an unsampled request checks (the edge's decision, a hook per SQL
+statement and Redis command, a test before each actor call or batch). The bench times each
+check in its own process (``unsampled_costs``), counts them in the median sampled request of
+each endpoint (``trace_shapes``) and reports their sum as a share of the request's CPU.
+
+Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations; the server is stopped
+at the end).
 """
 
 from __future__ import annotations
@@ -140,10 +147,12 @@ def measure(
     else:
         got = run_http_wrk(base + "/products", seconds=a.seconds, **options)
         keys = ("rps", "p50_ms", "p99_ms", "non_2xx")
-    cpu = sum(cpu_by_kind(before, sample_cpu(tree(pid) + servers())).values())
+    by_kind = cpu_by_kind(before, sample_cpu(tree(pid) + servers()))
+    requests = max(1.0, got["rps"] * a.seconds)
     out = {k: got[k] for k in keys}
     out["settled_s"] = round(got_settled, 1)
-    out["cpu_ms_per_request"] = round(1000 * cpu / max(1.0, got["rps"] * a.seconds), 4)
+    out["cpu_ms_per_request"] = round(1000 * sum(by_kind.values()) / requests, 4)
+    out["cpu_ms_by_kind"] = {k: round(1000 * v / requests, 4) for k, v in sorted(by_kind.items())}
     return out
 
 
@@ -160,7 +169,7 @@ def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[st
         a.quiet_cores = busy_cores(5.0) + 0.2
         print(f"idle machine: {a.quiet_cores - 0.2:.2f} busy cores", flush=True)
         for rnd in range(1, a.rounds + 1):
-            for endpoint in ("flash", "detail"):
+            for endpoint in a.endpoints:
                 # ABBA: the mode that goes first alternates between rounds and endpoints
                 first = (rnd + (endpoint == "detail")) % 2
                 for mode in MODES if first else MODES[::-1]:
@@ -281,6 +290,8 @@ def unsampled_share(
     with no request sampled."""
     out: dict[str, Any] = {}
     for endpoint, shape in shapes.items():
+        if endpoint not in res:
+            continue
         others = max(0.0, shape["spans"] - 1 - shape["sql"] - shape["redis"])
         us = (
             costs["edge_us"]
@@ -299,7 +310,7 @@ def unsampled_share(
 def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians per mode and endpoint, and the on/off ratios (see the module docstring)."""
     res: dict[str, Any] = {}
-    for endpoint in ("flash", "detail"):
+    for endpoint in sorted({e for b in blocks for e in ("flash", "detail") if e in b}):
         row: dict[str, Any] = {}
         for mode in MODES:
             runs = [b[endpoint] for b in blocks if b["mode"] == mode]
@@ -314,6 +325,11 @@ def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
             row[mode]["cpu_ms_per_request"] = round(
                 statistics.median(r["cpu_ms_per_request"] for r in runs), 4
             )
+            kinds = sorted({k for r in runs for k in r["cpu_ms_by_kind"]})
+            row[mode]["cpu_ms_by_kind"] = {
+                k: round(statistics.median(r["cpu_ms_by_kind"].get(k, 0.0) for r in runs), 4)
+                for k in kinds
+            }
         row["on_over_off"] = round(row["on"]["rps"] / row["off"]["rps"], 3)
         # what the CPU per request gives a CPU-bound machine: off's CPU / on's CPU
         row["cpu_off_over_on"] = round(
@@ -334,10 +350,11 @@ def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--seconds", type=int, default=10)
+    p.add_argument("--seconds", type=int, default=8)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--ratio", type=float, default=0.1)
+    p.add_argument("--endpoints", default="flash,detail", help="the ones to time")
     p.add_argument("--users", type=int, default=5_000)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
@@ -347,6 +364,9 @@ def main() -> None:
     p.add_argument("--tree", type=Path, help="run raymall from this checkout (default: this)")
     a = p.parse_args()
     a.tree = a.tree.resolve() if a.tree else None
+    a.endpoints = [e for e in a.endpoints.split(",") if e]
+    if not a.endpoints or set(a.endpoints) - {"flash", "detail"}:
+        raise SystemExit("--endpoints: flash, detail or both")
     for url in (a.mysql, a.redis):
         if "127.0.0.1" not in url and "localhost" not in url:
             raise SystemExit("load only 127.0.0.1")
