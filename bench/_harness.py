@@ -78,7 +78,8 @@ def raymall_server(
         deadline = time.monotonic() + timeout_s
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(f"raymall serve exited: see {var / 'serve.log'}")
+                tail = (var / "serve.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"raymall serve exited; the end of its log:\n{tail}")
             try:
                 if (
                     httpx.get(base + "/readyz", timeout=5).status_code == 200

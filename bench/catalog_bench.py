@@ -62,6 +62,7 @@ from catalog_checks import CheckFailed, check_detail, check_listing, check_not_f
 from catalog_report import ENDPOINTS, NAMES, SERVERS, report  # noqa: E402
 
 from raymall.launcher.scratch import private_redis_db  # noqa: E402
+from raymall.settings import SECRETS  # noqa: E402
 
 PAGE_SIZE = 20
 
@@ -215,8 +216,8 @@ def raymall_env(db: str, rurl: str) -> dict[str, str]:
         "RAYMALL_REDIS_URL": rurl,
         "RAYMALL_RECOMMENDER": "0",
     }
-    for name in ("JWT_SECRET", "PAYMENT_SECRET", "FLASH_TOKEN_SECRET"):
-        env[f"RAYMALL_{name}"] = secrets.token_urlsafe(48)
+    for name in SECRETS:  # every secret prod requires, each a fresh one
+        env[f"RAYMALL_{name.upper()}"] = secrets.token_urlsafe(48)
     return env
 
 

@@ -168,9 +168,14 @@ def _wrk_cmd(url: str, seconds: int, conns: int, threads: int) -> list[str]:
     ]
 
 
-def run_wrk(url: str, path: str, tokens: Path, seconds: int, conns: int, threads: int) -> dict:
-    """``seconds`` of load, each request with the next of ``tokens`` (no Idempotency-Key)."""
+def run_wrk(
+    url: str, path: str, tokens: Path, seconds: int, conns: int, threads: int, rate: float = 0
+) -> dict:
+    """``seconds`` of load, each request with the next of ``tokens`` (no Idempotency-Key);
+    paced at ``rate`` req/s if it is set, else as fast as ``conns`` connections go."""
     env = {**os.environ, "FLASH_TOKENS": str(tokens), "FLASH_PATH": path}
+    if rate > 0:
+        env |= {"FLASH_RATE": f"{rate:.1f}", "FLASH_RATE_THREADS": str(threads)}
     cpu_before = _cpu_seconds()
     out = subprocess.run(
         _wrk_cmd(url, seconds, conns, threads),

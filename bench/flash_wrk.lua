@@ -3,6 +3,7 @@
 --
 -- * FLASH_TOKENS (a file of access tokens, one per line): for as long as wrk runs, each
 --   request carries the next token in turn (each thread starts at its own offset);
+--   With FLASH_RATE set, the requests are paced at that rate (see below);
 -- * FLASH_ATTEMPTS (a file of "token key" lines) and FLASH_THREADS: a fixed list of
 --   attempts, each sent once with its Idempotency-Key. Thread t sends lines t, t + n,
 --   t + 2n, ... (n = FLASH_THREADS); once all of its lines are answered it prints
@@ -47,6 +48,31 @@ function init(args)
     if #line > 0 then tokens[#tokens + 1] = "Bearer " .. line end
   end
   idx = (id * 7919) % #tokens
+end
+
+-- FLASH_RATE (req/s over FLASH_RATE_THREADS wrk threads, token mode): paced open loop.
+-- Each thread keeps a schedule of send times, one every threads/rate s, and a free
+-- connection waits for its thread's next slot, so a slow answer does not push it back.
+local rate = tonumber(os.getenv("FLASH_RATE") or "0")
+if not fixed and rate > 0 then
+  local ffi = require("ffi")
+  ffi.cdef[[
+    typedef struct { long tv_sec; long tv_nsec; } flash_ts;
+    int clock_gettime(int, flash_ts *);
+  ]]
+  local ts = ffi.new("flash_ts")
+  local interval = 1000 * tonumber(os.getenv("FLASH_RATE_THREADS") or "1") / rate
+  local next_at = nil
+  function delay()
+    ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
+    local now = tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+    -- a schedule more than a second behind starts again from now (no burst to catch up)
+    if next_at == nil or next_at < now - 1000 then next_at = now + math.random() * interval end
+    local at = next_at
+    next_at = next_at + interval
+    if at <= now then return 0 end
+    return math.floor(at - now + 0.5)
+  end
 end
 
 if fixed then

@@ -1,7 +1,10 @@
 """Mixed shopper load test: browse 60%, detail 20%, cart 10%, checkout with payment 5%,
 flash-sale purchase 5%, against a real ``raymall serve`` on 127.0.0.1, bounded in time.
 
-A warm-up (``--warmup-seconds`` at the rate phase's arrival rate, reported apart: fresh
+Once the shop is set up, the load starts when the machine is back to idle (busy cores
+under ``--quiet-cores``, at most 60 s: the seed's and any earlier run's leftover work must
+not land in the measured phases). A warm-up (``--warmup-seconds`` at the rate phase's
+arrival rate, reported apart: fresh
 connection pools, cold caches and first calls) then two phases on the same app:
 
 - **rate** (``--duration`` s): shopper visits arrive at ``--rate`` per second (Poisson, an
@@ -50,6 +53,7 @@ from sqlalchemy import create_engine, text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _harness import raymall_env, raymall_server  # noqa: E402
+from capacity_procs import settle  # noqa: E402
 
 from raymall.auth.demo import DEMO_ACCOUNTS  # noqa: E402
 
@@ -382,6 +386,8 @@ def write_report(
         f"- conditions: 127.0.0.1, {os.cpu_count()} CPUs shared by the client and every "
         f"server process; backends: {cfg['backends']}; mix browse 60 / detail 20 / "
         "cart 10 / checkout+pay 5 / flash 5",
+        f"- start: after the setup, waited {cfg.get('settled_s', 0):g} s for the machine to be"
+        f" back to idle (under {cfg.get('quiet_cores', 0):g} busy cores, at most 60 s)",
         f"- warm-up: {cfg['warmup_seconds']:g} s at the rate phase's arrival rate",
         f"- rate phase: {cfg['rate']:g} visits/s (Poisson arrivals) for {cfg['duration']:g} s, "
         f"at most {cfg['max_in_flight']} in flight; latency counted from each visit's "
@@ -489,6 +495,12 @@ def main() -> None:
     ap.add_argument("--capacity-seconds", type=float, default=15)
     ap.add_argument("--concurrency", type=int, default=32, help="capacity phase shoppers")
     ap.add_argument("--shoppers", type=int, default=40)
+    ap.add_argument(
+        "--quiet-cores",
+        type=float,
+        default=0.6,
+        help="start the load once the machine's busy cores fall below this (at most 60 s)",
+    )
     ap.add_argument("--out", type=Path, default=Path("bench/report"))
     ap.add_argument("--mysql-server", help="MySQL/MariaDB server URL; a fresh database is made")
     ap.add_argument("--redis-url", help="Redis server URL (a db index that may be flushed)")
@@ -530,7 +542,11 @@ def main() -> None:
                 "capacity_seconds": args.capacity_seconds,
                 "concurrency": args.concurrency,
                 "backends": backends,
+                "quiet_cores": args.quiet_cores,
             }
+            # the seed, the setup and whatever ran before (another server's outbox backlog,
+            # MariaDB flushing its writes) must not land in the measured phases
+            cfg["settled_s"] = round(settle(args.quiet_cores, most_s=60.0), 1)
             print(
                 f"setup done: {len(ctx['users'])} shoppers, {len(ctx['products'])} products; "
                 f"{args.rate:g} visits/s for {args.duration:g}s, then {args.concurrency} "
