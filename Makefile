@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 RAYMALL := $(VENV)/bin/raymall
 BENCH_SECONDS ?= 40
 BENCH_RATE ?= 200
+BENCH_WARMUP ?= 15
 # the load test runs on the local servers when they answer; BENCH_STORES= uses embedded stores
 BENCH_STORES ?= --mysql-server mysql+pymysql://root@127.0.0.1:3306/ --redis-url redis://127.0.0.1:6379/13
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
@@ -68,7 +69,7 @@ test: install
 	@bash scripts/test.sh
 
 bench: install
-	$(PY) bench/load_test.py --warmup-seconds 5 --duration $(BENCH_SECONDS) --rate $(BENCH_RATE) \
+	$(PY) bench/load_test.py --warmup-seconds $(BENCH_WARMUP) --duration $(BENCH_SECONDS) --rate $(BENCH_RATE) \
 		--capacity-seconds 15 --concurrency 32 --out bench/report $(BENCH_STORES)
 
 # the flash-sale benchmark drives its load with wrk (a Debian package, installed when missing)

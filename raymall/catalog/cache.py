@@ -213,6 +213,7 @@ LISTING_LOOKUP = """
 return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[2])}
 """
 LISTING_CACHE_NAME = "product_listing"
+LISTING_TTL_SPREAD = 0.15  # a page lives 85% to 100% of the listing TTL
 
 
 class ListingCache:
@@ -224,7 +225,10 @@ class ListingCache:
     (``invalidate_sync``), so a page filled from a read that raced with a write carries
     the old generation and is never served: a catalog change shows in listings on the
     next read, on every replica. What changes without a catalog write (stock, for the
-    ``in_stock`` filter) may be up to ``ttl_s`` old. Concurrent misses for one page on a
+    ``in_stock`` filter) may be up to ``ttl_s`` old. Each page lives between
+    ``1 - LISTING_TTL_SPREAD`` and 1 times ``ttl_s``, drawn at its fill, so pages filled
+    together (a replica's first minutes, a catalog write) do not all expire, and go back to
+    the database, in the same instant. Concurrent misses for one page on a
     replica share one database read. When Redis fails, pages are read from the database
     (concurrent reads of one page still share one read).
     """
@@ -275,19 +279,21 @@ class ListingCache:
                 self._count("hit")
                 return body, max(0, int(left_ms)) / 1000
         self._count("miss")
-        body, read_at = await self.flight.do(
+        body, expires_at = await self.flight.do(
             (key, generation), lambda: self._fill(key, generation, load)
         )
-        return body, max(0.0, read_at + self.ttl_ms / 1000 - time.monotonic())
+        return body, max(0.0, expires_at - time.monotonic())
 
     async def _fill(
         self, key: str, generation: str, load: Callable[[], Awaitable[str]]
     ) -> tuple[str, float]:
-        """The page, and when its read began (it is stored for ``ttl`` from after that)."""
+        """The page, and when its stored copy expires: its life runs from when the read
+        began, so the copy is never older than ``ttl_s``."""
         read_at = time.monotonic()
+        life_ms = max(1, round(self.ttl_ms * (1 - random.uniform(0, LISTING_TTL_SPREAD))))
         body = await load()
         try:
-            await self.redis.set(key, f"{generation}|{body}", px=self.ttl_ms)
+            await self.redis.set(key, f"{generation}|{body}", px=life_ms)
         except (RedisError, OSError) as exc:
             log.warning("listing cache fill failed: %s", exc)
-        return body, read_at
+        return body, read_at + life_ms / 1000

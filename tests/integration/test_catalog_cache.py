@@ -20,7 +20,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from raymall import metrics
 from raymall.catalog import bloom
 from raymall.catalog.bloom import BloomSpec
-from raymall.catalog.cache import CACHE_NAME, CacheKeys, DetailCache, ListingCache
+from raymall.catalog.cache import (
+    CACHE_NAME,
+    LISTING_TTL_SPREAD,
+    CacheKeys,
+    DetailCache,
+    ListingCache,
+)
 from raymall.catalog.effects import RedisCacheHooks
 from raymall.catalog.listing import list_products
 from raymall.catalog.repository import ProductFilters, iter_product_ids, load_product_doc
@@ -287,6 +293,22 @@ async def test_a_listing_page_is_read_once_then_served_from_redis(env: Env) -> N
     dead = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
     assert await ListingCache(dead, ttl_s=30).fetch(other, load) == (body, 0.0)  # none
     await dead.aclose()
+
+
+async def test_listing_pages_filled_together_expire_spread_over_the_last_part_of_the_ttl(
+    env: Env,
+) -> None:
+    """Pages filled in one burst expire between (1 - spread) x TTL and the TTL, not at one
+    instant, and never later than the TTL (the staleness bound of the in_stock filter)."""
+    cache = ListingCache(env.aredis, ttl_s=100, keys=env.keys)
+    load = listing_loader(env, [])
+    queries = [{**listing_query(env), "page": n} for n in range(1, 41)]
+    for q in queries:
+        await cache.get(q, load)
+    lives = [await env.aredis.pttl(env.keys.listing(cache.digest(q))) for q in queries]
+    low = 100_000 * (1 - LISTING_TTL_SPREAD) - 2_000
+    assert all(low <= life <= 100_000 for life in lives), lives
+    assert max(lives) - min(lives) > 3_000  # spread, not one instant
 
 
 async def test_a_catalog_write_makes_every_cached_listing_page_stale(env: Env) -> None:
