@@ -50,29 +50,12 @@ function init(args)
   idx = (id * 7919) % #tokens
 end
 
--- FLASH_RATE (req/s over FLASH_RATE_THREADS wrk threads, token mode): paced open loop.
--- Each thread keeps a schedule of send times, one every threads/rate s, and a free
--- connection waits for its thread's next slot, so a slow answer does not push it back.
+-- FLASH_RATE (req/s over FLASH_RATE_THREADS wrk threads, token mode): paced open loop
+-- (pace.lua, beside this script).
 local rate = tonumber(os.getenv("FLASH_RATE") or "0")
 if not fixed and rate > 0 then
-  local ffi = require("ffi")
-  ffi.cdef[[
-    typedef struct { long tv_sec; long tv_nsec; } flash_ts;
-    int clock_gettime(int, flash_ts *);
-  ]]
-  local ts = ffi.new("flash_ts")
-  local interval = 1000 * tonumber(os.getenv("FLASH_RATE_THREADS") or "1") / rate
-  local next_at = nil
-  function delay()
-    ffi.C.clock_gettime(1, ts)  -- CLOCK_MONOTONIC
-    local now = tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
-    -- a schedule more than a second behind starts again from now (no burst to catch up)
-    if next_at == nil or next_at < now - 1000 then next_at = now + math.random() * interval end
-    local at = next_at
-    next_at = next_at + interval
-    if at <= now then return 0 end
-    return math.floor(at - now + 0.5)
-  end
+  local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+  delay = dofile(here .. "pace.lua")(rate, tonumber(os.getenv("FLASH_RATE_THREADS") or "1"))
 end
 
 if fixed then

@@ -14,7 +14,8 @@ ratio with ``PUT /admin/tracing`` (every replica applies it within one poll), ``
 it back to 0 (``DELETE``); then the flash purchase (``--warmup`` seconds, then ``--seconds``
 of purchases by wrk, 64 connections, each request a new purchase: 201), and ``GET
 /products/{id}`` over every published product the same way, then flash purchases offered
-at ``--paced-rate`` (open loop, below saturation: ``flash_paced``). The mode that goes first
+at ``--paced-rate`` and detail reads at ``--detail-paced-rate`` (open loop, below saturation:
+``flash_paced``, ``detail_paced``; ``bench/pace.lua``). The mode that goes first
 alternates (ABBA), so drift over the run weighs on both. Two servers side by side, or one
 start per mode, differed by a third between runs of the same mode; one server switched
 between paired runs takes that difference out.
@@ -23,9 +24,10 @@ Reported per mode and endpoint, as medians over rounds: req/s and p50/p99; then 
 the req/s medians (the target: >= 0.95) and the median of each round's own on/off. The
 saturated flash run is the noisiest figure here: its batches grow with the load and a run
 can settle at a higher or lower batch size, so the same mode moves by a fifth between runs
-on one server. ``flash_paced`` offers the same rate in both modes, so its batches are alike,
-and its target is on CPU per request (off/on >= 0.95): on a CPU-bound machine that is the
-throughput tracing leaves. Around
+on one server. The paced runs offer the same rate in both modes, so their batches are alike,
+and their target is on CPU per request (off/on >= 0.95): on a CPU-bound machine that is the
+throughput tracing leaves (the utilization law, which docs/capacity.md checks against
+saturated runs). Around
 each measured run the CPU of the server's processes, MariaDB and Redis is read
 (/proc/<pid>/stat): CPU ms per request per mode, and off/on of those, which is what tracing
 costs a CPU-bound machine in throughput. The machine's load average is recorded around every
@@ -82,9 +84,10 @@ from raymall.ids import now_ms  # noqa: E402
 from raymall.launcher.scratch import make_mysql_database, private_redis_db  # noqa: E402
 
 MODES = ("off", "on")
-# flash and detail: saturated (as fast as the connections go); flash_paced: flash purchases
-# offered at --paced-rate, below saturation, where CPU per request is the measure
-ENDPOINTS = ("flash", "detail", "flash_paced")
+# flash and detail: saturated (as fast as the connections go); the paced ones are offered at
+# a fixed rate below saturation (--paced-rate, --detail-paced-rate), where CPU per request
+# is the measure
+ENDPOINTS = ("flash", "detail", "flash_paced", "detail_paced")
 
 
 def server_env(ctx: dict[str, Any]) -> dict[str, str]:
@@ -104,6 +107,17 @@ def server_env(ctx: dict[str, Any]) -> dict[str, str]:
         "RAYMALL_TRACE_FILE": "true",
         "RAYMALL_TRACE_SAMPLE_RATIO": "0",
     }
+
+
+def paced_scripts(scripts: dict[str, Path], a: argparse.Namespace) -> dict[str, Path]:
+    """``scripts`` and ``detail_paced``: the detail script offered at --detail-paced-rate
+    (``bench/pace.lua``)."""
+    paced = scripts["detail"].with_name("detail_paced.lua")
+    paced.write_text(
+        scripts["detail"].read_text()
+        + f'delay = dofile("{HERE / "pace.lua"}")({a.detail_paced_rate}, {a.threads})\n'
+    )
+    return {**scripts, "detail_paced": paced}
 
 
 def set_mode(base: str, ctx: dict[str, Any], mode: str, ratio: float) -> None:
@@ -142,7 +156,7 @@ def measure(
     """One measurement of ``endpoint`` on the server at ``base`` (``raymall serve``'s pid):
     warm-up, then the run, with the CPU the server's processes, MariaDB and Redis spent in
     it per request (less sensitive than req/s to other work on a shared machine)."""
-    script = str(ctx["scripts"]["detail"])
+    script = str(ctx["scripts"][endpoint if endpoint == "detail_paced" else "detail"])
     options = {"threads": a.threads, "connections": a.connections, "script": script}
     got_settled = settle(a.quiet_cores)
     flash = endpoint.startswith("flash")
@@ -182,7 +196,7 @@ def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[st
         for rnd in range(1, a.rounds + 1):
             for endpoint in a.endpoints:
                 # ABBA: the mode that goes first alternates between rounds and endpoints
-                first = (rnd + (endpoint == "detail")) % 2
+                first = (rnd + a.endpoints.index(endpoint)) % 2
                 for mode in MODES if first else MODES[::-1]:
                     block = blocks.setdefault((rnd, mode), {"mode": mode, "round": rnd})
                     set_mode(base, ctx, mode, a.ratio)
@@ -355,7 +369,7 @@ def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
         row["round_on_over_off"] = [round(r, 3) for r in per_round]
         row["median_round_on_over_off"] = round(statistics.median(per_round), 3)
         # paced: the offered rate is met in both modes, so what differs is the CPU per request
-        measure_of = "cpu_off_over_on" if endpoint == "flash_paced" else "on_over_off"
+        measure_of = "cpu_off_over_on" if endpoint.endswith("_paced") else "on_over_off"
         row["meets_target"] = row[measure_of] >= 0.95
         res[endpoint] = row
     return res
@@ -369,6 +383,7 @@ def main() -> None:
     p.add_argument("--ratio", type=float, default=0.1)
     p.add_argument("--endpoints", default="flash,detail,flash_paced", help="the ones to time")
     p.add_argument("--paced-rate", type=float, default=600, help="flash_paced's req/s")
+    p.add_argument("--detail-paced-rate", type=float, default=3000, help="detail_paced's req/s")
     p.add_argument("--users", type=int, default=5_000)
     p.add_argument("--connections", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
@@ -402,7 +417,7 @@ def main() -> None:
             "secret": secret,
             "skus": skus,
             "tokens": tokens,
-            "scripts": wrk_scripts(facts, tmp),
+            "scripts": paced_scripts(wrk_scripts(facts, tmp), a),
             "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
         }
         started = time.monotonic()

@@ -1,6 +1,7 @@
 """bench/flash_sale.py's sale rounds: wrk (flash_wrk.lua's fixed-list mode) sends every
 attempt of the list exactly once, with its token and Idempotency-Key, and the round's
-figures count what was answered. Checked against a small HTTP server on 127.0.0.1."""
+figures count what was answered; in token mode with a rate (bench/pace.lua) it offers no
+more than that rate. Checked against a small HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -17,7 +18,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from flash_sale import run_attempts, sale_checks, summarize, write_attempts  # noqa: E402
+from flash_sale import (  # noqa: E402
+    run_attempts,
+    run_wrk,
+    sale_checks,
+    summarize,
+    write_attempts,
+)
 
 pytestmark = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 
@@ -28,7 +35,7 @@ class Recorder(BaseHTTPRequestHandler):
     lock = threading.Lock()
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        attempt = (self.headers["Authorization"], self.headers["Idempotency-Key"])
+        attempt = (self.headers["Authorization"], self.headers["Idempotency-Key"] or "")
         with self.lock:
             self.seen[attempt] += 1
             first = self.seen[attempt] == 1
@@ -70,6 +77,17 @@ def test_every_attempt_is_sent_once_and_counted(server: str) -> None:
     assert result["ok"] == created and result["refused"] == 341 - created
     assert result["seconds"] > 0
     assert result["rps"] == pytest.approx(341 / result["seconds"], rel=1e-3)
+
+
+def test_a_paced_run_offers_its_rate_and_no_more(server: str, tmp_path: Path) -> None:
+    """At 100 req/s for 3 s over 16 connections (which unpaced send thousands a second),
+    about 300 requests go, each with the next token; never a burst past the schedule."""
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("\n".join(f"tok{i}" for i in range(50)))
+    got = run_wrk(server, "/buy", tokens, 3, 16, 2, rate=100)
+    assert 100 <= got["requests"] <= 330, got  # wrk counts what was answered
+    assert got["requests"] <= sum(Recorder.seen.values()) <= 340
+    assert {auth for auth, _ in Recorder.seen} <= {f"Bearer tok{i}" for i in range(50)}
 
 
 def test_an_unanswered_round_counts_its_missing_attempts_as_errors() -> None:
