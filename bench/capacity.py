@@ -140,25 +140,13 @@ local paths = {%(paths)s}
 local tokens = {%(tokens)s}
 local bodies = {%(bodies)s}
 local method = "%(method)s"
--- an offered rate (CAP_RATE req/s over CAP_THREADS threads; 0: none): each thread keeps a
--- schedule of send times, one every threads/rate s, and a connection that is free waits for
--- the next slot of its thread (open loop: a slow answer does not push the schedule back)
-local ffi = require("ffi")
-ffi.cdef[[
-  typedef struct { long tv_sec; long tv_nsec; } cap_ts;
-  int clock_gettime(int, cap_ts *);
-]]
-local ts = ffi.new("cap_ts")
-local function now_ms()
-  ffi.C.clock_gettime(1, ts)
-  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
-end
+-- an offered rate (CAP_RATE req/s over CAP_THREADS threads; 0: none), paced open loop by
+-- bench/pace.lua
 local rate = tonumber(os.getenv("CAP_RATE") or "0")
 -- every run's keys are new: wrk starts each run's Lua afresh (n from 1, the same seed), so
 -- without the run's own id a run would repeat the keys of the runs before it (replays)
 local run = os.getenv("CAP_RUN") or "0"
-local interval = rate > 0 and 1000 * tonumber(os.getenv("CAP_THREADS") or "1") / rate or 0
-local next_at = nil
+local paced = rate > 0 and dofile("%(pace)s")(rate, tonumber(os.getenv("CAP_THREADS") or "1"))
 local n, threads, all = 0, 0, {}
 function setup(thread)
   threads = threads + 1
@@ -167,14 +155,8 @@ function setup(thread)
 end
 function init(args) math.randomseed(1000 + tid); counts = {} end
 function delay()
-  if interval <= 0 then return 0 end
-  local now = now_ms()
-  -- a schedule more than a second behind starts again from now (no burst to catch up)
-  if next_at == nil or next_at < now - 1000 then next_at = now + math.random() * interval end
-  local at = next_at
-  next_at = next_at + interval
-  if at <= now then return 0 end
-  return math.floor(at - now + 0.5)
+  if not paced then return 0 end
+  return paced()
 end
 function request()
   n = n + 1
@@ -211,6 +193,7 @@ def lua(paths: list[str], method: str, tokens: list[str], bodies: list[str]) -> 
         return ",".join(json.dumps(x) for x in items)
 
     return LUA % {
+        "pace": HERE / "pace.lua",
         "paths": strings(paths),
         "tokens": strings(tokens),
         "bodies": strings(bodies),
