@@ -150,6 +150,18 @@ def start_sale(base: str, ctx: dict[str, Any]) -> str:
     return f"/flash-sales/{resp.json()['id']}/purchase"
 
 
+def commit_totals(base: str) -> tuple[float, float]:
+    """(operations, group commits) the inventory shards committed so far, from /metrics."""
+    text = httpx.get(base + "/metrics", timeout=30).text
+    ops = commits = 0.0
+    for line in text.splitlines():
+        if line.startswith("raymall_inventory_batch_ops_sum"):
+            ops += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("raymall_inventory_batch_ops_count"):
+            commits += float(line.rsplit(" ", 1)[1])
+    return ops, commits
+
+
 def measure(
     endpoint: str, base: str, path: str, ctx: dict[str, Any], a: argparse.Namespace, pid: int
 ) -> dict[str, Any]:
@@ -165,6 +177,7 @@ def measure(
         run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads, rate)
     else:
         run_http_wrk(base + "/products", seconds=a.warmup, **options)
+    commits_before = commit_totals(base)
     before = sample_cpu(tree(pid) + servers())
     if flash:
         got = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads, rate)
@@ -173,11 +186,14 @@ def measure(
         got = run_http_wrk(base + "/products", seconds=a.seconds, **options)
         keys = ("rps", "p50_ms", "p99_ms", "non_2xx")
     by_kind = cpu_by_kind(before, sample_cpu(tree(pid) + servers()))
+    commits = [b - a for a, b in zip(commits_before, commit_totals(base), strict=True)]
     requests = max(1.0, got["rps"] * a.seconds)
     out = {k: got[k] for k in keys}
     out["settled_s"] = round(got_settled, 1)
     out["cpu_ms_per_request"] = round(1000 * sum(by_kind.values()) / requests, 4)
     out["cpu_ms_by_kind"] = {k: round(1000 * v / requests, 4) for k, v in sorted(by_kind.items())}
+    if flash and commits[1] > 0:  # how many purchases a group commit carried, on average
+        out["ops_per_commit"] = round(commits[0] / commits[1], 2)
     return out
 
 
@@ -204,12 +220,14 @@ def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[st
                     got = measure(endpoint, base, path, ctx, a, pid)
                     got["load"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
                     block[endpoint] = got
+                    per_commit = "ops_per_commit" in got
                     print(
                         f"round {rnd} {endpoint:6} tracing {mode:3}: {got['rps']:7.0f} req/s"
                         f" (p50 {got['p50_ms']:.1f} ms, p99 {got['p99_ms']:.1f} ms,"
                         f" {got['cpu_ms_per_request']:.3f} ms of CPU per request)"
                         f"; load {got['load'][0]:.1f} -> {got['load'][1]:.1f}"
-                        f"; waited {got['settled_s']:.0f} s for idle",
+                        f"; waited {got['settled_s']:.0f} s for idle"
+                        + (f"; {got['ops_per_commit']} ops per commit" if per_commit else ""),
                         flush=True,
                     )
     return list(blocks.values()), var / "traces"
@@ -381,7 +399,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--ratio", type=float, default=0.1)
-    p.add_argument("--endpoints", default="flash,detail,flash_paced", help="the ones to time")
+    p.add_argument("--endpoints", default=",".join(ENDPOINTS), help="the ones to time")
     p.add_argument("--paced-rate", type=float, default=600, help="flash_paced's req/s")
     p.add_argument("--detail-paced-rate", type=float, default=3000, help="detail_paced's req/s")
     p.add_argument("--users", type=int, default=5_000)
