@@ -165,7 +165,14 @@ def open_units(env: Env, sku: int) -> int:
 
 
 async def assert_memory_matches_database(env: Env, client: InventoryClient, sku: int) -> None:
-    await env.handle(client.shard_of(sku)).drain.remote()
+    deadline = time.monotonic() + 60
+    while True:  # a shard killed just before may still be restarting
+        try:
+            await env.handle(client.shard_of(sku)).drain.remote()
+            break
+        except ray.exceptions.ActorUnavailableError:
+            assert time.monotonic() < deadline, "the shard did not come back within 60 s"
+            await asyncio.sleep(0.2)
     memory = (await client.snapshot([sku]))[sku]
     row = db_row(env, sku)
     assert {k: memory[k] for k in row} == row

@@ -79,14 +79,21 @@ def rec(
 
 
 def similar_ids(actor: Any, product_id: int, k: int = 10) -> list[int]:
-    """Neighbour ids; [] while the actor is restarting (callers wait for a condition)."""
+    """Neighbour ids; [] while the actor is restarting or its index is not open yet (it
+    answers ``unavailable`` then; callers wait for a condition)."""
     import ray
-    from ray.exceptions import ActorUnavailableError, RayActorError
+    from ray.exceptions import ActorUnavailableError, RayActorError, RayTaskError
+
+    from raymall.errors import Unavailable
 
     try:
         hits = ray.get(actor.similar.remote(product_id, k), timeout=60)
     except (ActorUnavailableError, RayActorError):
         return []
+    except RayTaskError as exc:
+        if isinstance(exc, Unavailable) or isinstance(getattr(exc, "cause", None), Unavailable):
+            return []
+        raise
     return [] if hits is None else [pid for pid, _ in hits]
 
 
