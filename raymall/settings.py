@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     trace_otlp_endpoint: str | None = None
     trace_file: bool = False
     trace_sample_ratio: float = Field(0.1, ge=0, le=1)
+    trace_sample_slice_ms: int = Field(100, ge=0, le=60_000)
 
     # stores: None means the embedded default under var_dir
     database_url: str | None = None

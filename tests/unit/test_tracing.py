@@ -385,3 +385,56 @@ def test_traceparent_parsing_agrees_with_opentelemetrys_propagator() -> None:
         cases.append("".join(chars))
     assert ours(CLIENT_PARENT) is not None and ours(later) is not None
     assert [c for c in cases if ours(c) != theirs(c)] == []
+
+
+@pytest.fixture()
+def sampling(monkeypatch: Any) -> Iterator[list[int]]:
+    """Tracing on at a ratio of 0.1 in slices of 100 ms, on a clock the test sets."""
+    clock = [1_800_000_000 * 10**9]
+    monkeypatch.setattr(tracing.time, "time_ns", lambda: clock[0])
+    exporter = InMemorySpanExporter()
+    settings = Settings(env="test", trace_sample_ratio=0.1, trace_sample_slice_ms=100)
+    tracing.configure(settings, "unit", exporter=exporter)
+    try:
+        yield clock
+    finally:
+        tracing.disable()
+
+
+def test_requests_of_one_slice_are_sampled_together_and_a_tenth_of_the_slices_are(
+    sampling: list[int],
+) -> None:
+    decisions = []
+    for _ in range(20_000):
+        first = tracing.sample_root()
+        sampling[0] += 40_000_000  # later in the same 100 ms slice
+        assert tracing.sample_root() is first
+        decisions.append(first)
+        sampling[0] += 60_000_000  # the next slice
+    assert 0.09 <= sum(decisions) / len(decisions) <= 0.11
+    # every process draws the same slices: the draw is a function of the slice number
+    number = sampling[0] // 100_000_000
+    assert tracing.slice_draw(number) == tracing.slice_draw(number)
+    assert (tracing.slice_draw(number) < 0.1) is tracing.sample_root()
+
+
+def test_a_new_ratio_applies_within_the_current_slice(sampling: list[int]) -> None:
+    number = sampling[0] // 100_000_000
+    draw = tracing.slice_draw(number)
+    tracing.set_sample_ratio(draw / 2)
+    assert not tracing.sample_root()
+    tracing.set_sample_ratio(min(1.0, draw * 1.5 + 1e-9))
+    assert tracing.sample_root()
+    tracing.set_sample_ratio(0.0)
+    assert not tracing.sample_root()
+
+
+def test_a_slice_of_zero_draws_for_each_request(monkeypatch: Any) -> None:
+    monkeypatch.setattr(tracing.time, "time_ns", lambda: 1_800_000_000 * 10**9)
+    settings = Settings(env="test", trace_sample_ratio=0.5, trace_sample_slice_ms=0)
+    tracing.configure(settings, "unit", exporter=InMemorySpanExporter())
+    try:
+        decisions = [tracing.sample_root() for _ in range(2_000)]  # one instant
+    finally:
+        tracing.disable()
+    assert 0.4 <= sum(decisions) / len(decisions) <= 0.6
