@@ -2,9 +2,18 @@
 tracing off and on (``--ratio`` 0.1 sampling, the JSON-lines exporter writing every
 sampled span under the server's var/traces/), on one server.
 
-    .venv/bin/python bench/tracing_overhead.py [--seconds 4] [--rounds 16] [--ratio 0.1]
+    .venv/bin/python bench/tracing_overhead.py [--alternate 40] [--window 4] [--ratio 0.1]
     mkdir /tmp/head && git archive HEAD | tar -x -C /tmp/head   # a fixed tree to measure
     .venv/bin/python bench/tracing_overhead.py --tree /tmp/head
+    .venv/bin/python bench/tracing_overhead.py --alternate 0 [--rounds 16] [--seconds 4]
+
+By default (``alternate``) each endpoint gets one unbroken saturated load, wrk with 64
+connections, for ``--alternate`` windows of ``--window`` seconds; the ratio is switched at
+the start of every window, and a window's rate is read from the server's own request
+counter once every replica has the new ratio. Adjacent windows make a pair (ABBA); the
+target is the median pair's on/off >= 0.95. A saturated run's rate drifts by a fifth over
+seconds in either mode, and separate runs each start cold, so adjacent windows of one load
+are the closest two modes get. ``--alternate 0`` runs the rounds below instead.
 
 One fresh MariaDB database and Redis db: the demo catalog (``raymall seed --demo``) plus two
 SKUs with a huge stock and ``--users`` users with access tokens. One ``raymall serve`` with
@@ -51,6 +60,7 @@ import json
 import os
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -75,7 +85,7 @@ from capacity_procs import (  # noqa: E402
 )
 from catalog_bench import catalog_facts, wrk_scripts  # noqa: E402
 from catalog_bench import seed as seed_catalog  # noqa: E402
-from flash_sale import BIG, run_wrk  # noqa: E402
+from flash_sale import BIG, _wrk_cmd, run_wrk  # noqa: E402
 from flash_sale import seed as seed_flash  # noqa: E402
 
 from deployments.drain import POLL_S  # noqa: E402
@@ -106,6 +116,11 @@ def server_env(ctx: dict[str, Any]) -> dict[str, str]:
         "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
         "RAYMALL_TRACE_FILE": "true",
         "RAYMALL_TRACE_SAMPLE_RATIO": "0",
+        **(
+            {"RAYMALL_TRACE_SAMPLE_SLICE_MS": str(ctx["slice_ms"])}
+            if ctx.get("slice_ms") is not None
+            else {}
+        ),
     }
 
 
@@ -120,8 +135,9 @@ def paced_scripts(scripts: dict[str, Path], a: argparse.Namespace) -> dict[str, 
     return {**scripts, "detail_paced": paced}
 
 
-def set_mode(base: str, ctx: dict[str, Any], mode: str, ratio: float) -> None:
-    """Sample ``ratio`` of the requests (``on``) or none (``off``) on every replica."""
+def set_mode(base: str, ctx: dict[str, Any], mode: str, ratio: float, wait: bool = True) -> None:
+    """Sample ``ratio`` of the requests (``on``) or none (``off``) on every replica (once
+    they have all polled it, if ``wait``)."""
     headers = {"Authorization": f"Bearer {ctx['admin_token']}"}
     if mode == "on":
         resp = httpx.put(base + "/admin/tracing", json={"sample_ratio": ratio}, headers=headers)
@@ -129,7 +145,8 @@ def set_mode(base: str, ctx: dict[str, Any], mode: str, ratio: float) -> None:
         resp = httpx.delete(base + "/admin/tracing", headers=headers)
     if resp.status_code not in (200, 204):
         raise RuntimeError(f"setting tracing {mode} failed: {resp.status_code} {resp.text}")
-    time.sleep(2 * POLL_S + 0.2)  # every replica has polled the new ratio
+    if wait:
+        time.sleep(2 * POLL_S + 0.2)  # every replica has polled the new ratio
 
 
 def start_sale(base: str, ctx: dict[str, Any]) -> str:
@@ -231,6 +248,98 @@ def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[st
                         flush=True,
                     )
     return list(blocks.values()), var / "traces"
+
+
+ROUTES = {"flash": "/flash-sales/{sale_id}/purchase", "detail": "/products/{product_id}"}
+
+
+def answered(base: str, route: str) -> float:
+    """Requests of ``route`` the server has answered so far (every status), from /metrics."""
+    text = httpx.get(base + "/metrics", timeout=30).text
+    label = f'route="{route}"'
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("raymall_http_requests_total{") and label in line
+    )
+
+
+def alternate(
+    endpoint: str, base: str, path: str, ctx: dict[str, Any], a: argparse.Namespace
+) -> dict[str, Any]:
+    """One unbroken saturated load of ``endpoint`` (wrk, as in the rounds) for
+    ``a.alternate`` windows of ``a.window`` seconds, the ratio switched at the start of each
+    window (pairs in ABBA order). A window's rate is what the server answered on the route
+    between ``2 * POLL_S + 0.2`` s into it (every replica has the new ratio) and its end, read
+    from its own counter; the pairs are adjacent windows. The load never stops, so drift over
+    seconds, and anything that outlives a run (the outbox relay's work, batch sizes), falls on
+    both modes alike."""
+    seconds = int(a.alternate * a.window) + 10
+    if endpoint == "flash":
+        env = {**os.environ, "FLASH_TOKENS": str(ctx["tokens"]), "FLASH_PATH": path}
+        cmd = _wrk_cmd(base, seconds, a.connections, a.threads)
+    else:
+        env = dict(os.environ)
+        cmd = ["wrk", f"-t{a.threads}", f"-c{a.connections}", f"-d{seconds}s"]
+        cmd += ["-s", str(ctx["scripts"]["detail"]), base + "/products"]
+    route = ROUTES[endpoint]
+    settle_s = 2 * POLL_S + 0.2
+    windows: list[dict[str, Any]] = []
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(3)  # the load's own warm-up
+        for i in range(a.alternate):
+            pair, second = divmod(i, 2)
+            mode = MODES[(pair + second) % 2]  # off on, on off, off on, ...
+            started = time.monotonic()
+            set_mode(base, ctx, mode, a.ratio, wait=False)
+            time.sleep(max(0.0, started + settle_s - time.monotonic()))
+            count0, t0 = answered(base, route), time.monotonic()
+            time.sleep(max(0.0, started + a.window - time.monotonic()))
+            count1, t1 = answered(base, route), time.monotonic()
+            windows.append({"mode": mode, "rps": round((count1 - count0) / (t1 - t0), 1)})
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    ratios = []
+    for k in range(0, len(windows) - 1, 2):
+        got = {w["mode"]: w["rps"] for w in windows[k : k + 2]}
+        if got.get("off"):
+            ratios.append(got["on"] / got["off"])
+    by_mode = {m: [w["rps"] for w in windows if w["mode"] == m] for m in MODES}
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else ratios * 3
+    return {
+        "windows": windows,
+        "off_rps_median": statistics.median(by_mode["off"]),
+        "on_rps_median": statistics.median(by_mode["on"]),
+        "on_over_off": round(statistics.mean(by_mode["on"]) / statistics.mean(by_mode["off"]), 3),
+        "pair_ratios": [round(r, 3) for r in ratios],
+        "median_pair_ratio": round(statistics.median(ratios), 3),
+        "pair_ratio_quartiles": [round(q, 3) for q in (quartiles[0], quartiles[2])],
+        "meets_target": statistics.median(ratios) >= 0.95,
+    }
+
+
+def run_alternating(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[dict[str, Any], Path]:
+    """``alternate`` for each saturated endpoint on one server; its trace directory."""
+    var = Path(tempfile.mkdtemp(prefix="trace-bench-"))
+    out: dict[str, Any] = {}
+    with raymall_server(server_env(ctx), var=var, tree=a.tree) as base:
+        path = start_sale(base, ctx)
+        time.sleep(5)
+        for endpoint in a.endpoints:
+            if endpoint not in ROUTES:
+                continue
+            settle(busy_cores(5.0) + 0.2)
+            got = out[endpoint] = alternate(endpoint, base, path, ctx, a)
+            print(
+                f"{endpoint}: on/off {got['on_over_off']} (means), median pair"
+                f" {got['median_pair_ratio']} (quartiles {got['pair_ratio_quartiles']}),"
+                f" {len(got['pair_ratios'])} pairs; off {got['off_rps_median']:.0f} req/s,"
+                f" on {got['on_rps_median']:.0f}",
+                flush=True,
+            )
+    return out, var / "traces"
 
 
 def trace_shapes(traces: Path) -> dict[str, dict[str, float]]:
@@ -401,6 +510,17 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=16)
     p.add_argument("--ratio", type=float, default=0.1)
     p.add_argument(
+        "--alternate",
+        type=int,
+        default=40,
+        help="this many windows of one unbroken load per endpoint, the ratio switched each"
+        " window (flash and detail); 0: rounds of separate runs (and the paced endpoints)",
+    )
+    p.add_argument("--window", type=float, default=4.0, help="--alternate's window, seconds")
+    p.add_argument(
+        "--slice-ms", type=int, help="the server's RAYMALL_TRACE_SAMPLE_SLICE_MS (0: per request)"
+    )
+    p.add_argument(
         "--endpoints", default="flash,detail", help=f"the ones to time, of {','.join(ENDPOINTS)}"
     )
     p.add_argument("--paced-rate", type=float, default=600, help="flash_paced's req/s")
@@ -415,6 +535,8 @@ def main() -> None:
     a = p.parse_args()
     a.tree = a.tree.resolve() if a.tree else None
     a.endpoints = [e for e in a.endpoints.split(",") if e]
+    if a.alternate and set(a.endpoints) - set(ROUTES):
+        raise SystemExit("--alternate times flash and detail; the paced ones need --alternate 0")
     if not a.endpoints or set(a.endpoints) - set(ENDPOINTS):
         raise SystemExit(f"--endpoints: some of {', '.join(ENDPOINTS)}")
     for url in (a.mysql, a.redis):
@@ -440,8 +562,29 @@ def main() -> None:
             "tokens": tokens,
             "scripts": paced_scripts(wrk_scripts(facts, tmp), a),
             "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
+            "slice_ms": a.slice_ms,
         }
         started = time.monotonic()
+        if a.alternate:
+            alternating, traces = run_alternating(ctx, a)
+            result = {
+                "conditions": {
+                    "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "load": f"wrk -t{a.threads} -c{a.connections}, unbroken per endpoint",
+                    "windows": f"{a.alternate} of {a.window} s, ratio switched each, ABBA",
+                    "minutes": round((time.monotonic() - started) / 60, 1),
+                    "tracing on": f"sample ratio {a.ratio}, JSON-lines exporter (var/traces/)",
+                    "tracing off": "the same server sampling nothing (ratio 0, exporter set)",
+                    "machine": f"{os.cpu_count()} CPUs shared; load average {load[0]:.1f}",
+                    "raymall": str(a.tree or HERE.parent),
+                },
+                "alternating": alternating,
+                "sampled request shape (median spans, SQL, Redis)": trace_shapes(traces),
+            }
+            print(json.dumps(result, indent=2))
+            if a.json:
+                a.json.write_text(json.dumps(result, indent=2))
+            return
         blocks, traces = run_rounds(ctx, a)
         shapes = trace_shapes(traces)
         res = summary(blocks)
