@@ -502,6 +502,22 @@ def summary(blocks: list[dict[str, Any]]) -> dict[str, Any]:
     return res
 
 
+def conditions(
+    a: argparse.Namespace, started: float, load_avg: float, /, **how: Any
+) -> dict[str, Any]:
+    """A report's conditions: when, ``how`` the load ran, the modes, the machine (its
+    ``load_avg`` at the start), the tree."""
+    return {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        **how,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "tracing on": f"sample ratio {a.ratio}, JSON-lines exporter (var/traces/)",
+        "tracing off": "the same server sampling nothing (ratio 0, exporter set)",
+        "machine": f"{os.cpu_count()} CPUs shared; load average {load_avg:.1f} at start",
+        "raymall": str(a.tree or HERE.parent),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     # many short pairs: a saturated run's state drifts over seconds, in either mode
@@ -568,16 +584,13 @@ def main() -> None:
         if a.alternate:
             alternating, traces = run_alternating(ctx, a)
             result = {
-                "conditions": {
-                    "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                    "load": f"wrk -t{a.threads} -c{a.connections}, unbroken per endpoint",
-                    "windows": f"{a.alternate} of {a.window} s, ratio switched each, ABBA",
-                    "minutes": round((time.monotonic() - started) / 60, 1),
-                    "tracing on": f"sample ratio {a.ratio}, JSON-lines exporter (var/traces/)",
-                    "tracing off": "the same server sampling nothing (ratio 0, exporter set)",
-                    "machine": f"{os.cpu_count()} CPUs shared; load average {load[0]:.1f}",
-                    "raymall": str(a.tree or HERE.parent),
-                },
+                "conditions": conditions(
+                    a,
+                    started,
+                    load[0],
+                    load=f"wrk -t{a.threads} -c{a.connections}, unbroken per endpoint",
+                    windows=f"{a.alternate} of {a.window} s, ratio switched each, ABBA",
+                ),
                 "alternating": alternating,
                 "sampled request shape (median spans, SQL, Redis)": trace_shapes(traces),
             }
@@ -590,17 +603,17 @@ def main() -> None:
         res = summary(blocks)
         costs = unsampled_costs()
         result = {
-            "conditions": {
-                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                "load": f"wrk -t{a.threads} -c{a.connections} -d{a.seconds}s after {a.warmup} s",
-                "rounds": f"{a.rounds} on one server, the ratio switched, order ABBA",
-                "minutes": round((time.monotonic() - started) / 60, 1),
-                "sampled requests (traces)": {e: v["traces"] for e, v in shapes.items()},
-                "tracing on": f"sample ratio {a.ratio}, JSON-lines exporter (var/traces/)",
-                "tracing off": "the same server sampling nothing (ratio 0, exporter set)",
-                "machine": f"{os.cpu_count()} CPUs shared; load average {load[0]:.1f} at start",
-                "raymall": str(a.tree or HERE.parent),
-            },
+            "conditions": conditions(
+                a,
+                started,
+                load[0],
+                **{
+                    "load": f"wrk -t{a.threads} -c{a.connections} -d{a.seconds}s"
+                    f" after {a.warmup} s",
+                    "rounds": f"{a.rounds} on one server, the ratio switched, order ABBA",
+                    "sampled requests (traces)": {e: v["traces"] for e, v in shapes.items()},
+                },
+            ),
             "blocks": blocks,
             "summary": res,
             "sampled request shape (median spans, SQL, Redis)": shapes,
