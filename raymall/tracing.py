@@ -63,7 +63,7 @@ _lock = threading.Lock()
 def configure(settings: Settings, process: str, *, exporter: SpanExporter | None = None) -> bool:
     """Turn tracing on for this process if the settings name an exporter (or ``exporter``
     is given, for tests); True if it is on. Idempotent."""
-    global enabled, _tracer, _provider, _current_span, sample_ratio, configured_ratio, slice_ns
+    global enabled, _tracer, _provider, _current_span, configured_ratio, slice_ns
     exporters: list[Any] = [exporter] if exporter is not None else []
     if settings.trace_otlp_endpoint:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -87,8 +87,9 @@ def configure(settings: Settings, process: str, *, exporter: SpanExporter | None
         # roots are sampled by the edge (sample_root: an unsampled request makes no span at
         # all); everything else follows its parent
         sampler = ParentBased(ALWAYS_ON)
-        sample_ratio = configured_ratio = settings.trace_sample_ratio
+        configured_ratio = settings.trace_sample_ratio
         slice_ns = settings.trace_sample_slice_ms * 1_000_000
+        set_sample_ratio(None)  # and no slice drawn under an earlier configuration
         provider = TracerProvider(resource=resource, sampler=sampler)
         for exp in exporters:
             if exporter is not None and exp is exporter:  # tests read spans at once
