@@ -6,7 +6,8 @@
 The process is found in Ray's actor table (by name, or the N-th live Serve replica by
 name), then sampled with ``py-spy record --nonblocking`` (the target is never paused, so
 this is safe on a live shop; it costs the target nothing but py-spy's own CPU) for the
-given seconds, written as an SVG flame graph (or ``--format speedscope``/``raw``). py-spy
+given seconds, written as an SVG flame graph (or ``--format speedscope``/``raw``); a target
+idle for the whole window is sampled again with its idle stacks, to show where it waits. py-spy
 reads the process's memory, so it runs on the node that hosts the actor, as a user
 allowed to ptrace it (root, or ``kernel.yama.ptrace_scope=0``); for an actor on another
 node the command says which node to run it on.
@@ -84,6 +85,9 @@ def py_spy() -> str:
     return found
 
 
+IDLE_TARGET = "No stack counts found"
+
+
 def record(target: Target, seconds: float, out: Path, fmt: str = "flamegraph") -> Path:
     """Sample ``target`` for ``seconds`` into ``out``; raise ProfileError if py-spy fails."""
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -103,6 +107,13 @@ def record(target: Target, seconds: float, out: Path, fmt: str = "flamegraph") -
         str(out),
     ]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)  # noqa: S603
+    if done.returncode != 0 and IDLE_TARGET in done.stderr:
+        # The target ran no Python for the whole window (an idle shard): py-spy drops idle
+        # samples by default, so it had nothing to draw. Sample again with the idle stacks
+        # kept, which shows where each thread waits.
+        done = subprocess.run(  # noqa: S603
+            [*cmd, "--idle"], capture_output=True, text=True, timeout=seconds + 60
+        )
     if done.returncode != 0 or not out.exists():
         raise ProfileError(f"py-spy failed ({done.returncode}): {done.stderr.strip()[-500:]}")
     return out

@@ -45,3 +45,32 @@ def test_the_default_output_is_a_file_name_under_var_profiles() -> None:
     path = default_output(Path("var"), find_target(ACTORS, replica=0), "flamegraph")
     assert path.parent == Path("var/profiles") and path.suffix == ".svg"
     assert "#" not in path.name and ":" not in path.name
+
+
+def test_an_idle_process_still_gets_a_flame_graph_of_where_it_waits(tmp_path: Path) -> None:
+    """py-spy drops idle samples by default, so a process that ran no Python for the whole
+    window (an idle order shard) left nothing to draw; ``record`` samples it again with the
+    idle stacks kept."""
+    import subprocess
+    import sys
+
+    from raymall.launcher.profile import record
+
+    script = (
+        "import time\n"
+        "def waiting_here():\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+        "waiting_here()"
+    )
+    sleeper = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert sleeper.stdout is not None and sleeper.stdout.readline() == "ready\n"
+        out = record(Target("sleeper", sleeper.pid, "", ""), 1, tmp_path / "idle.svg")
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    text = out.read_text()
+    assert "<svg" in text and "waiting_here" in text
