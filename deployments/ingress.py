@@ -22,7 +22,7 @@ from deployments.edge import Edge, Shortcut
 from deployments.headers import HttpPolicy
 from deployments.security import authenticate
 from deployments.services import Services, build_services
-from raymall import __version__, logs, tracing
+from raymall import __version__, gcwatch, logs, tracing
 from raymall.settings import Settings
 
 # Hottest paths first: FastAPI matches a request against the included routers in this
@@ -111,13 +111,15 @@ class Ingress:
         app = build_app(self.services)
         self.watch = ReplicaWatch(self.ctx.redis, self.settings)
         self.watch.start()
-        return Edge(
+        edge = Edge(
             app,
             echo_request_id=False,
             draining=self.watch.is_draining,
             shortcuts=area_shortcuts(self.services),
             policy=HttpPolicy.from_settings(self.settings),
         )
+        gcwatch.started("replica", freeze=self.settings.gc_freeze)
+        return edge
 
     async def check_health(self) -> None:
         """Serve's replica health check: the replica is alive if its event loop runs."""

@@ -182,6 +182,18 @@ LOGIN_FAILURES = Counter(
     ["reason"],
 )
 
+GC_PAUSE = Histogram(
+    "raymall_gc_pause_seconds",
+    "Full (generation 2) garbage collections, each a pause of its process, by process",
+    ["process"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+GC_SECONDS = Counter(
+    "raymall_gc_seconds",
+    "Time spent in garbage collections, by process and generation",
+    ["process", "generation"],
+)
+
 
 def render() -> tuple[bytes, str]:
     """The node's merged exposition (multiprocess) or this process's (single process)."""

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     trace_file: bool = False
     trace_sample_ratio: float = Field(0.1, ge=0, le=1)
     trace_sample_slice_ms: int = Field(100, ge=0, le=60_000)
+    # keep what a process built at startup out of later garbage collections (raymall.gcwatch)
+    gc_freeze: bool = True
 
     # stores: None means the embedded default under var_dir
     database_url: str | None = None

@@ -405,8 +405,9 @@ def end_request(
 # ---- actors ----------------------------------------------------------------------------------
 def traced_actor(cls: type, kind: str) -> Any:
     """``cls`` whose constructor ``(settings, index, ...)`` configures tracing for the
-    process first, and which answers ``traced_call(traceparent, method, *args)``: the
-    method, run under a SERVER span that continues the caller's trace.
+    process first (and, once the actor has started, times and freezes its garbage
+    collections: ``raymall.gcwatch``), and which answers ``traced_call(traceparent,
+    method, *args)``: the method, run under a SERVER span that continues the caller's trace.
 
     The subclass is pickled by value into the actor's process, and with it any global it
     reads: so its methods only call this module's functions (pickled by reference), which
@@ -416,6 +417,9 @@ def traced_actor(cls: type, kind: str) -> Any:
         def __init__(self, settings: Settings, index: int, *args: Any, **kw: Any) -> None:
             self._trace_name = actor_started(settings, f"{kind}-{index}")
             super().__init__(settings, index, *args, **kw)
+            from raymall import gcwatch
+
+            gcwatch.started(self._trace_name, freeze=settings.gc_freeze)
 
         async def traced_call(self, carrier: str | None, method: str, *args: Any, **kw: Any) -> Any:
             return await actor_call(self, carrier, method, args, kw)

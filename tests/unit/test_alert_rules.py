@@ -91,6 +91,8 @@ def test_the_dashboard_shows_the_operations_metrics() -> None:
         "raymall_availability_lag_seconds",
         "raymall_login_failures_total",
         "raymall_inventory_low_stock_skus",
+        "raymall_gc_pause_seconds",
+        "raymall_gc_seconds_total",
     ):
         assert metric in exprs, f"the dashboard does not show {metric}"
     ids = [p["id"] for p in dash["panels"]]

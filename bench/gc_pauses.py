@@ -1,0 +1,227 @@
+"""Garbage-collection pauses under a flash sale, with what each process built at startup
+frozen out of later collections (``RAYMALL_GC_FREEZE=true``, the default) and without.
+
+    .venv/bin/python bench/gc_pauses.py [--rounds 2] [--seconds 40]
+    mkdir /tmp/head && git archive HEAD | tar -x -C /tmp/head   # a fixed tree to measure
+    .venv/bin/python bench/gc_pauses.py --tree /tmp/head
+
+A full (generation 2) collection stops its process while it scans every tracked object; an
+inventory shard holds Ray's, SQLAlchemy's and OpenTelemetry's objects and up to
+``RAYMALL_INVENTORY_KEY_CACHE`` records, so a purchase waiting on it waits out the scan.
+
+One fresh MariaDB database and Redis db: two SKUs with a huge stock and ``--users`` users
+with access tokens (as ``bench/tracing_overhead.py``). Each round starts one ``raymall
+serve`` per mode, in ABBA order over the rounds (on off, off on, ...): a flash sale that never
+sells out, ``--warmup`` seconds of purchases, then ``--seconds`` of them by wrk (64
+connections, each request a new purchase: 201). Around the measured run ``/metrics`` is read:
+the full collections of each process (``raymall_gc_pause_seconds{process}``: count, mean
+and the bucket under which 99% fall), the time each process spent in collections of every
+generation (``raymall_gc_seconds_total``), and the purchases answered. wrk reports the
+purchase's p50 and p99.
+
+Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations; each server is stopped
+when its round ends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent))
+
+from _harness import raymall_server  # noqa: E402
+from flash_sale import run_wrk  # noqa: E402
+from flash_sale import seed as seed_flash  # noqa: E402
+from tracing_overhead import ROUTES, answered, start_sale  # noqa: E402
+
+from raymall.auth.tokens import TokenCodec  # noqa: E402
+from raymall.launcher.scratch import make_mysql_database, private_redis_db  # noqa: E402
+
+MODES = ("on", "off")
+_SAMPLE = re.compile(r"^(raymall_gc_\w+)\{([^}]*)\} ([0-9.e+-]+)$")
+
+
+def server_env(ctx: dict[str, Any], mode: str) -> dict[str, str]:
+    return {
+        "RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"),
+        "RAYMALL_DATABASE_URL": ctx["db"],
+        "RAYMALL_REDIS_URL": ctx["redis"],
+        "RAYMALL_JWT_SECRET": ctx["secret"],
+        "RAYMALL_RECOMMENDER": "0",
+        "RAYMALL_ACCESS_TOKEN_TTL_S": "86400",
+        "RAYMALL_FLASH_ORDER_TIMEOUT_S": "7200",
+        "RAYMALL_FLASH_RATE_USER_PER_S": "100000",
+        "RAYMALL_FLASH_RATE_USER_BURST": "100000",
+        "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
+        "RAYMALL_GC_FREEZE": "true" if mode == "on" else "false",
+    }
+
+
+def gc_samples(base: str) -> dict[tuple[str, str], float]:
+    """Every ``raymall_gc_*`` sample on /metrics: (name, labels) -> value."""
+    text = httpx.get(base + "/metrics", timeout=30).text
+    out: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        found = _SAMPLE.match(line)
+        if found:
+            out[(found[1], found[2])] = float(found[3])
+    return out
+
+
+def _labels(text: str) -> dict[str, str]:
+    return dict(re.findall(r'(\w+)="([^"]*)"', text))
+
+
+def pauses(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> Any:
+    """Per process, the full collections between the two reads: count, mean ms, the bucket
+    bound (ms) under which 99% of them fell; and ms per second spent in each generation."""
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    out: dict[str, dict[str, Any]] = {}
+    for (name, labels), value in sorted(delta.items()):
+        lab = _labels(labels)
+        proc = out.setdefault(lab["process"], {"buckets": []})
+        if name == "raymall_gc_pause_seconds_count":
+            proc["full"] = int(value)
+        elif name == "raymall_gc_pause_seconds_sum":
+            proc["full_s"] = value
+        elif name == "raymall_gc_pause_seconds_bucket":
+            proc["buckets"].append((float(lab["le"]), value))
+        elif name == "raymall_gc_seconds_total":
+            proc.setdefault("gc_s", {})[lab["generation"]] = value
+    for proc in out.values():
+        full, buckets = proc.get("full", 0), sorted(proc.pop("buckets"))
+        proc["full_mean_ms"] = round(1000 * proc.pop("full_s", 0.0) / full, 1) if full else None
+        under = [le for le, n in buckets if full and n >= 0.99 * full]
+        proc["full_p99_under_ms"] = 1000 * under[0] if under else None
+    return out
+
+
+def one_round(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str, Any]:
+    var = Path(tempfile.mkdtemp(prefix="gc-bench-"))
+    with raymall_server(server_env(ctx, mode), var=var, tree=a.tree) as base:
+        path = start_sale(base, ctx)
+        time.sleep(5)
+        run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads, 0)
+        before, count0, t0 = gc_samples(base), answered(base, ROUTES["flash"]), time.monotonic()
+        got = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads, 0)
+        after, count1, t1 = gc_samples(base), answered(base, ROUTES["flash"]), time.monotonic()
+    by_process = pauses(before, after)
+    seconds = t1 - t0
+    for proc in by_process.values():
+        proc["gc_ms_per_s"] = {
+            g: round(1000 * s / seconds, 1) for g, s in sorted(proc.pop("gc_s", {}).items())
+        }
+    return {
+        "mode": mode,
+        "purchases_per_s": round((count1 - count0) / seconds, 1),
+        "p50_ms": got["p50_ms"],
+        "p99_ms": got["p99_ms"],
+        "errors": got["errors"],
+        "processes": by_process,
+    }
+
+
+def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for mode in MODES:
+        mine = [r for r in rounds if r["mode"] == mode]
+        shard = [r["processes"].get("inventory-0", {}) for r in mine]
+        means = [s["full_mean_ms"] for s in shard if s.get("full_mean_ms") is not None]
+        out[mode] = {
+            "purchases_per_s": statistics.median(r["purchases_per_s"] for r in mine),
+            "p99_ms": statistics.median(r["p99_ms"] for r in mine),
+            "inventory-0 full collections": [s.get("full", 0) for s in shard],
+            "inventory-0 full pause mean ms": means,
+        }
+    if out["off"]["purchases_per_s"]:
+        out["on/off purchases"] = round(
+            out["on"]["purchases_per_s"] / out["off"]["purchases_per_s"], 3
+        )
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--rounds", type=int, default=2, help="server starts per mode")
+    p.add_argument("--seconds", type=int, default=40)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--users", type=int, default=5_000)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--tree", type=Path, help="run raymall from this checkout (default: this)")
+    a = p.parse_args()
+    a.tree = a.tree.resolve() if a.tree else None
+    for url in (a.mysql, a.redis):
+        if "127.0.0.1" not in url and "localhost" not in url:
+            raise SystemExit("load only 127.0.0.1")
+    load = os.getloadavg()
+    started = time.monotonic()
+    db, drop = make_mysql_database(a.mysql, "rm_gc")
+    rurl = private_redis_db(a.redis)
+    secret = secrets.token_urlsafe(48)
+    tmp = Path(tempfile.mkdtemp(prefix="gc-bench-"))
+    try:
+        skus, users, admin = seed_flash(db, a.users, 4)
+        codec = TokenCodec(secret, access_ttl_s=86_400, refresh_ttl_s=86_400)
+        tokens = tmp / "tokens.txt"
+        tokens.write_text("\n".join(codec.issue_access(u, "user", f"f{u}")[0] for u in users))
+        ctx = {
+            "db": db,
+            "redis": rurl,
+            "secret": secret,
+            "skus": skus,
+            "tokens": tokens,
+            "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
+        }
+        rounds = []
+        for rnd in range(a.rounds):
+            for mode in MODES if rnd % 2 == 0 else MODES[::-1]:
+                got = one_round(ctx, mode, a)
+                rounds.append(got)
+                shard = got["processes"].get("inventory-0", {})
+                print(
+                    f"freeze {mode:3}: {got['purchases_per_s']:7.0f} purchases/s, p99"
+                    f" {got['p99_ms']:.0f} ms; inventory-0: {shard.get('full', 0)} full"
+                    f" collections, mean {shard.get('full_mean_ms')} ms",
+                    flush=True,
+                )
+        result = {
+            "conditions": {
+                "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "load": f"wrk -t{a.threads} -c{a.connections} -d{a.seconds}s flash purchases"
+                f" after {a.warmup} s, one server start per round and mode, ABBA",
+                "minutes": round((time.monotonic() - started) / 60, 1),
+                "machine": f"{os.cpu_count()} CPUs shared; load average {load[0]:.1f} at start",
+                "raymall": str(a.tree or HERE.parent),
+            },
+            "rounds": rounds,
+            "summary": summary(rounds),
+        }
+        print(json.dumps(result, indent=2))
+        if a.json:
+            a.json.write_text(json.dumps(result, indent=2))
+    finally:
+        drop()
+        redis.Redis.from_url(rurl).flushdb()
+
+
+if __name__ == "__main__":
+    main()
