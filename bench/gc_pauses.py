@@ -1,7 +1,10 @@
 """Garbage-collection pauses under a flash sale, with what each process built at startup
-frozen out of later collections (``RAYMALL_GC_FREEZE=true``, the default) and without.
+frozen out of later collections (``RAYMALL_GC_FREEZE=true``, the default) and without, or
+between any two configurations (``--mode``).
 
     .venv/bin/python bench/gc_pauses.py [--rounds 2] [--seconds 40]
+    .venv/bin/python bench/gc_pauses.py --mode young700=RAYMALL_GC_YOUNG_THRESHOLD=700 \
+        --mode young20k=RAYMALL_GC_YOUNG_THRESHOLD=20000
     mkdir /tmp/head && git archive HEAD | tar -x -C /tmp/head   # a fixed tree to measure
     .venv/bin/python bench/gc_pauses.py --tree /tmp/head
 
@@ -11,13 +14,15 @@ inventory shard holds Ray's, SQLAlchemy's and OpenTelemetry's objects and up to
 
 One fresh MariaDB database and Redis db: two SKUs with a huge stock and ``--users`` users
 with access tokens (as ``bench/tracing_overhead.py``). Each round starts one ``raymall
-serve`` per mode, in ABBA order over the rounds (on off, off on, ...): a flash sale that never
+serve`` per mode, in ABBA order over the rounds (A B, B A, ...): a flash sale that never
 sells out, ``--warmup`` seconds of purchases, then ``--seconds`` of them by wrk (64
 connections, each request a new purchase: 201). Around the measured run ``/metrics`` is read:
 the full collections of each process (``raymall_gc_pause_seconds{process}``: count, mean
 and the bucket under which 99% fall), the time each process spent in collections of every
-generation (``raymall_gc_seconds_total``), and the purchases answered. wrk reports the
-purchase's p50 and p99.
+generation (``raymall_gc_seconds_total``; written by a process at most once a second, so
+an idle one's figure lags), and the purchases answered. wrk reports the purchase's p50 and
+p99. The summary takes the busiest inventory shard (the sale's SKU lives on one), the outbox
+relay and the replicas (both, together), with GC milliseconds per purchase.
 
 Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations; each server is stopped
 when its round ends).
@@ -52,11 +57,20 @@ from tracing_overhead import ROUTES, answered, start_sale  # noqa: E402
 from raymall.auth.tokens import TokenCodec  # noqa: E402
 from raymall.launcher.scratch import make_mysql_database, private_redis_db  # noqa: E402
 
-MODES = ("on", "off")
+DEFAULT_MODES = ("freeze=RAYMALL_GC_FREEZE=true", "nofreeze=RAYMALL_GC_FREEZE=false")
 _SAMPLE = re.compile(r"^(raymall_gc_\w+)\{([^}]*)\} ([0-9.e+-]+)$")
 
 
-def server_env(ctx: dict[str, Any], mode: str) -> dict[str, str]:
+def parse_mode(text: str) -> tuple[str, dict[str, str]]:
+    """``name=VAR=value[,VAR=value...]`` -> (name, {VAR: value})."""
+    name, _, assignments = text.partition("=")
+    env = dict(a.split("=", 1) for a in assignments.split(",") if a)
+    if not name or not env or not all(k.startswith("RAYMALL_") for k in env):
+        raise SystemExit(f"--mode {text!r}: NAME=RAYMALL_VAR=value[,RAYMALL_VAR=value]")
+    return name, env
+
+
+def server_env(ctx: dict[str, Any], mode: dict[str, str]) -> dict[str, str]:
     return {
         "RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"),
         "RAYMALL_DATABASE_URL": ctx["db"],
@@ -68,7 +82,7 @@ def server_env(ctx: dict[str, Any], mode: str) -> dict[str, str]:
         "RAYMALL_FLASH_RATE_USER_PER_S": "100000",
         "RAYMALL_FLASH_RATE_USER_BURST": "100000",
         "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
-        "RAYMALL_GC_FREEZE": "true" if mode == "on" else "false",
+        **mode,
     }
 
 
@@ -113,7 +127,7 @@ def pauses(before: dict[tuple[str, str], float], after: dict[tuple[str, str], fl
 
 def one_round(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str, Any]:
     var = Path(tempfile.mkdtemp(prefix="gc-bench-"))
-    with raymall_server(server_env(ctx, mode), var=var, tree=a.tree) as base:
+    with raymall_server(server_env(ctx, a.modes[mode]), var=var, tree=a.tree) as base:
         path = start_sale(base, ctx)
         time.sleep(5)
         run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads, 0)
@@ -121,14 +135,14 @@ def one_round(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str
         got = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads, 0)
         after, count1, t1 = gc_samples(base), answered(base, ROUTES["flash"]), time.monotonic()
     by_process = pauses(before, after)
-    seconds = t1 - t0
+    seconds, purchases = t1 - t0, max(1.0, count1 - count0)
     for proc in by_process.values():
-        proc["gc_ms_per_s"] = {
-            g: round(1000 * s / seconds, 1) for g, s in sorted(proc.pop("gc_s", {}).items())
-        }
+        spent = proc.pop("gc_s", {})
+        proc["gc_ms_per_s"] = {g: round(1000 * s / seconds, 1) for g, s in sorted(spent.items())}
+        proc["gc_ms_per_purchase"] = round(1000 * sum(spent.values()) / purchases, 4)
     return {
         "mode": mode,
-        "purchases_per_s": round((count1 - count0) / seconds, 1),
+        "purchases_per_s": round(purchases / seconds, 1),
         "p50_ms": got["p50_ms"],
         "p99_ms": got["p99_ms"],
         "errors": got["errors"],
@@ -136,21 +150,41 @@ def one_round(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str
     }
 
 
-def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+def roles(processes: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The busiest inventory shard (most full collections, then GC time), the relay, the
+    replicas."""
+    shards = [v for k, v in processes.items() if k.startswith("inventory-")]
+    busiest = max(shards, key=lambda v: (v.get("full", 0), v["gc_ms_per_purchase"]), default={})
+    return {
+        "busiest shard": busiest,
+        "outbox relay": processes.get("outbox-relay-0", {}),
+        "replicas": processes.get("replica", {}),
+    }
+
+
+def summary(rounds: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
+    """Per mode, medians over its rounds; full-collection means as every round's."""
     out: dict[str, Any] = {}
-    for mode in MODES:
+    for mode in modes:
         mine = [r for r in rounds if r["mode"] == mode]
-        shard = [r["processes"].get("inventory-0", {}) for r in mine]
-        means = [s["full_mean_ms"] for s in shard if s.get("full_mean_ms") is not None]
-        out[mode] = {
+        row: dict[str, Any] = {
             "purchases_per_s": statistics.median(r["purchases_per_s"] for r in mine),
             "p99_ms": statistics.median(r["p99_ms"] for r in mine),
-            "inventory-0 full collections": [s.get("full", 0) for s in shard],
-            "inventory-0 full pause mean ms": means,
         }
-    if out["off"]["purchases_per_s"]:
-        out["on/off purchases"] = round(
-            out["on"]["purchases_per_s"] / out["off"]["purchases_per_s"], 3
+        for role in ("busiest shard", "outbox relay", "replicas"):
+            got = [roles(r["processes"])[role] for r in mine]
+            row[role] = {
+                "full collections": [g.get("full", 0) for g in got],
+                "full pause mean ms": [g.get("full_mean_ms") for g in got],
+                "gc ms per purchase": statistics.median(
+                    g.get("gc_ms_per_purchase", 0.0) for g in got
+                ),
+            }
+        out[mode] = row
+    first, second = modes
+    if out[second]["purchases_per_s"]:
+        out[f"{first}/{second} purchases"] = round(
+            out[first]["purchases_per_s"] / out[second]["purchases_per_s"], 3
         )
     return out
 
@@ -158,6 +192,11 @@ def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--rounds", type=int, default=2, help="server starts per mode")
+    p.add_argument(
+        "--mode",
+        action="append",
+        help="NAME=RAYMALL_VAR=value[,...], twice (default: RAYMALL_GC_FREEZE true and false)",
+    )
     p.add_argument("--seconds", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--users", type=int, default=5_000)
@@ -169,6 +208,10 @@ def main() -> None:
     p.add_argument("--tree", type=Path, help="run raymall from this checkout (default: this)")
     a = p.parse_args()
     a.tree = a.tree.resolve() if a.tree else None
+    a.modes = dict(parse_mode(m) for m in a.mode or DEFAULT_MODES)
+    if len(a.modes) != 2:
+        raise SystemExit("--mode: exactly two, with different names")
+    names = list(a.modes)
     for url in (a.mysql, a.redis):
         if "127.0.0.1" not in url and "localhost" not in url:
             raise SystemExit("load only 127.0.0.1")
@@ -193,27 +236,31 @@ def main() -> None:
         }
         rounds = []
         for rnd in range(a.rounds):
-            for mode in MODES if rnd % 2 == 0 else MODES[::-1]:
+            for mode in names if rnd % 2 == 0 else names[::-1]:
                 got = one_round(ctx, mode, a)
                 rounds.append(got)
-                shard = got["processes"].get("inventory-0", {})
                 print(
-                    f"freeze {mode:3}: {got['purchases_per_s']:7.0f} purchases/s, p99"
-                    f" {got['p99_ms']:.0f} ms; inventory-0: {shard.get('full', 0)} full"
-                    f" collections, mean {shard.get('full_mean_ms')} ms",
-                    flush=True,
+                    f"{mode}: {got['purchases_per_s']:.0f} purchases/s, p99 {got['p99_ms']:.0f} ms"
                 )
+                for role, v in roles(got["processes"]).items():
+                    print(
+                        f"  {role}: {v.get('full', 0)} full collections, mean"
+                        f" {v.get('full_mean_ms')} ms; {v.get('gc_ms_per_purchase')} ms of GC"
+                        " per purchase",
+                        flush=True,
+                    )
         result = {
             "conditions": {
                 "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "load": f"wrk -t{a.threads} -c{a.connections} -d{a.seconds}s flash purchases"
                 f" after {a.warmup} s, one server start per round and mode, ABBA",
                 "minutes": round((time.monotonic() - started) / 60, 1),
+                "modes": a.modes,
                 "machine": f"{os.cpu_count()} CPUs shared; load average {load[0]:.1f} at start",
                 "raymall": str(a.tree or HERE.parent),
             },
             "rounds": rounds,
-            "summary": summary(rounds),
+            "summary": summary(rounds, names),
         }
         print(json.dumps(result, indent=2))
         if a.json:

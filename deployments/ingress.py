@@ -118,7 +118,11 @@ class Ingress:
             shortcuts=area_shortcuts(self.services),
             policy=HttpPolicy.from_settings(self.settings),
         )
-        gcwatch.started("replica", freeze=self.settings.gc_freeze)
+        gcwatch.started(
+            "replica",
+            freeze=self.settings.gc_freeze,
+            young_threshold=self.settings.gc_young_threshold,
+        )
         return edge
 
     async def check_health(self) -> None:

@@ -82,8 +82,12 @@ def freeze_startup() -> int:
     return gc.get_freeze_count()
 
 
-def started(process: str, *, freeze: bool) -> None:
-    """A replica or an actor has started: watch its collections, and freeze if asked."""
+def started(process: str, *, freeze: bool, young_threshold: int | None = None) -> None:
+    """A replica or an actor has started: watch its collections, set the young
+    generation's threshold if given, and freeze if asked."""
     watch(process)
+    if young_threshold is not None:
+        _young, middle, old = gc.get_threshold()
+        gc.set_threshold(young_threshold, middle, old)
     if freeze:
         freeze_startup()

@@ -419,7 +419,11 @@ def traced_actor(cls: type, kind: str) -> Any:
             super().__init__(settings, index, *args, **kw)
             from raymall import gcwatch
 
-            gcwatch.started(self._trace_name, freeze=settings.gc_freeze)
+            gcwatch.started(
+                self._trace_name,
+                freeze=settings.gc_freeze,
+                young_threshold=settings.gc_young_threshold,
+            )
 
         async def traced_call(self, carrier: str | None, method: str, *args: Any, **kw: Any) -> Any:
             return await actor_call(self, carrier, method, args, kw)
