@@ -21,8 +21,11 @@ the full collections of each process (``raymall_gc_pause_seconds{process}``: cou
 and the bucket under which 99% fall), the time each process spent in collections of every
 generation (``raymall_gc_seconds_total``; written by a process at most once a second, so
 an idle one's figure lags), and the purchases answered. wrk reports the purchase's p50 and
-p99. The summary takes the busiest inventory shard (the sale's SKU lives on one), the outbox
-relay and the replicas (both, together), with GC milliseconds per purchase.
+p99, and the CPU the server's processes, MariaDB and Redis spent per purchase (on this
+CPU-bound machine, the throughput a change leaves; steadier than req/s between server
+starts, which differ by a tenth or more in one mode). The summary takes the busiest
+inventory shard (the sale's SKU lives on one), the outbox relay and the replicas (both,
+together), with GC milliseconds per purchase.
 
 Traffic goes to 127.0.0.1 only; every run is bounded (wrk durations; each server is stopped
 when its round ends).
@@ -146,6 +149,11 @@ def one_round(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str
         "p50_ms": got["p50_ms"],
         "p99_ms": got["p99_ms"],
         "errors": got["errors"],
+        # CPU ms per request of the server's processes (by kind), MariaDB and Redis
+        "cpu_ms": got["cpu_ms"],
+        "cpu_ms_per_purchase": round(
+            sum(got["cpu_ms"].get(k, 0.0) for k in ("system", "mariadb", "redis")), 3
+        ),
         "processes": by_process,
     }
 
@@ -170,6 +178,7 @@ def summary(rounds: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
         row: dict[str, Any] = {
             "purchases_per_s": statistics.median(r["purchases_per_s"] for r in mine),
             "p99_ms": statistics.median(r["p99_ms"] for r in mine),
+            "cpu_ms_per_purchase": statistics.median(r["cpu_ms_per_purchase"] for r in mine),
         }
         for role in ("busiest shard", "outbox relay", "replicas"):
             got = [roles(r["processes"])[role] for r in mine]
@@ -185,6 +194,10 @@ def summary(rounds: list[dict[str, Any]], modes: list[str]) -> dict[str, Any]:
     if out[second]["purchases_per_s"]:
         out[f"{first}/{second} purchases"] = round(
             out[first]["purchases_per_s"] / out[second]["purchases_per_s"], 3
+        )
+    if out[first]["cpu_ms_per_purchase"]:  # on a CPU-bound machine: the throughput it leaves
+        out[f"{second}/{first} CPU per purchase"] = round(
+            out[second]["cpu_ms_per_purchase"] / out[first]["cpu_ms_per_purchase"], 3
         )
     return out
 
@@ -240,7 +253,8 @@ def main() -> None:
                 got = one_round(ctx, mode, a)
                 rounds.append(got)
                 print(
-                    f"{mode}: {got['purchases_per_s']:.0f} purchases/s, p99 {got['p99_ms']:.0f} ms"
+                    f"{mode}: {got['purchases_per_s']:.0f} purchases/s, p99 {got['p99_ms']:.0f}"
+                    f" ms, {got['cpu_ms_per_purchase']} ms of CPU per purchase"
                 )
                 for role, v in roles(got["processes"]).items():
                     print(
