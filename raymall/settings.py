@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     # keep what a process built at startup out of later garbage collections (raymall.gcwatch)
     gc_freeze: bool = True
     # allocations (net of frees) between young collections; CPython's own default is 700,
-    # which under load makes a replica spend ~4% of its time collecting (raymall.gcwatch)
+    # at which a replica under load spends about a tenth of its CPU collecting (raymall.gcwatch)
     gc_young_threshold: int = Field(20_000, ge=100, le=1_000_000)
 
     # stores: None means the embedded default under var_dir
