@@ -303,22 +303,48 @@ def peer_cmd(*args: str) -> str:
 
 
 # ---- systems -------------------------------------------------------------------------------
-def bench_raymall(a: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
-    env = {
+def flash_shop(db: str, rurl: str, users: int, tokens: Path) -> tuple[dict[str, Any], list[str]]:
+    """Seed ``db`` (two SKUs with a huge stock, ``users`` users, an admin), write the users'
+    access tokens to ``tokens``; the bench's context (stores, secret, SKUs, the tokens'
+    file, an admin token) and the tokens."""
+    secret = secrets.token_urlsafe(48)
+    skus, user_ids, admin = seed(db, users, 4)
+    codec = TokenCodec(secret, access_ttl_s=86_400, refresh_ttl_s=86_400)
+    minted = [codec.issue_access(u, "user", f"f{u}")[0] for u in user_ids]
+    tokens.write_text("\n".join(minted))
+    ctx = {
+        "db": db,
+        "redis": rurl,
+        "secret": secret,
+        "skus": skus,
+        "tokens": tokens,
+        "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
+    }
+    return ctx, minted
+
+
+def server_env(ctx: dict[str, Any]) -> dict[str, str]:
+    """A flash bench's ``raymall serve``: ``ctx``'s stores and JWT secret, no recommender,
+    tokens and unpaid orders that outlast the bench, and rate limits that stay on (their
+    Redis call is part of the work) but never refuse."""
+    return {
+        "RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"),
         "RAYMALL_DATABASE_URL": ctx["db"],
         "RAYMALL_REDIS_URL": ctx["redis"],
         "RAYMALL_JWT_SECRET": ctx["secret"],
         "RAYMALL_RECOMMENDER": "0",
         "RAYMALL_ACCESS_TOKEN_TTL_S": "86400",
         "RAYMALL_FLASH_ORDER_TIMEOUT_S": "7200",
-        # limits stay on (their Redis call is part of the work) but never refuse here
         "RAYMALL_FLASH_RATE_USER_PER_S": "100000",
         "RAYMALL_FLASH_RATE_USER_BURST": "100000",
         "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
     }
+
+
+def bench_raymall(a: argparse.Namespace, ctx: dict[str, Any]) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {ctx['admin_token']}"}
     out: dict[str, Any] = {}
-    with raymall_server({"RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"), **env}) as base:
+    with raymall_server(server_env(ctx)) as base:
 
         def create(sku: int, quantity: int, limit: int) -> int:
             body = {
@@ -624,24 +650,12 @@ def main() -> None:
     )
     db, drop = make_mysql_database(a.mysql, "rm_flash")
     rurl = private_redis_db(a.redis)
-    secret = secrets.token_urlsafe(48)
     tokens = Path(tempfile.mkstemp(prefix="flash_tokens_", suffix=".txt")[1])
     rounds: list[Path] = []
     try:
-        skus, users, admin = seed(db, a.users, 4)
-        codec = TokenCodec(secret, access_ttl_s=86_400, refresh_ttl_s=86_400)
-        minted = [codec.issue_access(u, "user", f"f{u}")[0] for u in users]
-        tokens.write_text("\n".join(minted))
+        ctx, minted = flash_shop(db, rurl, a.users, tokens)
         rounds = [write_attempts(minted, a.sale_duplicates, i) for i in range(a.sale_rounds + 1)]
-        ctx = {
-            "db": db,
-            "redis": rurl,
-            "secret": secret,
-            "skus": skus,
-            "tokens": tokens,
-            "rounds": rounds if a.sale_rounds else [],  # the first one warms up
-            "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
-        }
+        ctx["rounds"] = rounds if a.sale_rounds else []  # the first one warms up
         results: dict[str, Any] = {}
         for block, system in enumerate(a.systems.split(","), 1):
             started = time.monotonic()

@@ -37,7 +37,6 @@ import argparse
 import json
 import os
 import re
-import secrets
 import statistics
 import sys
 import tempfile
@@ -53,11 +52,10 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
 from _harness import raymall_server  # noqa: E402
-from flash_sale import run_wrk  # noqa: E402
-from flash_sale import seed as seed_flash  # noqa: E402
+from flash_sale import flash_shop, run_wrk  # noqa: E402
+from flash_sale import server_env as flash_server_env  # noqa: E402
 from tracing_overhead import ROUTES, answered, start_sale  # noqa: E402
 
-from raymall.auth.tokens import TokenCodec  # noqa: E402
 from raymall.launcher.scratch import make_mysql_database, private_redis_db  # noqa: E402
 
 DEFAULT_MODES = ("freeze=RAYMALL_GC_FREEZE=true", "nofreeze=RAYMALL_GC_FREEZE=false")
@@ -74,19 +72,7 @@ def parse_mode(text: str) -> tuple[str, dict[str, str]]:
 
 
 def server_env(ctx: dict[str, Any], mode: dict[str, str]) -> dict[str, str]:
-    return {
-        "RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"),
-        "RAYMALL_DATABASE_URL": ctx["db"],
-        "RAYMALL_REDIS_URL": ctx["redis"],
-        "RAYMALL_JWT_SECRET": ctx["secret"],
-        "RAYMALL_RECOMMENDER": "0",
-        "RAYMALL_ACCESS_TOKEN_TTL_S": "86400",
-        "RAYMALL_FLASH_ORDER_TIMEOUT_S": "7200",
-        "RAYMALL_FLASH_RATE_USER_PER_S": "100000",
-        "RAYMALL_FLASH_RATE_USER_BURST": "100000",
-        "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
-        **mode,
-    }
+    return {**flash_server_env(ctx), **mode}
 
 
 def gc_samples(base: str) -> dict[tuple[str, str], float]:
@@ -232,21 +218,9 @@ def main() -> None:
     started = time.monotonic()
     db, drop = make_mysql_database(a.mysql, "rm_gc")
     rurl = private_redis_db(a.redis)
-    secret = secrets.token_urlsafe(48)
     tmp = Path(tempfile.mkdtemp(prefix="gc-bench-"))
     try:
-        skus, users, admin = seed_flash(db, a.users, 4)
-        codec = TokenCodec(secret, access_ttl_s=86_400, refresh_ttl_s=86_400)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("\n".join(codec.issue_access(u, "user", f"f{u}")[0] for u in users))
-        ctx = {
-            "db": db,
-            "redis": rurl,
-            "secret": secret,
-            "skus": skus,
-            "tokens": tokens,
-            "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
-        }
+        ctx, _tokens = flash_shop(db, rurl, a.users, tmp / "tokens.txt")
         rounds = []
         for rnd in range(a.rounds):
             for mode in names if rnd % 2 == 0 else names[::-1]:

@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -85,11 +84,10 @@ from capacity_procs import (  # noqa: E402
 )
 from catalog_bench import catalog_facts, wrk_scripts  # noqa: E402
 from catalog_bench import seed as seed_catalog  # noqa: E402
-from flash_sale import BIG, _wrk_cmd, run_wrk  # noqa: E402
-from flash_sale import seed as seed_flash  # noqa: E402
+from flash_sale import BIG, _wrk_cmd, flash_shop, run_wrk  # noqa: E402
+from flash_sale import server_env as flash_server_env  # noqa: E402
 
 from deployments.drain import POLL_S  # noqa: E402
-from raymall.auth.tokens import TokenCodec  # noqa: E402
 from raymall.ids import now_ms  # noqa: E402
 from raymall.launcher.scratch import make_mysql_database, private_redis_db  # noqa: E402
 
@@ -104,16 +102,7 @@ def server_env(ctx: dict[str, Any]) -> dict[str, str]:
     """The one server: spans exported as JSON lines, sampling nothing until the bench sets
     a ratio (``PUT /admin/tracing``)."""
     return {
-        "RAY_ADDRESS": os.environ.get("RAY_ADDRESS", "local"),
-        "RAYMALL_DATABASE_URL": ctx["db"],
-        "RAYMALL_REDIS_URL": ctx["redis"],
-        "RAYMALL_JWT_SECRET": ctx["secret"],
-        "RAYMALL_RECOMMENDER": "0",
-        "RAYMALL_ACCESS_TOKEN_TTL_S": "86400",
-        "RAYMALL_FLASH_ORDER_TIMEOUT_S": "7200",
-        "RAYMALL_FLASH_RATE_USER_PER_S": "100000",
-        "RAYMALL_FLASH_RATE_USER_BURST": "100000",
-        "RAYMALL_FLASH_RATE_EVENT_PER_S": "10000000",
+        **flash_server_env(ctx),
         "RAYMALL_TRACE_FILE": "true",
         "RAYMALL_TRACE_SAMPLE_RATIO": "0",
         **(
@@ -561,25 +550,13 @@ def main() -> None:
     load = os.getloadavg()
     db, drop = make_mysql_database(a.mysql, "rm_trace")
     rurl = private_redis_db(a.redis)
-    secret = secrets.token_urlsafe(48)
     tmp = Path(tempfile.mkdtemp(prefix="trace-bench-"))
     try:
         seed_catalog(db, rurl, a.tree, tmp / "seed")
         facts = catalog_facts(db)
-        skus, users, admin = seed_flash(db, a.users, 4)
-        codec = TokenCodec(secret, access_ttl_s=86_400, refresh_ttl_s=86_400)
-        tokens = tmp / "tokens.txt"
-        tokens.write_text("\n".join(codec.issue_access(u, "user", f"f{u}")[0] for u in users))
-        ctx = {
-            "db": db,
-            "redis": rurl,
-            "secret": secret,
-            "skus": skus,
-            "tokens": tokens,
-            "scripts": paced_scripts(wrk_scripts(facts, tmp), a),
-            "admin_token": codec.issue_access(admin, "admin", "fadmin")[0],
-            "slice_ms": a.slice_ms,
-        }
+        ctx, _tokens = flash_shop(db, rurl, a.users, tmp / "tokens.txt")
+        ctx["scripts"] = paced_scripts(wrk_scripts(facts, tmp), a)
+        ctx["slice_ms"] = a.slice_ms
         started = time.monotonic()
         if a.alternate:
             alternating, traces = run_alternating(ctx, a)
