@@ -3,6 +3,7 @@ run wrk, parse its output. Traffic goes only to 127.0.0.1 and every run is bound
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import shutil
@@ -189,3 +190,26 @@ def run_wrk(
     m = re.search(r"(\d+) requests in", out)
     result["requests"] = int(m.group(1)) if m else 0
     return result
+
+
+def server_args(p: argparse.ArgumentParser) -> None:
+    """The arguments of a bench that loads one ``raymall serve`` over its own MariaDB
+    database and Redis db with wrk: users, connections, threads, stores, --json, --tree."""
+    p.add_argument("--users", type=int, default=5_000)
+    p.add_argument("--connections", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
+    p.add_argument("--redis", default="redis://127.0.0.1:6379/")
+    p.add_argument("--json", type=Path)
+    p.add_argument("--tree", type=Path, help="run raymall from this checkout (default: this)")
+
+
+def parse_server_args(p: argparse.ArgumentParser) -> argparse.Namespace:
+    """``p``'s arguments (with ``server_args``), the tree resolved; stores other than this
+    machine's are refused (a bench loads only 127.0.0.1)."""
+    a = p.parse_args()
+    a.tree = a.tree.resolve() if a.tree else None
+    for url in (a.mysql, a.redis):
+        if "127.0.0.1" not in url and "localhost" not in url:
+            raise SystemExit("load only 127.0.0.1")
+    return a

@@ -51,7 +51,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _harness import raymall_server  # noqa: E402
+from _harness import parse_server_args, raymall_server, server_args  # noqa: E402
 from flash_sale import flash_shop, run_wrk  # noqa: E402
 from flash_sale import server_env as flash_server_env  # noqa: E402
 from tracing_overhead import ROUTES, answered, start_sale  # noqa: E402
@@ -198,22 +198,12 @@ def main() -> None:
     )
     p.add_argument("--seconds", type=int, default=40)
     p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--users", type=int, default=5_000)
-    p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/")
-    p.add_argument("--json", type=Path)
-    p.add_argument("--tree", type=Path, help="run raymall from this checkout (default: this)")
-    a = p.parse_args()
-    a.tree = a.tree.resolve() if a.tree else None
+    server_args(p)
+    a = parse_server_args(p)
     a.modes = dict(parse_mode(m) for m in a.mode or DEFAULT_MODES)
     if len(a.modes) != 2:
         raise SystemExit("--mode: exactly two, with different names")
     names = list(a.modes)
-    for url in (a.mysql, a.redis):
-        if "127.0.0.1" not in url and "localhost" not in url:
-            raise SystemExit("load only 127.0.0.1")
     load = os.getloadavg()
     started = time.monotonic()
     db, drop = make_mysql_database(a.mysql, "rm_gc")

@@ -71,7 +71,7 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _harness import raymall_server  # noqa: E402
+from _harness import parse_server_args, raymall_server, server_args  # noqa: E402
 from _harness import run_wrk as run_http_wrk  # noqa: E402
 from capacity_procs import (  # noqa: E402
     busy_cores,
@@ -530,23 +530,13 @@ def main() -> None:
     )
     p.add_argument("--paced-rate", type=float, default=600, help="flash_paced's req/s")
     p.add_argument("--detail-paced-rate", type=float, default=3000, help="detail_paced's req/s")
-    p.add_argument("--users", type=int, default=5_000)
-    p.add_argument("--connections", type=int, default=64)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--mysql", default="mysql+pymysql://root@127.0.0.1:3306/")
-    p.add_argument("--redis", default="redis://127.0.0.1:6379/")
-    p.add_argument("--json", type=Path)
-    p.add_argument("--tree", type=Path, help="run raymall from this checkout (default: this)")
-    a = p.parse_args()
-    a.tree = a.tree.resolve() if a.tree else None
+    server_args(p)
+    a = parse_server_args(p)
     a.endpoints = [e for e in a.endpoints.split(",") if e]
     if a.alternate and set(a.endpoints) - set(ROUTES):
         raise SystemExit("--alternate times flash and detail; the paced ones need --alternate 0")
     if not a.endpoints or set(a.endpoints) - set(ENDPOINTS):
         raise SystemExit(f"--endpoints: some of {', '.join(ENDPOINTS)}")
-    for url in (a.mysql, a.redis):
-        if "127.0.0.1" not in url and "localhost" not in url:
-            raise SystemExit("load only 127.0.0.1")
     load = os.getloadavg()
     db, drop = make_mysql_database(a.mysql, "rm_trace")
     rurl = private_redis_db(a.redis)
