@@ -192,6 +192,26 @@ def run_wrk(
     return result
 
 
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$")
+
+
+def metric_samples(base: str, prefix: str = "raymall_") -> dict[tuple[str, str], float]:
+    """The samples on the server's ``/metrics`` whose name starts with ``prefix``:
+    (name, label text) -> value (subtract two reads for what happened between them)."""
+    text = httpx.get(base + "/metrics", timeout=30).text
+    out: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        found = _SAMPLE.match(line)
+        if found and found[1].startswith(prefix):
+            out[(found[1], found[2] or "")] = float(found[3])
+    return out
+
+
+def metric_labels(text: str) -> dict[str, str]:
+    """A sample's label text as a dict."""
+    return dict(re.findall(r'(\w+)="([^"]*)"', text))
+
+
 def server_args(p: argparse.ArgumentParser) -> None:
     """The arguments of a bench that loads one ``raymall serve`` over its own MariaDB
     database and Redis db with wrk: users, connections, threads, stores, --json, --tree."""

@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import statistics
 import sys
 import tempfile
@@ -44,22 +43,26 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import redis
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from _harness import parse_server_args, raymall_server, server_args  # noqa: E402
+from _harness import (  # noqa: E402
+    metric_labels,
+    metric_samples,
+    parse_server_args,
+    raymall_server,
+    server_args,
+)
 from flash_sale import flash_shop, run_wrk  # noqa: E402
 from flash_sale import server_env as flash_server_env  # noqa: E402
-from tracing_overhead import ROUTES, answered, start_sale  # noqa: E402
+from tracing_overhead import ROUTES, answered_in, start_sale  # noqa: E402
 
 from raymall.launcher.scratch import make_mysql_database, private_redis_db  # noqa: E402
 
 DEFAULT_MODES = ("freeze=RAYMALL_GC_FREEZE=true", "nofreeze=RAYMALL_GC_FREEZE=false")
-_SAMPLE = re.compile(r"^(raymall_gc_\w+)\{([^}]*)\} ([0-9.e+-]+)$")
 
 
 def parse_mode(text: str) -> tuple[str, dict[str, str]]:
@@ -75,28 +78,13 @@ def server_env(ctx: dict[str, Any], mode: dict[str, str]) -> dict[str, str]:
     return {**flash_server_env(ctx), **mode}
 
 
-def gc_samples(base: str) -> dict[tuple[str, str], float]:
-    """Every ``raymall_gc_*`` sample on /metrics: (name, labels) -> value."""
-    text = httpx.get(base + "/metrics", timeout=30).text
-    out: dict[tuple[str, str], float] = {}
-    for line in text.splitlines():
-        found = _SAMPLE.match(line)
-        if found:
-            out[(found[1], found[2])] = float(found[3])
-    return out
-
-
-def _labels(text: str) -> dict[str, str]:
-    return dict(re.findall(r'(\w+)="([^"]*)"', text))
-
-
 def pauses(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]) -> Any:
     """Per process, the full collections between the two reads: count, mean ms, the bucket
     bound (ms) under which 99% of them fell; and ms per second spent in each generation."""
-    delta = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    delta = {k: v - before.get(k, 0.0) for k, v in after.items() if k[0].startswith("raymall_gc_")}
     out: dict[str, dict[str, Any]] = {}
     for (name, labels), value in sorted(delta.items()):
-        lab = _labels(labels)
+        lab = metric_labels(labels)
         proc = out.setdefault(lab["process"], {"buckets": []})
         if name == "raymall_gc_pause_seconds_count":
             proc["full"] = int(value)
@@ -120,9 +108,10 @@ def one_round(ctx: dict[str, Any], mode: str, a: argparse.Namespace) -> dict[str
         path = start_sale(base, ctx)
         time.sleep(5)
         run_wrk(base, path, ctx["tokens"], a.warmup, a.connections, a.threads, 0)
-        before, count0, t0 = gc_samples(base), answered(base, ROUTES["flash"]), time.monotonic()
+        before, t0 = metric_samples(base), time.monotonic()
         got = run_wrk(base, path, ctx["tokens"], a.seconds, a.connections, a.threads, 0)
-        after, count1, t1 = gc_samples(base), answered(base, ROUTES["flash"]), time.monotonic()
+        after, t1 = metric_samples(base), time.monotonic()
+    count0, count1 = answered_in(before, ROUTES["flash"]), answered_in(after, ROUTES["flash"])
     by_process = pauses(before, after)
     seconds, purchases = t1 - t0, max(1.0, count1 - count0)
     for proc in by_process.values():

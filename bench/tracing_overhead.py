@@ -71,7 +71,7 @@ import redis
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _harness import parse_server_args, raymall_server, server_args  # noqa: E402
+from _harness import metric_samples, parse_server_args, raymall_server, server_args  # noqa: E402
 from _harness import run_wrk as run_http_wrk  # noqa: E402
 from capacity_procs import (  # noqa: E402
     busy_cores,
@@ -158,13 +158,9 @@ def start_sale(base: str, ctx: dict[str, Any]) -> str:
 
 def commit_totals(base: str) -> tuple[float, float]:
     """(operations, group commits) the inventory shards committed so far, from /metrics."""
-    text = httpx.get(base + "/metrics", timeout=30).text
-    ops = commits = 0.0
-    for line in text.splitlines():
-        if line.startswith("raymall_inventory_batch_ops_sum"):
-            ops += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("raymall_inventory_batch_ops_count"):
-            commits += float(line.rsplit(" ", 1)[1])
+    samples = metric_samples(base, "raymall_inventory_batch_ops_")
+    ops = sum(v for (name, _), v in samples.items() if name.endswith("_sum"))
+    commits = sum(v for (name, _), v in samples.items() if name.endswith("_count"))
     return ops, commits
 
 
@@ -242,15 +238,19 @@ def run_rounds(ctx: dict[str, Any], a: argparse.Namespace) -> tuple[list[dict[st
 ROUTES = {"flash": "/flash-sales/{sale_id}/purchase", "detail": "/products/{product_id}"}
 
 
-def answered(base: str, route: str) -> float:
-    """Requests of ``route`` the server has answered so far (every status), from /metrics."""
-    text = httpx.get(base + "/metrics", timeout=30).text
+def answered_in(samples: dict[tuple[str, str], float], route: str) -> float:
+    """Requests of ``route`` answered (every status) in ``metric_samples``' read."""
     label = f'route="{route}"'
     return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("raymall_http_requests_total{") and label in line
+        v
+        for (name, labels), v in samples.items()
+        if name == "raymall_http_requests_total" and label in labels
     )
+
+
+def answered(base: str, route: str) -> float:
+    """Requests of ``route`` the server has answered so far (every status), from /metrics."""
+    return answered_in(metric_samples(base, "raymall_http_requests_total"), route)
 
 
 def alternate(

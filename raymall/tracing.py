@@ -150,6 +150,9 @@ def sample_root() -> bool:
     return _slice_sampled
 
 
+_MASK64 = (1 << 64) - 1
+
+
 def slice_draw(number: int) -> float:
     """A uniform draw in [0, 1) that is a function of the slice ``number`` alone, the same
     in every process (the splitmix64 finalizer: neighbouring numbers give unrelated
@@ -158,9 +161,6 @@ def slice_draw(number: int) -> float:
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
     return (z ^ (z >> 31)) / 2.0**64
-
-
-_MASK64 = (1 << 64) - 1
 
 
 def set_sample_ratio(ratio: float | None) -> float:
