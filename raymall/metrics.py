@@ -142,6 +142,10 @@ FEED_HANDLER_ERRORS = Counter(
     "Feed messages whose handler raised (logged; the feed goes on)",
     ["feed", "channel"],
 )
+REVOCATION_ACK_TIMEOUTS = Counter(
+    "raymall_revocation_ack_timeouts_total",
+    "Revocation writes that returned before every replica acknowledged their message",
+)
 RATE_LIMIT_MODE = Gauge(
     "raymall_ratelimit_mode",
     "1 for the rate-limit mode in force: shared (Redis) or local (per-replica buckets)",

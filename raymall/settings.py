@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     # while Redis is unreachable, replicas verify tokens against their revocation mirror
     # as of the disconnect; > 0: refuse (503) once it has been down this long
     revocation_max_stale_s: float = Field(0, ge=0)
+    # a logout, refresh or block returns once every replica listening has applied it, or
+    # after this long (0: without waiting)
+    revocation_ack_timeout_s: float = Field(1.0, ge=0, le=30)
     login_max_failures_per_account: int = Field(5, ge=1)
     login_max_failures_per_ip: int = Field(20, ge=1)
     login_failure_window_s: int = Field(300, ge=1)

@@ -9,6 +9,10 @@ write's message keeps it current. Guarantees:
   revocation beats any generation, a generation never goes back).
 - **This replica's own writes count at once**: a writer applies its change here right
   after writing the index, before the message comes back.
+- **A write returns once every replica listening has applied it**: each mirror
+  acknowledges every message it applies, and ``RevocationWriter`` waits for as many
+  acknowledgements as Redis had receivers (at most ``ack_timeout_s``), so a client whose
+  logout has returned meets no replica that still takes the session's tokens.
 - **Staleness**: a replica whose feed is connected is behind the index by the delivery
   of one pub/sub message (milliseconds). While Redis is unreachable it answers from the
   copy it had when the connection dropped; what was written meanwhile reaches it with the
@@ -27,20 +31,22 @@ committed change: this replica's mirror first, then the index.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from raymall.auth.revocations import RevocationIndex
+from raymall.auth.revocations import Published, RevocationIndex
 from raymall.errors import Unavailable
 from raymall.feed import REDIS_FAULTS, RedisHealth, store_down
 from raymall.ids import now_ms
 from raymall.logs import get_logger
+from raymall.metrics import REVOCATION_ACK_TIMEOUTS
 
 log = get_logger("auth.mirror")
 
 REVOKED = -1  # a family's state: revoked, or the generation its tokens must have reached
 PRUNE_EVERY_S = 10.0  # at most one sweep of expired families this often
-PendingWrite = Callable[[RevocationIndex], Awaitable[None]]
+PendingWrite = Callable[[RevocationIndex], Awaitable[Published | None]]
 
 
 class RevocationMirror:
@@ -64,6 +70,7 @@ class RevocationMirror:
         self.loaded_ms: int | None = None  # wall clock of the last completed load
         self.pending: list[PendingWrite] = []
         self._pruned = time.monotonic()
+        self._acking: set[asyncio.Task[None]] = set()
 
     # ---- reads ---------------------------------------------------------------------------
     @property
@@ -125,8 +132,12 @@ class RevocationMirror:
         self.blocked.discard(user_id)
 
     def apply(self, message: bytes) -> None:
-        """One message of the index's channel (the feed's handler)."""
-        kind, _, rest = message.decode().partition(" ")
+        """One message of the index's channel (the feed's handler), acknowledged once
+        applied when it carries a sequence number."""
+        text = message.decode()
+        head, _, body = text.partition(" ")
+        seq = int(head) if head.isdigit() else 0
+        kind, _, rest = (body if seq else text).partition(" ")
         if kind == "r":
             self.family_revoked(rest)
         elif kind == "g":
@@ -138,8 +149,21 @@ class RevocationMirror:
             self.user_unblocked(int(rest))
         else:
             raise ValueError(f"unknown revocation message {message[:40]!r}")
+        if seq:
+            self._ack(seq)
         if time.monotonic() - self._pruned > PRUNE_EVERY_S:
             self.prune()
+
+    def _ack(self, seq: int) -> None:
+        task = asyncio.get_running_loop().create_task(self.index.ack(seq))
+        self._acking.add(task)
+        task.add_done_callback(self._acked)
+
+    def _acked(self, task: asyncio.Task[None]) -> None:
+        self._acking.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # the writer waits its bound out; the change itself is applied here
+            log.warning("revocation message not acknowledged: %s", task.exception())
 
     def prune(self) -> None:
         self._pruned = time.monotonic()
@@ -174,14 +198,21 @@ class RevocationMirror:
 
 class RevocationWriter:
     """Writes a change the database has committed: to this replica's mirror at once (if
-    there is one), then to the index, whose message reaches the other replicas. If Redis
-    fails at that moment the index write waits in the mirror for its next resync (without
-    a mirror: ``Unavailable``)."""
+    there is one), then to the index, whose message reaches the other replicas; then waits
+    (at most ``ack_timeout_s``; 0: not at all) until every mirror that received the message
+    has applied it. If Redis fails at that moment the index write waits in the mirror for
+    its next resync (without a mirror: ``Unavailable``)."""
 
     def __init__(
-        self, index: RevocationIndex, mirror: RevocationMirror | None, health: RedisHealth
+        self,
+        index: RevocationIndex,
+        mirror: RevocationMirror | None,
+        health: RedisHealth,
+        *,
+        ack_timeout_s: float = 1.0,
     ) -> None:
         self.index, self.mirror, self.health = index, mirror, health
+        self.ack_timeout_s = ack_timeout_s
 
     async def families_revoked(self, family_ids: list[str]) -> None:
         ids = list(family_ids)
@@ -216,10 +247,24 @@ class RevocationWriter:
         if self.mirror is not None:
             local(self.mirror)
         try:
-            await write(self.index)
+            published = await write(self.index)
         except REDIS_FAULTS as exc:
             self.health.failed()
             if self.mirror is None:
                 raise store_down("the change") from exc
             self.mirror.pending.append(write)
             log.warning("revocation index write deferred to the next resync: %s", exc)
+            return
+        if published is None or self.ack_timeout_s <= 0:
+            return
+        try:
+            if await self.index.acked(published, self.ack_timeout_s):
+                return
+            reason = "not every replica acknowledged in time"
+        except REDIS_FAULTS as exc:  # the write is in the index: it reaches them anyway
+            self.health.failed()
+            reason = f"Redis failed while waiting: {exc}"
+        REVOCATION_ACK_TIMEOUTS.inc()
+        log.warning(
+            "revocation message %d: %s (%d receivers)", published.seq, reason, published.receivers
+        )

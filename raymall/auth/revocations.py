@@ -19,10 +19,17 @@ reads no Redis at all. The keys:
 - ``auth:fams`` (sorted set: family id -> expiry ms) and ``auth:blocked`` (set of user
   ids): the catalogue of the flags, so that a snapshot reads them without a key scan.
 
-Each write sets its flag, its catalogue entry and publishes its message (``r <family>``,
-``g <family> <generation>``, ``b <user>``, ``u <user>``) in one script, so a message goes
-out exactly when the index changed. Messages carry state, not deltas: applying one twice,
-or after a snapshot that already holds it, changes nothing.
+- ``auth:seq``: the sequence number of the last message; ``auth:ack:<n>``: how many
+  mirrors have applied message ``n`` (kept ``ACK_TTL_S``).
+
+Each write sets its flag, its catalogue entry and publishes its message (``<n> r
+<family>``, ``<n> g <family> <generation>``, ``<n> b <user>``, ``<n> u <user>``, ``n``
+from ``auth:seq``) in one script, so a message goes out exactly when the index changed.
+Messages carry state, not deltas: applying one twice, or after a snapshot that already
+holds it, changes nothing. The script returns the sequence number and how many
+subscribers Redis handed the message to; a mirror acknowledges each message it applies
+(``ack``), so a writer can wait until every one of them has (``acked``): a logout returns
+only once every replica that was listening refuses the session's tokens.
 
 Writers update the database first and the index second, so a rebuild running alongside a
 revocation or a block never loses it. (An unblock racing a rebuild can leave the user
@@ -32,6 +39,7 @@ flagged; unblocking again clears it. Rebuilds only follow a loss of Redis data.)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +53,11 @@ USER_PREFIX = "auth:usr:"
 EPOCH_KEY = "auth:epoch"
 FAMILIES_KEY = "auth:fams"
 BLOCKED_KEY = "auth:blocked"
+SEQ_KEY = "auth:seq"
+ACK_PREFIX = "auth:ack:"
+ACK_TTL_S = 60  # a message's acknowledgement count outlives any writer's wait
+ACK_POLL_FIRST_S = 0.0005  # a writer reads the count after this, then twice as long, ...
+ACK_POLL_MAX_S = 0.02  # ... up to this
 log = get_logger("auth.revocations")
 
 
@@ -59,16 +72,28 @@ class Snapshot:
     generations: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Published:
+    """A write's message: its sequence number and how many subscribers received it."""
+
+    seq: int
+    receivers: int
+
+
 SnapshotLoader = Callable[[int], Awaitable[Snapshot]]  # (families revoked since ms) -> ...
 
-# KEYS: the family's flag, the family catalogue; ARGV: family id, the new generation, ttl
-# (s), channel ("" for none). Never lowers a generation, never replaces a revocation (any
-# value that is not g<n>). Each write also drops the catalogue's expired entries.
+# Each script returns {sequence number, receivers} of the message it published ({0, 0}
+# when it published none): see ``Published``.
+#
+# KEYS: the family's flag, the family catalogue, the sequence; ARGV: family id, the new
+# generation, ttl (s), channel ("" for none). Never lowers a generation, never replaces a
+# revocation (any value that is not g<n>). Each write also drops the catalogue's expired
+# entries.
 _ROTATED = """
 local v = redis.call('GET', KEYS[1])
 if v then
-  if string.sub(v, 1, 1) ~= 'g' then return 0 end
-  if tonumber(string.sub(v, 2)) >= tonumber(ARGV[2]) then return 0 end
+  if string.sub(v, 1, 1) ~= 'g' then return {0, 0} end
+  if tonumber(string.sub(v, 2)) >= tonumber(ARGV[2]) then return {0, 0} end
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000
@@ -76,28 +101,33 @@ local ttl = tonumber(ARGV[3])
 redis.call('SET', KEYS[1], 'g' .. ARGV[2], 'EX', ttl)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 redis.call('ZADD', KEYS[2], now + ttl * 1000, ARGV[1])
-if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], 'g ' .. ARGV[1] .. ' ' .. ARGV[2]) end
-return 1
+if ARGV[4] == '' then return {0, 0} end
+local seq = redis.call('INCR', KEYS[3])
+return {seq, redis.call('PUBLISH', ARGV[4], seq .. ' g ' .. ARGV[1] .. ' ' .. ARGV[2])}
 """
 
-# KEYS: the family catalogue, then one flag per family; ARGV: ttl (s), channel, then the
-# family ids.
+# KEYS: the family catalogue, the sequence, then one flag per family; ARGV: ttl (s),
+# channel, then the family ids.
 _REVOKED = """
 local t = redis.call('TIME')
 local ttl = tonumber(ARGV[1])
 local expires = tonumber(t[1]) * 1000 + ttl * 1000
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(t[1]) * 1000)
-for i = 2, #KEYS do
-  local fid = ARGV[i + 1]
+local seq, receivers = 0, 0
+if ARGV[2] ~= '' then seq = redis.call('INCR', KEYS[2]) end
+for i = 3, #KEYS do
+  local fid = ARGV[i]
   redis.call('SET', KEYS[i], '1', 'EX', ttl)
   redis.call('ZADD', KEYS[1], expires, fid)
-  if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], 'r ' .. fid) end
+  if ARGV[2] ~= '' then
+    receivers = receivers + redis.call('PUBLISH', ARGV[2], seq .. ' r ' .. fid)
+  end
 end
-return #KEYS - 1
+return {seq, receivers}
 """
 
-# KEYS: the user's flag, the blocked catalogue; ARGV: user id, "1" block / "0" unblock,
-# channel.
+# KEYS: the user's flag, the blocked catalogue, the sequence; ARGV: user id, "1" block /
+# "0" unblock, channel.
 _BLOCKED = """
 if ARGV[2] == '1' then
   redis.call('SET', KEYS[1], '1')
@@ -106,10 +136,10 @@ else
   redis.call('DEL', KEYS[1])
   redis.call('SREM', KEYS[2], ARGV[1])
 end
-if ARGV[3] ~= '' then
-  redis.call('PUBLISH', ARGV[3], (ARGV[2] == '1' and 'b ' or 'u ') .. ARGV[1])
-end
-return 1
+if ARGV[3] == '' then return {0, 0} end
+local seq = redis.call('INCR', KEYS[3])
+local message = seq .. ' ' .. (ARGV[2] == '1' and 'b ' or 'u ') .. ARGV[1]
+return {seq, redis.call('PUBLISH', ARGV[3], message)}
 """
 
 SNAPSHOT_CHUNK = 1000  # flags read per MGET when a snapshot is taken
@@ -163,31 +193,66 @@ class RevocationIndex:
             return _family_status(fam, generation)
         return None
 
-    async def family_rotated(self, family_id: str, generation: int) -> None:
+    async def family_rotated(self, family_id: str, generation: int) -> Published | None:
         """Retire the family's access tokens of generations before ``generation``."""
-        await self._rotated(
-            keys=[FAMILY_PREFIX + family_id, FAMILIES_KEY],
-            args=[family_id, generation, self.family_flag_ttl_s, self.channel],
+        return _published(
+            await self._rotated(
+                keys=[FAMILY_PREFIX + family_id, FAMILIES_KEY, SEQ_KEY],
+                args=[family_id, generation, self.family_flag_ttl_s, self.channel],
+            )
         )
 
-    async def families_revoked(self, family_ids: Iterable[str]) -> None:
+    async def families_revoked(self, family_ids: Iterable[str]) -> Published | None:
         ids = list(family_ids)
         if not ids:
-            return
-        await self._revoked(
-            keys=[FAMILIES_KEY, *(FAMILY_PREFIX + fid for fid in ids)],
-            args=[self.family_flag_ttl_s, self.channel, *ids],
+            return None
+        return _published(
+            await self._revoked(
+                keys=[FAMILIES_KEY, SEQ_KEY, *(FAMILY_PREFIX + fid for fid in ids)],
+                args=[self.family_flag_ttl_s, self.channel, *ids],
+            )
         )
 
-    async def user_blocked(self, user_id: int) -> None:
-        await self._blocked(
-            keys=[USER_PREFIX + str(user_id), BLOCKED_KEY], args=[user_id, "1", self.channel]
+    async def user_blocked(self, user_id: int) -> Published | None:
+        return _published(
+            await self._blocked(
+                keys=[USER_PREFIX + str(user_id), BLOCKED_KEY, SEQ_KEY],
+                args=[user_id, "1", self.channel],
+            )
         )
 
-    async def user_unblocked(self, user_id: int) -> None:
-        await self._blocked(
-            keys=[USER_PREFIX + str(user_id), BLOCKED_KEY], args=[user_id, "0", self.channel]
+    async def user_unblocked(self, user_id: int) -> Published | None:
+        return _published(
+            await self._blocked(
+                keys=[USER_PREFIX + str(user_id), BLOCKED_KEY, SEQ_KEY],
+                args=[user_id, "0", self.channel],
+            )
         )
+
+    async def ack(self, seq: int) -> None:
+        """A mirror has applied message ``seq``."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(ACK_PREFIX + str(seq))
+        pipe.expire(ACK_PREFIX + str(seq), ACK_TTL_S)
+        await pipe.execute()
+
+    async def acked(self, published: Published, timeout_s: float) -> bool:
+        """Wait until every subscriber that received ``published`` has applied it (True),
+        or ``timeout_s`` has passed (False: one died, or is too slow to answer)."""
+        if published.receivers <= 0:
+            return True
+        key = ACK_PREFIX + str(published.seq)
+        deadline = time.monotonic() + timeout_s
+        pause = ACK_POLL_FIRST_S
+        while True:
+            count = await self.redis.get(key)
+            if count is not None and int(count) >= published.receivers:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, ACK_POLL_MAX_S)
 
     async def snapshot(self) -> IndexView:
         """The whole index, for a mirror's (re)load; rebuilt from the database first if it
@@ -239,6 +304,11 @@ class RevocationIndex:
                     "revoked_families": len(snapshot.revoked_families),
                 },
             )
+
+
+def _published(reply: Any) -> Published | None:
+    seq, receivers = (int(v) for v in reply)
+    return Published(seq, receivers) if seq else None
 
 
 def _str(value: str | bytes) -> str:

@@ -123,7 +123,12 @@ class AuthService:
                 down_since_ms=feed.down_since_ms,
             )
             feed.subscribe(channel, self.mirror.apply, self.mirror.resync)
-        self.writes = RevocationWriter(self.revocations, self.mirror, self.health)
+        self.writes = RevocationWriter(
+            self.revocations,
+            self.mirror,
+            self.health,
+            ack_timeout_s=settings.revocation_ack_timeout_s,
+        )
         self.permissions = PermissionCache(self._grants, ttl_s=settings.permission_cache_ttl_s)
         self.hasher = settings.password_hasher_config()
         self.hashes = HashPool(
