@@ -21,6 +21,7 @@ from raymall.logs import get_logger
 from raymall.settings import Settings
 
 log = get_logger("actors")
+_checked: dict[tuple[str, str], Any] = {}  # (namespace, name) -> handle, for check_all
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,26 @@ async def check_all(
     settings: Settings, timeout_s: float = 2.0, kinds: tuple[str, ...] | None = None
 ) -> dict[str, Any]:
     """Readiness: every expected actor (of the given kinds, or all) is found by name and
-    answers ``check_alive`` within the timeout."""
+    answers ``check_alive`` within the timeout.
+
+    A name is looked up once and its handle kept (``_checked``): a restarted actor keeps
+    its handle, and a lookup asks the GCS from a worker thread, which a burst of probes
+    would queue behind each other. A handle that fails is forgotten, so the next check
+    looks the name up again, at once if the actor behind it is gone for good (one may
+    have been created anew under the name)."""
 
     async def alive(name: str) -> None:
+        key = (settings.namespace, name)
+        kept: Any = _checked.get(key)
+        if kept is not None:
+            try:
+                await kept.check_alive.remote()
+                return
+            except ray.exceptions.RayActorError:  # gone for good: is there a new one?
+                _checked.pop(key, None)
         # the name lookup asks the GCS: off the event loop of the replica serving /readyz
         handle = await asyncio.to_thread(get, settings, name)
+        _checked[key] = handle
         await handle.check_alive.remote()
 
     async def one(name: str) -> tuple[str, bool]:
@@ -125,6 +141,7 @@ async def check_all(
             await asyncio.wait_for(alive(name), timeout_s)
             return name, True
         except Exception:  # missing, dead or restarting: not ready
+            _checked.pop((settings.namespace, name), None)
             return name, False
 
     names = [n for g in _groups() if kinds is None or g.kind in kinds for n in g.names(settings)]

@@ -33,7 +33,6 @@ from raymall import db, metrics
 from raymall.errors import error_body
 
 router = APIRouter(tags=["health"])
-CHECK_TIMEOUT_S = 2.0
 # checks whose failure degrades the service instead of stopping it
 NON_CRITICAL = frozenset({"redis", "milvus", "recommender"})
 
@@ -53,10 +52,10 @@ async def check_redis(app_ctx: AppContext, request: Request) -> dict[str, Any]:
     return {"ok": True, "ratelimit_mode": "shared"}
 
 
-async def _run(name: str, check: Any) -> tuple[str, dict[str, Any]]:
+async def _run(name: str, check: Any, timeout_s: float) -> tuple[str, dict[str, Any]]:
     started = time.perf_counter()
     try:
-        result = await asyncio.wait_for(check(), CHECK_TIMEOUT_S)
+        result = await asyncio.wait_for(check(), timeout_s)
     except Exception as exc:  # any failure means "not ready"; report it, never raise
         result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:300]}
     result["ms"] = round((time.perf_counter() - started) * 1000, 1)
@@ -69,10 +68,11 @@ async def readyz(request: Request) -> JSONResponse:
     checks: dict[str, ReadinessCheck] = {
         "database": lambda: check_database(app_ctx),
         "redis": lambda: check_redis(app_ctx, request),
-        "actors": lambda: registry.check_all(app_ctx.settings),
+        "actors": lambda: registry.check_all(app_ctx.settings, timeout_s=timeout_s),
     }
     checks.update(services(request).readiness)
-    results = dict(await asyncio.gather(*(_run(n, c) for n, c in checks.items())))
+    timeout_s = app_ctx.settings.readiness_timeout_s
+    results = dict(await asyncio.gather(*(_run(n, c, timeout_s) for n, c in checks.items())))
     details = getattr(request.state, "ops", True)
     failed = sorted(n for n, r in results.items() if not r["ok"])
     if not failed or all(n in NON_CRITICAL for n in failed):

@@ -223,9 +223,13 @@ async def build_services(
     readiness: dict[str, ReadinessCheck] = {}
     if s.recommender:
         readiness["milvus"] = recommend.ping
-    readiness["orders"] = lambda: registry.check_all(s, kinds=("order",))
+    readiness["orders"] = lambda: registry.check_all(
+        s, kinds=("order",), timeout_s=s.readiness_timeout_s
+    )
     readiness["auth"] = permissions_ready
-    readiness["inventory"] = lambda: registry.check_all(s, kinds=("inventory",))
+    readiness["inventory"] = lambda: registry.check_all(
+        s, kinds=("inventory",), timeout_s=s.readiness_timeout_s
+    )
     readiness["revocations"] = revocations_ready(auth)
 
     await feed.start()  # every consumer has subscribed: one connection, one resync

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     # bearer token for /metrics, /docs, /redoc, /openapi.json and /readyz details in prod
     # (unset in prod: those stay closed); dev/test leave them open
     ops_token: SecretStr | None = None
+    # how long each /readyz check (a database ping, every actor's answer...) may take
+    # before it counts as failed
+    readiness_timeout_s: float = Field(2.0, gt=0, le=60)
     media_dir: Path | None = None
     max_upload_bytes: int = Field(5 * 1024 * 1024, ge=1024)
     # uploaded images in an S3-compatible bucket: s3://bucket[/prefix]; unset: media_dir

@@ -54,6 +54,7 @@ class Load:
     def __init__(self, url: str) -> None:
         self.url = url
         self.statuses: Counter[str] = Counter()
+        self.refusals: list[str] = []  # the first answers other than 200, for the report
         self.concurrency = 0
         self.pause_s = 0.0
         self.stop = threading.Event()
@@ -67,6 +68,8 @@ class Load:
             try:
                 resp = await c.get("/readyz")
                 self.statuses[str(resp.status_code)] += 1
+                if resp.status_code != 200 and len(self.refusals) < 5:
+                    self.refusals.append(resp.text[:2000])
             except httpx.HTTPError as exc:
                 self.statuses[f"conn:{type(exc).__name__}"] += 1
             if self.pause_s:
@@ -112,6 +115,9 @@ def main(out: Path, database_url: str | None, redis_url: str | None) -> None:
         ingress_downscale_delay_s=2,
         # replicas report every 10 s (Serve's metrics_interval_s); the window must be longer
         ingress_autoscaling_look_back_s=11,
+        # the load is GET /readyz from 48 clients on two cores: probes wait their turn
+        # with each other, and a failure here must be the routing's, not a slow check's
+        readiness_timeout_s=10,
     )
     env = app_mod.prepare_environment(settings)
     cluster = Cluster(
@@ -160,6 +166,7 @@ def run(running: Any, result: dict[str, Any]) -> None:
     load.thread.join(timeout=30)
     result["replicas_at_end"] = running_replicas()
     result["statuses"] = dict(load.statuses)
+    result["refusals"] = load.refusals
     result["requests"] = sum(load.statuses.values())
 
 

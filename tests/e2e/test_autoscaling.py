@@ -57,4 +57,4 @@ def test_ingress_replicas_follow_the_load_up_and_down_with_no_failed_request(
     assert result["scaled_up"] and result["peak_replicas"] > 1, result["samples"]
     assert result["scaled_down"] and result["replicas_at_end"] == 1, result["samples"]
     assert result["requests"] > 0 and result["requests_while_scaling_down"] > 0
-    assert set(result["statuses"]) == {"200"}, result["statuses"]
+    assert set(result["statuses"]) == {"200"}, (result["statuses"], result["refusals"])

@@ -119,7 +119,7 @@ def readiness_app(monkeypatch: pytest.MonkeyPatch) -> tuple[FastAPI, dict[str, b
     app = FastAPI()
     errors.install(app)
     app.include_router(health.router)
-    app.state.ctx = SimpleNamespace(settings=None)
+    app.state.ctx = SimpleNamespace(settings=SimpleNamespace(readiness_timeout_s=2.0))
     app.state.services = SimpleNamespace(readiness={})
     return app, state
 

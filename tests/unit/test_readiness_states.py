@@ -35,7 +35,7 @@ def app(monkeypatch: pytest.MonkeyPatch) -> tuple[FastAPI, dict[str, bool]]:
     app = FastAPI()
     errors.install(app)
     app.include_router(health.router)
-    app.state.ctx = SimpleNamespace(settings=None)
+    app.state.ctx = SimpleNamespace(settings=SimpleNamespace(readiness_timeout_s=2.0))
     app.state.services = SimpleNamespace(readiness={"milvus": check("milvus")})
     return app, down
 
@@ -92,3 +92,22 @@ def test_redis_unusable_by_the_replica_fails_its_check_without_a_ping() -> None:
     assert pinged == []
     usable[0] = True
     assert asyncio.run(health.check_redis(ctx, request))["ok"] and pinged == [1]
+
+
+def test_a_check_slower_than_the_readiness_timeout_fails_and_is_named(
+    app: tuple[FastAPI, dict[str, bool]],
+) -> None:
+    fastapi_app, _ = app
+
+    async def slow() -> dict[str, Any]:
+        await asyncio.sleep(0.5)
+        return {"ok": True}
+
+    fastapi_app.state.services.readiness["milvus"] = slow
+    dev = client_for(HttpPolicy(), fastapi_app)
+    assert dev.get("/readyz").json()["checks"]["milvus"]["ok"] is True  # 2 s: in time
+    fastapi_app.state.ctx.settings.readiness_timeout_s = 0.1
+    body = dev.get("/readyz").json()
+    assert body["status"] == "degraded" and body["degraded"] == ["milvus"]
+    assert body["checks"]["milvus"]["error"].startswith("TimeoutError")
+    assert body["checks"]["milvus"]["ms"] < 400
