@@ -110,11 +110,9 @@ def get(settings: Settings, name: str) -> Any:
     return ray.get_actor(name, namespace=settings.namespace)
 
 
-async def check_all(
-    settings: Settings, timeout_s: float = 2.0, kinds: tuple[str, ...] | None = None
-) -> dict[str, Any]:
+async def check_all(settings: Settings, kinds: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Readiness: every expected actor (of the given kinds, or all) is found by name and
-    answers ``check_alive`` within the timeout.
+    answers ``check_alive`` within ``settings.readiness_timeout_s``.
 
     A name is looked up once and its handle kept (``_checked``): a restarted actor keeps
     its handle, and a lookup asks the GCS from a worker thread, which a burst of probes
@@ -138,7 +136,7 @@ async def check_all(
 
     async def one(name: str) -> tuple[str, bool]:
         try:
-            await asyncio.wait_for(alive(name), timeout_s)
+            await asyncio.wait_for(alive(name), settings.readiness_timeout_s)
             return name, True
         except Exception:  # missing, dead or restarting: not ready
             _checked.pop((settings.namespace, name), None)

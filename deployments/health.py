@@ -65,13 +65,13 @@ async def _run(name: str, check: Any, timeout_s: float) -> tuple[str, dict[str, 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     app_ctx = ctx(request)
+    timeout_s = app_ctx.settings.readiness_timeout_s
     checks: dict[str, ReadinessCheck] = {
         "database": lambda: check_database(app_ctx),
         "redis": lambda: check_redis(app_ctx, request),
-        "actors": lambda: registry.check_all(app_ctx.settings, timeout_s=timeout_s),
+        "actors": lambda: registry.check_all(app_ctx.settings),
     }
     checks.update(services(request).readiness)
-    timeout_s = app_ctx.settings.readiness_timeout_s
     results = dict(await asyncio.gather(*(_run(n, c, timeout_s) for n, c in checks.items())))
     details = getattr(request.state, "ops", True)
     failed = sorted(n for n, r in results.items() if not r["ok"])

@@ -223,13 +223,9 @@ async def build_services(
     readiness: dict[str, ReadinessCheck] = {}
     if s.recommender:
         readiness["milvus"] = recommend.ping
-    readiness["orders"] = lambda: registry.check_all(
-        s, kinds=("order",), timeout_s=s.readiness_timeout_s
-    )
+    readiness["orders"] = lambda: registry.check_all(s, kinds=("order",))
     readiness["auth"] = permissions_ready
-    readiness["inventory"] = lambda: registry.check_all(
-        s, kinds=("inventory",), timeout_s=s.readiness_timeout_s
-    )
+    readiness["inventory"] = lambda: registry.check_all(s, kinds=("inventory",))
     readiness["revocations"] = revocations_ready(auth)
 
     await feed.start()  # every consumer has subscribed: one connection, one resync
